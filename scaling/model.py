@@ -9,6 +9,13 @@ dtype (`compute_dtype(cfg)`) at use; norms, RoPE and the softmax run in float32;
 returned in float32. Attention goes through `jax.nn.dot_product_attention(is_causal=True)`,
 which takes K/V with fewer heads natively (GQA) and uses cuDNN flash attention on GPU in bf16.
 
+Component masks (for ablation studies, `scaling.evals.ablate`): `model(tokens, head_mask=m_LN,
+ffn_mask=m_L)` scales head n of layer l's output (before the output projection) by m_LN[l, n] and
+the MLP block of layer l by m_L[l]. A 0 removes that head's or block's contribution to the
+residual stream; all ones is bitwise the unmasked forward (on CPU). Leading batch axes are
+allowed (m_BLN, m_BL: one mask per row, so one backward pass gives per-row gradients w.r.t.
+the masks). Masks are small replicated arrays: they need no sharding rule.
+
 Every parameter carries logical axis names (`out_sharding` metadata, e.g. `("embed", "mlp")`);
 `scaling.sharding.LOGICAL_AXIS_RULES` maps them to mesh axes. Metadata is not applied eagerly, so
 a model can be built anywhere; `scaling.sharding.create_sharded` builds it sharded.
@@ -65,6 +72,28 @@ def attention(q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array) -> jax.Ar
     return jax.nn.dot_product_attention(
         q_BTNH, k_BTKH, v_BTKH, is_causal=True, implementation="xla"
     )
+
+
+def attention_probs(q_BTNH: jax.Array, k_BTKH: jax.Array) -> jax.Array:
+    """The causal attention weights [B, N, T(query), S(key)] that `attention` applies, in
+    float32 (for analysis: `attention` itself never materialises them on the cuDNN path).
+    Keep the scale in step with `attention` (jax.nn.dot_product_attention's default)."""
+    N, K, H = q_BTNH.shape[2], k_BTKH.shape[2], q_BTNH.shape[3]
+    k_BTNH = jnp.repeat(k_BTKH, N // K, axis=2)
+    scores = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BTNH, preferred_element_type=jnp.float32)
+    T, S = scores.shape[-2:]
+    causal_TS = jnp.tril(jnp.ones((T, S), bool))
+    scores = jnp.where(causal_TS, scores / math.sqrt(H), -jnp.inf)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+def _layer_mask(mask: jax.Array | None, layer: int, *, heads: bool, dtype) -> jax.Array | None:
+    """Layer `layer` of a [..., L, N] head mask as [B|1, 1, N, 1], or of a [..., L] FFN mask as
+    [B|1, 1, 1]; None stays None (the unmasked path, no extra op)."""
+    if mask is None:
+        return None
+    m = (mask[..., layer, :] if heads else mask[..., layer]).astype(dtype)
+    return m.reshape((-1, 1, m.shape[-1], 1) if heads else (-1, 1, 1))
 
 
 def _param(
@@ -124,7 +153,8 @@ class Attention(nnx.Module):
         self.wv = _param(rngs, (D, K, H), std, ("embed", "kv_heads", "head_dim"), param_dtype)
         self.wo = _param(rngs, (N, H, D), out_std, ("heads", "head_dim", "embed"), param_dtype)
 
-    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+    def qkv(self, x_BTD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Queries [B,T,N,H], keys and values [B,T,K,H] (RoPE applied) of normed input x."""
         dt = x_BTD.dtype
         q_BTNH = jnp.einsum("btd,dnh->btnh", x_BTD, self.wq[...].astype(dt))
         k_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.wk[...].astype(dt))
@@ -135,8 +165,14 @@ class Attention(nnx.Module):
         q_BTNH = constrain(q_BTNH, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
         k_BTKH = constrain(k_BTKH, ("act_batch", "act_seq", "act_kv_heads", "act_head_dim"))
         v_BTKH = constrain(v_BTKH, ("act_batch", "act_seq", "act_kv_heads", "act_head_dim"))
-        out_BTNH = attention(q_BTNH, k_BTKH, v_BTKH)
-        return jnp.einsum("btnh,nhd->btd", out_BTNH, self.wo[...].astype(dt))
+        return q_BTNH, k_BTKH, v_BTKH
+
+    def __call__(self, x_BTD: jax.Array, head_mask: jax.Array | None = None) -> jax.Array:
+        """Attention output; `head_mask` ([B|1, 1, N, 1]) scales each head before `wo`."""
+        out_BTNH = attention(*self.qkv(x_BTD))
+        if head_mask is not None:
+            out_BTNH = out_BTNH * head_mask
+        return jnp.einsum("btnh,nhd->btd", out_BTNH, self.wo[...].astype(x_BTD.dtype))
 
 
 class MLP(nnx.Module):
@@ -171,10 +207,19 @@ class Block(nnx.Module):
         self.mlp_norm = Norm(cfg, param_dtype)
         self.mlp = MLP(cfg, rngs=rngs, param_dtype=param_dtype)
 
-    def __call__(self, x_BTD: jax.Array) -> jax.Array:
-        x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD))
+    def __call__(
+        self,
+        x_BTD: jax.Array,
+        head_mask: jax.Array | None = None,
+        ffn_mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """`head_mask` [B|1, 1, N, 1] and `ffn_mask` [B|1, 1, 1] (see `_layer_mask`) or None."""
+        x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), head_mask)
         x_BTD = constrain(x_BTD, ("act_batch", "act_seq", "act_embed"))
-        x_BTD = x_BTD + self.mlp(self.mlp_norm(x_BTD))
+        mlp_BTD = self.mlp(self.mlp_norm(x_BTD))
+        if ffn_mask is not None:
+            mlp_BTD = mlp_BTD * ffn_mask
+        x_BTD = x_BTD + mlp_BTD
         return constrain(x_BTD, ("act_batch", "act_seq", "act_embed"))
 
 
@@ -195,7 +240,34 @@ class Transformer(nnx.Module):
         if not cfg.tie_embeddings:
             self.lm_head = _param(rngs, (D, V), cfg.init_std, ("embed", "vocab"), pd)
 
-    def __call__(self, tokens_BT: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        tokens_BT: jax.Array,
+        *,
+        head_mask: jax.Array | None = None,
+        ffn_mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """float32 logits [B, T, V]. Optional masks: `head_mask` [(B,) n_layers, n_heads] and
+        `ffn_mask` [(B,) n_layers] (leading axis: none, or one per row); see the module doc."""
+        self._check_masks(head_mask, ffn_mask)
+        dt = compute_dtype(self.cfg)
+        x_BTD = self.embed(tokens_BT)
+        for layer, block in enumerate(self.blocks):
+            hm = _layer_mask(head_mask, layer, heads=True, dtype=dt)
+            fm = _layer_mask(ffn_mask, layer, heads=False, dtype=dt)
+            x_BTD = block(x_BTD, hm, fm)
+        return self.logits(self.final_norm(x_BTD))
+
+    def _check_masks(self, head_mask: jax.Array | None, ffn_mask: jax.Array | None) -> None:
+        L, N = self.cfg.n_layers, self.cfg.n_heads
+        hm, fm = head_mask, ffn_mask
+        if hm is not None and (hm.ndim not in (2, 3) or tuple(hm.shape[-2:]) != (L, N)):
+            raise ValueError(f"head_mask shape {hm.shape}: want [{L}, {N}] or [batch, {L}, {N}]")
+        if fm is not None and (fm.ndim not in (1, 2) or fm.shape[-1] != L):
+            raise ValueError(f"ffn_mask shape {fm.shape}: want [{L}] or [batch, {L}]")
+
+    def embed(self, tokens_BT: jax.Array) -> jax.Array:
+        """Token (+ learned position) embeddings: the residual stream entering block 0."""
         T = tokens_BT.shape[1]
         if T > self.cfg.seq_len and self.cfg.pos == "learned":
             raise ValueError(f"sequence length {T} exceeds model.seq_len = {self.cfg.seq_len}")
@@ -205,10 +277,11 @@ class Transformer(nnx.Module):
         x_BTD = jnp.take(table_VD, tokens_BT, axis=0)
         if self.cfg.pos == "learned":
             x_BTD = x_BTD + self.pos_embedding[...][:T].astype(dt)[None]
-        x_BTD = constrain(x_BTD, ("act_batch", "act_seq", "act_embed"))
-        for block in self.blocks:
-            x_BTD = block(x_BTD)
-        x_BTD = self.final_norm(x_BTD)
+        return constrain(x_BTD, ("act_batch", "act_seq", "act_embed"))
+
+    def logits(self, x_BTD: jax.Array) -> jax.Array:
+        """The LM head on the final-normed residual stream: float32 logits [B, T, V]."""
+        dt = compute_dtype(self.cfg)
         if self.cfg.tie_embeddings:
             logits_BTV = jnp.einsum(
                 "btd,vd->btv",

@@ -128,10 +128,15 @@ def _pack(rows: list[np.ndarray], starts: list[int], width: int):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _score_chunk(graphdef, state, x_RT, pos_RL, tgt_RL, used_RL, ans_RL):
+def _score_chunk(graphdef, state, x_RT, pos_RL, tgt_RL, used_RL, ans_RL, masks=(None, None)):
     """Per-row summed target logprob, answer token accuracy, and all-target-argmax-correct;
-    softmax and argmax only at the gathered target positions."""
-    logits_RTV = nnx.merge(graphdef, state)(x_RT)
+    softmax and argmax only at the gathered target positions. `masks` = (head_mask, ffn_mask)
+    of `scaling.model.Transformer` (None: unmasked; mask values are traced, not recompiled)."""
+    model = nnx.merge(graphdef, state)
+    if all(m is None for m in masks):  # any callable model (tests score oracles)
+        logits_RTV = model(x_RT)
+    else:
+        logits_RTV = model(x_RT, head_mask=masks[0], ffn_mask=masks[1])
     sel_RLV = jnp.take_along_axis(logits_RTV, pos_RL[..., None], axis=1).astype(jnp.float32)
     logp_RLV = jax.nn.log_softmax(sel_RLV, axis=-1)
     tok_lp_RL = jnp.take_along_axis(logp_RLV, tgt_RL[..., None], axis=-1)[..., 0]
@@ -169,10 +174,20 @@ def _greedy_chunk(graphdef, state, buf_RT, start_R, n_R, steps: int):
 _COMPILED: dict[object, set[int]] = {}  # graphdef -> widths compiled in this process
 
 
-def score_rows(model: nnx.Module, groups: list[_Group], seq_len: int, *, decode: bool = False):
+def score_rows(
+    model: nnx.Module,
+    groups: list[_Group],
+    seq_len: int,
+    *,
+    decode: bool = False,
+    masks: tuple[jax.Array | None, jax.Array | None] = (None, None),
+):
     """Per-item (logprob, token_acc, exact_match) arrays per (task, K). Rows of all groups are
     sorted by length and cut into chunks of CHUNK_ROWS rows; each chunk is padded to a width
-    from `choose_widths` (one compiled shape per width, reused across runs of the same shape)."""
+    from `choose_widths` (one compiled shape per width, reused across runs of the same shape).
+    `masks` (head_mask [L, N], ffn_mask [L]) ablate components; not with `decode`."""
+    if decode and any(m is not None for m in masks):
+        raise ValueError("score_rows: masks are not supported with decode=True")
     graphdef, state = nnx.split(model)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     flat = [(gi, i) for gi, g in enumerate(groups) for i in range(len(g.rows))]
@@ -186,7 +201,7 @@ def score_rows(model: nnx.Module, groups: list[_Group], seq_len: int, *, decode:
         rows = [groups[gi].rows[i] for gi, i in chunk]
         starts = [groups[gi].starts[i] for gi, i in chunk]
         tokens, *target = _pack(rows, starts, width)
-        out = _score_chunk(graphdef, state, tokens[:, :-1], *target)
+        out = _score_chunk(graphdef, state, tokens[:, :-1], *target, masks)
         lp, acc, em = (np.asarray(a) for a in out)
         compiled.add(width)
         if decode:
