@@ -1,0 +1,125 @@
+"""`scaling compare A B`: is B worth it across scale? (thin front-end over analysis/compare.py)"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from scaling.errors import UserError
+
+
+def _load(src: str, args: argparse.Namespace):
+    from analysis.tables import load_csv, load_results, parse_map
+
+    if src.lower().endswith(".csv"):
+        if not args.mapping:
+            raise UserError(f"{src} is a CSV: say which columns hold N, loss and C or D (--map)")
+        return load_csv(src, parse_map(args.mapping), loss_unit=args.loss_unit or "nats/token")
+    if args.mapping:
+        raise UserError(f"--map applies to CSV tables only, and {src} is not a .csv file")
+    table = load_results(src, n_kind=args.n_kind, flops=args.flops_kind)
+    if args.loss_unit:
+        table.loss_unit = args.loss_unit
+    return table
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        out = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(
+            f"{what} {text!r}: expected comma-separated numbers, e.g. 2.1,2.0"
+        ) from None
+    if not out or any(not x > 0 for x in out):
+        raise UserError(f"{what} {text!r}: give one or more positive numbers")
+    return out
+
+
+def _default_out(args: argparse.Namespace, labels: tuple[str, str]) -> Path:
+    if args.out:
+        return Path(args.out)
+    b = Path(args.b)
+    base = b if b.is_dir() else b.parent
+    return base / f"compare_{labels[0]}_vs_{labels[1]}"
+
+
+def _label(src: str) -> str:
+    p = Path(src)
+    name = p.stem if p.suffix in (".csv", ".jsonl") else p.name
+    return name or "sweep"
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from analysis import compare as cmp
+
+    if not 0 < args.level < 1:
+        raise UserError(f"--level must be between 0 and 1, got {args.level}")
+    if args.resamples < 10:
+        raise UserError(f"--resamples must be at least 10, got {args.resamples}")
+    labels = (args.labels or f"{_label(args.a)},{_label(args.b)}").split(",")
+    if len(labels) != 2 or not all(s.strip() for s in labels):
+        raise UserError(f"--labels {args.labels!r}: give two names, e.g. --labels rope,learned")
+    la, lb = (s.strip() for s in labels)
+    if la == lb:
+        la, lb = f"A:{la}", f"B:{lb}"
+    losses = _floats(args.losses, "--losses")
+    ta, tb = _load(args.a, args), _load(args.b, args)
+    a = cmp.fit_sweep(ta, la, n_resamples=args.resamples, seed=args.seed, method=args.method)
+    b = cmp.fit_sweep(tb, lb, n_resamples=args.resamples, seed=args.seed + 1, method=args.method)
+    res = cmp.compare(a, b, losses=losses, extrapolate=args.extrapolate, level=args.level)
+    out = _default_out(args, (la, lb))
+    paths = cmp.write(res, a, b, out)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print("\n".join(cmp.summary_lines(res)))
+        print(f"wrote {paths['json']} and {', '.join(paths['figures'])}")
+    for note in ta.notes + tb.notes:
+        print(f"  note: {note}", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `compare` to the `scaling` CLI."""
+    p = sub.add_parser(
+        "compare",
+        help="compute multiplier of sweep B over sweep A (bootstrap CIs), exponent test, figure",
+    )
+    p.add_argument("a", help="baseline: sweep directory (results.jsonl) or CSV")
+    p.add_argument("b", help="candidate: sweep directory (results.jsonl) or CSV")
+    p.add_argument("--labels", default=None, help="names for A and B, e.g. rope,learned")
+    p.add_argument(
+        "--losses",
+        default=None,
+        help="comma-separated losses to report the multiplier at "
+        "(default: 3 losses across the compute range both sweeps cover)",
+    )
+    p.add_argument(
+        "--extrapolate",
+        type=float,
+        default=100.0,
+        help="also report the multiplier at the loss A reaches at this factor times the "
+        "largest budget (default 100)",
+    )
+    p.add_argument(
+        "--map",
+        dest="mapping",
+        action="append",
+        default=[],
+        metavar="KEY=COLUMN",
+        help="CSV column for KEY in N, D, C, loss, budget, run (both CSVs; repeatable)",
+    )
+    p.add_argument("--loss-unit", default=None, help="loss unit label for CSVs")
+    p.add_argument("--n-kind", choices=("total", "nonembed"), default="total")
+    p.add_argument("--flops-kind", choices=("6nd", "exact"), default="6nd")
+    p.add_argument("--method", choices=("grid", "varpro"), default="grid")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per sweep")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (B uses seed + 1)")
+    p.add_argument("--level", type=float, default=0.9, help="CI level (default 0.9)")
+    p.add_argument("--out", default=None, help="output dir (default B_DIR/compare_A_vs_B)")
+    p.add_argument("--json", action="store_true", help="print compare.json instead of a summary")
+    p.set_defaults(handler=_compare)
