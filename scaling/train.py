@@ -30,7 +30,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from scaling import config as config_lib
-from scaling import engine, optim, sharding
+from scaling import engine, optim, sharding, tracking
 from scaling import flops as flops_lib
 from scaling.checkpoint import Checkpointer
 from scaling.config import RunConfig
@@ -58,8 +58,14 @@ class _MetricsLog:
     """metrics.jsonl writer (process 0 only). On resume, lines past the resumed step are
     dropped (they were written after the checkpoint by the interrupted session)."""
 
-    def __init__(self, path: Path, resume_step: int, enabled: bool):
-        self.path, self.enabled = path, enabled
+    def __init__(
+        self,
+        path: Path,
+        resume_step: int,
+        enabled: bool,
+        on_write: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.path, self.enabled, self.on_write = path, enabled, on_write
         if not enabled:
             return
         kept: list[str] = []
@@ -77,6 +83,8 @@ class _MetricsLog:
         if self.enabled:
             self._fh.write(json.dumps(record, default=_json_default) + "\n")
             self._fh.flush()
+            if self.on_write is not None:
+                self.on_write(record)
 
     def close(self) -> None:
         if self.enabled:
@@ -121,13 +129,15 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    tb_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train `cfg` into `out_dir`, resuming from its newest readable checkpoint; return result.
 
     `stop_after=k` (for tests) simulates a kill: the session stops after update k without a
     final checkpoint or result.json and returns {"status": "stopped", "step": k}. `should_stop`
     is polled before every update and stops the session the same way (the sweep launcher passes
-    "my lease on this run was taken over").
+    "my lease on this run was taken over"). TensorBoard events go to `tb_dir` (default
+    `out_dir/tensorboard`; a sweep passes one shared directory), see `scaling.tracking`.
     """
     t_start = time.time()
     sharding.maybe_initialize_distributed()
@@ -140,6 +150,7 @@ def train(
     data = open_dataset(cfg.data, cfg.model.seq_len, progress=progress)  # UserError: dataset
     _check_vocab(cfg)
     _check_eval_tasks(cfg)
+    tracking.requested_backends()  # UserError for an unknown $SCALING_TRACK name, before compute
     done = _check_out_dir(out, run_id)
     if done is not None:
         log.info("run %s in %s already finished (%s)", run_id, out, done["status"])
@@ -161,9 +172,19 @@ def train(
             state = eng.init(jax.random.key(t.seed))
         start, meta = 0, {}
     warnings = list(meta.get("warnings", [])) + (restored.warnings if restored else [])
-    metrics = _MetricsLog(out / "metrics.jsonl", start, is_main)
+    tracker = tracking.Tracker(
+        Path(tb_dir) if tb_dir else out / "tensorboard",
+        run_name=cfg.name,
+        run_id=run_id,
+        config=cfg.to_dict(),
+        resume_step=start,
+        enabled=is_main,
+    )
+    metrics = _MetricsLog(out / "metrics.jsonl", start, is_main, on_write=tracker.log)
     few_shot_every = cfg.eval.every if cfg.eval.enabled else 0
-    evals_log = _MetricsLog(out / "evals.jsonl", start, is_main and few_shot_every > 0)
+    evals_log = _MetricsLog(
+        out / "evals.jsonl", start, is_main and few_shot_every > 0, on_write=tracker.log
+    )
 
     fpt = flops_lib.flops_per_token(m)
     tokens_per_step = t.batch_size * m.seq_len
@@ -290,9 +311,11 @@ def train(
         ckpt.wait()
         metrics.close()
         evals_log.close()
+        tracker.flush()
     final_step = int(jax.device_get(state["step"])) if status == "done" else diverged_at
     if stopped:
         ckpt.close()
+        tracker.close()
         return {"status": "stopped", "step": final_step, "run_id": run_id}
     ckpt.close()
     t_end = time.time()
@@ -307,6 +330,8 @@ def train(
     evals = None
     if cfg.eval.enabled and status == "done":
         evals = _run_evals(nnx.merge(eng.graphdef, state["params"], state["other"]), cfg, mesh)
+    tracker.log_evals(final_step or 0, evals)
+    tracker.close()
 
     counts = flops_lib.param_counts(m)
     tokens = (final_step or 0) * tokens_per_step

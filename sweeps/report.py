@@ -73,5 +73,5 @@ def plan_table(plan, device: tuple[str, int]) -> str:
 
 
 def status_table(rows: list[dict[str, Any]]) -> str:
-    headers = ["run_id", "cell", "state", "progress", "val_loss", "C_spent", "C_planned", "note"]
+    headers = ["run_id", "cell", "state", "progress", "loss", "eta", "C_spent", "C_planned", "note"]
     return table(headers, [[r.get(h, "") for h in headers] for r in rows])

@@ -87,6 +87,8 @@ def run_cell(
             kwargs = {}
             if "should_stop" in inspect.signature(fn).parameters:
                 kwargs["should_stop"] = lease.lost.is_set  # stop if another launcher took over
+            if "tb_dir" in inspect.signature(fn).parameters:  # one TensorBoard dir per sweep
+                kwargs["tb_dir"] = root / "tensorboard" / summary["label"].replace("/", "-")
             result = fn(cfg, out, progress=progress, **kwargs)
             if result.get("status") == "stopped":
                 print(

@@ -20,22 +20,67 @@ from sweeps.report import status_table
 STATES = ("done", "diverged", "running", "failed", "pending")
 
 
-def last_step(metrics: Path) -> int:
-    """The largest `step` in a metrics.jsonl (reads only its tail)."""
+def tail_records(metrics: Path, nbytes: int = 16384) -> list[dict[str, Any]]:
+    """The JSON records in the last ``nbytes`` of a metrics.jsonl (a cut first line is skipped)."""
     if not metrics.is_file():
-        return 0
+        return []
     with open(metrics, "rb") as f:
         f.seek(0, 2)
         size = f.tell()
-        f.seek(max(0, size - 8192))
+        f.seek(max(0, size - nbytes))
         tail = f.read().decode(errors="replace").splitlines()
-    best = 0
+    out = []
     for line in tail:
         try:
-            best = max(best, int(json.loads(line).get("step", 0)))
-        except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+            rec = json.loads(line)
+        except json.JSONDecodeError:
             continue
-    return best
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int | float):
+            out.append(rec)
+    return out
+
+
+def last_step(metrics: Path) -> int:
+    """The largest `step` in a metrics.jsonl (reads only its tail)."""
+    return max((int(r["step"]) for r in tail_records(metrics)), default=0)
+
+
+def progress_of(metrics: Path, planned_steps: int) -> dict[str, Any]:
+    """Last step, last train/val loss and an ETA (seconds) from the tail of a metrics.jsonl.
+
+    The rate is measured between the oldest and newest records of the tail (so compilation and
+    a resume's restart do not count), over the session that wrote the newest record.
+    """
+    recs = tail_records(metrics)
+    if not recs:
+        return {"step": 0, "train_loss": None, "val_loss": None, "eta_s": None}
+    last = max(recs, key=lambda r: r["step"])
+    val = next((r["val_loss"] for r in reversed(recs) if r.get("val_loss") is not None), None)
+    eta = None
+    timed = [r for r in recs if isinstance(r.get("elapsed_s"), int | float)]
+    if len(timed) >= 2:
+        a, b = timed[0], timed[-1]
+        if b["step"] > a["step"] and b["elapsed_s"] > a["elapsed_s"]:
+            per_step = (b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"])
+            eta = max(0.0, (planned_steps - last["step"]) * per_step)
+    return {
+        "step": int(last["step"]),
+        "train_loss": last.get("train_loss"),
+        "val_loss": val,
+        "eta_s": eta,
+    }
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """'42s', '3m05s', '2h07m' (empty for None)."""
+    if seconds is None:
+        return ""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def last_checkpoint(ckpt_dir: Path) -> int:
@@ -57,17 +102,19 @@ def collect(root: Path) -> dict[str, Any]:
         rid = c["run_id"]
         rec = records.get(rid)
         out = R.run_dir(root, rid)
-        step = last_step(out / "metrics.jsonl")
-        note, loss = "", ""
+        prog = progress_of(out / "metrics.jsonl", c["steps"])
+        step, eta = prog["step"], ""
+        note, loss = "", _loss_str(prog)
         if rec is not None:
             state = rec.get("status", "done")
             step = rec.get("steps_done") or (c["steps"] if state == "done" else step)
             val = rec.get("final_val_loss")
-            loss = f"{val:.4f}" if isinstance(val, int | float) else ""
+            loss = f"val {val:.4f}" if isinstance(val, int | float) else ""
             if state == "diverged":
                 note = f"diverged at step {rec.get('diverged_at_step')}"
         elif rid in leases:
             state, note = "running", f"owner {leases[rid].get('owner', '?')}"
+            eta = fmt_duration(prog["eta_s"])
         elif (fail := R.read_failure(root, rid)) is not None:
             state = "failed"
             msg = fail.get("message", "").strip().splitlines()
@@ -84,7 +131,8 @@ def collect(root: Path) -> dict[str, Any]:
                 cell=c["label"],
                 state=state,
                 progress=f"{step}/{c['steps']} ({100 * frac:.0f}%)",
-                val_loss=loss,
+                loss=loss,
+                eta=eta,
                 C_spent=f"{frac * c['C_exact']:.3g}",
                 C_planned=f"{c['C_exact']:.3g}",
                 note=note,
@@ -94,7 +142,36 @@ def collect(root: Path) -> dict[str, Any]:
     counts = Counter(r["state"] for r in rows)
     spent = sum(r["_spent"] for r in rows)
     planned = sum(c["C_exact"] for c in plan["cells"])
-    return dict(sweep=plan["sweep"], rows=rows, counts=counts, spent=spent, planned=planned)
+    return dict(
+        sweep=plan["sweep"],
+        rows=rows,
+        counts=counts,
+        spent=spent,
+        planned=planned,
+        eta_s=_sweep_eta(records.values(), planned - spent),
+    )
+
+
+def _loss_str(prog: dict[str, Any]) -> str:
+    """'train 2.31 / val 2.40' from a run's latest metrics (what is there)."""
+    parts = [
+        f"{k} {prog[f'{k}_loss']:.4f}"
+        for k in ("train", "val")
+        if isinstance(prog.get(f"{k}_loss"), int | float)
+    ]
+    return " / ".join(parts)
+
+
+def _sweep_eta(records, remaining_flops: float) -> float | None:
+    """Remaining FLOPs at the FLOP rate of the finished runs (None before the first one)."""
+    done = [
+        r for r in records if r.get("status", "done") == "done" and (r.get("wall_time_s") or 0) > 0
+    ]
+    flops = sum(float(r.get("C_exact") or 0) for r in done)
+    secs = sum(float(r["wall_time_s"]) for r in done)
+    if flops <= 0 or secs <= 0:
+        return None
+    return max(0.0, remaining_flops) / (flops / secs)
 
 
 def format_status(info: dict[str, Any]) -> str:
@@ -102,4 +179,6 @@ def format_status(info: dict[str, Any]) -> str:
     head = f"sweep {info['sweep']!r}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)
     pct = 100 * info["spent"] / info["planned"] if info["planned"] else 0.0
     foot = f"FLOPs spent {info['spent']:.4g} of {info['planned']:.4g} planned ({pct:.1f}%)"
+    if info.get("eta_s") is not None and pct < 100:
+        foot += f"; about {fmt_duration(info['eta_s'])} left at the finished runs' FLOP rate"
     return "\n".join([head, "", status_table(info["rows"]), "", foot])

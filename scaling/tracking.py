@@ -1,0 +1,186 @@
+"""Experiment tracking: TensorBoard event files for every run, optional W&B and MLflow.
+
+Every run writes TensorBoard events (through tensorboardX, no TensorFlow needed) to
+`RUN_DIR/tensorboard`, or, inside a sweep, to `SWEEP_DIR/tensorboard/<cell label>`, so
+`tensorboard --logdir SWEEP_DIR/tensorboard` shows the whole sweep side by side. Tags:
+
+    loss/train  loss/val  loss/val_bpb  opt/lr  opt/grad_norm  perf/tokens_per_s  perf/mfu
+    evals/<task>/<K>shot/<metric>   (exact_match, token_acc, logprob)
+
+The x axis is the optimizer step. On resume the writer purges events at or past the resumed step
+(the interrupted session logged them after its last checkpoint), as metrics.jsonl does.
+
+`SCALING_TRACK=wandb` (and/or `mlflow`, comma-separated) also logs the same scalars to Weights &
+Biases or MLflow. Install them with `pip install 'scaling[wandb]'` / `'scaling[mlflow]'`. Both are
+offline by default: W&B runs with WANDB_MODE=offline unless you set it (`wandb sync` uploads
+later), MLflow writes to `file:<log dir>/mlruns` unless MLFLOW_TRACKING_URI is set.
+
+Only process 0 of a multi-process run logs (the caller passes `enabled=False` elsewhere).
+Tracking does not change a run's config or id.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from scaling.errors import UserError
+
+SCALARS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "val_bpb": "loss/val_bpb",
+    "lr": "opt/lr",
+    "grad_norm": "opt/grad_norm",
+    "tokens_per_s": "perf/tokens_per_s",
+    "mfu": "perf/mfu",
+}
+EVAL_METRICS = ("exact_match", "token_acc", "logprob")
+BACKENDS = ("wandb", "mlflow")
+ENV = "SCALING_TRACK"
+
+
+def requested_backends(spec: str | None = None) -> tuple[str, ...]:
+    """Extra backends named in $SCALING_TRACK (or ``spec``); UserError for an unknown name."""
+    raw = os.environ.get(ENV, "") if spec is None else spec
+    names = tuple(s.strip().lower() for s in raw.split(",") if s.strip())
+    bad = [n for n in names if n not in BACKENDS]
+    if bad:
+        raise UserError(
+            f"{ENV}={raw!r}: unknown tracker {bad[0]!r}; use a comma-separated subset of "
+            f"{', '.join(BACKENDS)} (TensorBoard is always on)"
+        )
+    return names
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def eval_scalars(evals: dict | None) -> dict[str, float]:
+    """{"evals/<task>/<K>shot/<metric>": value} from a result.json `evals` block."""
+    out: dict[str, float] = {}
+    for task, by_k in ((evals or {}).get("scores") or {}).items():
+        for k, row in by_k.items():
+            for m in EVAL_METRICS:
+                if _finite(row.get(m)):
+                    out[f"evals/{task}/{k}shot/{m}"] = float(row[m])
+    return out
+
+
+class Tracker:
+    """Writes a run's scalars to TensorBoard (and the requested extra backends)."""
+
+    def __init__(
+        self,
+        log_dir: str | Path,
+        *,
+        run_name: str,
+        run_id: str,
+        config: dict[str, Any],
+        resume_step: int = 0,
+        enabled: bool = True,
+        backends: tuple[str, ...] | None = None,
+    ) -> None:
+        self.enabled, self.log_dir = enabled, Path(log_dir)
+        self._extra: list[Any] = []
+        self._tb = None
+        if not enabled:
+            return
+        backends = requested_backends() if backends is None else backends
+        from tensorboardX import SummaryWriter  # noqa: PLC0415 - only where a run starts
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._tb = SummaryWriter(
+            logdir=str(self.log_dir), purge_step=resume_step or None, flush_secs=30
+        )
+        for name in backends:
+            self._extra.append(_open_backend(name, self.log_dir, run_name, run_id, config))
+
+    def log(self, record: dict[str, Any]) -> None:
+        """One metrics.jsonl record (needs "step"); non-finite or missing values are skipped."""
+        if not self.enabled or "step" not in record:
+            return
+        vals = {tag: float(record[k]) for k, tag in SCALARS.items() if _finite(record.get(k))}
+        vals.update(eval_scalars(record.get("evals")))
+        self._write(int(record["step"]), vals)
+
+    def log_evals(self, step: int, evals: dict | None) -> None:
+        """A few-shot `evals` block (periodic or final) at ``step``."""
+        if self.enabled:
+            self._write(int(step), eval_scalars(evals))
+
+    def _write(self, step: int, vals: dict[str, float]) -> None:
+        if not vals:
+            return
+        for tag, v in vals.items():
+            self._tb.add_scalar(tag, v, global_step=step)
+        for backend in self._extra:
+            backend.log(vals, step)
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        for backend in self._extra:
+            backend.close()
+        self._extra = []
+
+
+def _import(name: str):
+    import importlib  # noqa: PLC0415
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        raise UserError(
+            f"{ENV} asks for {name}, but it is not installed; `pip install 'scaling[{name}]'` "
+            f"or drop {name} from {ENV}"
+        ) from e
+
+
+class _WandB:
+    def __init__(self, log_dir: Path, run_name: str, run_id: str, config: dict) -> None:
+        os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine by default
+        wandb = _import("wandb")
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "scaling"),
+            name=run_name,
+            id=run_id,
+            resume="allow",
+            dir=str(log_dir),
+            config=config,
+        )
+
+    def log(self, vals: dict[str, float], step: int) -> None:
+        self.run.log(vals, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class _MLflow:
+    def __init__(self, log_dir: Path, run_name: str, run_id: str, config: dict) -> None:
+        mlflow = _import("mlflow")
+        self.mlflow = mlflow
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            mlflow.set_tracking_uri((log_dir / "mlruns").resolve().as_uri())
+        self.run = mlflow.start_run(run_name=f"{run_name}-{run_id}")
+        mlflow.log_params({"run_id": run_id, "name": run_name})
+
+    def log(self, vals: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics(vals, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+def _open_backend(name: str, log_dir: Path, run_name: str, run_id: str, config: dict):
+    cls = {"wandb": _WandB, "mlflow": _MLflow}[name]
+    return cls(log_dir, run_name, run_id, config)

@@ -1,0 +1,98 @@
+"""TensorBoard event files (read back with TensorBoard's own reader), extra trackers, status ETA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from scaling import config, tracking
+from scaling.errors import UserError
+from scaling.train import train
+from sweeps.status import fmt_duration, progress_of
+
+
+def _scalars(log_dir: Path) -> dict[str, dict[int, float]]:
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+
+
+def test_tracker_writes_scalars_and_evals(tmp_path: Path) -> None:
+    t = tracking.Tracker(tmp_path, run_name="r", run_id="abc", config={}, backends=())
+    t.log({"step": 10, "train_loss": 2.5, "lr": 1e-3, "grad_norm": 0.75, "tokens_per_s": 900.0})
+    t.log({"step": 20, "train_loss": 2.25, "val_loss": 2.375, "mfu": None, "val_bpb": 3.4})
+    evals = {"scores": {"copy": {"0": {"exact_match": 0.5, "token_acc": 0.625, "n_items": 8}}}}
+    t.log_evals(20, evals)
+    t.close()
+    s = _scalars(tmp_path)
+    assert s["loss/train"] == {10: 2.5, 20: 2.25}
+    assert s["loss/val"] == {20: 2.375} and s["loss/val_bpb"] == {20: pytest.approx(3.4)}
+    assert s["opt/lr"] == {10: pytest.approx(1e-3)} and s["opt/grad_norm"] == {10: 0.75}
+    assert s["perf/tokens_per_s"] == {10: 900.0} and "perf/mfu" not in s  # None is skipped
+    assert s["evals/copy/0shot/exact_match"] == {20: 0.5}
+    assert s["evals/copy/0shot/token_acc"] == {20: 0.625}
+
+
+def test_disabled_tracker_writes_nothing(tmp_path: Path) -> None:
+    """What a process other than 0 of a multi-process run gets."""
+    t = tracking.Tracker(tmp_path / "tb", run_name="r", run_id="x", config={}, enabled=False)
+    t.log({"step": 1, "train_loss": 1.0})
+    t.close()
+    assert not (tmp_path / "tb").exists()
+
+
+def test_train_writes_events_matching_metrics(tmp_path: Path) -> None:
+    cfg = config.load(
+        "tiny",
+        [
+            "model.preset=cpu-3xs",
+            "model.seq_len=32",
+            "train.batch_size=16",
+            "data.dataset=python_source/small",
+            "data.val_tokens=2048",
+            "data.task_mix=0.0",
+            "eval.enabled=false",
+            "train.steps=8",
+            "train.eval_every=4",
+            "train.log_every=2",
+        ],
+    )
+    train(cfg, tmp_path / "run", progress=False, tb_dir=tmp_path / "tb" / "cell")
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    s = _scalars(tmp_path / "tb" / "cell")
+    assert s["loss/train"] == {r["step"]: pytest.approx(r["train_loss"], rel=1e-6) for r in lines}
+    assert s["loss/val"] == {
+        r["step"]: pytest.approx(r["val_loss"]) for r in lines if "val_loss" in r
+    }
+    assert sorted(s["loss/val"]) == [4, 8]
+    assert set(s) >= {"opt/lr", "opt/grad_norm", "perf/tokens_per_s"}
+
+
+def test_unknown_or_missing_tracker_is_one_clear_error(monkeypatch) -> None:
+    with pytest.raises(UserError, match="unknown tracker 'neptune'"):
+        tracking.requested_backends("wandb,neptune")
+    assert tracking.requested_backends(" WandB , mlflow") == ("wandb", "mlflow")
+    monkeypatch.setenv(tracking.ENV, "")
+    assert tracking.requested_backends() == ()
+    try:
+        import wandb  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(UserError, match=r"pip install 'scaling\[wandb\]'"):
+            tracking._import("wandb")
+
+
+def test_status_progress_eta_and_last_loss(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    recs = [
+        {"step": s, "train_loss": 3.0 - s / 100, "elapsed_s": 5.0 + s / 10} for s in (10, 20, 40)
+    ]
+    recs[1]["val_loss"] = 2.9
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"step": 5')  # cut last line
+    p = progress_of(path, planned_steps=100)
+    assert p["step"] == 40 and p["train_loss"] == pytest.approx(2.6) and p["val_loss"] == 2.9
+    assert p["eta_s"] == pytest.approx(60 * 0.1)
+    assert progress_of(tmp_path / "none.jsonl", 100)["eta_s"] is None
+    assert [fmt_duration(x) for x in (None, 42.4, 185, 7620)] == ["", "42s", "3m05s", "2h07m"]
