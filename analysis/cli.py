@@ -45,6 +45,14 @@ def _source_args(p: argparse.ArgumentParser) -> None:
         help="C = 6ND (default) or the engine's exact FLOPs (results.jsonl only)",
     )
     p.add_argument(
+        "--loss",
+        dest="loss_kind",
+        choices=("nats", "bpb"),
+        default="nats",
+        help="results.jsonl only: validation loss per token in nats (default) or in bits per "
+        "byte, which compares runs with different tokenizers",
+    )
+    p.add_argument(
         "--method",
         choices=("grid", "varpro"),
         default="grid",
@@ -71,7 +79,9 @@ def _load(args: argparse.Namespace):
     elif args.dir:
         if args.mapping:
             raise UserError("--map applies to --csv tables only")
-        table = load_results(args.dir, n_kind=args.n_kind, flops=args.flops_kind)
+        table = load_results(
+            args.dir, n_kind=args.n_kind, flops=args.flops_kind, loss=args.loss_kind
+        )
         if args.loss_unit:
             table.loss_unit = args.loss_unit
     else:

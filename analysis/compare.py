@@ -128,7 +128,7 @@ def compare(
     if a.table.loss_unit != b.table.loss_unit:
         raise UserError(
             f"the sweeps report loss in different units ({a.table.loss_unit!r} vs "
-            f"{b.table.loss_unit!r}); compare runs on the same data and tokenizer"
+            f"{b.table.loss_unit!r}); compare runs on the same data, or use --loss bpb"
         )
     if extrapolate <= 1:
         raise UserError(

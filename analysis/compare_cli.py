@@ -19,10 +19,26 @@ def _load(src: str, args: argparse.Namespace):
         return load_csv(src, parse_map(args.mapping), loss_unit=args.loss_unit or "nats/token")
     if args.mapping:
         raise UserError(f"--map applies to CSV tables only, and {src} is not a .csv file")
-    table = load_results(src, n_kind=args.n_kind, flops=args.flops_kind)
+    table = load_results(src, n_kind=args.n_kind, flops=args.flops_kind, loss=args.loss_kind)
     if args.loss_unit:
         table.loss_unit = args.loss_unit
     return table
+
+
+def _tokenizers(src: str) -> set[str]:
+    """Tokenizer ids recorded in a sweep's results.jsonl (empty for CSVs and old records)."""
+    path = Path(src) / "results.jsonl" if Path(src).is_dir() else Path(src)
+    if path.suffix != ".jsonl" or not path.is_file():
+        return set()
+    out = set()
+    for line in path.read_text().splitlines():
+        try:
+            tok = json.loads(line).get("tokenizer")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if tok:
+            out.add(str(tok))
+    return out
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
@@ -68,6 +84,12 @@ def _compare(args: argparse.Namespace) -> int:
         la, lb = f"A:{la}", f"B:{lb}"
     losses = _floats(args.losses, "--losses")
     ta, tb = _load(args.a, args), _load(args.b, args)
+    toks = (_tokenizers(args.a), _tokenizers(args.b))
+    if args.loss_kind == "nats" and toks[0] and toks[1] and toks[0] != toks[1]:
+        raise UserError(
+            f"the sweeps use different tokenizers ({', '.join(sorted(toks[0]))} vs "
+            f"{', '.join(sorted(toks[1]))}): nats per token do not compare; add --loss bpb"
+        )
     a = cmp.fit_sweep(ta, la, n_resamples=args.resamples, seed=args.seed, method=args.method)
     b = cmp.fit_sweep(tb, lb, n_resamples=args.resamples, seed=args.seed + 1, method=args.method)
     res = cmp.compare(a, b, losses=losses, extrapolate=args.extrapolate, level=args.level)
@@ -116,6 +138,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss-unit", default=None, help="loss unit label for CSVs")
     p.add_argument("--n-kind", choices=("total", "nonembed"), default="total")
     p.add_argument("--flops-kind", choices=("6nd", "exact"), default="6nd")
+    p.add_argument(
+        "--loss",
+        dest="loss_kind",
+        choices=("nats", "bpb"),
+        default="nats",
+        help="nats per token (default) or bits per byte (needed when the tokenizers differ)",
+    )
     p.add_argument("--method", choices=("grid", "varpro"), default="grid")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per sweep")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (B uses seed + 1)")

@@ -68,8 +68,13 @@ def _check_values(table: RunTable) -> None:
             )
 
 
-def load_results(path: str | Path, *, n_kind: str = "total", flops: str = "6nd") -> RunTable:
-    """Read DIR/results.jsonl (or the file itself). Non-"done" runs are skipped with a note."""
+def load_results(
+    path: str | Path, *, n_kind: str = "total", flops: str = "6nd", loss: str = "nats"
+) -> RunTable:
+    """Read DIR/results.jsonl (or the file itself). Non-"done" runs are skipped with a note.
+
+    ``loss="bpb"`` reads the validation loss in bits per byte (`final_val_bpb`), which compares
+    runs with different tokenizers; the default is the loss per token in nats."""
     path = Path(path)
     if path.is_dir():
         path = path / "results.jsonl"
@@ -81,6 +86,9 @@ def load_results(path: str | Path, *, n_kind: str = "total", flops: str = "6nd")
         raise UserError(f"--n-kind must be 'total' or 'nonembed', got {n_kind!r}")
     if flops not in ("6nd", "exact"):
         raise UserError(f"--flops-kind must be '6nd' or 'exact', got {flops!r}")
+    if loss not in ("nats", "bpb"):
+        raise UserError(f"--loss must be 'nats' or 'bpb', got {loss!r}")
+    key_l = "final_val_loss" if loss == "nats" else "final_val_bpb"
     rows, notes, unit = [], [], None
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -97,9 +105,12 @@ def load_results(path: str | Path, *, n_kind: str = "total", flops: str = "6nd")
             continue
         key_n = "N_total" if n_kind == "total" else "N_nonembed"
         key_c = "C_6ND" if flops == "6nd" else "C_exact"
-        missing = [k for k in (key_n, "D", "final_val_loss") if rec.get(k) is None]
+        missing = [k for k in (key_n, "D", key_l) if rec.get(k) is None]
         if missing:
-            raise UserError(f"{path}:{lineno}: run {rid} lacks field(s) {missing}")
+            hint = (
+                " (recorded before bits per byte existed: use --loss nats)" if loss == "bpb" else ""
+            )
+            raise UserError(f"{path}:{lineno}: run {rid} lacks field(s) {missing}{hint}")
         N, D = float(rec[key_n]), float(rec["D"])
         C = rec.get(key_c)
         C = 6.0 * N * D if C is None or (flops == "6nd" and n_kind == "nonembed") else float(C)
@@ -108,8 +119,10 @@ def load_results(path: str | Path, *, n_kind: str = "total", flops: str = "6nd")
         curve = rec.get("curve") or rec.get("curve_path") or rec.get("metrics_path")
         if curve and not Path(curve).is_absolute():
             curve = str(path.parent / curve)
-        unit = unit or _unit_of(rec)
-        rows.append((rid, N, D, C, float(rec["final_val_loss"]), budget, curve))
+        unit = unit or ("bits/byte" if loss == "bpb" else _unit_of(rec))
+        if loss == "bpb":
+            curve = None  # the metrics curves are in nats per token
+        rows.append((rid, N, D, C, float(rec[key_l]), budget, curve))
     if not rows:
         raise UserError(f"{path}: no finished runs to analyse ({len(notes)} skipped)")
     return _to_table(rows, unit or "nats/token", str(path), notes)

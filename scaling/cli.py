@@ -42,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _register_train(sub)
-    for module in ("sweeps.cli", "analysis.cli", "analysis.emergence_cli", "analysis.compare_cli"):
+    for module in (
+        "sweeps.cli",
+        "analysis.cli",
+        "analysis.emergence_cli",
+        "analysis.compare_cli",
+        "scaling.tokenizer_cli",
+    ):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as e:  # a command group not built yet

@@ -145,10 +145,10 @@ def train(
     is_main = jax.process_index() == 0
     run_id = config_lib.config_hash(cfg)
     mesh = sharding.make_mesh(cfg)  # UserError: mesh vs devices, batch vs data parallel
-    from scaling.data import open_dataset  # noqa: PLC0415 - heavy (TFDS)
+    from scaling.data import open_dataset, val_bpb  # noqa: PLC0415 - heavy (TFDS)
 
     data = open_dataset(cfg.data, cfg.model.seq_len, progress=progress)  # UserError: dataset
-    _check_vocab(cfg)
+    _check_vocab(cfg, data.info.get("vocab_size"))
     _check_eval_tasks(cfg)
     tracking.requested_backends()  # UserError for an unknown $SCALING_TRACK name, before compute
     done = _check_out_dir(out, run_id)
@@ -159,7 +159,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(config_lib.to_toml(cfg))
 
-    t, m = cfg.train, cfg.model
+    t, m, info = cfg.train, cfg.model, data.info
     eng = engine.engine(cfg, mesh)
     ckpt = Checkpointer(out / "checkpoints", keep=t.keep_checkpoints)
     restored = ckpt.restore_latest(eng.abstract_state)
@@ -280,7 +280,7 @@ def train(
                     if do_eval:
                         val_loss = engine.val_loss(eng, state, val)
                         best_val = val_loss if best_val is None else min(best_val, val_loss)
-                        rec = dict(held.pop(), val_loss=val_loss)
+                        rec = dict(held.pop(), val_loss=val_loss, val_bpb=val_bpb(val_loss, info))
                         metrics.write(rec)
                         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", val=f"{val_loss:.3f}")
                     if do_few_shot:  # periodic few-shot evals -> evals.jsonl
@@ -343,6 +343,8 @@ def train(
         "diverged_at_step": diverged_at,
         "final_val_loss": val_loss if status == "done" else None,
         "best_val_loss": best_val,
+        "final_val_bpb": val_bpb(val_loss, info) if status == "done" else None,
+        "best_val_bpb": val_bpb(best_val, info),
         "n_params_total": counts.total,
         "n_params_embed": counts.embedding,
         "n_params_nonembed": counts.nonembedding,
@@ -371,15 +373,17 @@ def train(
     return result
 
 
-def _check_vocab(cfg: RunConfig) -> None:
-    """UserError, before any compute, for a vocab the byte tokenizer overflows (its ids would
+def _check_vocab(cfg: RunConfig, tok_vocab: int | None = None) -> None:
+    """UserError, before any compute, for a vocab the tokenizer overflows (its ids would
     index past the embedding and the loss turns NaN at step 1)."""
     from scaling.data.tokenizer import VOCAB_SIZE  # noqa: PLC0415
 
-    if cfg.model.vocab_size < VOCAB_SIZE:
+    need = tok_vocab or VOCAB_SIZE
+    if cfg.model.vocab_size < need:
+        which = "byte tokenizer's" if not cfg.data.tokenizer else "SentencePiece model's"
         raise UserError(
-            f"model.vocab_size = {cfg.model.vocab_size} is smaller than the byte tokenizer's "
-            f"{VOCAB_SIZE} ids; set model.vocab_size >= {VOCAB_SIZE}"
+            f"model.vocab_size = {cfg.model.vocab_size} is smaller than the {which} "
+            f"{need} ids; set model.vocab_size >= {need}"
         )
 
 

@@ -7,14 +7,14 @@ package does not import TFDS; that happens on the first `open_dataset`.
 from __future__ import annotations
 
 from scaling.config import DataConfig
-from scaling.data import tokenizer
+from scaling.data import spm, tokenizer
 from scaling.data.packing import MixFn, TokenData
-from scaling.data.sources import default_data_dir, get_builder, load_split
+from scaling.data.sources import TEXT_FILES, default_data_dir, get_builder, load_split
 from scaling.errors import UserError
 
 BATCHING = "epoch-permuted-windows-v1"  # see scaling.data.packing; bump if the scheme changes
 
-__all__ = ["TokenData", "open_dataset", "tokenizer", "default_data_dir"]
+__all__ = ["TokenData", "open_dataset", "tokenizer", "default_data_dir", "val_bpb"]
 
 
 def open_dataset(
@@ -33,10 +33,13 @@ def open_dataset(
             f"data.val_split = data.train_split = {cfg.train_split!r}: validation tokens would "
             f"be trained on; pick a held-out split (or disjoint slices like train[:1%])"
         )
+    tok = spm.get_tokenizer(cfg.tokenizer)  # UserError: missing or foreign model file
     builder = get_builder(cfg, progress=progress)
     label = cfg.dataset
-    train = load_split(builder, cfg.train_split, cfg.text_key, progress=progress, label=label)
-    val = load_split(builder, cfg.val_split, cfg.text_key, progress=progress, label=label)
+    feature = "text" if cfg.dataset == TEXT_FILES else cfg.text_key  # text_key: the JSONL field
+    kw = dict(progress=progress, label=label, tok=tok)
+    train = load_split(builder, cfg.train_split, feature, **kw)
+    val = load_split(builder, cfg.val_split, feature, **kw)
     window = seq_len + 1
     if train.n_tokens < 2 * window:
         raise UserError(
@@ -56,6 +59,8 @@ def open_dataset(
         "manifest_sha256": meta.get("manifest_sha256"),
         "python_version": meta.get("python_version"),
         "n_files": meta.get("n_files"),
+        "n_skipped_non_utf8": meta.get("n_skipped_non_utf8"),
+        "paths": list(cfg.paths) or None,
         "train_split": cfg.train_split,
         "val_split": cfg.val_split,
         "n_train_docs": train.n_docs,
@@ -65,15 +70,31 @@ def open_dataset(
         "n_val_tokens": int(cfg.val_tokens),
         "task_mix": float(cfg.task_mix),
         "seq_len": int(seq_len),
-        "tokenizer": tokenizer.TOKENIZER_ID,
+        "tokenizer": tok.id,
+        "tokenizer_path": tok.path or None,
+        "tokenizer_sha256": tok.sha256,
+        "vocab_size": tok.vocab_size,
         "batching": BATCHING,
         "data_dir": str(default_data_dir(cfg)),
     }
-    return TokenData(
+    data = TokenData(
         train.tokens,
         val.tokens[: cfg.val_tokens],
         seq_len,
         task_mix=cfg.task_mix,
         info=info,
         mix_fn=mix_fn,
+        encode_document=tok.encode_document,
     )
+    targets = data.val_windows()[:, 1:]  # what the validation loss averages over
+    data.info["val_target_tokens"] = int((targets != tokenizer.PAD).sum())
+    data.info["val_target_bytes"] = int(tok.token_bytes()[targets].sum())
+    return data
+
+
+def val_bpb(val_loss: float | None, info: dict) -> float | None:
+    """Validation loss in bits per byte: total nats over the validation targets divided by the
+    UTF-8 bytes they spell (specials count 0 bytes) and by ln 2; comparable across tokenizers."""
+    if val_loss is None:
+        return None
+    return spm.bits_per_byte(val_loss, info["val_target_tokens"], info["val_target_bytes"])

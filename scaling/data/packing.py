@@ -53,6 +53,7 @@ class TokenData:
         task_mix: float = 0.0,
         info: dict[str, Any] | None = None,
         mix_fn: MixFn | None = None,
+        encode_document: Callable[[str], np.ndarray] | None = None,
     ) -> None:
         self.seq_len = int(seq_len)
         self.window = self.seq_len + 1
@@ -65,6 +66,7 @@ class TokenData:
             raise ValueError(f"train stream of {train_tokens.shape[0]} tokens < one window")
         self.info = dict(info or {})
         self._mix_fn = mix_fn
+        self._encode = encode_document or tokenizer.encode_document  # the run's tokenizer
         self._epochs: OrderedDict[tuple[int, int], tuple[np.ndarray, int]] = OrderedDict()
 
     # ------------------------------------------------------------------ training stream
@@ -102,7 +104,7 @@ class TokenData:
         fn = self._mix_fn or _default_mix_text
         parts, n = [], 0
         while n < self.window:
-            ids = tokenizer.encode_document(fn(rng, self.window - 1))
+            ids = self._encode(fn(rng, self.window - 1))
             parts.append(ids)
             n += ids.shape[0]
         return np.concatenate(parts)[: self.window]

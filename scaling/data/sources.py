@@ -28,6 +28,7 @@ from scaling.data import tokenizer
 from scaling.errors import UserError
 
 EMBEDDED = "python_source"
+TEXT_FILES = "text_files"  # local .txt/.jsonl files (scaling.data.text_files)
 CACHE_DIRNAME = "scaling_tokens"
 _READ_CHUNK = 1024  # documents per random-access read
 
@@ -86,6 +87,8 @@ def get_builder(cfg: DataConfig, *, progress: bool = True):
     tfds.display_progress_bar(progress and sys.stderr.isatty())
     data_dir = default_data_dir(cfg)
     name = cfg.dataset
+    if name == TEXT_FILES:
+        return _prepare_text_files(cfg, data_dir)
     if _is_embedded(name):
         from scaling.data import python_source  # noqa: F401  (registers the builder)
 
@@ -151,7 +154,26 @@ def _prepare_embedded(builder: Any, data_dir: Path) -> Any:
     return builder
 
 
-def _fingerprint(builder: Any, split: str) -> str:
+def _prepare_text_files(cfg: DataConfig, data_dir: Path) -> Any:
+    """The `text_files` builder of the corpus `cfg.paths` names, prepared on first use.
+
+    Its config name is the digest of the files' contents, so a changed corpus prepares a new
+    copy (under a lock, like python_source) and an unchanged one is read as it is.
+    """
+    import tensorflow_datasets as tfds
+
+    from scaling.data import text_files
+
+    config = text_files.make_config(cfg.paths, cfg.text_key)  # UserError: paths, encodings
+    with _file_lock(data_dir / f".{TEXT_FILES}.lock"):
+        builder = tfds.builder(TEXT_FILES, config=config, data_dir=str(data_dir))
+        if not _is_prepared(builder):
+            text_files.check_documents(config)  # UserError: empty corpus, bad JSONL line
+            builder.download_and_prepare()
+    return builder
+
+
+def _fingerprint(builder: Any, split: str, tok_id: str = tokenizer.TOKENIZER_ID) -> str:
     """What the cached tokens depend on: the data (manifest or split sizes) and the tokenizer."""
     meta = dict(builder.info.metadata or {})
     info = builder.info
@@ -161,7 +183,7 @@ def _fingerprint(builder: Any, split: str) -> str:
         "split": split,
         "manifest": meta.get("manifest_sha256"),
         "splits": splits,
-        "tokenizer": tokenizer.TOKENIZER_ID,
+        "tokenizer": tok_id,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -188,7 +210,13 @@ def _doc_text(example: Any, text_key: str) -> bytes:
 
 
 def load_split(
-    builder: Any, split: str, text_key: str, *, progress: bool = True, label: str = ""
+    builder: Any,
+    split: str,
+    text_key: str,
+    *,
+    progress: bool = True,
+    label: str = "",
+    tok: Any = None,
 ) -> Split:
     """Token stream of `split`, tokenized on first use and memory-mapped from the cache after."""
     features = builder.info.features
@@ -202,12 +230,15 @@ def load_split(
             f"split {split!r} not in {builder.info.full_name}; available: "
             f"{', '.join(builder.info.splits)} (set data.train_split / data.val_split)"
         )
-    stem = f"{split.replace('/', '_')}-{_fingerprint(builder, split)}"
+    from scaling.data.spm import BYTES
+
+    tok = tok or BYTES
+    stem = f"{split.replace('/', '_')}-{_fingerprint(builder, split, tok.id)}"
     root = _cache_dir(builder)
     tok_path, idx_path = root / f"{stem}.tokens.u16", root / f"{stem}.docs.npy"
     with _file_lock(root / ".lock"):
         if not (tok_path.exists() and idx_path.exists()):
-            _tokenize_split(builder, split, text_key, tok_path, idx_path, progress, label)
+            _tokenize_split(builder, split, text_key, tok_path, idx_path, progress, label, tok)
     if tok_path.stat().st_size == 0:
         raise UserError(
             f"split {split!r} of {builder.info.full_name} has no documents; "
@@ -225,6 +256,7 @@ def _tokenize_split(
     idx_path: Path,
     progress: bool,
     label: str,
+    tok: Any,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -251,7 +283,7 @@ def _tokenize_split(
         for lo in range(0, n_docs, _READ_CHUNK):
             idx = list(range(lo, min(lo + _READ_CHUNK, n_docs)))
             for i, example in zip(idx, source.__getitems__(idx), strict=True):
-                ids = tokenizer.encode_document(_doc_text(example, text_key))
+                ids = tok.encode_document(_doc_text(example, text_key))
                 fh.write(ids.tobytes())
                 total += ids.shape[0]
                 starts[i + 1] = total

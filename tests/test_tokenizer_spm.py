@@ -1,0 +1,122 @@
+"""SentencePiece tokenizer trained locally, round trips, and bits per byte checked by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scaling import config
+from scaling.cli import main
+from scaling.data import spm, tokenizer
+from scaling.errors import UserError
+
+TRICKY = "héllo wörld\n\tdef  f(x):  # ✓ 漢字 \x00  trailing spaces  \n\n"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Real text the test writes: a few stdlib modules saved as .txt files."""
+    root = tmp_path_factory.mktemp("spm")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    (root / "c").mkdir()
+    for name in (
+        "argparse",
+        "textwrap",
+        "difflib",
+        "fractions",
+        "heapq",
+        "shlex",
+        "bisect",
+        "glob",
+    ):
+        (root / "c" / f"{name}.txt").write_text((stdlib / f"{name}.py").read_text())
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(corpus: Path) -> Path:
+    out = corpus / "tok" / "spm.model"
+    argv = ["tokenizer", "train", "--vocab", "512", "--data", str(corpus / "c" / "*.txt")]
+    argv += ["--set", f'data.data_dir="{corpus / "tfds"}"', "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    return out
+
+
+def test_train_round_trip_and_layout(model: Path) -> None:
+    tok = spm.get_tokenizer(str(model))
+    assert tok.vocab_size == 512 and tok.sha256 == spm.file_sha256(model)
+    assert tok.id == f"spm-{tok.sha256[:16]}" and model.with_suffix(".vocab").is_file()
+    for text in (TRICKY, "", "def main():\n    return 0\n", "ÄÖÜ" * 50):
+        ids = tok.encode_document(text)
+        assert ids[0] == spm.BOS and ids[-1] == spm.EOS and ids.max() < 512
+        assert spm.PAD not in ids[1:-1]  # the id the loss masks is never a real piece
+        assert tok.decode(ids) == text
+        assert tok.token_bytes()[ids].sum() == len(text.encode("utf-8"))
+    code = "    def parse_args(self, args=None, namespace=None):\n"
+    assert len(tok.encode_document(code)) < 0.7 * len(code.encode())  # it learned real pieces
+
+
+def test_bits_per_byte_by_hand() -> None:
+    """'héllo' is 6 UTF-8 bytes; as bytes it is BOS h c3 a9 l l o EOS: 7 predicted targets.
+    At ln 2 nats per target that is 7 bits over 6 bytes = 7/6 bits per byte."""
+    ids = tokenizer.encode_document("héllo")
+    targets = ids[1:]
+    n_bytes = int(spm.BYTES.token_bytes()[targets].sum())
+    assert targets.size == 7 and n_bytes == 6
+    assert spm.bits_per_byte(math.log(2), targets.size, n_bytes) == pytest.approx(7 / 6)
+    assert spm.bits_per_byte(2.0, 10, 5) == pytest.approx(4 / math.log(2))
+    assert spm.bits_per_byte(None, 1, 1) is None and spm.bits_per_byte(1.0, 1, 0) is None
+
+
+def test_run_records_tokenizer_hash_and_bpb(model: Path, corpus: Path) -> None:
+    from scaling.train import train
+
+    cfg = config.load(
+        "tiny",
+        [
+            "model.preset=cpu-3xs",
+            "model.vocab_size=512",
+            "model.seq_len=32",
+            "train.batch_size=16",
+            "data.dataset=text_files",
+            f'data.paths=["{corpus}/c/*.txt"]',
+            f'data.data_dir="{corpus}/tfds"',
+            f'data.tokenizer="{model}"',
+            "data.val_tokens=1024",
+            "data.task_mix=0.0",
+            "eval.enabled=false",
+            "train.steps=8",
+            "train.eval_every=8",
+        ],
+    )
+    out = corpus / "run"
+    res = train(cfg, out, progress=False)
+    info = res["data_info"]
+    assert info["tokenizer_sha256"] == spm.file_sha256(model) and info["vocab_size"] == 512
+    # bits per byte = total nats over the validation targets / (their bytes x ln 2)
+    want = (
+        res["final_val_loss"] * info["val_target_tokens"] / (info["val_target_bytes"] * math.log(2))
+    )
+    assert res["final_val_bpb"] == pytest.approx(want)
+    assert info["val_target_bytes"] > 1.5 * info["val_target_tokens"]  # pieces span bytes
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["val_bpb"] == pytest.approx(res["final_val_bpb"])
+
+
+def test_tokenizer_errors(tmp_path: Path, model: Path) -> None:
+    with pytest.raises(UserError, match="no such file"):
+        spm.get_tokenizer(str(tmp_path / "missing.model"))
+    with pytest.raises(UserError, match="needs at least 260"):
+        spm.train_sentencepiece(iter(["abc"]), tmp_path / "x", 100)
+    (tmp_path / "junk.model").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="not a SentencePiece model"):
+        spm.get_tokenizer(str(tmp_path / "junk.model"))
+    with pytest.raises(UserError, match="set eval.enabled = false"):
+        config.load("tiny", [f'data.tokenizer="{model}"'])
+    assert spm.get_tokenizer("") is spm.BYTES
+    assert np.array_equal(spm.BYTES.encode_document("ab"), tokenizer.encode_document("ab"))
