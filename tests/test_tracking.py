@@ -96,3 +96,24 @@ def test_status_progress_eta_and_last_loss(tmp_path: Path) -> None:
     assert p["eta_s"] == pytest.approx(60 * 0.1)
     assert progress_of(tmp_path / "none.jsonl", 100)["eta_s"] is None
     assert [fmt_duration(x) for x in (None, 42.4, 185, 7620)] == ["", "42s", "3m05s", "2h07m"]
+
+
+def test_sweep_runs_share_one_tensorboard_dir(tmp_path: Path) -> None:
+    """The launcher gives every cell SWEEP/tensorboard/<cell label>, so one viewer shows all."""
+    from sweeps import registry as R
+    from sweeps.fake import fake_train
+    from sweeps.grid import load_grid, plan_grid
+    from sweeps.runner import run_cell
+
+    plan = plan_grid(load_grid("cpu-small"))
+    R.write_plan(tmp_path, plan)
+    seen = []
+
+    def train_fn(cfg, out_dir, *, progress=False, tb_dir=None):
+        seen.append(Path(tb_dir))
+        return fake_train(cfg, out_dir, progress=progress)
+
+    for cell in plan.cells[:2]:
+        assert run_cell(tmp_path, plan.name, cell.summary(), train_fn=train_fn) == "done"
+    labels = [c.label.replace("/", "-") for c in plan.cells[:2]]
+    assert seen == [tmp_path / "tensorboard" / lab for lab in labels]
