@@ -117,3 +117,20 @@ def test_sweep_runs_share_one_tensorboard_dir(tmp_path: Path) -> None:
         assert run_cell(tmp_path, plan.name, cell.summary(), train_fn=train_fn) == "done"
     labels = [c.label.replace("/", "-") for c in plan.cells[:2]]
     assert seen == [tmp_path / "tensorboard" / lab for lab in labels]
+
+
+def test_wandb_extra_logs_offline_by_default(tmp_path: Path, monkeypatch) -> None:
+    """Runs where `pip install 'scaling[wandb]'` was done; nothing leaves the machine."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "unset")  # so that teardown restores the original state
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    t = tracking.Tracker(tmp_path, run_name="r", run_id="wb1", config={"x": 1}, backends=("wandb",))
+    t.log({"step": 10, "train_loss": 2.5, "lr": 1e-3})
+    t.close()
+    import os
+
+    assert os.environ["WANDB_MODE"] == "offline"
+    runs = list((tmp_path / "wandb").glob("offline-run-*-wb1/run-wb1.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+    assert _scalars(tmp_path)["loss/train"] == {10: 2.5}  # TensorBoard is written as well
