@@ -25,20 +25,25 @@ def _load(src: str, args: argparse.Namespace):
     return table
 
 
-def _tokenizers(src: str) -> set[str]:
-    """Tokenizer ids recorded in a sweep's results.jsonl (empty for CSVs and old records)."""
+def _recorded(src: str) -> tuple[set[str], set[str]]:
+    """(tokenizer ids, datasets) recorded in a sweep's results.jsonl (empty for CSVs)."""
     path = Path(src) / "results.jsonl" if Path(src).is_dir() else Path(src)
+    toks: set[str] = set()
+    data: set[str] = set()
     if path.suffix != ".jsonl" or not path.is_file():
-        return set()
-    out = set()
+        return toks, data
     for line in path.read_text().splitlines():
         try:
-            tok = json.loads(line).get("tokenizer")
+            rec = json.loads(line)
+            d = rec.get("config", {}).get("data", {})
         except (json.JSONDecodeError, AttributeError):
             continue
-        if tok:
-            out.add(str(tok))
-    return out
+        if rec.get("tokenizer"):
+            toks.add(str(rec["tokenizer"]))
+        if d.get("dataset"):
+            paths = ",".join(d.get("paths") or [])
+            data.add(f"{d['dataset']}[{paths}]" if paths else str(d["dataset"]))
+    return toks, data
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
@@ -84,11 +89,17 @@ def _compare(args: argparse.Namespace) -> int:
         la, lb = f"A:{la}", f"B:{lb}"
     losses = _floats(args.losses, "--losses")
     ta, tb = _load(args.a, args), _load(args.b, args)
-    toks = (_tokenizers(args.a), _tokenizers(args.b))
-    if args.loss_kind == "nats" and toks[0] and toks[1] and toks[0] != toks[1]:
+    (tok_a, data_a), (tok_b, data_b) = _recorded(args.a), _recorded(args.b)
+    if args.loss_kind == "nats" and tok_a and tok_b and tok_a != tok_b:
         raise UserError(
-            f"the sweeps use different tokenizers ({', '.join(sorted(toks[0]))} vs "
-            f"{', '.join(sorted(toks[1]))}): nats per token do not compare; add --loss bpb"
+            f"the sweeps use different tokenizers ({', '.join(sorted(tok_a))} vs "
+            f"{', '.join(sorted(tok_b))}): nats per token do not compare; add --loss bpb"
+        )
+    if data_a and data_b and data_a != data_b:
+        print(
+            f"  note: the sweeps were trained on different data ({', '.join(sorted(data_a))} vs "
+            f"{', '.join(sorted(data_b))}); the multiplier then mixes the change with the data",
+            file=sys.stderr,
         )
     a = cmp.fit_sweep(ta, la, n_resamples=args.resamples, seed=args.seed, method=args.method)
     b = cmp.fit_sweep(tb, lb, n_resamples=args.resamples, seed=args.seed + 1, method=args.method)

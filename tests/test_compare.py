@@ -127,3 +127,34 @@ def test_cli_writes_json_and_figure(tmp_path, capsys):
     assert "--map" in capsys.readouterr().err
     assert main(args + ["--losses", "2,x"]) == 2
     assert capsys.readouterr().err.startswith("error: --losses")
+
+
+def _write_results(root, table: RunTable, tokenizer: str, dataset: str) -> None:
+    root.mkdir(parents=True)
+    recs = [
+        {
+            "run_id": rid,
+            "status": "done",
+            "N_total": float(n),
+            "D": float(d),
+            "final_val_loss": float(loss),
+            "final_val_bpb": float(loss) / np.log(2),
+            "tokenizer": tokenizer,
+            "config": {"data": {"dataset": dataset}},
+        }
+        for rid, n, d, loss in zip(table.run_id, table.N, table.D, table.loss, strict=True)
+    ]
+    (root / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_sweep_dirs_with_other_tokenizers_need_bits_per_byte(tmp_path, capsys):
+    _write_results(tmp_path / "a", _table(CHINCHILLA_TRUTH, 1, "a"), "utf8-bytes-v1", "x")
+    _write_results(tmp_path / "b", _table(_planted(2.0), 2, "b"), "spm-0123", "y")
+    args = ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--resamples", "50"]
+    assert main(args) == 2
+    assert "different tokenizers" in capsys.readouterr().err
+    assert main(args + ["--loss", "bpb", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["loss_unit"] == "bits/byte"
+    assert "trained on different data (x vs y)" in out.err
+    assert (tmp_path / "b" / "compare_a_vs_b" / "compare.json").is_file()
