@@ -12,15 +12,29 @@ from scaling.errors import UserError
 
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", nargs="?", default=None, help="sweep directory containing results.jsonl")
-    p.add_argument("--csv", default=None, help="fit a CSV table instead (e.g. published data)")
+    p.add_argument(
+        "--table",
+        "--csv",
+        dest="csv",
+        default=None,
+        metavar="FILE",
+        help="fit a CSV table instead (e.g. published data); .jsonl/.ndjson is read as JSON lines",
+    )
     p.add_argument(
         "--map",
         dest="mapping",
         action="append",
         default=[],
         metavar="KEY=COLUMN",
-        help="CSV column for KEY in N, D, C, loss, budget, run (repeatable); "
-        "D = C/(6N) when D is not mapped",
+        help="table column for KEY in N, D, C, loss, budget, run, or any other NAME (an extra "
+        "column for --where/--holdout); repeatable; D = C/(6N) when D is not mapped",
+    )
+    p.add_argument(
+        "--where",
+        default=None,
+        metavar="EXPR",
+        help="keep only rows matching EXPR, e.g. 'N > 1e8 and data == \"c4\"' "
+        "(comparisons, and/or/not; any column)",
     )
     p.add_argument(
         "--loss-unit", default=None, help="loss unit label for a CSV (default nats/token)"
@@ -86,6 +100,9 @@ def _load(args: argparse.Namespace):
             table.loss_unit = args.loss_unit
     else:
         raise UserError("give a sweep directory (containing results.jsonl) or --csv FILE --map ...")
+    from analysis.select import where
+
+    table = where(table, args.where)
     if not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}")
     if args.resamples < 10:
@@ -112,37 +129,48 @@ def _fmt(d: dict) -> str:
     return f"{d['estimate']:.4g}  [{d['lo']:.4g}, {d['hi']:.4g}]"
 
 
+def _predict_targets(args: argparse.Namespace):
+    """Validate what to predict (before loading or fitting); the --at points when given."""
+    nd = args.params is not None or args.tokens is not None
+    given = [
+        f
+        for f, on in (
+            ("--flops", args.flops is not None),
+            ("--params/--tokens", nd),
+            ("--at", args.at is not None),
+        )
+        if on
+    ]
+    if len(given) > 1:
+        raise UserError(
+            f"give one of --flops, --params/--tokens or --at, not {' and '.join(given)}"
+        )
+    if nd and (args.params is None or args.tokens is None):
+        raise UserError("--params and --tokens go together (or give --flops)")
+    if not given and not args.holdout:
+        raise UserError(
+            "say what to predict: --flops C, --params N --tokens D, --at POINTS.csv, or --holdout"
+        )
+    if args.at is not None:
+        from analysis.points import read_points
+
+        return read_points(args.at)
+    return None
+
+
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from analysis.bootstrap import bootstrap_fit
     from analysis.fit import fit_joint
+    from analysis.points import points_lines, predict_points
     from analysis.predict import backtest, predict_flops, predict_nd
 
-    if args.flops is None and (args.params is None) != (args.tokens is None):
-        raise UserError("--params and --tokens go together (or give --flops)")
-    if args.flops is None and args.params is None and not args.holdout:
-        raise UserError("say what to predict: --flops C, or --params N --tokens D, or --holdout")
-    if args.flops is not None and args.params is not None:
-        raise UserError("give either --flops or --params/--tokens, not both")
+    points = _predict_targets(args)
     table = _load(args)
     out: dict = {"source": table.source, "n_runs": len(table), "loss_unit": table.loss_unit}
-    if args.flops is not None or args.params is not None:
-        fit = fit_joint(table.N, table.D, table.loss, method=args.method)
-        boot = bootstrap_fit(
-            fit,
-            [np.log(table.N), np.log(table.D)],
-            np.log(table.loss),
-            np.asarray(table.run_id),  # resample whole runs (a run may have several rows)
-            n_resamples=args.resamples,
-            seed=args.seed,
-        )
-        out["params"] = fit.params
-        if args.flops is not None:
-            out["prediction"] = predict_flops(fit, boot, args.flops, args.level)
-        else:
-            out["prediction"] = predict_nd(fit, boot, args.params, args.tokens, args.level)
-    if args.holdout:
+    fit = boot = None
+    if args.holdout:  # the prediction, too, comes from the fit without the held-out runs
         bt = backtest(
             table,
             args.holdout,
@@ -151,36 +179,63 @@ def _predict(args: argparse.Namespace) -> int:
             level=args.level,
             method=args.method,
         )
-        bt.pop("fit"), bt.pop("boot")
+        fit, boot = bt.pop("fit"), bt.pop("boot")
         out["backtest"] = bt
+    n_fit = out["backtest"]["n_train"] if args.holdout else len(table)
+    if args.flops is not None or args.params is not None or points is not None:
+        if fit is None:
+            fit = fit_joint(table.N, table.D, table.loss, method=args.method)
+            boot = bootstrap_fit(
+                fit,
+                [np.log(table.N), np.log(table.D)],
+                np.log(table.loss),
+                np.asarray(table.run_id),  # resample whole runs (a run may have several rows)
+                n_resamples=args.resamples,
+                seed=args.seed,
+            )
+        out["params"] = fit.params
+        out["n_fit"] = n_fit
+        if points is not None:
+            out["predictions"] = predict_points(fit, boot, points, args.level)
+        elif args.flops is not None:
+            out["prediction"] = predict_flops(fit, boot, args.flops, args.level)
+        else:
+            out["prediction"] = predict_nd(fit, boot, args.params, args.tokens, args.level)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     lvl = int(round(args.level * 100))
+    held = f" (held out: {out['backtest']['description']})" if args.holdout else ""
+    if "params" in out:
+        print(f"fit on {n_fit} runs of {table.source}{held}; {lvl}% bootstrap CIs")
     pr = out.get("prediction")
     if pr:
-        print(f"fit on {len(table)} runs of {table.source}; {lvl}% bootstrap CIs")
         print(f"C = {pr['flops']:.4g} FLOPs")
         print(f"  predicted loss ({table.loss_unit}): {_fmt(pr['loss'])}")
         if "N_opt" in pr:
             print(f"  compute-optimal N: {_fmt(pr['N_opt'])}")
             print(f"  compute-optimal D: {_fmt(pr['D_opt'])} tokens")
             print(f"  tokens per parameter: {_fmt(pr['tokens_per_param'])}")
+    if points is not None:
+        print("\n".join(points_lines(out["predictions"], points.kind, table.loss_unit, args.level)))
     if "backtest" in out:
-        bt = out["backtest"]
-        print(f"back-test: fit on {bt['n_train']} runs, predict {bt['description']}")
-        for r in bt["runs"]:
-            e = r["rel_error"]
-            print(
-                f"  {r['run_id']}: actual {r['actual']:.4g}, predicted {_fmt(r['predicted'])}, "
-                f"rel. error {e['estimate']:+.2%} [{e['lo']:+.2%}, {e['hi']:+.2%}]"
-            )
-        m = bt["mean_abs_rel_error"]
-        print(
-            f"  mean |rel. error| {m['estimate']:.2%} [{m['lo']:.2%}, {m['hi']:.2%}]; "
-            f"MAE {_fmt(bt['mae'])} {table.loss_unit}"
-        )
+        _print_backtest(out["backtest"], table.loss_unit)
     return 0
+
+
+def _print_backtest(bt: dict, unit: str) -> None:
+    print(f"back-test: fit on {bt['n_train']} runs, predict {bt['description']}")
+    for r in bt["runs"]:
+        e = r["rel_error"]
+        print(
+            f"  {r['run_id']}: actual {r['actual']:.4g}, predicted {_fmt(r['predicted'])}, "
+            f"rel. error {e['estimate']:+.2%} [{e['lo']:+.2%}, {e['hi']:+.2%}]"
+        )
+    m = bt["mean_abs_rel_error"]
+    print(
+        f"  mean |rel. error| {m['estimate']:.2%} [{m['lo']:.2%}, {m['hi']:.2%}]; "
+        f"MAE {_fmt(bt['mae'])} {unit}"
+    )
 
 
 def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:
@@ -222,9 +277,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", type=float, default=None, help="model parameters N")
     p.add_argument("--tokens", type=float, default=None, help="training tokens D")
     p.add_argument(
+        "--at",
+        default=None,
+        metavar="POINTS",
+        help="predict at every row of a CSV/JSONL with columns N and D (or N and C), or C",
+    )
+    p.add_argument(
         "--holdout",
         default=None,
-        help="back-test: 'largest' budget or a FLOP threshold held out of the fit",
+        metavar="SPEC",
+        help="fit without these runs and back-test them: 'largest' budget, a FLOP threshold, "
+        "@FILE of run names, or a filter like 'N > 4e8'",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_predict)
@@ -236,6 +299,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--holdout",
         default="largest",
-        help="back-test held-out runs: 'largest' (default), a FLOP threshold, or none",
+        metavar="SPEC",
+        help="back-test held-out runs: 'largest' (default), a FLOP threshold, @FILE of run "
+        "names, a filter like 'N > 4e8', or none",
     )
     p.set_defaults(handler=_analyze)

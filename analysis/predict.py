@@ -7,7 +7,8 @@ import numpy as np
 from analysis.bootstrap import Bootstrap, bootstrap_fit, percentile_ci
 from analysis.fit import Fit, fit_joint
 from analysis.laws import compute_optimal, joint_loss
-from analysis.tables import RunTable, infer_budgets
+from analysis.select import holdout_rows
+from analysis.tables import RunTable
 from scaling.errors import UserError
 
 
@@ -45,28 +46,10 @@ def _positive(flag: str, v: float) -> None:
         raise UserError(f"{flag} must be a positive finite number, got {v!r}")
 
 
-def holdout_mask(table: RunTable, holdout: str) -> tuple[np.ndarray, str]:
-    """Held-out rows: 'largest' (the largest IsoFLOP budget) or a FLOP threshold (C > value)."""
-    if holdout == "largest":
-        b = infer_budgets(table)
-        mask = b == b.max()
-        desc = f"runs at the largest budget ({b.max():.3g} FLOPs)"
-    else:
-        try:
-            thr = float(holdout)
-        except ValueError:
-            raise UserError(
-                f"--holdout must be 'largest' or a FLOP threshold like 1e20, got {holdout!r}"
-            ) from None
-        mask = table.C > thr
-        desc = f"runs with C > {thr:.3g} FLOPs"
-    if not mask.any():
-        raise UserError(f"--holdout {holdout}: no run is held out; lower the threshold")
-    if (~mask).sum() < 5:
-        raise UserError(
-            f"--holdout {holdout}: only {(~mask).sum()} run(s) left to fit 5 parameters"
-        )
-    return mask, desc
+def holdout_mask(table: RunTable, holdout: str, n_params: int = 5) -> tuple[np.ndarray, str]:
+    """Held-out rows for a hold-out spec: 'largest' budget, a FLOP threshold (C > value),
+    @FILE of run names, or a filter expression (see analysis.select.holdout_rows)."""
+    return holdout_rows(table, holdout, n_params)
 
 
 def backtest(

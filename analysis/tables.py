@@ -1,9 +1,15 @@
-"""Read a results table into arrays: our sweep's results.jsonl, or any CSV with a column mapping.
+"""Read a results table into arrays: our sweep's results.jsonl, or any CSV/JSONL with a mapping.
 
 Conventions: N = total parameters (``n_kind="nonembed"`` for non-embedding), D = training tokens,
 C = 6 N D FLOPs (``flops="exact"`` uses the engine's exact count C_exact), loss = final
 validation loss. Runs whose status is not "done" are skipped with a note. Bad values raise
 UserError naming the row and column.
+
+Besides the canonical columns every table keeps its other scalar columns in ``RunTable.extra``
+(CSV/JSONL columns whose names are identifiers, ``--map NAME=COLUMN`` aliases, and for
+results.jsonl every scalar field of a record, nested ones by dotted name such as
+``config.model.d_model``), so that ``--where`` and ``--holdout`` filters can name them.
+A table file is read as JSON lines when its name ends in .jsonl or .ndjson, else as CSV.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 from scaling.errors import UserError
 
 CSV_KEYS = ("N", "D", "C", "loss", "budget", "run")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 @dataclass
@@ -35,6 +42,7 @@ class RunTable:
     loss_unit: str = "nats/token"
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.loss.size)
@@ -53,6 +61,7 @@ class RunTable:
             self.loss_unit,
             self.source,
             list(self.notes),
+            {k: v[ix] for k, v in self.extra.items()},
         )
 
 
@@ -89,7 +98,7 @@ def load_results(
     if loss not in ("nats", "bpb"):
         raise UserError(f"--loss must be 'nats' or 'bpb', got {loss!r}")
     key_l = "final_val_loss" if loss == "nats" else "final_val_bpb"
-    rows, notes, unit = [], [], None
+    rows, notes, unit, extra = [], [], None, []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -123,9 +132,10 @@ def load_results(
         if loss == "bpb":
             curve = None  # the metrics curves are in nats per token
         rows.append((rid, N, D, C, float(rec[key_l]), budget, curve))
+        extra.append(flatten(rec))
     if not rows:
         raise UserError(f"{path}: no finished runs to analyse ({len(notes)} skipped)")
-    return _to_table(rows, unit or "nats/token", str(path), notes)
+    return _to_table(rows, unit or "nats/token", str(path), notes, extra)
 
 
 def _unit_of(rec: dict) -> str:
@@ -135,7 +145,9 @@ def _unit_of(rec: dict) -> str:
     return "nats/byte" if vocab == 259 else "nats/token"
 
 
-def _to_table(rows: list, unit: str, source: str, notes: list[str]) -> RunTable:
+def _to_table(
+    rows: list, unit: str, source: str, notes: list[str], extra: list[dict] | None = None
+) -> RunTable:
     rid, N, D, C, L, B, cur = zip(*rows, strict=True)
     budget = np.array([np.nan if b is None else float(b) for b in B], dtype=np.float64)
     t = RunTable(
@@ -149,69 +161,148 @@ def _to_table(rows: list, unit: str, source: str, notes: list[str]) -> RunTable:
         unit,
         source,
         notes,
+        _columns(extra or []),
     )
     _check_values(t)
     return t
 
 
+def is_column_name(name: str) -> bool:
+    """Whether a filter can name ``name``: an identifier, or dotted identifiers (a.b.c)."""
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
+
+
+def flatten(rec: dict, prefix: str = "") -> dict:
+    """Scalar fields of a (nested) JSON record by dotted name; lists are left out."""
+    out: dict = {}
+    for k, v in rec.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif v is None or isinstance(v, (str, int, float, bool)):
+            out[key] = v
+    return out
+
+
+def _columns(extra: list[dict]) -> dict[str, np.ndarray]:
+    """Per-row dicts -> named arrays: float when every present value is a number (or a numeric
+    string, as CSV gives), else an object array of the raw values (None when missing)."""
+    names = sorted({k for row in extra for k in row if k not in CSV_KEYS and is_column_name(k)})
+    out = {}
+    for name in names:
+        vals = [row.get(name) for row in extra]
+        out[name] = _numeric(vals)
+        if out[name] is None:
+            out[name] = np.array(vals, dtype=object)
+    return out
+
+
+def _numeric(vals: list) -> np.ndarray | None:
+    nums = []
+    for v in vals:
+        if v is None or v == "":
+            nums.append(math.nan)
+        elif isinstance(v, (int, float)):
+            nums.append(float(v))
+        else:
+            try:
+                nums.append(float(v))
+            except ValueError:
+                return None
+    return np.array(nums, dtype=np.float64)
+
+
 def parse_map(items: list[str]) -> dict:
-    """['N=Model Size', 'C=Training FLOP', 'loss=loss'] -> {"N": "Model Size", ...}."""
+    """['N=Model Size', 'C=Training FLOP', 'data=dataset'] -> {"N": "Model Size", ...}.
+
+    Keys N, D, C, loss, budget, run name the quantities the fit uses; any other key (an
+    identifier) adds that column to the table under the new name, for --where/--holdout."""
     out = {}
     for it in items or []:
         key, sep, col = it.partition("=")
         key = key.strip()
         if not sep or not col.strip():
             raise UserError(f"--map {it!r}: expected KEY=COLUMN, e.g. --map N='Model Size'")
-        if key not in CSV_KEYS:
-            raise UserError(f"--map {it!r}: unknown key {key!r}; use one of {', '.join(CSV_KEYS)}")
+        if not is_column_name(key):
+            raise UserError(
+                f"--map {it!r}: {key!r} is not a usable name; use letters, digits and _ "
+                f"(the quantities are {', '.join(CSV_KEYS)}; any other name adds a column)"
+            )
         out[key] = col.strip()
     return out
 
 
-def load_csv(path: str | Path, mapping: dict, *, loss_unit: str = "nats/token") -> RunTable:
-    """Read a CSV whose columns are named by ``mapping`` (keys N, loss and one of D or C are
-    required; budget and run optional). D = C/(6N) when D is absent, C = 6ND when C is absent."""
+def read_rows(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
+    """(column names, [(where, row dict)]) of a CSV or, by suffix, a JSON-lines file."""
+    if path.suffix.lower() not in JSONL_SUFFIXES:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = [(f"{path}:{i}", r) for i, r in enumerate(reader, 2)]
+            return list(reader.fieldnames or []), rows
+    rows, cols = [], {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix the line") from e
+        if not isinstance(rec, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object per line")
+        flat = flatten(rec)
+        cols.update(dict.fromkeys(flat))
+        rows.append((f"{path}:{lineno}", flat))
+    return list(cols), rows
+
+
+def load_table(path: str | Path, mapping: dict, *, loss_unit: str = "nats/token") -> RunTable:
+    """Read a CSV or JSONL table whose columns are named by ``mapping`` (keys N, loss and one of
+    D or C are required; budget, run and any extra names optional). D = C/(6N) when D is absent,
+    C = 6ND when C is absent. Unmapped columns are kept as extra columns under their own name."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"CSV file {path} does not exist")
+        raise UserError(f"table file {path} does not exist")
     for need in ("N", "loss"):
         if need not in mapping:
-            raise UserError(
-                f"--map {need}=COLUMN is required for a CSV (which column holds {need}?)"
-            )
+            raise UserError(f"--map {need}=COLUMN is required (which column holds {need}?)")
     if "D" not in mapping and "C" not in mapping:
         raise UserError("--map D=COLUMN or --map C=COLUMN is required (tokens or training FLOPs)")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        absent = [f"{k}={c!r}" for k, c in mapping.items() if c not in cols]
-        if absent:
-            raise UserError(
-                f"{path}: mapped column(s) {', '.join(absent)} not found; columns are {cols}"
-            )
-        rows = []
-        for i, r in enumerate(reader, 2):
+    cols, raw = read_rows(path)
+    absent = [f"{k}={c!r}" for k, c in mapping.items() if c not in cols]
+    if absent:
+        raise UserError(
+            f"{path}: mapped column(s) {', '.join(absent)} not found; columns are {cols}"
+        )
+    rows, extra = [], []
+    for where, r in raw:
 
-            def num(key: str, r: dict = r, i: int = i) -> float:
-                raw = r[mapping[key]]
-                try:
-                    return float(raw)
-                except (TypeError, ValueError):
-                    raise UserError(
-                        f"{path}:{i}: column {mapping[key]!r} value {raw!r} is not a number"
-                    ) from None
+        def num(key: str, r: dict = r, where: str = where) -> float:
+            raw = r.get(mapping[key])
+            try:
+                return float(raw)
+            except (TypeError, ValueError):
+                raise UserError(
+                    f"{where}: column {mapping[key]!r} value {raw!r} is not a number"
+                ) from None
 
-            N, L = num("N"), num("loss")
-            C = num("C") if "C" in mapping else math.nan
-            D = num("D") if "D" in mapping else C / (6.0 * N)
-            if "C" not in mapping:
-                C = 6.0 * N * D
-            budget = num("budget") if "budget" in mapping else None
-            rid = r[mapping["run"]] if "run" in mapping else f"row{i}"
-            rows.append((rid, N, D, C, L, budget, None))
+        N, L = num("N"), num("loss")
+        C = num("C") if "C" in mapping else math.nan
+        D = num("D") if "D" in mapping else C / (6.0 * N)
+        if "C" not in mapping:
+            C = 6.0 * N * D
+        budget = num("budget") if "budget" in mapping else None
+        line = where.rsplit(":", 1)[1]
+        rid = str(r.get(mapping["run"])) if "run" in mapping else f"row{line}"
+        rows.append((rid, N, D, C, L, budget, None))
+        ex = dict(r)
+        ex.update({k: r.get(c) for k, c in mapping.items() if k not in CSV_KEYS})
+        extra.append(ex)
     if not rows:
         raise UserError(f"{path}: no data rows")
-    return _to_table(rows, loss_unit, str(path), [])
+    return _to_table(rows, loss_unit, str(path), [], extra)
+
+
+load_csv = load_table  # the old name: CSV and JSONL go through the same reader
 
 
 def drop_highest_loss(table: RunTable, k: int) -> RunTable:
