@@ -5,12 +5,16 @@ Decisive rules (all constants below, documented in the README):
 
 1. Score -> chance-normalised s = (y - chance) / (1 - chance) with a Wilson 95% CI from n_items
    (seeds pooled: items add up; the between-seed variance is used when it exceeds the binomial).
+   chance = max(nominal chance, majority-label rate); see chance_floor (two-way tasks).
 2. Onset = first scale whose lower CI bound of s exceeds MARGIN. No onset -> flat_at_chance.
+   Onset at the smallest scale -> "above chance from the smallest scale" (smooth: no flat phase).
 3. Leave-future-out (LFO): for the onset point and the next one, fit a line in log-scale to all
    earlier points, predict the point, z = residual / predictive SD (fit + binomial + extra
    scatter). Needs >= MIN_PRE points before the onset. Curve p = Bonferroni over the points
    tested; Holm across all curves tested in the run.
-4. Emergent = Holm p < ALPHA and the excess over the trend >= JUMP_MARGIN (chance-normalised).
+4. Emergent = Holm p < ALPHA and the excess over the trend >= JUMP_MARGIN (chance-normalised),
+   the jumped point's 95% CI clears the last pre-onset point's (significant given n_items), and
+   no larger scale falls back to chance (else non_monotone, never emergent).
    If onset is the last scale -> insufficient_resolution (one point cannot show the shape).
 5. Mirage check: repeat the LFO on each continuous companion metric at the same points. If no
    companion jumps (p < ALPHA and excess >= JUMP_MARGIN of its normalised range), the verdict is
@@ -53,7 +57,9 @@ class Curve:
     """One score-versus-scale curve. Arrays are per scale point (any order; sorted on use).
 
     n_items None (or chance None) marks an unbounded/continuous metric (logprob, BLEU): no
-    binomial model, no chance, noise from the scatter of the curve itself.
+    binomial model, no chance, noise from the scatter of the curve itself. ``majority`` is the
+    majority-label rate of a multiple-choice task (what "always answer the same label" scores);
+    the chance level used is max(chance, majority), see ``chance_floor``.
     """
 
     task: str
@@ -64,6 +70,7 @@ class Curve:
     shots: int | None = None
     n_items: np.ndarray | None = None
     chance: float | None = None
+    majority: float | None = None  # accuracy of always giving the most common gold label
     n_seeds: np.ndarray | None = None
     seed_var: np.ndarray | None = None  # variance of the seed-mean (0 with one seed)
     loss: np.ndarray | None = None
@@ -80,6 +87,13 @@ class Curve:
         return self.chance is not None and self.n_items is not None
 
 
+def chance_floor(c: Curve) -> tuple[float, str, bool]:
+    """(chance level, why, inferred) of a bounded curve: see emergence_stats.chance_level."""
+    if not c.higher_is_better:
+        return float(c.chance), f"nominal chance {c.chance:g}", False
+    return st.chance_level(c.chance, c.majority, np.asarray(c.y, float), c.n_items)
+
+
 def _prepare(c: Curve) -> dict:
     """Sort by scale; compute x, s, v, CI on the chance-normalised scale."""
     order = np.argsort(c.scale)
@@ -91,18 +105,20 @@ def _prepare(c: Curve) -> dict:
     svar = np.zeros(len(x)) if c.seed_var is None else np.asarray(c.seed_var, float)[order]
     out = {"x": x, "y": y, "n_seeds": seeds, "order": order}
     if c.bounded:
+        chance, out["chance_basis"], out["chance_inferred"] = chance_floor(c)
+        out["chance_level"] = chance
         n = np.asarray(c.n_items, float)[order]
-        scale = 1.0 - c.chance
+        scale = 1.0 - chance
         lo, hi = st.wilson(np.clip(y, 0, 1) * n, n)
         vb = st.binom_var(np.clip(y, 0, 1), n)
         wide = svar > vb  # seed scatter dominates: normal CI from it
         lo = np.where(wide, y - st.Z95 * np.sqrt(svar), lo)
         hi = np.where(wide, y + st.Z95 * np.sqrt(svar), hi)
         out.update(
-            s=(y - c.chance) / scale,
+            s=(y - chance) / scale,
             v=np.maximum(vb, svar) / scale**2,
-            lo=(lo - c.chance) / scale,
-            hi=(hi - c.chance) / scale,
+            lo=(lo - chance) / scale,
+            hi=(hi - chance) / scale,
             n=n,
             noise_sd=0.0,
         )
@@ -149,6 +165,9 @@ def analyze_curve(c: Curve) -> dict:
         "shots": c.shots,
         "family": c.family,
         "chance": c.chance,
+        "majority": c.majority,
+        "chance_level": p.get("chance_level"),
+        "chance_basis": p.get("chance_basis"),
         "bounded": c.bounded,
         "n_scales": len(x),
         "log10_scale": x.tolist(),
@@ -170,6 +189,14 @@ def analyze_curve(c: Curve) -> dict:
     res["onset_index"] = onset
     res["onset_log10"] = None if onset is None else float(x[onset])
     res["lfo"] = _lfo(x, s, v, onset, p["noise_sd"]) if onset is not None else []
+    if c.bounded and onset:
+        for r in res["lfo"]:
+            j = r["index"]
+            # a jump must clear the binomial noise of the last flat point ...
+            r["ci_separated"] = bool(p["lo"][j] > p["hi"][onset - 1])
+            # ... and stay above chance at every larger scale (else the curve fell back)
+            back = np.nonzero(p["lo"][j + 1 :] <= MARGIN)[0]
+            r["falls_back_at"] = int(j + 1 + back[0]) if len(back) else None
     res["testable"] = bool(onset is not None and onset >= MIN_PRE and res["lfo"])
     if res["testable"]:
         res["p_curve"] = min(1.0, min(r["p"] for r in res["lfo"]) * len(res["lfo"]))
@@ -185,6 +212,8 @@ def analyze_curve(c: Curve) -> dict:
     res["drops"] = drops
     # warnings
     w = res["warnings"]
+    if p.get("chance_inferred"):
+        w.append("chance_level_inferred_from_a_below_chance_score")
     if np.all(p["n_seeds"] <= 1):
         w.append("single_seed")
     if len(x) < 5:
@@ -230,16 +259,39 @@ def companion_jump(comp: dict, onset: int) -> dict:
     }
 
 
+def onset_phrase(res: dict) -> str:
+    """Where the curve leaves chance, in words."""
+    k = res.get("onset_index")
+    if k is None:
+        return "no onset (at chance throughout)"
+    if k == 0:
+        return "above chance from the smallest scale"
+    return f"leaves chance at index {k}"
+
+
 def _verdict(res: dict) -> tuple[str, str]:
     s = np.asarray(res["score_norm"])
     if res["n_scales"] < 3:
         return "insufficient_resolution", "fewer than 3 scales"
     if res["bounded"] and res["onset_index"] is None:
-        return "flat_at_chance", f"no scale has a CI lower bound > chance + {MARGIN} (normalised)"
+        return "flat_at_chance", (
+            f"no scale's 95% CI lower bound exceeds the chance level {res['chance_level']:.3g} "
+            f"({res['chance_basis']}) by {MARGIN} (normalised)"
+        )
     if res["onset_index"] == res["n_scales"] - 1:
         lfo = "".join(f"; LFO excess {r['excess']:.3f}, z={r['z']:.1f}" for r in res["lfo"])
         return "insufficient_resolution", "leaves chance only at the largest scale" + lfo
     sig = [r for r in res["lfo"] if r["excess"] >= JUMP_MARGIN]
+    noisy = [r for r in sig if not r.get("ci_separated", True)]
+    sig = [r for r in sig if r.get("ci_separated", True)]
+    fell = [r for r in sig if r.get("falls_back_at") is not None]
+    sig = [r for r in sig if r.get("falls_back_at") is None]
+    if res["testable"] and res["p_holm"] < ALPHA and fell and not sig:
+        r = fell[0]
+        return "non_monotone", (
+            f"jumps at index {r['index']} (excess {r['excess']:.3f}) but falls back to chance "
+            f"at index {r['falls_back_at']}: not a sustained jump"
+        )
     if res["testable"] and res["p_holm"] < ALPHA and sig:
         r = max(sig, key=lambda t: t["z"])
         why = (
@@ -250,12 +302,22 @@ def _verdict(res: dict) -> tuple[str, str]:
         if mir and mir["checked"] and not mir["any_companion_jumps"]:
             return "emergent_metric_induced", why + "; no continuous companion jumps there"
         return "emergent", why
+    if res["testable"] and res["p_holm"] < ALPHA and noisy:
+        return "smooth", (
+            f"the rise at index {noisy[0]['index']} is within the binomial noise of its item "
+            "count (95% CIs overlap the last point at chance)"
+        )
     if res["drops"] and float(np.ptp(s)) > 0:
         big = max(d for _, _, d in res["drops"])
         if big >= 0.5 * float(np.ptp(s)):
             return "non_monotone", f"falls back by {big:.3f} (>= half of its range)"
     if not res["testable"] and res["bounded"] and res["onset_index"] is not None:
-        return "smooth", f"above chance from index {res['onset_index']}: no flat phase to jump from"
+        if res["onset_index"] == 0:
+            return "smooth", "above chance from the smallest scale: no flat phase to jump from"
+        return "smooth", (
+            f"leaves chance at index {res['onset_index']}: fewer than {MIN_PRE} earlier points "
+            "to test a jump against"
+        )
     return "smooth", "no significant departure from the earlier trend"
 
 
@@ -353,6 +415,7 @@ def write_report(
                 "primary_verdict": r["verdict"],
                 "companion_verdicts": r["mirage"]["companion_verdicts"],
                 "checked_at_onset": r["mirage"]["checked"],
+                "onset": onset_phrase(r),
                 "any_companion_jumps": r["mirage"]["any_companion_jumps"],
             }
             for r in results

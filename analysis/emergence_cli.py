@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--metric",
         action="append",
         default=[],
-        metavar="COL[:chance=C][:n=N][:pair=COL2][:scale=S]",
-        help="score column; chance + n make it a binomial metric (Wilson CIs); "
+        metavar="COL[:chance=C][:majority=M][:n=N][:pair=COL2][:scale=S]",
+        help="score column; chance + n make it a binomial metric (Wilson CIs); majority = "
+        "the majority-label rate of a multiple-choice task (raises the chance level); "
         "pair names its continuous companion for the mirage check; scale divides "
         "the values (e.g. 100 for percentages); no chance/n = continuous metric",
     )
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"mirage pair {m['family']}/{m['task']}{shots}: {m['primary']}: {m['primary_verdict']}"
             f" | {comp} | companion jumps at onset: "
-            f"{m['any_companion_jumps'] if m['checked_at_onset'] else 'n/a (no onset)'}"
+            f"{m['any_companion_jumps'] if m['checked_at_onset'] else 'n/a: ' + m['onset']}"
         )
     one_seed = all("single_seed" in c["warnings"] for c in report["curves"])
     if one_seed:

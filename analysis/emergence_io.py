@@ -107,6 +107,7 @@ def curves_from_results(path: str | Path, *, scale: str = "compute") -> list[Cur
         rs = _frontier(rs, keys)
         cells: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
         chance: dict[tuple, float] = {}
+        majority: dict[tuple, float] = {}
         for r in rs:
             ev = r["evals"]
             sc = _scale_of(r, keys)
@@ -122,8 +123,13 @@ def curves_from_results(path: str | Path, *, scale: str = "compute") -> list[Cur
                         ch = (ev.get("chance") or {}).get(task, {}).get(metric)
                         if ch is not None:
                             chance[(task, metric)] = float(ch)
+                        mj = (ev.get("majority") or {}).get(task, {}).get(metric)
+                        if mj is not None:
+                            majority[(task, metric)] = float(mj)
         for (task, metric, shot), pts in sorted(cells.items()):
-            curves.append(_pool(task, metric, shot, fam, pts, chance.get((task, metric))))
+            c = _pool(task, metric, shot, fam, pts, chance.get((task, metric)))
+            c.majority = majority.get((task, metric)) if c.bounded else None
+            curves.append(c)
     return curves
 
 
@@ -183,19 +189,29 @@ def load_spec(arg: str | None, inline: list[str]) -> dict:
 
 
 def parse_metric_flag(text: str) -> tuple[str, dict]:
-    """'COLUMN[:chance=0.25][:n=14042][:pair=OTHER][:scale=100]' -> (column, options)."""
+    """'COLUMN[:chance=0.25][:majority=0.6][:n=14042][:pair=OTHER][:scale=100]' -> (column,
+    options). majority = the majority-label rate of a multiple-choice task (see chance_floor)."""
     col, *opts = text.split(":")
     out: dict = {}
     for o in opts:
         k, _, v = o.partition("=")
-        if k in ("chance", "scale"):
-            out[k] = float(v)
-        elif k == "n":
-            out["n_items"] = int(float(v))
+        if k in ("chance", "scale", "majority", "n"):
+            try:
+                num = float(v)
+            except ValueError:
+                raise UserError(f"--metric {text!r}: {k}={v!r} is not a number") from None
+            if k in ("chance", "majority") and not 0 <= num <= 1:
+                raise UserError(f"--metric {text!r}: {k}={v} must be a rate between 0 and 1")
+            if k == "n":
+                out["n_items"] = int(num)
+            else:
+                out[k] = num
         elif k == "pair":
             out.setdefault("companions", []).append(v)
         else:
-            raise UserError(f"--metric {text!r}: unknown option {k!r} (chance, n, pair, scale)")
+            raise UserError(
+                f"--metric {text!r}: unknown option {k!r} (chance, majority, n, pair, scale)"
+            )
     return col, out
 
 
@@ -290,6 +306,7 @@ def curves_from_table(
                     y=np.array([v[1] for v in vals]),
                     n_items=np.full(n, float(m["n_items"])) if bounded else None,
                     chance=float(m["chance"]) if bounded else None,
+                    majority=float(m["majority"]) if bounded and "majority" in m else None,
                     companions=[
                         metrics.get(c, {}).get("metric", c) for c in m.get("companions", [])
                     ],

@@ -25,6 +25,34 @@ def wilson(k: np.ndarray, n: np.ndarray, z: float = Z95) -> tuple[np.ndarray, np
     return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
 
 
+def chance_level(
+    chance: float, majority: float | None, y: np.ndarray, n: np.ndarray
+) -> tuple[float, str, bool]:
+    """(level, why, inferred): what a multiple-choice metric scores without the ability.
+
+    A model that always gives the same answer label scores that label's rate, so the level is
+    max(nominal chance, majority-label rate). For a two-way task (chance 0.5) without a known
+    majority rate, a score significantly below 0.5 (95% Wilson upper bound < 0.5) reveals the
+    imbalance: always giving the other label scores 1 - score, which becomes the level
+    (``inferred``; conservative: it can only raise the bar).
+    """
+    level, why, inferred = float(chance), f"nominal chance {chance:g}", False
+    if majority is not None and majority > level:
+        level, why = float(majority), f"majority-label rate {majority:g}"
+    if abs(chance - 0.5) < 1e-9:
+        y, n = np.asarray(y, float), np.asarray(n, float)
+        _, hi = wilson(np.clip(y, 0, 1) * n, n)
+        if np.any(hi < 0.5):
+            low = float(y[hi < 0.5].min())
+            if 1.0 - low > level:
+                level, inferred = 1.0 - low, True
+                why = (
+                    f"two-way task scored {low:.3g} (significantly below 0.5), so always giving "
+                    f"the other label scores {level:.3g}"
+                )
+    return level, why, inferred
+
+
 def binom_var(p: np.ndarray, n: np.ndarray, z: float = Z95) -> np.ndarray:
     """Agresti-Coull variance of a proportion: never 0, even for 0/n or n/n."""
     p, n = np.asarray(p, float), np.asarray(n, float)
