@@ -6,6 +6,8 @@ line per check and exits 1 if any fails; `make demo` runs it last. The checks:
 - every IsoFLOP minimum is inside its budget's N range (the grid is centred on the optimum);
 - the fitted frontier exponent L(C) ~ C^-alpha is finite and positive, CI included;
 - the back-test error on the held-out largest budget is below a threshold (3% by default).
+A check the study's design cannot answer (analysis.design: the IsoFLOP checks on a size ladder or
+an N x D grid, the allocation on a ladder) is printed [n/a] with the reason, never [ok].
 """
 
 from __future__ import annotations
@@ -20,8 +22,24 @@ from scaling.errors import UserError
 
 
 def study_checks(fits: dict, max_backtest_error: float = 0.03) -> list[tuple[str, bool, str]]:
-    """(name, passed, detail) for each check that the fits can answer."""
-    out: list[tuple[str, bool, str]] = []
+    """(name, passed, detail) for each check that the fits can answer; passed is None (printed
+    [n/a]) for a check the study's design cannot answer (e.g. IsoFLOP minima of an N x D grid)."""
+    out: list[tuple[str, bool | None, str]] = []
+    design = fits.get("design") or {}
+    if design and "approach2" not in design.get("approaches", ["approach2"]):
+        na = f"not applicable: {design['description']} has no IsoFLOP budgets"
+        out += [
+            ("frontier falls with compute", None, na),
+            ("IsoFLOP minima inside the grid", None, na),
+        ]
+    if design and "allocation" not in design.get("approaches", ["allocation"]):
+        out.append(
+            (
+                "allocation exponents identified",
+                None,
+                f"not applicable: {design['description']} (N and D move together)",
+            )
+        )
     minima = (fits.get("approach2") or {}).get("minima") or []
     if minima:
         best = [m["loss_min"] for m in sorted(minima, key=lambda m: m["budget"])]
@@ -84,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         raise UserError(f"{path}: nothing to check (no IsoFLOP minima, frontier or back-test)")
     for name, ok, detail in results:
-        print(f"  [{'ok' if ok else 'FAIL'}] {name}: {detail}")
-    return 0 if all(ok for _, ok, _ in results) else 1
+        print(f"  [{'n/a' if ok is None else 'ok' if ok else 'FAIL'}] {name}: {detail}")
+    return 0 if all(ok is not False for _, ok, _ in results) else 1
 
 
 if __name__ == "__main__":

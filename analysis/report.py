@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.bootstrap import bootstrap_fit, resample_weights, summarize
+from analysis.design import detect_design
 from analysis.fit import fit_joint, fit_power
 from analysis.frontier import approach2, envelope
 from analysis.laws import allocation_exponents, compute_optimal
@@ -31,9 +32,17 @@ def run_analysis(
 ) -> dict:
     """Joint fit + run-level bootstrap, frontier and Approaches 1/2, optional back-test."""
     t0 = time.perf_counter()
-    if need_approach2:
+    design = detect_design(table)
+    if need_approach2 and design.supports("approach2"):
         approach2(table)  # cheap: fail with a UserError before any fitting
     res: dict = {"table": table, "level": level, "notes": list(table.notes), "timings": {}}
+    res["design"] = design.to_json()
+    if not design.supports("allocation"):
+        res["notes"].append(
+            f"{design.description}: N and D move together, so the joint law's separate N and D "
+            "terms and the allocation exponents a, b are not identified; trust its predictions "
+            "along the ladder only"
+        )
     fit = fit_joint(table.N, table.D, table.loss, method=method)
     res["timings"]["fit_s"] = fit.diagnostics["seconds"]
     groups = np.asarray(table.run_id)  # resample whole runs (a run may have several rows)
@@ -74,6 +83,8 @@ def run_analysis(
         res["frontier_ci"] = summarize(lc.params, lb.params, level)
     W = resample_weights(groups, min(n_resamples, 1000), np.random.default_rng(seed + 1))
     try:
+        if not design.supports("approach2"):
+            raise UserError(f"not applicable to a {design.description} (no IsoFLOP budgets)")
         a2 = approach2(table, W)
         res["approach2"] = a2
         res["approach2_ci"] = summarize(
@@ -81,13 +92,14 @@ def run_analysis(
         )
         res["notes"].extend(a2["notes"])
     except UserError as e:
-        if need_approach2:
+        if need_approach2 and design.supports("approach2"):
             raise
         res["notes"].append(f"Approach 2 skipped: {e}")
     Cmax = float(table.C.max())
-    res["compute_optimal"] = [
-        predict_flops(fit, boot, c, level) for c in (Cmax, 10 * Cmax, 100 * Cmax)
-    ]
+    with np.errstate(over="ignore", invalid="ignore"):  # a ladder's allocation may not exist
+        res["compute_optimal"] = [
+            predict_flops(fit, boot, c, level) for c in (Cmax, 10 * Cmax, 100 * Cmax)
+        ]
     if holdout:
         try:
             bt = backtest(
@@ -138,6 +150,7 @@ def fits_json(res: dict) -> dict:
             "n_unconverged": res["boot"].n_unconverged,
         },
         "compute_optimal": res["compute_optimal"],
+        "design": res.get("design"),
         "approach1": {k: v for k, v in res["envelope"].items()},
         "notes": res["notes"],
         "timings": res["timings"],
@@ -168,6 +181,9 @@ def report_md(res: dict, figures: dict, out_dir: Path) -> str:
         "",
         f"{len(t)} runs; loss in {t.loss_unit}; C = 6ND FLOPs. CIs are {lvl}% percentile "
         f"intervals over {res['boot'].n_resamples} bootstrap resamples of whole runs.",
+        "",
+        f"Design: {res['design']['description']}; analyses run: "
+        f"{', '.join(res['design']['approaches'])}.",
         "",
         "## Joint law L(N, D) = E + A/N^alpha + B/D^beta",
         "",

@@ -11,7 +11,8 @@ budget run`` or any extra column of the table (CSV/JSONL columns whose names are
 ``--map NAME=COLUMN`` aliases, dotted names such as ``config.model.d_model`` for nested JSON).
 Anything else (calls, attributes of values, arithmetic, subscripts) is refused with one line.
 
-Hold-out specs: ``largest`` (the largest IsoFLOP budget), a bare number (runs with C above it),
+Hold-out specs: ``largest`` (the largest IsoFLOP budget; the largest model size when the table
+is not an IsoFLOP sweep, see analysis.design), a bare number (runs with C above it),
 ``@FILE`` or the path of an existing file (run names, one per line, ``#`` comments), or a filter
 expression (``N > 4e8``, ``data == "c4"``).
 """
@@ -264,9 +265,7 @@ def holdout_rows(table: RunTable, spec: str, n_params: int = 5) -> tuple[np.ndar
     flag = f"--holdout {spec}"
     spec = spec.strip()
     if spec == "largest":
-        b = infer_budgets(table)
-        mask = b == b.max()
-        desc = f"runs at the largest budget ({b.max():.3g} FLOPs)"
+        mask, desc = _largest(table)
     elif _number(spec) is not None:
         thr = _number(spec)
         mask = table.C > thr
@@ -296,6 +295,17 @@ def holdout_rows(table: RunTable, spec: str, n_params: int = 5) -> tuple[np.ndar
             "hold out fewer runs"
         )
     return mask, desc
+
+
+def _largest(table: RunTable) -> tuple[np.ndarray, str]:
+    """The largest IsoFLOP budget; in a design without budgets, the largest model size."""
+    from analysis.design import detect_design, largest_size_mask
+
+    if detect_design(table).kind == "isoflop":
+        b = infer_budgets(table)
+        return b == b.max(), f"runs at the largest budget ({b.max():.3g} FLOPs)"
+    mask = largest_size_mask(table)
+    return mask, f"runs of the largest model size (N = {np.median(table.N[mask]):.3g})"
 
 
 def _number(s: str) -> float | None:

@@ -25,6 +25,8 @@ def summary_lines(res: dict) -> list[str]:
         f"  compute-optimal allocation: N_opt ~ C^{_ci(p['a'], '.3f')}, "
         f"D_opt ~ C^{_ci(p['b'], '.3f')}",
     ]
+    if res.get("design"):
+        out.insert(0, f"Design: {res['design']['description']}")
     co = res["compute_optimal"]
     out.append(
         f"  tokens per parameter at the largest budget (C = {co[0]['flops']:.3g}): "

@@ -1,0 +1,130 @@
+"""What experiment a results table holds, and so which analyses it supports.
+
+- ``isoflop``: runs grouped into compute budgets (a budget column, or C values that cluster),
+  at least one budget with >= 3 model sizes covering at least half the runs. Supports the joint
+  law, Approach 1 (envelope), the frontier L(C) and Approach 2 (IsoFLOP parabolas).
+- ``ladder``: one token count per model size with D a fixed power of N (log D linear in log N
+  within 0.05 dex, D not falling with N), e.g. 20 tokens per parameter at every size. N and D
+  move together, so the joint law's separate N and D terms (and the allocation exponents) are
+  not identified; the frontier L(C) is. No Approach 2.
+- ``grid``: model sizes crossed with token counts (or tokens-per-parameter multiples), e.g. the
+  OLMo ladder's 5 sizes x 5 lengths: the joint law, Approach 1 and the frontier. No IsoFLOP
+  budgets, so no Approach 2.
+- ``scattered``: none of these: the joint law, Approach 1 and the frontier.
+
+Nothing is invented: a design without IsoFLOP budgets is never cut into budgets for Approach 2,
+and ``--holdout largest`` there means the largest model size rather than the largest budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.tables import RunTable, infer_budgets
+
+APPROACHES = {
+    "isoflop": ("joint", "approach1", "frontier", "approach2", "allocation"),
+    "grid": ("joint", "approach1", "frontier", "allocation"),
+    "scattered": ("joint", "approach1", "frontier", "allocation"),
+    "ladder": ("joint", "approach1", "frontier"),
+}
+LEVEL_TOL_DEX = 0.03  # two values within 7% are one level (a size, a length)
+LADDER_RESID_DEX = 0.05  # log D within this of a line in log N: D is a function of N
+GRID_FILL = 0.75  # share of the size x length cells that must hold a run
+
+
+@dataclass(frozen=True)
+class Design:
+    """The detected design: ``kind``, a one-line ``description`` and the analyses it supports."""
+
+    kind: str
+    description: str
+    n_sizes: int
+
+    @property
+    def approaches(self) -> tuple[str, ...]:
+        return APPROACHES[self.kind]
+
+    def supports(self, approach: str) -> bool:
+        return approach in self.approaches
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "description": self.description,
+            "n_sizes": self.n_sizes,
+            "approaches": list(self.approaches),
+        }
+
+
+def levels(values: np.ndarray, tol_dex: float = LEVEL_TOL_DEX) -> np.ndarray:
+    """Level index per value: sorted log10 values split wherever the gap exceeds ``tol_dex``."""
+    lv = np.log10(values)
+    order = np.argsort(lv)
+    lab = np.empty(lv.size, dtype=int)
+    lab[order] = np.concatenate([[0], np.cumsum(np.diff(lv[order]) > tol_dex)])
+    return lab
+
+
+def _isoflop(table: RunTable, sizes: np.ndarray) -> str | None:
+    declared = bool(np.all(np.isfinite(table.budget)))
+    b = table.budget if declared else infer_budgets(table)
+    full = [c for c in np.unique(b) if np.unique(sizes[b == c]).size >= 3]
+    covered = int(np.isin(b, full).sum())
+    if not full or covered < 0.5 * len(table):
+        return None
+    how = "budget column" if declared else "C values clustered into budgets"
+    k = len(full)
+    return f"IsoFLOP sweep: {k} budget{'s' if k > 1 else ''} with >= 3 model sizes ({how})"
+
+
+def _ladder(table: RunTable, sizes: np.ndarray) -> str | None:
+    n = int(sizes.max()) + 1
+    if n < 2 or any(np.ptp(np.log10(table.D[sizes == i])) > LEVEL_TOL_DEX for i in range(n)):
+        return None
+    x, y = np.log10(table.N), np.log10(table.D)
+    k, c = np.polyfit(x, y, 1)
+    if k < 0 or np.max(np.abs(y - (k * x + c))) > LADDER_RESID_DEX:
+        return None
+    tpp = np.median(table.D / table.N)
+    return (
+        f"size ladder: {n} model sizes, one token count each (D ~ N^{k:.2f}, ~{tpp:.3g} tok/param)"
+    )
+
+
+def _grid(table: RunTable, sizes: np.ndarray) -> str | None:
+    n = int(sizes.max()) + 1
+    for name, other in (("token counts", table.D), ("tokens-per-parameter", table.D / table.N)):
+        lab = levels(other)
+        m = int(lab.max()) + 1
+        cells = {(int(a), int(b)) for a, b in zip(sizes, lab, strict=True)}
+        per_size = min(np.unique(lab[sizes == i]).size for i in range(n))
+        if n >= 2 and m >= 2 and per_size >= 2 and len(cells) >= GRID_FILL * n * m:
+            return f"N x D grid: {n} model sizes x {m} {name} ({len(cells)} of {n * m} cells)"
+    return None
+
+
+def detect_design(table: RunTable) -> Design:
+    """Classify the table (see the module docstring); deterministic and cheap."""
+    sizes = levels(table.N)
+    n = int(sizes.max()) + 1
+    declared = bool(np.all(np.isfinite(table.budget)))
+    checks = (
+        ("isoflop", _isoflop) if declared else None,
+        ("ladder", _ladder),
+        ("grid", _grid),
+        ("isoflop", _isoflop),
+    )
+    for kind, check in filter(None, checks):
+        desc = check(table, sizes)
+        if desc:
+            return Design(kind, desc, n)
+    return Design("scattered", f"scattered runs: {n} model sizes, no IsoFLOP budgets or grid", n)
+
+
+def largest_size_mask(table: RunTable) -> np.ndarray:
+    """Rows at the largest model size (within the level tolerance)."""
+    sizes = levels(table.N)
+    return sizes == sizes.max()
