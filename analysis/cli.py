@@ -92,14 +92,19 @@ def _load(args: argparse.Namespace):
         )
     elif args.dir:
         if args.mapping:
-            raise UserError("--map applies to --csv tables only")
+            raise UserError(
+                "--map applies to --table/--csv files only (a sweep directory names its own "
+                "columns; filter them with --where)"
+            )
         table = load_results(
             args.dir, n_kind=args.n_kind, flops=args.flops_kind, loss=args.loss_kind
         )
         if args.loss_unit:
             table.loss_unit = args.loss_unit
     else:
-        raise UserError("give a sweep directory (containing results.jsonl) or --csv FILE --map ...")
+        raise UserError(
+            "give a sweep directory (containing results.jsonl) or --table FILE.csv|.jsonl --map ..."
+        )
     from analysis.select import where
 
     table = where(table, args.where)
