@@ -249,6 +249,10 @@ def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:
 
     table = _load(args)
     holdout = None if figures_only or args.holdout in (None, "none") else args.holdout
+    if holdout and holdout != "largest":  # a hold-out the user asked for: check it before fitting
+        from analysis.select import holdout_rows
+
+        holdout_rows(table, holdout)
     res = run_analysis(
         table,
         n_resamples=args.resamples,

@@ -108,11 +108,14 @@ def test_holdout_specs_and_their_errors(table_csv, tmp_path):
         holdout_rows(t, f"@{names}")
 
 
-def test_holdout_leaving_too_few_runs_exits_2(table_csv, capsys):
-    argv = ["predict", "--csv", str(table_csv), *MAP, "--holdout", "loss > 0", "--flops", "1e21"]
-    assert main(argv) == 2
+@pytest.mark.parametrize("command", ["predict", "analyze"])
+def test_holdout_leaving_too_few_runs_exits_2(table_csv, capsys, command):
+    argv = [command, "--csv", str(table_csv), *MAP, "--holdout", "loss > 0", "--flops", "1e21"]
+    assert main(argv if command == "predict" else argv[:-2]) == 2
     err = capsys.readouterr().err
     assert "only 0 run(s) left to fit a law with 5 parameters" in err and err.count("\n") == 1
+    assert main([command, "--csv", str(table_csv), *MAP, "--holdout", "size > 1"]) == 2
+    assert "unknown column 'size'" in capsys.readouterr().err
 
 
 def _json(capsys, argv):
