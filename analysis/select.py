@@ -75,22 +75,23 @@ def parse_filter(text: str, flag: str = "--where") -> Filter:
         raise UserError(f"{flag}: empty expression; write e.g. {flag} 'N > 4e8'")
     try:
         tree = ast.parse(src, mode="eval")
-    except SyntaxError as e:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+        why = getattr(e, "msg", None) or type(e).__name__
         raise UserError(
-            f"{flag} {text!r}: not a valid expression ({e.msg}); write comparisons like "
+            f"{flag} {_short(text)}: not a valid expression ({why}); write comparisons like "
             'N > 4e8 and data == "c4"'
         ) from None
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED):
             raise UserError(
-                f"{flag} {text!r}: {type(node).__name__} is not allowed; use comparisons of "
+                f"{flag} {_short(text)}: {type(node).__name__} is not allowed; use comparisons of "
                 "columns with numbers or quoted strings, joined by and/or/not"
             )
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str)):
-            raise UserError(f"{flag} {text!r}: constant {node.value!r} is not allowed")
+            raise UserError(f"{flag} {_short(text)}: constant {node.value!r} is not allowed")
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             if not (isinstance(node.operand, ast.Constant) and _is_num(node.operand.value)):
-                raise UserError(f"{flag} {text!r}: a sign applies to numbers only")
+                raise UserError(f"{flag} {_short(text)}: a sign applies to numbers only")
     return Filter(text, flag, tree)
 
 
@@ -116,6 +117,11 @@ _ALLOWED = (
 )
 
 
+def _short(text: str, limit: int = 80) -> str:
+    """repr of an expression for an error line, cut to ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
 def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, str)
 
@@ -136,7 +142,7 @@ class _Eval:
         self.f, self.cols, self.n = f, cols, n
 
     def fail(self, msg: str) -> UserError:
-        return UserError(f"{self.f.flag} {self.f.text!r}: {msg}")
+        return UserError(f"{self.f.flag} {_short(self.f.text)}: {msg}")
 
     def boolean(self, node: ast.AST) -> np.ndarray:
         if isinstance(node, ast.BoolOp):
@@ -238,7 +244,9 @@ def where(table: RunTable, text: str | None, flag: str = "--where") -> RunTable:
         return table
     mask = parse_filter(text, flag).mask(table)
     if not mask.any():
-        raise UserError(f"{flag} {text!r}: no row matches (of {len(table)}); loosen the filter")
+        raise UserError(
+            f"{flag} {_short(text)}: no row matches (of {len(table)}); loosen the filter"
+        )
     out = table.subset(mask)
     out.notes.append(f"{flag} {text}: kept {int(mask.sum())} of {len(table)} rows")
     return out
