@@ -8,6 +8,7 @@ line and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from scaling.errors import UserError, install_interrupt_handler
@@ -26,6 +27,20 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default=None, help="run directory (default runs/<name>-<hash>)")
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    g = p.add_argument_group(
+        "several processes (default: env JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+        "JAX_PROCESS_ID, else a SLURM srun step, else one process)"
+    )
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address")
+    g.add_argument("--num-processes", type=int, default=None, metavar="N")
+    g.add_argument("--process-id", type=int, default=None, metavar="I", help="0..N-1")
+    g.add_argument(
+        "--coordinator-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds to wait for the coordinator (default 300)",
+    )
     p.set_defaults(handler=_train)
 
 
@@ -43,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _register_train(sub)
     for module in (
+        "scaling.launch",
         "sweeps.cli",
         "analysis.cli",
         "analysis.emergence_cli",
@@ -64,13 +80,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     install_interrupt_handler()
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `scaling sweep status DIR | head`: the reader left; not an error
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

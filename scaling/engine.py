@@ -117,6 +117,27 @@ def put(batch: np.ndarray, sh: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(batch.shape, sh, lambda idx: batch[idx])
 
 
+def to_host(x: Any) -> np.ndarray:
+    """A jax.Array as numpy, on every process. Reading an array that spans devices of other
+    processes fails with np.asarray; such arrays are all-gathered first (replicated ones are
+    read locally). Single-process arrays are plain np.asarray."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def replicated_inputs(like: Any, arrays: list[np.ndarray]) -> list[Any]:
+    """Host arrays (identical on every process) as jit inputs next to the sharded pytree `like`:
+    unchanged with one process, global replicated arrays on its mesh with several."""
+    if jax.process_count() == 1:
+        return arrays
+    leaf = next(x for x in jax.tree.leaves(like) if isinstance(x, jax.Array))
+    sh = NamedSharding(leaf.sharding.mesh, PartitionSpec())
+    return [put(a, sh) for a in arrays]
+
+
 def val_loss(eng: Engine, state: dict[str, Any], val: list[jax.Array]) -> float:
     """Mean NLL (nats/token) over the fixed validation batches; one host sync at the end."""
     with jax.set_mesh(eng.mesh):

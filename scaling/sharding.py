@@ -20,7 +20,6 @@ Tracing a step under `with jax.set_mesh(mesh):` also enables the activation cons
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -179,11 +178,20 @@ def create_sharded_model(model_cfg: Any, mesh: Mesh, seed: int = 0) -> nnx.Modul
 
 
 def make_mesh(cfg: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """Mesh ("data", "fsdp", "tensor") over all devices, sized by cfg.mesh (-1 fills)."""
+    """Mesh ("data", "fsdp", "tensor") over all devices (of every process), sized by cfg.mesh
+    (-1 fills); UserError, before anything compiles, when the sizes do not fit."""
     from scaling.config import validate_mesh
 
     devices = list(jax.devices() if devices is None else devices)
-    sizes = validate_mesh(cfg, len(devices))
+    try:
+        sizes = validate_mesh(cfg, len(devices))
+    except UserError as e:
+        if jax.process_count() == 1:
+            raise
+        raise UserError(  # say that the count is global, not this process's
+            f"{e} (the mesh spans all {jax.process_count()} processes: {len(devices)} devices "
+            f"in all, {jax.local_device_count()} in this one)"
+        ) from None
     return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
@@ -202,23 +210,10 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, spec)
 
 
-_MULTI_PROCESS_ENV = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE")
-
-
 def maybe_initialize_distributed() -> bool:
-    """Call jax.distributed.initialize() when the environment says we are one of several
-    processes (JAX_COORDINATOR_ADDRESS, SLURM_NTASKS>1, OpenMPI/PMI size>1, multi-host TPU).
-    Call before anything touches devices. Returns True when initialised (now or before)."""
-    if jax.distributed.is_initialized():
-        return True
-    multi = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
-    for var in _MULTI_PROCESS_ENV:
-        try:
-            multi |= int(os.environ.get(var, "1")) > 1
-        except ValueError:
-            pass
-    multi |= "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if not multi:
-        return False
-    jax.distributed.initialize()
-    return True
+    """`jax.distributed.initialize()` when the environment says this is one of several processes
+    (JAX_* env set by `scaling launch`, a multi-task srun step, mpirun, multi-host TPU); see
+    `scaling.distributed`. Call before anything touches devices. True when multi-process."""
+    from scaling import distributed
+
+    return distributed.initialize(distributed.resolve())

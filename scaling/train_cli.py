@@ -1,4 +1,5 @@
-"""`scaling train CONFIG [--set section.key=value ...] [--out DIR] [--no-progress]`.
+"""`scaling train CONFIG [--set section.key=value ...] [--out DIR] [--no-progress]
+[--coordinator HOST:PORT --num-processes N --process-id I]`.
 
 Loads and validates the config (UserError -> exit 2 before any compute), trains or resumes into
 the run directory, and prints where the outputs are. Imported only when the command runs.
@@ -20,14 +21,24 @@ def default_out_dir(cfg: config_lib.RunConfig) -> Path:
 
 def run_train_command(args: argparse.Namespace) -> int:
     """Handler for `scaling train`; returns the process exit code (0 done, 1 diverged)."""
+    from scaling import distributed
+
+    setup = distributed.resolve(  # flags, then JAX_* env, then SLURM: UserError when bad
+        getattr(args, "coordinator", None),
+        getattr(args, "num_processes", None),
+        getattr(args, "process_id", None),
+        getattr(args, "coordinator_timeout", None),
+    )
     cfg = config_lib.load(args.config, args.overrides)  # static validation: UserError
     out = Path(args.out) if args.out else default_out_dir(cfg)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    distributed.initialize(setup)  # before anything touches devices (imports JAX)
     from scaling import train  # imports JAX: only after the config is known to be valid
 
     result = train.train(cfg, out, progress=not args.no_progress)
-    print(_summary(result, out))
+    if setup.process_id == 0:  # one summary per run, not one per process
+        print(_summary(result, out))
     return 0 if result["status"] == "done" else 1
 
 

@@ -8,6 +8,9 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -21,3 +24,49 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent (reference data lives beside the checkout)")
     return SHARED_DATA
+
+
+# ----------------------------------------------------------------------------- several processes
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def scaling_env(**extra: str) -> dict[str, str]:
+    """Env for `scaling` subprocesses: this venv first on PATH, CPU, and XLA_FLAGS without the
+    tests' 8 fake devices (the launcher or the caller says how many each process gets)."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env["XLA_FLAGS"] = " ".join(
+        f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
+    )
+    env["JAX_PLATFORMS"] = "cpu"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def mp_reference(tmp_path_factory) -> dict:
+    """result.json and metrics of `scaling train mp-check` on 1 process x 4 CPU devices (run
+    once per session through the README command `scaling launch -n 1 --devices-per-process 4`);
+    the multi-process runs (launcher, srun) must match it."""
+    out = tmp_path_factory.mktemp("mp-1x4") / "run"
+    cmd = ["scaling", "launch", "-n", "1", "--devices-per-process", "4", "--"]
+    cmd += ["scaling", "train", "mp-check", "--out", str(out), "--no-progress"]
+    p = subprocess.run(cmd, env=scaling_env(), capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return {
+        "result": json.loads((out / "result.json").read_text()),
+        "metrics": [json.loads(x) for x in lines],
+    }
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """SLURM_CONF of the running one-node cluster of scripts/slurm-local.sh (CI starts it in
+    .ci/run); skips with the script's reason when there is none."""
+    script = ROOT / "scripts" / "slurm-local.sh"
+    p = subprocess.run([str(script), "status"], capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        pytest.skip(f"no local SLURM cluster: {p.stdout.strip() or p.stderr.strip()}")
+    conf = subprocess.run([str(script), "env"], capture_output=True, text=True).stdout
+    return conf.strip().split("=", 1)[1]

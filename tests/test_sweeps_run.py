@@ -210,6 +210,19 @@ def test_status_cli_and_replan_guard(tmp_path: Path, capsys) -> None:
     assert main(["sweep", "status", str(tmp_path / "nope")]) == 2
 
 
+def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """`scaling sweep status DIR | head`: the reader left before we wrote; no traceback."""
+    plan, root = plan_grid(load_grid(_six(tmp_path))), tmp_path / "sweep"
+    R.write_plan(root, plan)
+    r, w = os.pipe()
+    os.close(r)  # a reader that has already gone: the first write raises EPIPE
+    cmd = [sys.executable, "-m", "scaling.cli", "sweep", "status", str(root)]
+    p = subprocess.run(cmd, stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(w)
+    assert p.returncode == 141, p.stderr  # 128 + SIGPIPE, as shells report it
+    assert p.stderr == ""
+
+
 def test_status_partial_run_resumes_from_its_checkpoint_not_its_last_log(tmp_path: Path) -> None:
     plan, root = plan_grid(load_grid(_six(tmp_path))), tmp_path / "sweep"
     R.write_plan(root, plan)

@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 from scaling.config import RunConfig
+from scaling.engine import replicated_inputs, to_host
 from scaling.evals import tasks as T
 
 BOS, PAD = 256, 258  # scaling.data.tokenizer ids
@@ -201,8 +202,9 @@ def score_rows(
         rows = [groups[gi].rows[i] for gi, i in chunk]
         starts = [groups[gi].starts[i] for gi, i in chunk]
         tokens, *target = _pack(rows, starts, width)
-        out = _score_chunk(graphdef, state, tokens[:, :-1], *target, masks)
-        lp, acc, em = (np.asarray(a) for a in out)
+        inputs = replicated_inputs(state, [tokens[:, :-1], *target])  # multi-process: global
+        out = _score_chunk(graphdef, state, *inputs, masks)
+        lp, acc, em = (to_host(a) for a in out)
         compiled.add(width)
         if decode:
             em = _decode_exact_match(graphdef, state, tokens, target[2].sum(axis=1), starts)
@@ -218,8 +220,8 @@ def _decode_exact_match(graphdef, state, tokens, n_tgt, starts) -> np.ndarray:
     start[: len(starts)] = starts
     cols = np.arange(tokens.shape[1] - 1)[None]
     prompt = np.where(cols < start[:, None], tokens[:, :-1], PAD)
-    gen = _greedy_chunk(graphdef, state, prompt, start, n_tgt, int(n_tgt.max()))
-    gen = np.asarray(gen)
+    prompt, start_in, n_in = replicated_inputs(state, [prompt, start, n_tgt])
+    gen = to_host(_greedy_chunk(graphdef, state, prompt, start_in, n_in, int(n_tgt.max())))
     want = [tokens[r, s : s + n] for r, (s, n) in enumerate(zip(start, n_tgt, strict=True))]
     return np.array([np.array_equal(gen[r, : len(w)], w) for r, w in enumerate(want)])
 

@@ -1,0 +1,188 @@
+"""Several JAX processes on one machine (`scaling launch`, gloo collectives on CPU), and the
+process setup: flags, JAX_* env, SLURM detection, and the bad-input errors (exit 2, no hang).
+
+The launch test runs the exact README command: 2 processes x 2 CPU devices train one model,
+with few-shot evals on, and must match 1 process x 4 devices to 1e-6; the 2-process run is then
+resumed from its middle checkpoint and must end the same.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import scaling_env
+
+from scaling import cli, distributed
+from scaling.distributed import ProcessSetup, resolve
+from scaling.errors import UserError
+
+CONFIG = "mp-check"  # scaling/configs/mp-check.toml: 8 steps, evals on, mesh data=2 x fsdp=2
+
+
+def launch(n: int, k: int, out: Path, *extra: str) -> subprocess.Popen:
+    """The README's `scaling launch -n N --devices-per-process K -- scaling train mp-check
+    --out OUT` (plus `--set` extras)."""
+    sets = [x for s in extra for x in ("--set", s)]
+    cmd = ["scaling", "launch", "-n", str(n), "--devices-per-process", str(k), "--"]
+    cmd += ["scaling", "train", CONFIG, *sets, "--out", str(out), "--no-progress"]
+    return subprocess.Popen(
+        cmd, env=scaling_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def assert_same_run(r1: dict, m1: list[dict], out: Path) -> None:
+    """The multi-process run in `out` equals the 1 x 4 reference (r1, m1): loss curve and final
+    loss to 1e-6, few-shot scores, and one metrics line per logged step (process 0 alone)."""
+    r2 = json.loads((out / "result.json").read_text())
+    m2 = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert r1["n_devices"] == r2["n_devices"] == 4
+    assert r2["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1}
+    assert abs(r1["final_val_loss"] - r2["final_val_loss"]) < 1e-6
+    assert [x["step"] for x in m2] == [x["step"] for x in m1]
+    assert [x["train_loss"] for x in m2] == pytest.approx([x["train_loss"] for x in m1], abs=1e-6)
+    s1, s2 = r1["evals"]["scores"], r2["evals"]["scores"]  # evals ran in every process
+    assert set(s2) == set(s1) == {"copy", "add2"}
+    for task in s1:
+        for k in s1[task]:
+            assert s2[task][k]["logprob"] == pytest.approx(s1[task][k]["logprob"], abs=1e-4)
+            assert s2[task][k]["exact_match"] == s1[task][k]["exact_match"]
+
+
+def finish(p: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out + err
+
+
+def test_two_processes_match_one_with_evals_and_resume(tmp_path: Path, mp_reference) -> None:
+    r1, m1 = mp_reference["result"], mp_reference["metrics"]
+    two = tmp_path / "two"
+    rc, log = finish(launch(2, 2, two))
+    assert rc == 0, log
+    assert_same_run(r1, m1, two)
+    assert log.count("done at step 8") == 1  # one summary, from process 0
+
+    # resume the 2-process run from its step-4 checkpoint (as after a kill at step 5..7)
+    (two / "result.json").unlink()
+    shutil.rmtree(two / "checkpoints" / "8")
+    rc, log = finish(launch(2, 2, two))
+    assert rc == 0, log
+    r3 = json.loads((two / "result.json").read_text())
+    assert r3["resumed_from_step"] == 4
+    assert abs(r3["final_val_loss"] - r1["final_val_loss"]) < 1e-6
+    assert_same_run(r1, m1, two)
+
+
+def test_mesh_not_matching_the_global_device_count_exits_2(tmp_path: Path) -> None:
+    t0 = time.time()
+    rc, log = finish(launch(2, 2, tmp_path / "run", "mesh.data=8", "mesh.fsdp=1"))
+    assert rc == 2, log
+    assert "uses 8 devices, but 4 are visible" in log and "2 processes" in log, log
+    assert "Traceback" not in log
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing compiled or written
+    assert time.time() - t0 < 300
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _argv(tmp_path: Path, *flags: str) -> list[str]:
+    return ["train", CONFIG, "--out", str(tmp_path / "run"), "--no-progress", *flags]
+
+
+def test_process_id_out_of_range_exits_2(tmp_path: Path, capsys) -> None:
+    flags = ["--coordinator", "127.0.0.1:12355", "--num-processes", "2", "--process-id", "2"]
+    assert cli.main(_argv(tmp_path, *flags)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --process-id 2 is out of range for 2 processes; use 0..1")
+
+
+def test_coordinator_without_process_count_exits_2(tmp_path, capsys, monkeypatch) -> None:
+    """The README's old route: JAX_COORDINATOR_ADDRESS alone used to crash inside JAX."""
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:12356")
+    for var in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_NTASKS", "SLURM_PROCID"):
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(_argv(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "not the number of processes" in err and "scaling launch -n N" in err
+    assert err.count("\n") == 1
+
+
+def test_unreachable_coordinator_times_out_with_a_clear_message(tmp_path, capsys) -> None:
+    from scaling.launch import free_port
+
+    port = free_port()  # nobody listens there
+    flags = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1"]
+    t0 = time.time()
+    assert cli.main(_argv(tmp_path, *flags, "--coordinator-timeout", "1.5")) == 2
+    assert time.time() - t0 < 30
+    err = capsys.readouterr().err
+    assert f"cannot reach the coordinator 127.0.0.1:{port} within 1.5 s" in err
+    assert "process 1 of 2" in err
+
+
+def test_coordinator_host_not_on_this_machine_for_process_0() -> None:
+    setup = resolve("192.0.2.1:12355", 2, 0, environ={})  # TEST-NET-1: never a local address
+    with pytest.raises(UserError, match="192.0.2.1 is not an address of this machine"):
+        distributed.initialize(setup)
+
+
+# ----------------------------------------------------------------------------- resolution
+
+
+def test_resolve_flags_env_slurm_and_single() -> None:
+    assert resolve(environ={}) == ProcessSetup()
+    env = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"}
+    assert resolve(environ=env) == ProcessSetup(4, 3, "h:1", "env")
+    # flags win over env, value by value
+    assert resolve("g:2", None, 1, environ=env) == ProcessSetup(4, 1, "g:2", "flags")
+    slurm = {
+        "SLURM_JOB_ID": "7",
+        "SLURM_NTASKS": "2",
+        "SLURM_PROCID": "1",
+        "SLURM_STEP_NODELIST": "n1",
+    }
+    assert resolve(environ=slurm) == ProcessSetup(2, 1, None, "slurm")
+    # an sbatch array task (one task) is a single process
+    assert resolve(environ=dict(slurm, SLURM_NTASKS="1")) == ProcessSetup()
+    # an address given, the count and id from the srun step
+    assert resolve("h:9", environ=slurm) == ProcessSetup(2, 1, "h:9", "slurm")
+    assert resolve(None, 1, None, environ={}) == ProcessSetup(1, 0, None, "flags")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "match"),
+    [
+        (("h:1", 2, None), {}, "needs --process-id"),
+        ((None, 2, 0), {}, "need a coordinator"),
+        (("nohostport", 2, 0), {}, "is not HOST:PORT"),
+        ((None, None, None), {"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES = 'two'"),
+        (("h:1", 0, 0), {}, "--num-processes 0 must be >= 1"),
+        (("h:1", 2, -1), {}, "out of range"),
+    ],
+)
+def test_resolve_rejects_bad_setups(args, env, match) -> None:
+    with pytest.raises(UserError, match=match):
+        resolve(*args, environ=env)
+
+
+def test_launch_stops_the_others_when_one_process_fails(tmp_path: Path) -> None:
+    """torchrun semantics: process 1 fails at once, process 0 (sleeping) is stopped."""
+    code = (
+        "import os, sys, time\n"
+        "i = int(os.environ['JAX_PROCESS_ID'])\n"
+        "open(os.path.join(sys.argv[1], f'p{i}'), 'w').write(os.environ['JAX_NUM_PROCESSES'])\n"
+        "sys.exit(3) if i == 1 else time.sleep(60)\n"
+    )
+    t0 = time.time()
+    rc = cli.main(
+        ["launch", "-n", "2", "--grace", "2", "--", sys.executable, "-c", code, str(tmp_path)]
+    )
+    assert rc == 3
+    assert time.time() - t0 < 30
+    assert (tmp_path / "p0").read_text() == (tmp_path / "p1").read_text() == "2"
