@@ -108,7 +108,7 @@ def _print_table(report: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis import emergence
+    from analysis import emergence, emergence_report
 
     if args.csv and args.dir:
         raise UserError("give either a sweep DIR or --csv tables, not both")
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise UserError("pass a sweep DIR, or --csv FILE with a column map (--map/--metric)")
     results = emergence.analyze_curves(curves)
-    report = emergence.write_report(
+    report = emergence_report.write_report(
         results, out, scale=args.scale, source=source, figures=not args.no_figures
     )
     _print_table(report)

@@ -292,9 +292,9 @@ def report_md(res: dict, figures: dict, out_dir: Path) -> str:
 
 
 def _emergence(results_path: Path, out_dir: Path, res: dict, figures: dict) -> None:
-    """Call analysis.emergence.analyze_results when that module exists (owned elsewhere)."""
+    """Call analysis.emergence_report.analyze_results when that module exists."""
     try:
-        from analysis.emergence import analyze_results
+        from analysis.emergence_report import analyze_results
     except ImportError:
         return
     em = analyze_results(results_path, out_dir)

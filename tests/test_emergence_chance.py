@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from analysis.emergence import Curve, analyze_curves, write_report
+from analysis.emergence import Curve, analyze_curves
 from analysis.emergence_io import parse_metric_flag
+from analysis.emergence_report import write_report
 from analysis.emergence_stats import chance_level
 from scaling.cli import main
 from scaling.errors import UserError

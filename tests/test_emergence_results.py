@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from analysis.emergence import analyze_results
+from analysis.emergence_report import analyze_results
 from scaling.cli import main
 
 N_ITEMS = 400
