@@ -119,7 +119,19 @@ def _run(args: argparse.Namespace) -> int:
     R.write_plan(root, plan, replan=args.replan)
     progress = not args.no_progress
     if args.backend == "local":
+        from scaling import distributed
         from sweeps.runner import run_local
+
+        setup = distributed.resolve()
+        if setup.multi:
+            from scaling.errors import UserError
+
+            raise UserError(
+                f"--backend local trains each cell in one process, but this is one of "
+                f"{setup.num_processes} processes ({setup.source}); run the sweep once, with "
+                f"--backend slurm --tasks-per-node N for multi-process cells, or train one "
+                f"config with `scaling launch -n N -- scaling train ...`"
+            )
 
         counts = run_local(
             root,
@@ -148,8 +160,16 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(f"submitted {out['submitted']} task(s): {' '.join(out['job_ids'])}", file=sys.stderr)
     if args.wait:
-        bad = [k for k, v in out["outcomes"].items() if v not in ("done", "diverged", "skipped")]
-        print(f"outcomes: {out['outcomes']}", file=sys.stderr)
+        outcomes = out["outcomes"]
+        for run_id, label, job_id in out.get("cells", []):  # one line per cell, never a dict
+            print(f"  {label:<28} {run_id}  job {job_id:<10} {outcomes.get(run_id, '?')}")
+        bad = [k for k, v in outcomes.items() if v not in ("done", "diverged", "skipped")]
+        if bad:
+            print(
+                f"{len(bad)} of {len(outcomes)} cell(s) did not finish; rerun the same command to "
+                f"resume them, `scaling sweep status {root}` for details",
+                file=sys.stderr,
+            )
         return 1 if bad else 0
     print(f"track with `scaling sweep status {root}`", file=sys.stderr)
     return 0

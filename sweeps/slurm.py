@@ -1,27 +1,44 @@
 """SLURM backend through submitit: one job-array task per unfinished cell.
 
 Each task runs `sweeps.runner.run_cell` (same lease/record logic as the local backend) inside
-`CellJob`, a `submitit.helpers.Checkpointable`: on preemption or timeout submitit calls
-`checkpoint()`, which requeues the same call; `scaling.train.train` then resumes from the run's
-latest checkpoint in DIR/runs/<run_id>. The lease owner is the SLURM array job/task id, which
-survives requeue, so the requeued task re-takes its own lease at once.
+`CellJob`, a `submitit.helpers.Checkpointable`. What the signals mean:
 
-Multi-node runs (`nodes > 1`): every task of the job calls the train function, which calls
-`scaling.sharding.maybe_initialize_distributed()` (jax.distributed from the SLURM environment);
-only global rank 0 takes the lease and writes the record.
+- **USR2** (preemption or time limit; submitit asks SLURM for it): submitit calls `checkpoint()`,
+  which requeues the same call; `scaling.train.train` then resumes from the run's latest
+  checkpoint in DIR/runs/<run_id>. The lease owner is the SLURM array job/task id, which
+  survives requeue, so the requeued task re-takes its own lease at once.
+- **SIGTERM** (`scancel`, `scontrol requeue`, node shutdown): submitit ignores it, so a cancelled
+  task used to train on until SLURM's KillWait and then die by SIGKILL. `CellJob` routes it to
+  the CLI's interrupt mechanism instead: the run stops at the next step boundary, the lease is
+  released, and the task exits 143. Nothing is recorded; the next submission (or the requeue)
+  resumes from the newest checkpoint.
 
-CI runs this path with submitit's local executor (`cluster="local"`), no cluster needed.
+`wait_for` follows the tasks through `squeue` and the sweep's own records, not through submitit's
+`sacct` polling, which never learns the state of a cancelled task on a cluster without accounting
+(it used to hang `--wait` forever).
+
+Multi-process runs (`nodes * tasks_per_node > 1`): every task of the job calls the train
+function, which calls `scaling.sharding.maybe_initialize_distributed()` (jax.distributed from the
+SLURM environment); only global rank 0 takes the lease and writes the record.
+
+CI runs this path with submitit's local executor (`cluster="local"`) and, where the machine
+allows, on a real one-node cluster (scripts/slurm-local.sh, tests/test_slurm.py).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from scaling.errors import UserError
+from scaling.errors import UserError, install_interrupt_handler
 from sweeps import registry as R
 from sweeps.runner import DEFAULT_TRAIN, resolve_train_fn, run_cell
+from sweeps.status import last_checkpoint
 
 try:
     from submitit.helpers import Checkpointable
@@ -51,10 +68,32 @@ def _rank() -> int:
         return 0
 
 
+def stop_on_sigterm() -> None:
+    """Route SIGTERM to the handler the CLI installs for Ctrl-C (flag + KeyboardInterrupt at the
+    next step boundary), replacing submitit's "bypass". USR2 stays with submitit."""
+    install_interrupt_handler()
+    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
+
+
 class CellJob(Checkpointable):
     """The callable each array task runs; requeued (same arguments) on preemption."""
 
     def __call__(
+        self, root: str, sweep: str, summary: dict[str, Any], train_spec: str, lease_ttl: float
+    ) -> str:
+        stop_on_sigterm()
+        try:
+            return self._run(root, sweep, summary, train_spec, lease_ttl)
+        except KeyboardInterrupt:
+            print(
+                f"run {summary['run_id']} ({summary['label']}): stopped by SIGTERM (scancel or "
+                "requeue); lease released, nothing recorded; the next submission resumes from "
+                "its newest checkpoint",
+                file=sys.stderr,
+            )
+            raise SystemExit(143) from None
+
+    def _run(
         self, root: str, sweep: str, summary: dict[str, Any], train_spec: str, lease_ttl: float
     ) -> str:
         if _rank() != 0:  # worker ranks of a multi-node run: just join the training
@@ -108,10 +147,90 @@ def submit(
     with executor.batch():
         jobs = [executor.submit(job, str(root), plan.name, s, spec, lease_ttl) for s in pending]
     out: dict[str, Any] = dict(submitted=len(jobs), job_ids=[j.job_id for j in jobs], outcomes={})
-    if wait:
+    out["cells"] = [(s["run_id"], s["label"], j.job_id) for s, j in zip(pending, jobs, strict=True)]
+    if wait and cluster == "slurm":
+        out["outcomes"] = wait_for(root, pending, jobs)
+    elif wait:
         for s, j in zip(pending, jobs, strict=True):
-            try:
-                out["outcomes"][s["run_id"]] = j.result()
-            except Exception as e:  # a task that crashed outside run_cell
-                out["outcomes"][s["run_id"]] = f"error: {e}"
+            out["outcomes"][s["run_id"]] = _job_result(j)
     return out
+
+
+def _job_result(job: Any) -> str:
+    try:
+        return str(job.result())
+    except Exception as e:  # a task that crashed outside run_cell
+        return f"error: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else e!r}"
+
+
+def queued_jobs(job_ids: list[str]) -> set[str] | None:
+    """Job ids (array tasks as "123_4") still known to squeue (pending, running, completing,
+    requeued); None when squeue itself fails (controller unreachable)."""
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    cmd = ["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(arrays)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if p.returncode != 0:
+        if "Invalid job id" in p.stderr:  # every job already purged from the queue
+            return set()
+        return None
+    return {line.strip() for line in p.stdout.splitlines() if line.strip()}
+
+
+def wait_for(
+    root: Path,
+    pending: list[dict[str, Any]],
+    jobs: list[Any],
+    *,
+    poll_s: float = 2.0,
+    squeue_patience_s: float = 60.0,
+) -> dict[str, str]:
+    """Wait until every task has left the queue (requeued tasks stay in it); outcome per run id.
+
+    Outcomes: the task's own return (done / diverged, "busy": another launcher holds the cell,
+    "skipped": already recorded), else the cell's record, "failed: ..." (runs/<id>/failed.json),
+    or "stopped: ..." for a task that left without a result (scancel, SIGKILL, node failure).
+    If squeue keeps failing for `squeue_patience_s`, returns "unknown: ..." instead of hanging.
+    """
+    left = {s["run_id"]: (s, j) for s, j in zip(pending, jobs, strict=True)}
+    outcomes: dict[str, str] = {}
+    squeue_failing_since: float | None = None
+    while left:
+        queued = queued_jobs([j.job_id for _, j in left.values()])
+        if queued is None:  # squeue failing: wait a while, then say so rather than hang
+            squeue_failing_since = squeue_failing_since or time.monotonic()
+            if time.monotonic() - squeue_failing_since > squeue_patience_s:
+                for rid in left:
+                    outcomes[rid] = f"unknown: squeue failed for {squeue_patience_s:g} s"
+                return outcomes
+        else:
+            squeue_failing_since = None
+            records = {r["run_id"]: r for r in R.read_records(root)}
+            for rid, (_, j) in list(left.items()):
+                if j.job_id not in queued:  # finished, failed, cancelled or purged
+                    outcomes[rid] = _gone(root, rid, j, records.get(rid))
+                    del left[rid]
+        if left:
+            time.sleep(poll_s)
+    return outcomes
+
+
+def _gone(root: Path, run_id: str, job: Any, record: dict[str, Any] | None) -> str:
+    """Outcome of a task that has left the queue: what it returned, else the cell's record,
+    failure file, or where a resubmission resumes."""
+    if job.paths.result_pickle.exists():
+        return _job_result(job)  # done / diverged / "busy" / "skipped", or the error it raised
+    if record is not None:
+        return str(record.get("status", "done"))
+    failure = R.read_failure(root, run_id)
+    if failure is not None:
+        msg = failure.get("message", "").strip().splitlines()
+        return f"failed: {msg[-1][:200] if msg else 'see runs/' + run_id + '/failed.json'}"
+    step = last_checkpoint(R.run_dir(root, run_id) / "checkpoints")
+    where = f"checkpoint step {step}" if step else "the start (no checkpoint yet)"
+    return (
+        f"stopped: job {job.job_id} left the queue without a result (scancel, time limit or "
+        f"node failure); resubmit to resume from {where}"
+    )

@@ -341,3 +341,43 @@ def test_launcher_that_loses_its_lease_stops_training_and_records_nothing(tmp_pa
     outcome = run_cell(root, plan.name, summary, train_fn=slow_train, lease_ttl=0.4)
     assert outcome == "busy" and seen["stopped"]
     assert R.read_records(root) == []
+
+
+class _Job:
+    """What `sweeps.slurm.wait_for` reads of a submitit job: its id and result-pickle path."""
+
+    def __init__(self, job_id: str, folder: Path) -> None:
+        self.job_id = job_id
+        self.paths = type("Paths", (), {"result_pickle": folder / f"{job_id}_result.pkl"})()
+
+
+def test_slurm_wait_never_hangs_without_accounting(tmp_path: Path, monkeypatch) -> None:
+    """--wait decides from squeue and the sweep's files: a task gone from the queue without a
+    result is reported `stopped` with its resume step; a failing squeue ends the wait."""
+    from sweeps import slurm
+
+    plan, root = plan_grid(load_grid(_six(tmp_path))), tmp_path / "sweep"
+    R.write_plan(root, plan)
+    cells = [c.summary() for c in plan.cells[:3]]
+    jobs = [_Job(f"7_{i}", tmp_path) for i in range(3)]
+    R.append_record(
+        root,
+        R.make_record(
+            root,
+            "six",
+            cells[0],
+            fake_train(plan.cells[0].config, R.run_dir(root, cells[0]["run_id"])),
+        ),
+    )
+    (R.run_dir(root, cells[1]["run_id"]) / "checkpoints" / "40").mkdir(parents=True)
+    monkeypatch.setattr(slurm, "queued_jobs", lambda ids: set())  # all three left the queue
+    out = slurm.wait_for(root, cells, jobs, poll_s=0.01)
+    assert out[cells[0]["run_id"]] == "done"
+    assert out[cells[1]["run_id"]].startswith("stopped: job 7_1 left the queue without a result")
+    assert out[cells[1]["run_id"]].endswith("resubmit to resume from checkpoint step 40")
+    assert "from the start (no checkpoint yet)" in out[cells[2]["run_id"]]
+    monkeypatch.setattr(slurm, "queued_jobs", lambda ids: None)  # squeue keeps failing
+    t0 = time.time()
+    out = slurm.wait_for(root, cells, jobs, poll_s=0.01, squeue_patience_s=0.2)
+    assert time.time() - t0 < 10
+    assert set(out.values()) == {"unknown: squeue failed for 0.2 s"}
