@@ -1,0 +1,403 @@
+"""Several scaling-law forms behind one interface, fitted by the same robust machinery.
+
+Every form predicts log L from a design (arrays N, D and, for the data-constrained form, U)
+and is fitted by minimising the summed Huber loss (delta 1e-3) of log-residuals with the batched
+multi-start L-BFGS of analysis/optim.py. Parameters live in log space where they are positive.
+
+| name             | law                                                   | vector           |
+|------------------|-------------------------------------------------------|------------------|
+| chinchilla       | E + A/N^alpha + B/D^beta (Hoffmann et al. 2022)       | e a b alpha beta |
+| kaplan           | [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (Kaplan)  | k1 k2 g alpha_D  |
+| overtrain        | E + (a M^eta + b M^-eta) C^-eta, M = D/N (Gadre 2024) | e la lb eta      |
+| data_constrained | E + A/N^alpha + B/D'^beta, D' = U(1 + R*(1-e^-R/R*)), | e a b alpha beta |
+|                  | R = D/U - 1 repetitions (Muennighoff 2023, data term) | rho = log R*     |
+| frontier         | L_opt(C) = E + A C^-alpha (Approach 2's power law)    | e a alpha        |
+
+Kaplan: k1 = g log N_c, k2 = log D_c, g = alpha_N/alpha_D. Over-training: C = 6ND, so the law is
+Chinchilla's with alpha = beta = 2 eta (tested). Data-constrained: only the data term repeats
+(Muennighoff's N' term is omitted); with no repetition (D <= U) it is exactly Chinchilla's law.
+The frontier form is fitted to per-budget minimum losses and predicts compute-optimal loss only.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analysis.laws import HUBER_DELTA, LogHuberObjective
+from analysis.optim import lbfgs_batched
+
+LN6 = float(np.log(6.0))
+
+
+def _lse(terms: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """log-sum-exp of same-shape arrays and the softmax weights of each term."""
+    mx = terms[0].copy()
+    for t in terms[1:]:
+        np.maximum(mx, t, out=mx)
+    ex = [np.exp(t - mx) for t in terms]
+    tot = ex[0].copy()
+    for e in ex[1:]:
+        tot += e
+    return mx + np.log(tot), [e / tot for e in ex]
+
+
+def design(N, D, U=None) -> dict:
+    """Arrays of log features a form reads: lnN, lnD, lnC (C = 6ND) and, if given, U."""
+    N, D = np.asarray(N, dtype=np.float64), np.asarray(D, dtype=np.float64)
+    X = {"N": N, "D": D, "lnN": np.log(N), "lnD": np.log(D)}
+    X["lnC"] = LN6 + X["lnN"] + X["lnD"]
+    if U is not None:
+        U = np.asarray(U, dtype=np.float64)
+        X["U"] = U
+        X["R"] = np.maximum(D / U - 1.0, 0.0)
+    return X
+
+
+def subset(X: dict, mask: np.ndarray) -> dict:
+    return {k: v[mask] for k, v in X.items()}
+
+
+class Form:
+    """A law: names, natural parameters, log-prediction with Jacobian, multi-start grid."""
+
+    name = ""
+    names: tuple[str, ...] = ()
+    kind = "ND"  # "ND": predicts any (N, D) run; "frontier": compute-optimal loss at C only
+
+    @property
+    def n_params(self) -> int:
+        return len(self.names)
+
+    def applicable(self, X: dict) -> bool:
+        return True
+
+    def logpred(self, V: np.ndarray, X: dict, jac: bool = False):
+        """log L for parameter rows V (B, P) at design points X: (B, n) [, Jacobian (B, n, P)]."""
+        raise NotImplementedError
+
+    def natural(self, v: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def starts(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def objective(self, X: dict, logL: np.ndarray, weights=None, delta: float = HUBER_DELTA):
+        return JacHuber(self, X, logL, weights, delta)
+
+
+class JacHuber:
+    """Summed (weighted) Huber loss of log-residuals for any form with an analytic Jacobian."""
+
+    def __init__(self, form: Form, X: dict, logL, weights=None, delta: float = HUBER_DELTA):
+        self.form, self.X, self.delta = form, X, float(delta)
+        self.logL = np.asarray(logL, dtype=np.float64)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+
+    def __call__(self, V: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            m, J = self.form.logpred(V, self.X, jac=True)
+            r = m - self.logL[None, :]
+            a = np.abs(r)
+            hub = np.minimum(a, self.delta)
+            hub *= a - 0.5 * hub
+            psi = np.clip(r, -self.delta, self.delta)
+            if self.weights is not None:
+                w = self.weights[idx] if self.weights.ndim == 2 else self.weights[None, :]
+                hub, psi = hub * w, psi * w
+            f = hub.sum(axis=1)
+            G = np.einsum("bn,bnp->bp", psi, J)
+        bad = ~np.isfinite(f) | ~np.all(np.isfinite(G), axis=1)
+        f[bad] = np.inf
+        G[bad] = 0.0
+        return f, G
+
+
+class Chinchilla(Form):
+    name, names = "chinchilla", ("E", "A", "B", "alpha", "beta")
+
+    def logpred(self, V, X, jac=False):
+        t1 = V[:, 1:2] - V[:, 3:4] * X["lnN"][None]
+        t2 = V[:, 2:3] - V[:, 4:5] * X["lnD"][None]
+        t0 = np.broadcast_to(V[:, 0:1], t1.shape)
+        m, (w0, w1, w2) = _lse([t0, t1, t2])
+        if not jac:
+            return m
+        J = np.stack([w0, w1, w2, -w1 * X["lnN"], -w2 * X["lnD"]], axis=2)
+        return m, J
+
+    def objective(self, X, logL, weights=None, delta=HUBER_DELTA):
+        return LogHuberObjective([X["lnN"], X["lnD"]], logL, weights, delta)
+
+    def natural(self, v):
+        v = np.asarray(v, dtype=np.float64)
+        return {
+            "E": np.exp(v[..., 0]),
+            "A": np.exp(v[..., 1]),
+            "B": np.exp(v[..., 2]),
+            "alpha": v[..., 3],
+            "beta": v[..., 4],
+        }
+
+    def starts(self):
+        g = itertools.product(
+            [-1.0, 0.0, 1.0], [0.0, 8.0, 16.0], [0.0, 8.0, 16.0], *[[0.2, 0.5]] * 2
+        )
+        return np.array(list(g), dtype=np.float64)
+
+
+class Kaplan(Form):
+    name, names = "kaplan", ("N_c", "D_c", "alpha_N", "alpha_D")
+
+    def logpred(self, V, X, jac=False):
+        k1, k2, g, aD = (V[:, i : i + 1] for i in range(4))
+        s, (w1, w2) = _lse([k1 - g * X["lnN"][None], k2 - X["lnD"][None]])
+        m = aD * s
+        if not jac:
+            return m
+        J = np.stack([aD * w1, aD * w2, -aD * w1 * X["lnN"], s], axis=2)
+        return m, J
+
+    def natural(self, v):
+        v = np.asarray(v, dtype=np.float64)
+        with np.errstate(over="ignore", divide="ignore"):
+            return {
+                "N_c": np.exp(v[..., 0] / v[..., 2]),
+                "D_c": np.exp(v[..., 1]),
+                "alpha_N": v[..., 2] * v[..., 3],
+                "alpha_D": v[..., 3],
+            }
+
+    def starts(self):
+        rows = []
+        for lnc, k2, g, aD in itertools.product(
+            [22.0, 32.0, 42.0], [22.0, 32.0, 42.0], [0.6, 1.0, 1.6], [0.05, 0.1, 0.2]
+        ):
+            rows.append((g * lnc, k2, g, aD))
+        return np.array(rows, dtype=np.float64)
+
+
+class Overtrain(Form):
+    name, names = "overtrain", ("E", "a", "b", "eta")
+
+    def logpred(self, V, X, jac=False):
+        lnM = X["lnD"] - X["lnN"]
+        f1, f2 = lnM - X["lnC"], -(lnM + X["lnC"])
+        t1 = V[:, 1:2] + V[:, 3:4] * f1[None]
+        t2 = V[:, 2:3] + V[:, 3:4] * f2[None]
+        m, (w0, w1, w2) = _lse([np.broadcast_to(V[:, 0:1], t1.shape), t1, t2])
+        if not jac:
+            return m
+        return m, np.stack([w0, w1, w2, w1 * f1 + w2 * f2], axis=2)
+
+    def natural(self, v):
+        v = np.asarray(v, dtype=np.float64)
+        return {
+            "E": np.exp(v[..., 0]),
+            "a": np.exp(v[..., 1]),
+            "b": np.exp(v[..., 2]),
+            "eta": v[..., 3],
+        }
+
+    def starts(self):
+        g = itertools.product(
+            [-1.0, 0.0, 1.0],
+            [0.0, 6.0, 12.0, 20.0],
+            [0.0, 6.0, 12.0, 20.0],
+            [0.1, 0.2, 0.35],
+        )
+        return np.array(list(g), dtype=np.float64)
+
+
+class DataConstrained(Form):
+    name, names = "data_constrained", ("E", "A", "B", "alpha", "beta", "R_star")
+
+    def applicable(self, X):
+        return "U" in X and bool(np.any(X["R"] > 0))
+
+    def logpred(self, V, X, jac=False):
+        U, R = X["U"][None], X["R"][None]
+        Rs = np.exp(V[:, 5:6])
+        ex = np.exp(-R / Rs)
+        Dp = U * (1.0 + Rs * (1.0 - ex))
+        lnDp = np.log(Dp)
+        t1 = V[:, 1:2] - V[:, 3:4] * X["lnN"][None]
+        t2 = V[:, 2:3] - V[:, 4:5] * lnDp
+        m, (w0, w1, w2) = _lse([np.broadcast_to(V[:, 0:1], t1.shape), t1, t2])
+        if not jac:
+            return m
+        dlnDp = U * (Rs * (1.0 - ex) - R * ex) / Dp  # d log D' / d log R*
+        J = np.stack([w0, w1, w2, -w1 * X["lnN"], -w2 * lnDp, -w2 * V[:, 4:5] * dlnDp], axis=2)
+        return m, J
+
+    def natural(self, v):
+        out = Chinchilla().natural(np.asarray(v)[..., :5])
+        out["R_star"] = np.exp(np.asarray(v, dtype=np.float64)[..., 5])
+        return out
+
+    def starts(self):
+        base = Chinchilla().starts()
+        rho = np.log([3.0, 15.0])
+        return np.array([np.r_[b, r] for b in base for r in rho])
+
+
+class Frontier(Form):
+    name, names, kind = "frontier", ("E", "A", "alpha"), "frontier"
+
+    def logpred(self, V, X, jac=False):
+        t1 = V[:, 1:2] - V[:, 2:3] * X["lnC"][None]
+        m, (w0, w1) = _lse([np.broadcast_to(V[:, 0:1], t1.shape), t1])
+        if not jac:
+            return m
+        return m, np.stack([w0, w1, -w1 * X["lnC"]], axis=2)
+
+    def objective(self, X, logL, weights=None, delta=HUBER_DELTA):
+        return LogHuberObjective([X["lnC"]], logL, weights, delta)
+
+    def natural(self, v):
+        v = np.asarray(v, dtype=np.float64)
+        return {"E": np.exp(v[..., 0]), "A": np.exp(v[..., 1]), "alpha": v[..., 2]}
+
+    def starts(self):
+        g = itertools.product(
+            [-1.0, 0.0, 1.0], np.arange(0.0, 30.0, 2.5), np.arange(0.02, 1.0, 0.08)
+        )
+        return np.array(list(g), dtype=np.float64)
+
+
+FORMS: dict[str, Form] = {
+    f.name: f for f in (Chinchilla(), Kaplan(), Overtrain(), DataConstrained(), Frontier())
+}
+
+
+@dataclass
+class FormFit:
+    """One form fitted to one data set: full-precision vector, objective and fit quality."""
+
+    form: Form
+    vec: np.ndarray
+    objective: float
+    grad_norm: float
+    n_points: int
+    quality: dict = field(default_factory=dict)  # rmse_log, aic, bic
+    boot: np.ndarray | None = None  # (R, P) bootstrap vectors
+
+    @property
+    def params(self) -> dict:
+        return {k: float(v) for k, v in self.form.natural(self.vec).items()}
+
+    def logpred(self, X: dict) -> np.ndarray:
+        return self.form.logpred(self.vec[None, :], X)[0]
+
+    def boot_logpred(self, X: dict) -> np.ndarray | None:
+        return None if self.boot is None else self.form.logpred(self.boot, X)
+
+    def to_json(self) -> dict:
+        return {
+            "form": self.form.name,
+            "params": self.params,
+            "log_params": [float(x) for x in self.vec],
+            "objective": self.objective,
+            "grad_inf_norm": self.grad_norm,
+            "n_points": self.n_points,
+            **self.quality,
+        }
+
+
+def quality(r: np.ndarray, k: int) -> dict:
+    """AIC/BIC-style quality from log-residuals r (Gaussian on log loss, robust fit plugged in)."""
+    n = r.size
+    s2 = max(float(np.mean(r * r)), 1e-300)
+    ll = -0.5 * n * (np.log(2 * np.pi * s2) + 1.0)
+    return {
+        "rmse_log": float(np.sqrt(s2)),
+        "aic": float(2 * k - 2 * ll),
+        "bic": float(k * np.log(n) - 2 * ll),
+    }
+
+
+def fit_form(
+    form: Form,
+    X: dict,
+    L: np.ndarray,
+    *,
+    delta: float = HUBER_DELTA,
+    extra_starts: np.ndarray | None = None,
+    keep: int = 8,
+    starts: np.ndarray | None = None,
+    max_iter: int = 800,
+) -> FormFit | None:
+    """Multi-start fit (short phase for all starts, the best ``keep`` to convergence).
+
+    ``extra_starts`` (e.g. the full-data optimum when refitting a subset) are always refined.
+    Returns None when the form has more parameters than points or every start diverged.
+    """
+    logL = np.log(np.asarray(L, dtype=np.float64))
+    if logL.size <= form.n_params:
+        return None
+    obj = form.objective(X, logL, delta=delta)
+    S = form.starts() if starts is None else starts
+    r1 = lbfgs_batched(obj, S, max_iter=20)
+    ok = np.flatnonzero(np.isfinite(r1.f))
+    sel = r1.x[ok[np.argsort(r1.f[ok])[:keep]]]
+    if extra_starts is not None:
+        sel = np.vstack([sel, np.atleast_2d(extra_starts)])
+    if sel.shape[0] == 0:
+        return None
+    r2 = lbfgs_batched(obj, sel, max_iter=max_iter, gtol=1e-9, ftol=1e-13)
+    fin = np.isfinite(r2.f) & np.all(np.isfinite(r2.x), axis=1)
+    if not fin.any():
+        return None
+    i = int(np.argmin(np.where(fin, r2.f, np.inf)))
+    vec = r2.x[i].copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        nat = form.natural(vec)
+        if not all(np.isfinite(v) for v in nat.values()):
+            return None
+        r = form.logpred(vec[None], X)[0] - logL
+    return FormFit(
+        form,
+        vec,
+        float(r2.f[i]),
+        float(np.abs(r2.g[i]).max()),
+        int(logL.size),
+        quality(r, form.n_params),
+    )
+
+
+def bootstrap_form(
+    fit: FormFit,
+    X: dict,
+    L: np.ndarray,
+    groups: np.ndarray,
+    *,
+    n_resamples: int = 200,
+    seed: int = 0,
+    delta: float = HUBER_DELTA,
+    max_iter: int = 150,
+) -> FormFit:
+    """Run-level bootstrap of one form (whole groups resampled), warm-started at the optimum."""
+    from analysis.bootstrap import resample_weights
+
+    W = resample_weights(np.asarray(groups), n_resamples, np.random.default_rng(seed))
+    obj = fit.form.objective(X, np.log(np.asarray(L, dtype=np.float64)), weights=W, delta=delta)
+    X0 = np.repeat(fit.vec[None, :], n_resamples, axis=0)
+    res = lbfgs_batched(obj, X0, max_iter=max_iter, ftol=1e-11, gtol=1e-7)
+    fit.boot = res.x
+    return fit
+
+
+def frontier_points(lnC: np.ndarray, L: np.ndarray, levels: np.ndarray) -> tuple:
+    """(C_b, min loss) per compute level b: the data the frontier form L_opt(C) is fitted to."""
+    u = np.unique(levels)
+    C = np.array([np.exp(lnC[levels == b][np.argmin(L[levels == b])]) for b in u])
+    Lm = np.array([L[levels == b].min() for b in u])
+    return C, Lm
+
+
+def frontier_design(C: np.ndarray) -> dict:
+    """A design whose 6ND equals C (N = 1, D = C/6): what the frontier form reads."""
+    C = np.asarray(C, dtype=np.float64)
+    return design(np.ones_like(C), C / 6.0)
