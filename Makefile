@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-all demo bench lint format clean
+.PHONY: setup test test-all demo bench validate validate-prior lint format clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,14 @@ demo: $(STAMP)
 	@echo "checks of the study:"
 	$(PY) -m analysis.checks runs/demo/report/fits.json
 	@echo "report: runs/demo/report/report.md  (figures: runs/demo/report/*.png)"
+
+# Predictive intervals on real published sweeps (../shared/data): error, coverage, half-width.
+validate: $(STAMP)
+	$(PY) -m analysis.validate
+
+# Re-derive analysis/interval_prior.json (the extrapolation prior) from the same back-tests.
+validate-prior: $(STAMP)
+	$(PY) -m analysis.validate --write-prior
 
 bench: $(STAMP)
 	$(PY) -m scaling.bench

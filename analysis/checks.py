@@ -5,7 +5,11 @@ line per check and exits 1 if any fails; `make demo` runs it last. The checks:
 - the frontier falls with compute: the lowest loss of each IsoFLOP budget drops budget by budget;
 - every IsoFLOP minimum is inside its budget's N range (the grid is centred on the optimum);
 - the fitted frontier exponent L(C) ~ C^-alpha is finite and positive, CI included;
-- the back-test error on the held-out largest budget is below a threshold (3% by default).
+- the back-test error on the held-out largest budget is below a threshold (3% by default);
+- the predictive intervals are not over-confident: the held-out runs of the back-test, and each
+  rolling-origin back-test against intervals calibrated on the other origins, fall inside their
+  nominal intervals about as often as promised (FAIL when the coverage is more than 10 points
+  below nominal AND a binomial test rejects the nominal level at 1%).
 A check the study's design cannot answer (analysis.design: the IsoFLOP checks on a size ladder or
 an N x D grid, the allocation on a ladder) is printed [n/a] with the reason, never [ok].
 """
@@ -19,6 +23,14 @@ import sys
 from pathlib import Path
 
 from scaling.errors import UserError
+
+
+def coverage_check(name: str, inside: int, n: int, level: float) -> tuple[str, bool, str]:
+    """FAIL when k of n inside is far below the nominal level (10 points and binomial p < 1%)."""
+    p = sum(math.comb(n, k) * level**k * (1 - level) ** (n - k) for k in range(inside + 1))
+    ok = not (inside / n < level - 0.10 and p < 0.01)
+    detail = f"{inside}/{n} inside their {level:.0%} intervals ({inside / n:.0%}; P <= {p:.2g})"
+    return name, ok, detail
 
 
 def study_checks(fits: dict, max_backtest_error: float = 0.03) -> list[tuple[str, bool, str]]:
@@ -79,6 +91,26 @@ def study_checks(fits: dict, max_backtest_error: float = 0.03) -> list[tuple[str
                 f"back-test error below {max_backtest_error:.0%}",
                 err < max_backtest_error,
                 f"{err:.2%} on {bt['description']}",
+            )
+        )
+    if bt and bt.get("coverage", {}).get("n"):
+        cv = bt["coverage"]
+        out.append(
+            coverage_check(
+                "held-out runs inside their predictive intervals",
+                cv["inside"],
+                cv["n"],
+                cv["level"],
+            )
+        )
+    cc = (fits.get("predictive") or {}).get("cross_coverage")
+    if cc and cc.get("n"):
+        out.append(
+            coverage_check(
+                "rolling back-tests inside their predictive intervals",
+                cc["inside"],
+                cc["n"],
+                cc["level"],
             )
         )
     return out

@@ -130,6 +130,29 @@ def _results_path(args: argparse.Namespace) -> Path | None:
     return d if d.is_file() else d / "results.jsonl"
 
 
+def interval_lines(pr: dict, predictor: dict) -> list[str]:
+    """How far the prediction extrapolates, what each interval term adds, which predictor."""
+    t = pr["interval_terms"]
+    cal = predictor["calibration"]
+    out = [
+        f"  extrapolation: {t['distance_decades']:.2f} decades beyond the fitted runs "
+        f"(x{10 ** t['distance_decades']:.3g} in compute or size)",
+        f"  interval half-width (log loss): parameter {t['param']:.2%}, form {t['form']:.2%}, "
+        f"extrapolation {t['extrapolation']:.2%} -> total {t['total']:.2%}",
+        f"  {predictor['choice']}",
+        f"  extrapolation term calibrated on {cal['n_pairs']} back-test predictions from "
+        f"{cal['n_origins']} origins (weight {cal['weight_user']:.0%}; the rest from the "
+        "published-sweep prior)",
+    ]
+    if not t["supported"]:
+        out.append(
+            f"  WARNING: your back-tests reach {cal['d_max']:.2f} decades, this asks for "
+            f"{t['distance_decades']:.2f}: the data cannot support this distance; the interval "
+            "rests on the published-sweep prior and is a rough guess, not a calibrated one"
+        )
+    return out
+
+
 def _fmt(d: dict) -> str:
     return f"{d['estimate']:.4g}  [{d['lo']:.4g}, {d['hi']:.4g}]"
 
@@ -169,12 +192,12 @@ def _predict(args: argparse.Namespace) -> int:
     from analysis.bootstrap import bootstrap_fit
     from analysis.fit import fit_joint
     from analysis.points import points_lines, predict_points
-    from analysis.predict import backtest, predict_flops, predict_nd
+    from analysis.predict import backtest, predict_flops, predict_nd, table_predictor
 
     points = _predict_targets(args)
     table = _load(args)
     out: dict = {"source": table.source, "n_runs": len(table), "loss_unit": table.loss_unit}
-    fit = boot = None
+    fit = boot = pred = None
     if args.holdout:  # the prediction, too, comes from the fit without the held-out runs
         bt = backtest(
             table,
@@ -184,7 +207,7 @@ def _predict(args: argparse.Namespace) -> int:
             level=args.level,
             method=args.method,
         )
-        fit, boot = bt.pop("fit"), bt.pop("boot")
+        fit, boot, pred = bt.pop("fit"), bt.pop("boot"), bt.pop("pred")
         out["backtest"] = bt
     n_fit = out["backtest"]["n_train"] if args.holdout else len(table)
     if args.flops is not None or args.params is not None or points is not None:
@@ -198,44 +221,62 @@ def _predict(args: argparse.Namespace) -> int:
                 n_resamples=args.resamples,
                 seed=args.seed,
             )
+            pred = table_predictor(table, n_resamples=min(args.resamples, 100), seed=args.seed)
         out["params"] = fit.params
         out["n_fit"] = n_fit
+        out["predictor"] = pred.to_json(args.level)
         if points is not None:
-            out["predictions"] = predict_points(fit, boot, points, args.level)
+            out["predictions"] = predict_points(fit, boot, points, args.level, pred)
         elif args.flops is not None:
-            out["prediction"] = predict_flops(fit, boot, args.flops, args.level)
+            out["prediction"] = predict_flops(fit, boot, args.flops, args.level, pred)
         else:
-            out["prediction"] = predict_nd(fit, boot, args.params, args.tokens, args.level)
+            out["prediction"] = predict_nd(fit, boot, args.params, args.tokens, args.level, pred)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     lvl = int(round(args.level * 100))
     held = f" (held out: {out['backtest']['description']})" if args.holdout else ""
     if "params" in out:
-        print(f"fit on {n_fit} runs of {table.source}{held}; {lvl}% bootstrap CIs")
+        print(f"fit on {n_fit} runs of {table.source}{held}; loss intervals are {lvl}% predictive")
     pr = out.get("prediction")
     if pr:
         print(f"C = {pr['flops']:.4g} FLOPs")
-        print(f"  predicted loss ({table.loss_unit}): {_fmt(pr['loss'])}")
+        print(f"  predicted loss ({table.loss_unit}): {_fmt(pr['loss'])}  ({lvl}% predictive)")
+        print("\n".join(interval_lines(pr, out["predictor"])))
+        fr = pr.get("frontier_L_opt")
+        if fr:
+            err = fr["out_of_sample_error"]
+            print(
+                f"  cross-check, Approach 2 frontier L_opt(C) on per-budget minima: {_fmt(fr)} "
+                f"({lvl}% bootstrap"
+                + (f"; out-of-sample error {err:.2%})" if err is not None else ")")
+            )
         if "N_opt" in pr:
-            print(f"  compute-optimal N: {_fmt(pr['N_opt'])}")
+            print(f"  compute-optimal N (Chinchilla law, {lvl}% bootstrap CI): {_fmt(pr['N_opt'])}")
             print(f"  compute-optimal D: {_fmt(pr['D_opt'])} tokens")
             print(f"  tokens per parameter: {_fmt(pr['tokens_per_param'])}")
     if points is not None:
         print("\n".join(points_lines(out["predictions"], points.kind, table.loss_unit, args.level)))
     if "backtest" in out:
-        _print_backtest(out["backtest"], table.loss_unit)
+        _print_backtest(out["backtest"], table.loss_unit, lvl)
     return 0
 
 
-def _print_backtest(bt: dict, unit: str) -> None:
+def _print_backtest(bt: dict, unit: str, lvl: int = 90) -> None:
     print(f"back-test: fit on {bt['n_train']} runs, predict {bt['description']}")
     for r in bt["runs"]:
         e = r["rel_error"]
         print(
             f"  {r['run_id']}: actual {r['actual']:.4g}, predicted {_fmt(r['predicted'])}, "
-            f"rel. error {e['estimate']:+.2%} [{e['lo']:+.2%}, {e['hi']:+.2%}]"
+            f"rel. error {e['estimate']:+.2%}, {r['distance_decades']:.2f} decades out"
+            + ("" if r["inside"] else "  (outside the interval)")
         )
+    cv = bt["coverage"]
+    print(
+        f"  {cv['inside']}/{cv['n']} held-out runs inside their {lvl}% predictive intervals "
+        f"(the bootstrap-only interval covered {bt['bootstrap_coverage']:.0%})"
+    )
+    print(f"  {bt['predictor']['choice']}")
     m = bt["mean_abs_rel_error"]
     print(
         f"  mean |rel. error| {m['estimate']:.2%} [{m['lo']:.2%}, {m['hi']:.2%}]; "
@@ -261,6 +302,7 @@ def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:
         method=args.method,
         holdout=holdout,
         need_approach2=not args.no_approach2,
+        intervals=not figures_only,  # `plot` draws the law's figures only (no back-tests)
     )
     out = _out_dir(args)
     if figures_only:

@@ -376,7 +376,7 @@ def bootstrap_form(
     n_resamples: int = 200,
     seed: int = 0,
     delta: float = HUBER_DELTA,
-    max_iter: int = 150,
+    max_iter: int = 80,
 ) -> FormFit:
     """Run-level bootstrap of one form (whole groups resampled), warm-started at the optimum."""
     from analysis.bootstrap import resample_weights

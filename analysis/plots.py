@@ -237,6 +237,53 @@ def residuals(res: dict, out_dir: Path) -> list[str]:
     return paths
 
 
+def reliability(
+    rel: dict, out_dir: Path, name: str, title: str, back: tuple | None = None
+) -> list[str]:
+    """Nominal vs observed coverage ({level: coverage}); with ``back`` = (distance, |log err|,
+    d_grid, half-width(d_grid), level) a second panel shows the errors against the interval."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2 if back else 1, figsize=(9.5 if back else 4.6, 4.2))
+    ax = axes[0] if back else axes
+    lv = sorted(float(k) for k, v in rel.items() if v is not None)
+    ax.plot([0.4, 1], [0.4, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    ax.plot(
+        lv,
+        [rel[k] for k in sorted(k for k, v in rel.items() if v is not None)],
+        "o-",
+        label="observed",
+    )
+    ax.set(xlabel="nominal level", ylabel="observed coverage", xlim=(0.4, 1.0), ylim=(0, 1.02))
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    if back:
+        d, e, dg, hg, level = back
+        ax2 = axes[1]
+        ax2.scatter(d, 100 * np.asarray(e), s=12, alpha=0.6, label="back-test |log error|")
+        ax2.plot(dg, 100 * np.asarray(hg), color="C3", label=f"{level:.0%} half-width")
+        ax2.set(xlabel="distance / sqrt(decades fitted)", ylabel="percent of loss")
+        ax2.set_title("Errors grow with distance; so does the interval")
+        ax2.legend(loc="upper left")
+    paths = _save(fig, out_dir, name)
+    plt.close(fig)
+    return paths
+
+
+def predictor_reliability(res: dict, out_dir: Path) -> list[str]:
+    """The report's reliability figure from the rolling back-tests of the user's runs."""
+    pred, level = res["predictor"], res["level"]
+    rel = pred.to_json(level)["reliability"]
+    rb, cal = pred.rolling, pred.calibration(level)
+    from analysis.intervals import SPAN_POWER, relative_distance
+
+    x = relative_distance(rb.dist, rb.span)
+    xg = np.linspace(0.0, max(float(x.max()) if x.size else 0.0, 1.0) * 1.1, 50)
+    f = np.median(rb.form_spread()) if rb.row.size else 0.0
+    hg = [cal.terms(xi * cal.span**SPAN_POWER, 0.0, f)["total"] for xi in xg]
+    back = (x, np.abs(rb.errors()), xg, hg, level) if rb.row.size else None
+    return reliability(rel, out_dir, "interval_reliability", "Rolling back-tests", back)
+
+
 def all_figures(res: dict, out_dir: Path) -> dict:
     """Draw every figure the results allow; returns {name: [png, svg]}."""
     out = {
@@ -246,4 +293,6 @@ def all_figures(res: dict, out_dir: Path) -> dict:
     }
     if res.get("approach2"):
         out["isoflop"] = isoflop(res, out_dir)
+    if res.get("predictor") is not None:
+        out["interval_reliability"] = predictor_reliability(res, out_dir)
     return out

@@ -74,16 +74,17 @@ def _column(rows: list, col: str, path: Path) -> np.ndarray:
     return np.array(out, dtype=np.float64)
 
 
-def predict_points(fit, boot, pts: Points, level: float) -> list[dict]:
-    """One prediction dict per point (the same dicts as `predict --flops` / `--params`)."""
+def predict_points(fit, boot, pts: Points, level: float, pred=None) -> list[dict]:
+    """One prediction dict per point (the same dicts as `predict --flops` / `--params`); with a
+    predictor (analysis.predictive) the loss carries its predictive interval."""
     from analysis.predict import predict_flops, predict_nd
 
     out = []
     for i, name in enumerate(pts.names):
         if pts.kind == "flops":
-            r = predict_flops(fit, boot, float(pts.C[i]), level)
+            r = predict_flops(fit, boot, float(pts.C[i]), level, pred)
         else:
-            r = predict_nd(fit, boot, float(pts.N[i]), float(pts.D[i]), level)
+            r = predict_nd(fit, boot, float(pts.N[i]), float(pts.D[i]), level, pred)
         out.append({"name": name, **r})
     return out
 

@@ -14,7 +14,7 @@ from analysis.design import detect_design
 from analysis.fit import fit_joint, fit_power
 from analysis.frontier import approach2, envelope
 from analysis.laws import allocation_exponents, compute_optimal
-from analysis.predict import backtest, predict_flops
+from analysis.predict import backtest, predict_flops, table_predictor
 from analysis.tables import RunTable
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
@@ -29,6 +29,7 @@ def run_analysis(
     method: str = "grid",
     holdout: str | None = "largest",
     need_approach2: bool = False,
+    intervals: bool = True,
 ) -> dict:
     """Joint fit + run-level bootstrap, frontier and Approaches 1/2, optional back-test."""
     t0 = time.perf_counter()
@@ -95,17 +96,23 @@ def run_analysis(
         if need_approach2 and design.supports("approach2"):
             raise
         res["notes"].append(f"Approach 2 skipped: {e}")
+    t1 = time.perf_counter()
+    pred = (
+        table_predictor(table, n_resamples=min(n_resamples, 100), seed=seed) if intervals else None
+    )
+    res["predictor"] = pred
+    res["timings"]["predictor_s"] = time.perf_counter() - t1
     Cmax = float(table.C.max())
     with np.errstate(over="ignore", invalid="ignore"):  # a ladder's allocation may not exist
         res["compute_optimal"] = [
-            predict_flops(fit, boot, c, level) for c in (Cmax, 10 * Cmax, 100 * Cmax)
+            predict_flops(fit, boot, c, level, pred) for c in (Cmax, 10 * Cmax, 100 * Cmax)
         ]
     if holdout:
         try:
             bt = backtest(
                 table, holdout, n_resamples=n_resamples, seed=seed, level=level, method=method
             )
-            bt.pop("fit"), bt.pop("boot")
+            bt.pop("fit"), bt.pop("boot"), bt.pop("pred")
             res["backtest"] = bt
         except UserError as e:
             res["notes"].append(f"back-test skipped: {e}")
@@ -155,6 +162,8 @@ def fits_json(res: dict) -> dict:
         "notes": res["notes"],
         "timings": res["timings"],
     }
+    if res.get("predictor") is not None:
+        out["predictive"] = res["predictor"].to_json(res["level"])
     if "frontier_fit" in res:
         out["frontier"] = res["frontier_fit"].to_json()
         out["frontier_ci"] = res["frontier_ci"]
@@ -209,7 +218,8 @@ def report_md(res: dict, figures: dict, out_dir: Path) -> str:
         "",
         "## Compute-optimal allocation (from the joint law)",
         "",
-        f"| C (FLOPs) | loss [{lvl}% CI] | N_opt [CI] | D_opt [CI] | tokens/param [CI] |",
+        f"| C (FLOPs) | loss [{lvl}% predictive] | N_opt [{lvl}% CI] | D_opt [CI] | "
+        "tokens/param [CI] |",
         "|---|---|---|---|---|",
     ]
     for r in res["compute_optimal"]:
@@ -218,6 +228,10 @@ def report_md(res: dict, figures: dict, out_dir: Path) -> str:
             for k in ("loss", "N_opt", "D_opt", "tokens_per_param")
         ]
         L.append(f"| {r['flops']:.3g} | " + " | ".join(cells) + " |")
+    if res.get("predictor") is not None:
+        from analysis.report_intervals import intervals_md
+
+        L += intervals_md(res)
     if "frontier_ci" in res:
         L += [
             "",

@@ -48,6 +48,16 @@ def summary_lines(res: dict) -> list[str]:
         f"    loss {_ci(big['loss'])}, N_opt {_ci(big['N_opt'], '.3g')}, "
         f"D_opt {_ci(big['D_opt'], '.3g')} tokens"
     )
+    t = big.get("interval_terms")
+    if t:
+        out.append(
+            f"    loss interval is {lvl}% predictive, {t['distance_decades']:.2f} decades out: "
+            f"half-width parameter {t['param']:.2%}, form {t['form']:.2%}, extrapolation "
+            f"{t['extrapolation']:.2%}"
+            + ("" if t["supported"] else "; the data cannot support this distance (prior only)")
+        )
+    if res.get("predictor") is not None:
+        out.append("  " + res["predictor"].describe())
     em = res.get("emergence")
     if em:
         rows = em.get("summary") or []

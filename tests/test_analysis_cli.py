@@ -72,12 +72,16 @@ def test_analyze_writes_report_fits_and_figures(sweep_dir, capsys):
         "Back-test",
         "Convergence",
         "Approach 2",
+        "Predictive intervals",
+        "Rolling-origin back-tests",
+        "frontier L_opt(C) (Approach 2",
+        "![interval_reliability](interval_reliability.png)",
         "nats/byte",
         "skipped run r099",
         "![loss_vs_compute](loss_vs_compute.png)",
     ):
         assert s in md, s
-    for name in ("loss_vs_compute", "isoflop", "nopt_vs_c", "residuals"):
+    for name in ("loss_vs_compute", "isoflop", "nopt_vs_c", "residuals", "interval_reliability"):
         assert (rep / f"{name}.png").stat().st_size > 10_000
         assert (rep / f"{name}.svg").is_file()
     fits = json.loads((rep / "fits.json").read_text())
@@ -92,6 +96,13 @@ def test_analyze_writes_report_fits_and_figures(sweep_dir, capsys):
     assert f"alpha = {p['alpha']:.4g} [" in summary
     assert "back-test: fit on" in summary and "mean |relative error|" in summary
     assert "prediction at 100x the largest budget" in summary
+    assert "predictive, " in summary and "extrapolation" in summary
+    pv = fits["predictive"]
+    assert pv["chosen"] in ("chinchilla", "kaplan", "overtrain", "stack")
+    assert pv["rolling"]["origins"] and pv["cross_coverage"]["n"] > 0
+    co = fits["compute_optimal"]  # the interval widens with the extrapolation distance
+    widths = [c["interval_terms"]["total"] for c in co]
+    assert widths[0] < widths[1] < widths[2], widths
 
 
 def test_predict_json_and_text(sweep_dir, capsys):
@@ -106,9 +117,16 @@ def test_predict_json_and_text(sweep_dir, capsys):
         )
         == 0
     )
-    assert "predicted loss" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "predicted loss" in text and "extrapolation:" in text and "interval half-width" in text
     assert main(["predict", str(sweep_dir), "--holdout", "1e17", "--resamples", "100"]) == 0
-    assert "mean |rel. error|" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "mean |rel. error|" in text and "inside their 90% predictive intervals" in text
+
+
+def test_predict_says_when_the_data_cannot_support_the_distance(sweep_dir, capsys):
+    assert main(["predict", str(sweep_dir), "--flops", "1e26", "--resamples", "20"]) == 0
+    assert "the data cannot support this distance" in capsys.readouterr().out
 
 
 def test_plot_command(sweep_dir, tmp_path):
@@ -238,7 +256,7 @@ def test_bootstrap_resamples_runs_not_rows(tmp_path, capsys):
         argv = ["predict", "--csv", str(f), "--flops", "1e20", "--resamples", "200", "--json"]
         argv += [a for k in ("run", "N", "D", "loss") for a in ("--map", f"{k}={k}")]
         assert main(argv) == 0
-        cis.append(json.loads(capsys.readouterr().out)["prediction"]["loss"])
+        cis.append(json.loads(capsys.readouterr().out)["prediction"]["bootstrap_loss"])
     for k in ("estimate", "lo", "hi"):
         assert cis[1][k] == pytest.approx(cis[0][k], rel=2e-3), (k, cis)
 
@@ -276,3 +294,11 @@ def test_study_checks_pass_on_a_good_sweep_and_fail_loudly(sweep_dir, capsys):
     assert checks_main([str(bad)]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] IsoFLOP minima inside the grid" in out and "[FAIL] back-test" in out
+    # over-confident intervals fail the checks instead of printing [ok]
+    fits["backtest"]["coverage"] = {"inside": 2, "n": 6, "level": 0.9}
+    fits["predictive"]["cross_coverage"] = {"inside": 11, "n": 20, "level": 0.9}
+    bad.write_text(json.dumps(fits))
+    assert checks_main([str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] held-out runs inside their predictive intervals: 2/6" in out
+    assert "[FAIL] rolling back-tests inside their predictive intervals: 11/20" in out
