@@ -9,6 +9,7 @@ half-width of each term (parameter, form, extrapolation) with the extrapolation 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,7 +94,9 @@ class Predictor:
         pt = self.point_log(Xt)
         Pb = self.boot_log(Xt)
         if Pb is not None:
-            qlo, qhi = np.nanpercentile(Pb, [50 * (1 - level), 100 - 50 * (1 - level)], axis=0)
+            with warnings.catch_warnings():  # a ladder's compute optimum may be undefined (NaN)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                qlo, qhi = np.nanpercentile(Pb, [50 * (1 - level), 100 - 50 * (1 - level)], axis=0)
             h_param = 0.5 * (qhi - qlo)
         else:
             h_param = np.zeros_like(pt)
