@@ -203,7 +203,7 @@ def score_rows(
         starts = [groups[gi].starts[i] for gi, i in chunk]
         tokens, *target = _pack(rows, starts, width)
         inputs = replicated_inputs(state, [tokens[:, :-1], *target])  # multi-process: global
-        out = _score_chunk(graphdef, state, *inputs, masks)
+        out = _score_chunk(graphdef, state, *inputs, _replicate_masks(state, masks))
         lp, acc, em = (to_host(a) for a in out)
         compiled.add(width)
         if decode:
@@ -211,6 +211,11 @@ def score_rows(
         for j, (gi, i) in enumerate(chunk):
             res[gi][i] = lp[j], acc[j], em[j]
     return {(g.task, g.k): tuple(res[gi].T) for gi, g in enumerate(groups) if g.rows}
+
+
+def _replicate_masks(state, masks):
+    """Host masks as jit inputs beside `state` (global replicated arrays with several processes)."""
+    return tuple(None if m is None else replicated_inputs(state, [np.asarray(m)])[0] for m in masks)
 
 
 def _decode_exact_match(graphdef, state, tokens, n_tgt, starts) -> np.ndarray:

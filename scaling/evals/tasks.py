@@ -151,10 +151,29 @@ TASKS: dict[str, Task] = {
 }
 
 
+def _repeat(rng: np.random.Generator) -> Item:
+    s = _letters(rng, 8, 12)
+    return Item(s, s, s)
+
+
+# Opt-in tasks: scored when named (eval.tasks, `scaling ablate --tasks`), never part of the
+# default suite or the training mix (adding them there would change every existing run's data).
+# `repeat` is the repeated-sequence copy task of the induction-head literature in this format:
+# after the first answer letter, every letter is predictable by attending to the token after
+# its earlier copy in the query, so token accuracy measures induction and exact match also
+# needs the first letter (knowing the task from the instruction or the demonstrations).
+OPT_IN: dict[str, Task] = {"repeat": Task("repeat", "Repeat the text:", LETTERS, _repeat)}
+
+
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise UserError(f"unknown eval task {name!r}; choose from {', '.join(TASKS)}")
-    return TASKS[name]
+    if name in TASKS:
+        return TASKS[name]
+    if name in OPT_IN:
+        return OPT_IN[name]
+    raise UserError(
+        f"unknown eval task {name!r}; choose from {', '.join(TASKS)} (or opt-in: "
+        f"{', '.join(OPT_IN)})"
+    )
 
 
 # ----------------------------------------------------------------------------- pools

@@ -1,0 +1,300 @@
+"""Ablate one trained run: importance scores, pruning curves, removable fractions (issue 14).
+
+`ablate_run(run_dir, spec)` restores the run's newest checkpoint (the final one for a finished
+run), then:
+1. scores every head and MLP block on the few-shot suite (`importance.mask_gradients`; the MLP
+   order is the greedy oracle by default, `importance.greedy_ffn_order`) and the induction
+   scores of every head (`importance.induction_scores`);
+2. removes components in increasing importance (`removable.plan_steps`: heads, FFN blocks, and
+   both, at each fraction) with masks, never weight surgery, and records per-item exact match,
+   token accuracy and target log-probability for every task and shot count;
+3. summarises each curve by the largest fraction removable within `tol` relative drop, with a
+   CI from resampling the eval items (`removable.removable`).
+
+Resumable: everything lands under RUN/ablation/<spec key>/ (importance.json, one file per
+pruning step in steps/, result.json last), each written atomically; a rerun skips what exists.
+A different spec gets a different key, so results of two specs never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scaling.errors import UserError
+from scaling.evals import removable as RM
+from scaling.fileio import atomic_write
+
+
+@dataclass(frozen=True)
+class AblateSpec:
+    """What to ablate and how. Empty tasks/shots and n_items = 0 take the run's eval config."""
+
+    tasks: tuple[str, ...] = ()
+    shots: tuple[int, ...] = ()
+    n_items: int = 0
+    fractions: tuple[float, ...] = RM.DEFAULT_FRACTIONS
+    kinds: tuple[str, ...] = RM.KINDS
+    ffn_order: str = "greedy"  # greedy (oracle) | gradient
+    tol: float = 0.05
+    level: float = 0.9
+    resamples: int = 1000
+    induction_seqs: int = 16
+    seed: int = 0
+
+    def check(self) -> AblateSpec:
+        """UserError (one line, before any compute) for a bad value; returns the normalised spec."""
+        from scaling.evals import tasks as T  # noqa: PLC0415
+
+        for t in self.tasks:
+            T.get_task(t)
+        if any(k < 0 for k in self.shots):
+            raise UserError(f"shots {list(self.shots)}: shot counts must be >= 0")
+        for kind in self.kinds:
+            if kind not in RM.KINDS:
+                raise UserError(
+                    f"unknown ablation kind {kind!r}; choose from {', '.join(RM.KINDS)}"
+                )
+        if self.ffn_order not in ("greedy", "gradient"):
+            raise UserError(f"ffn order {self.ffn_order!r}: choose greedy or gradient")
+        if not 0 < self.tol < 1:
+            raise UserError(f"tolerance {self.tol}: must be in (0, 1), e.g. 0.05 for 5%")
+        if not 0 < self.level < 1:
+            raise UserError(f"CI level {self.level}: must be in (0, 1), e.g. 0.9")
+        if self.n_items < 0 or self.resamples < 10 or self.induction_seqs < 1:
+            raise UserError("n_items must be >= 0, resamples >= 10 and induction_seqs >= 1")
+        fr = RM.check_fractions(self.fractions)
+        kinds = tuple(k for k in RM.KINDS if k in self.kinds)
+        return AblateSpec(**{**asdict(self), "fractions": fr, "kinds": kinds})
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def check_run(run_dir: Path) -> None:
+    """UserError unless `run_dir` holds a finished run with at least one checkpoint."""
+    res = run_dir / "result.json"
+    if not res.is_file() or json.loads(res.read_text()).get("status") != "done":
+        raise UserError(f"run {run_dir} has not finished (no result.json with status done)")
+    ckpt = run_dir / "checkpoints"
+    if not ckpt.is_dir() or not any(d.name.isdigit() for d in ckpt.iterdir()):
+        raise UserError(
+            f"run {run_dir} has no checkpoint to ablate; retrain it (runs keep their final one)"
+        )
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, allow_nan=True, sort_keys=True) + "\n")
+
+
+def _read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # absent, or cut by a crash before the atomic rename (cannot happen)
+
+
+def load_model(run_dir: Path):
+    """(model, cfg, step): the run's newest readable checkpoint, restored on this host's
+    devices (a data-parallel mesh over all of them; the run's own mesh may not exist here)."""
+    import dataclasses  # noqa: PLC0415
+
+    from flax import nnx  # noqa: PLC0415
+
+    from scaling import config as C  # noqa: PLC0415
+    from scaling import engine, sharding  # noqa: PLC0415
+    from scaling.checkpoint import Checkpointer  # noqa: PLC0415
+
+    cfg = C.load(run_dir / "config.toml")
+    cfg = dataclasses.replace(cfg, mesh=C.MeshConfig())
+    mesh = sharding.make_mesh(cfg)
+    eng = engine.engine(cfg, mesh)
+    ckpt = Checkpointer(run_dir / "checkpoints")
+    try:
+        restored = ckpt.restore_latest(eng.abstract_state)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise UserError(f"run {run_dir} has no readable checkpoint")
+    state = restored.state
+    return nnx.merge(eng.graphdef, state["params"], state["other"]), cfg, restored.step, mesh
+
+
+def _groups(cfg, spec: AblateSpec):
+    from scaling.evals import score as S  # noqa: PLC0415
+    from scaling.evals import tasks as T  # noqa: PLC0415
+
+    names = spec.tasks or tuple(cfg.eval.tasks) or tuple(T.TASKS)
+    shots = spec.shots or tuple(cfg.eval.shots)
+    n = spec.n_items or cfg.eval.n_items
+    k_max = max(shots)
+    seq = cfg.model.seq_len
+    groups = [S.build_group(t, k, n, cfg.eval.seed, seq, k_max) for t in names for k in shots]
+    chance = {
+        t: T.chance(t, [q for q, _ in S._queries_and_demos(t, n, cfg.eval.seed, k_max)])
+        for t in names
+    }
+    return [g for g in groups if g.rows], chance
+
+
+def _importance(model, cfg, groups, spec: AblateSpec, score_fn) -> dict:
+    from scaling.evals import importance as I  # noqa: PLC0415
+
+    grads = I.mask_gradients(model, groups, cfg.model.seq_len)
+    heads = {f"{t}/{k}": gh for (t, k), (gh, _) in grads.items()}
+    ffns = {f"{t}/{k}": gf for (t, k), (_, gf) in grads.items()}
+    agg_h, agg_f = I.aggregate(heads), I.aggregate(ffns)
+    head_order = np.argsort(agg_h.ravel(), kind="stable")
+    out = {
+        "heads": {g: a.tolist() for g, a in heads.items()},
+        "ffn": {g: a.tolist() for g, a in ffns.items()},
+        "heads_aggregate": agg_h.tolist(),
+        "ffn_aggregate": agg_f.tolist(),
+        "head_order": head_order.tolist(),
+        "ffn_order_method": spec.ffn_order,
+    }
+    L, N = cfg.model.n_layers, cfg.model.n_heads
+    if spec.ffn_order == "greedy":
+
+        def suite_loss(fm: np.ndarray) -> float:
+            res = score_fn(np.ones((L, N), np.float32), fm)
+            return float(np.mean([-lp.mean() for lp, _, _ in res.values()]))
+
+        order, losses = I.greedy_ffn_order(L, suite_loss)
+        out["ffn_order"], out["ffn_greedy_losses"] = order, losses
+    else:
+        out["ffn_order"] = np.argsort(agg_f, kind="stable").tolist()
+    ind = I.induction_scores(model, n_seq=spec.induction_seqs, seed=spec.seed)
+    out["induction"] = {"prefix": ind["prefix"].tolist(), "copying": ind["copying"].tolist()}
+    out["induction_half"] = ind["half"]
+    return out
+
+
+def ablate_run(
+    run_dir: str | Path, spec: AblateSpec, *, progress: bool = False, stop_after: int | None = None
+) -> dict[str, Any] | None:
+    """Ablate one run (resuming what an earlier call left); the summary record, or None when
+    `stop_after` (tests: simulate a kill) stopped it after that many new pruning steps."""
+    import jax  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    from scaling.evals import score as S  # noqa: PLC0415
+
+    run_dir = Path(run_dir)
+    spec = spec.check()
+    out = run_dir / "ablation" / spec.key()
+    done = _read_json(out / "result.json")
+    if done is not None:
+        return done
+    check_run(run_dir)
+    t0 = time.perf_counter()
+    model, cfg, step, mesh = load_model(run_dir)
+    groups, chance = _groups(cfg, spec)
+    if not groups:
+        raise UserError(f"run {run_dir}: no eval item fits model.seq_len = {cfg.model.seq_len}")
+    L, N = cfg.model.n_layers, cfg.model.n_heads
+
+    def score_fn(hm: np.ndarray, fm: np.ndarray) -> dict:
+        with jax.set_mesh(mesh):
+            return S.score_rows(model, groups, cfg.model.seq_len, masks=(hm, fm))
+
+    _write_json(out / "spec.json", asdict(spec))
+    imp = _read_json(out / "importance.json")
+    if imp is None:
+        with jax.set_mesh(mesh):
+            imp = _importance(model, cfg, groups, spec, score_fn)
+        _write_json(out / "importance.json", imp)
+    steps = RM.plan_steps(spec.fractions, L * N, L, spec.kinds)
+    keys = [RM.mask_key(0, 0)] + sorted({s["key"] for s in steps} - {RM.mask_key(0, 0)})
+    head_order, ffn_order = np.asarray(imp["head_order"]), np.asarray(imp["ffn_order"])
+    new = 0
+    for key in tqdm(keys, desc=f"ablate {run_dir.name}", disable=not progress):
+        path = out / "steps" / f"{key}.json"
+        if path.is_file():
+            continue
+        if stop_after is not None and new >= stop_after:
+            return None
+        nh, nf = (int(x[1:]) for x in key.split("-"))
+        hm, fm = RM.masks_for(nh, nf, head_order, ffn_order, (L, N))
+        res = score_fn(hm, fm)
+        rec = {f"{t}/{k}": {m: np.asarray(v).astype(float).tolist() for m, v in
+                            zip(("logprob", "token_acc", "exact_match"), arrs, strict=True)}
+               for (t, k), arrs in res.items()}  # fmt: skip
+        _write_json(path, {"n_heads": nh, "n_ffn": nf, "items": rec})
+        new += 1
+    record = summarize(run_dir, spec, cfg, step, imp, steps, chance, out)
+    record["seconds"] = time.perf_counter() - t0
+    _write_json(out / "result.json", record)
+    return _read_json(out / "result.json")  # as a rerun will read it (lists, not tuples)
+
+
+def _all_metrics(by_metric: dict, level: float) -> dict:
+    """Removable under every metric at once (of those with an eligible suite): the minimum of
+    the per-metric fractions, draw by draw (the draws share their item resamples)."""
+    used = [m for m in RM.METRICS if by_metric[m]["suite_draws"]]
+    if not used:
+        return {"suite": {"estimate": None, "lo": None, "hi": None, "eligible": False},
+                "suite_draws": [], "metrics": []}  # fmt: skip
+    draws = np.min([by_metric[m]["suite_draws"] for m in used], axis=0)
+    q = (1 - level) / 2
+    est = min(by_metric[m]["suite"]["estimate"] for m in used)
+    return {"suite": {"estimate": est, "lo": float(np.quantile(draws, q)),
+                      "hi": float(np.quantile(draws, 1 - q)), "eligible": True},
+            "suite_draws": draws.tolist(), "metrics": used}  # fmt: skip
+
+
+def summarize(run_dir, spec, cfg, step, imp, steps, chance, out: Path) -> dict[str, Any]:
+    """Curves (means per step) and removable fractions from the recorded per-item scores."""
+    items = {key: _read_json(out / "steps" / f"{key}.json")["items"] for key in
+             {RM.mask_key(0, 0)} | {s["key"] for s in steps}}  # fmt: skip
+    base = items[RM.mask_key(0, 0)]
+    curves: dict = {}
+    summary: dict = {}
+    for kind in spec.kinds:
+        ks = sorted((s for s in steps if s["kind"] == kind), key=lambda s: s["fraction"])
+        fr = np.array([0.0] + [s["actual"] for s in ks])
+        curves[kind] = {"fraction": [0.0] + [s["fraction"] for s in ks], "actual": fr.tolist(),
+                        "n_heads": [0] + [s["n_heads"] for s in ks],
+                        "n_ffn": [0] + [s["n_ffn"] for s in ks], "groups": {}}  # fmt: skip
+        summary[kind] = {}
+        for metric in RM.METRICS:
+            per_group = {
+                g: np.array([base[g][metric]] + [items[s["key"]][g][metric] for s in ks])
+                for g in base
+            }
+            for g, arr in per_group.items():
+                curves[kind]["groups"].setdefault(g, {})[metric] = arr.mean(axis=1).tolist()
+            ch = {g: None if metric == "logprob" else chance[g.split("/")[0]][metric]
+                  for g in per_group}  # fmt: skip
+            summary[kind][metric] = RM.removable(
+                per_group, fr, ch, tol=spec.tol, resamples=spec.resamples, level=spec.level,
+                seed=spec.seed,
+            )  # fmt: skip
+        summary[kind]["all"] = _all_metrics(summary[kind], spec.level)
+    res = _read_json(run_dir / "result.json") or {}
+    return {
+        "run_id": res.get("run_id", run_dir.name),
+        "name": res.get("name"),
+        "run_dir": str(run_dir),
+        "checkpoint_step": step,
+        "final_step": res.get("step"),
+        "n_params_total": res.get("n_params_total"),
+        "n_params_nonembed": res.get("n_params_nonembed"),
+        "tokens": res.get("tokens"),
+        "flops_6nd_total": res.get("flops_6nd_total"),
+        "final_val_loss": res.get("final_val_loss"),
+        "n_layers": cfg.model.n_layers,
+        "n_heads": cfg.model.n_heads,
+        "spec": asdict(spec),
+        "spec_key": spec.key(),
+        "chance": chance,
+        "importance": imp,
+        "curves": curves,
+        "removable": summary,
+    }
