@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         "scaling.launch",
         "sweeps.cli",
+        "sweeps.ablate",
         "analysis.cli",
         "analysis.emergence_cli",
         "analysis.compare_cli",

@@ -1,0 +1,149 @@
+"""Pruning-curve bookkeeping (numpy only): fractions, orders, masks, the removable fraction and its
+resampling CI, the spec checks and the bad-input exits of `scaling ablate` (no JAX compute)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from scaling.cli import main
+from scaling.errors import UserError
+from scaling.evals import removable as RM
+from scaling.evals.ablate import AblateSpec
+
+
+def test_fractions_are_checked_sorted_and_floored():
+    assert RM.check_fractions((0.5, 0.1, 0.5)) == (0.1, 0.5)
+    for bad in [(0.0,), (1.0,), (1.5,), (-0.1,), (float("nan"),), ()]:
+        with pytest.raises(UserError):
+            RM.check_fractions(bad)
+    assert [RM.n_removed(f, 22) for f in RM.DEFAULT_FRACTIONS] == [2, 4, 6, 8, 11, 13, 15, 17, 19]
+    assert [RM.n_removed(f, 2) for f in RM.DEFAULT_FRACTIONS] == [0] * 4 + [1] * 5
+    assert RM.n_removed(0.3, 10) == 3  # 0.3 * 10 = 2.9999999999999996 in floating point
+
+
+def test_plan_steps_share_masks_and_masks_follow_the_order():
+    steps = RM.plan_steps((0.25, 0.5), n_heads=8, n_ffn=2, kinds=RM.KINDS)
+    got = [(s["kind"], s["n_heads"], s["n_ffn"], s["actual"]) for s in steps]
+    assert got == [("heads", 2, 0, 0.25), ("heads", 4, 0, 0.5), ("ffn", 0, 0, 0.0),
+                   ("ffn", 0, 1, 0.5), ("both", 2, 0, 0.25), ("both", 4, 1, 0.5)]  # fmt: skip
+    assert len({s["key"] for s in steps}) == 5  # ffn@0.25 removes nothing: it is the baseline
+    order = np.array([5, 0, 7, 2, 1, 3, 4, 6])  # least important first (flat l * N + n)
+    hm, fm = RM.masks_for(3, 1, order, np.array([1, 0]), (2, 4))
+    assert hm.ravel().tolist() == [0, 1, 1, 1, 1, 0, 1, 0]  # heads 5, 0 and 7 removed
+    assert fm.tolist() == [1, 0]
+
+
+def _curve(means, n=200, seed=0):
+    """Per-item scores [J, n] whose step means are `means` (0/1 items, like exact match)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([(rng.random(n) < m).astype(float) for m in means])
+
+
+def test_removable_fraction_follows_the_first_drop_and_has_a_ci():
+    fr = np.array([0.0, 0.1, 0.2, 0.3, 0.4])
+    # exact per-item values: no resampling noise at the steps that matter
+    base = np.r_[np.ones(80), np.zeros(20)]
+    items = np.stack([base, base, base, np.r_[np.ones(60), np.zeros(40)], base])
+    out = RM.removable({"t/0": items}, fr, {"t/0": 0.1}, tol=0.05, resamples=200)
+    g = out["groups"]["t/0"]
+    # step 0.3 drops 25% (0.8 -> 0.6): removable stops at 0.2 even though 0.4 recovers
+    assert g["estimate"] == pytest.approx(0.2) and g["eligible"]
+    assert g["lo"] <= 0.2 <= g["hi"] and g["retained"][3] == pytest.approx(0.75)
+    assert out["suite"]["estimate"] == pytest.approx(0.2) and len(out["suite_draws"]) == 200
+
+
+def test_removable_for_a_negative_metric_and_chance_groups():
+    fr = np.array([0.0, 0.5, 0.9])
+    lp = np.stack([np.full(50, -2.0), np.full(50, -2.08), np.full(50, -2.5)])  # 4%, 25% worse
+    at_chance = _curve([0.02, 0.0, 0.0], n=100)
+    out = RM.removable({"a/0": lp, "b/0": at_chance}, fr, {"a/0": None, "b/0": 0.05})
+    assert out["groups"]["a/0"]["estimate"] == pytest.approx(0.5)
+    assert not out["groups"]["b/0"]["eligible"]  # never above chance: not in the suite
+    assert out["suite"]["groups"] == ["a/0"] and out["suite"]["estimate"] == pytest.approx(0.5)
+    none = RM.removable({"b/0": at_chance}, fr, {"b/0": 0.05})
+    assert none["suite"]["estimate"] is None and none["suite_draws"] == []
+
+
+def test_removable_ci_narrows_with_more_items():
+    fr = np.array([0.0, 0.1, 0.2, 0.3])
+    widths = []
+    for n in (40, 40_000):
+        items = _curve([0.6, 0.59, 0.575, 0.45], n=n, seed=1)  # drops 1.7%, 4.2%, 25%
+        g = RM.removable({"t/1": items}, fr, {"t/1": 0.0}, resamples=300)["groups"]["t/1"]
+        widths.append(g["hi"] - g["lo"])
+    assert widths[1] < widths[0]
+
+
+def test_spec_check_and_key():
+    spec = AblateSpec(tasks=("copy",), fractions=(0.5, 0.2)).check()
+    assert spec.fractions == (0.2, 0.5)
+    assert spec.key() == AblateSpec(tasks=("copy",), fractions=(0.2, 0.5)).check().key()
+    assert spec.key() != AblateSpec(tasks=("add2",), fractions=(0.2, 0.5)).check().key()
+    for bad in (dict(tasks=("nope",)), dict(fractions=(1.0,)), dict(kinds=("mlp",)),
+                dict(tol=0.0), dict(shots=(-1,))):  # fmt: skip
+        with pytest.raises(UserError):
+            AblateSpec(**bad).check()
+
+
+@pytest.fixture
+def fake_sweep(tmp_path):
+    """A sweep directory with one finished run record whose checkpoints are gone."""
+    run = tmp_path / "runs" / "abc123"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({"status": "done", "run_id": "abc123"}))
+    rec = {"run_id": "abc123", "status": "done", "cell": {"budget": 1e11}, "N_total": 5e3}
+    (tmp_path / "results.jsonl").write_text(json.dumps(rec) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        ([], "has no checkpoint"),
+        (["--tasks", "copy,nope"], "unknown eval task 'nope'"),
+        (["--fractions", "0.1,1.2"], "outside (0, 1)"),
+        (["--fractions", "0"], "outside (0, 1)"),
+        (["--runs", "zzz"], "no finished run matches 'zzz'"),
+        (["--budget", "3e11"], "no such budget"),
+        (["--shots", "x"], "--shots"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_before_compute(fake_sweep, capsys, extra, needle):
+    t0 = time.perf_counter()
+    assert main(["ablate", str(fake_sweep), "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert time.perf_counter() - t0 < 5  # nothing was restored or compiled
+    assert not (fake_sweep / "runs" / "abc123" / "ablation").exists()
+    assert not (fake_sweep / "ablation.jsonl").exists()
+
+
+def test_not_a_sweep_directory(tmp_path, capsys):
+    assert main(["ablate", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert main(["ablate", str(tmp_path)]) == 2
+    assert "no results.jsonl" in capsys.readouterr().err
+
+
+def test_select_runs_by_budget_and_sizes(tmp_path):
+    from sweeps.ablate import select_runs
+
+    recs = [
+        {"run_id": f"r{i}", "status": "done", "cell": {"budget": b}, "N_total": n}
+        for i, (b, n) in enumerate(
+            [(1e11, 5), (2e11, 4), (2e11, 1), (2e11, 3), (2e11, 2), (2e11, 9)]
+        )  # fmt: skip
+    ]
+    recs.append({"run_id": "bad", "status": "diverged", "cell": {"budget": 2e11}, "N_total": 7})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    names = lambda paths: [p.name for p in paths]  # noqa: E731
+    assert names(select_runs(tmp_path, budget="largest")) == ["r2", "r4", "r3", "r1", "r5"]
+    assert names(select_runs(tmp_path, budget="largest", sizes=3)) == ["r2", "r3", "r5"]
+    assert names(select_runs(tmp_path, budget="1e11")) == ["r0"]
+    assert names(select_runs(tmp_path, ids=("r1", "r0"))) == ["r1", "r0"]  # by N
+    with pytest.raises(UserError, match="no finished run matches 'bad'"):
+        select_runs(tmp_path, ids=("bad",))
