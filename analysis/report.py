@@ -294,6 +294,9 @@ def report_md(res: dict, figures: dict, out_dir: Path) -> str:
     ]
     if res.get("emergence_md"):
         L += ["", "## Emergence", "", res["emergence_md"]]
+    if res.get("ablation_md"):
+        L += ["", "## Which components in-context learning needs (ablation)", ""]
+        L += [res["ablation_md"]]
     if res["notes"]:
         L += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
     L += ["", "## Figures", ""]
@@ -339,6 +342,18 @@ def _emergence(results_path: Path, out_dir: Path, res: dict, figures: dict) -> N
             ]
 
 
+def _ablation(results_path: Path, out_dir: Path, res: dict, figures: dict) -> None:
+    """The ablation section and figures when `scaling ablate` left DIR/ablation.jsonl."""
+    table = results_path.parent / "ablation.jsonl"
+    if not table.is_file():
+        return
+    from analysis.ablation import analyze
+
+    ab = analyze(table, out_dir)
+    res["ablation_md"] = ab["md"]
+    figures.update(ab["figures"])
+
+
 def write_report(res: dict, out_dir: Path, results_path: Path | None = None) -> dict:
     """Figures, fits.json and report.md in ``out_dir``; returns {"report", "fits", "figures"}."""
     from analysis.plots import all_figures
@@ -347,6 +362,7 @@ def write_report(res: dict, out_dir: Path, results_path: Path | None = None) -> 
     figures = all_figures(res, out_dir)
     if results_path is not None:
         _emergence(results_path, out_dir, res, figures)
+        _ablation(Path(results_path), out_dir, res, figures)
     atomic_write(out_dir / "fits.json", json.dumps(fits_json(res), indent=2))
     atomic_write(out_dir / "report.md", report_md(res, figures, out_dir))
     return {
