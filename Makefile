@@ -19,10 +19,16 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
-# The demo: a 20-run IsoFLOP sweep on the CPU (with few-shot evals), then fits, bootstrap CIs,
-# back-test, emergence and figures in runs/demo/report/. Rerunning reuses finished runs.
+# The demo: a 20-run IsoFLOP sweep on the CPU (with few-shot evals), an ablation of three runs
+# (smallest, middle, largest) at the largest budget (which heads / MLP blocks the few-shot tasks
+# need; a subset of tasks, shots and fractions, to stay near a minute), then fits, bootstrap CIs,
+# back-test, emergence and figures in runs/demo/report/. Rerunning reuses finished work.
+DEMO_ABLATE = --budget largest --sizes 3 --tasks add2,kv_recall,repeat --shots 0,1 \
+	--n-items 32 --fractions 0.2,0.4,0.6,0.8 --resamples 500
+
 demo: $(STAMP)
 	$(VENV)/bin/scaling sweep run demo --out runs/demo
+	$(VENV)/bin/scaling ablate runs/demo $(DEMO_ABLATE)
 	$(VENV)/bin/scaling analyze runs/demo
 	@echo "checks of the study:"
 	$(PY) -m analysis.checks runs/demo/report/fits.json
