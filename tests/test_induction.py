@@ -1,6 +1,6 @@
 """Induction scores find the heads a repeated-sequence task needs.
 
-A tiny model (2 layers x 4 heads) is trained for 300 steps on repeated random sequences
+A tiny model (2 layers x 4 heads) is trained for 1000 steps on repeated random sequences
 `BOS r r` (16 random letters/digits, then the same 16 again), which it learns to continue
 perfectly. On held-out sequences, the heads with the top prefix-matching scores are the ones the
 task needs: removing them drops the second-copy accuracy towards chance, while removing as many
@@ -27,7 +27,7 @@ from scaling.config import ModelConfig
 from scaling.evals import importance as I
 from scaling.model import Transformer, attention_probs
 
-HALF, STEPS = 16, 300
+HALF, STEPS = 16, 1000
 
 
 @pytest.fixture(scope="module")
