@@ -218,7 +218,9 @@ class DataConstrained(Form):
         return "U" in X and bool(np.any(X["R"] > 0))
 
     def logpred(self, V, X, jac=False):
-        U, R = X["U"][None], X["R"][None]
+        # a target given without unique tokens (predict --flops, --params) sees fresh data: D' = D
+        U = (X["U"] if "U" in X else X["D"])[None]
+        R = (X["R"] if "R" in X else np.zeros_like(X["D"]))[None]
         Rs = np.exp(V[:, 5:6])
         ex = np.exp(-R / Rs)
         Dp = U * (1.0 + Rs * (1.0 - ex))

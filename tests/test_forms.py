@@ -142,3 +142,11 @@ def test_calibrated_interval_covers_where_bootstrap_collapses():
     print(f"coverage: bootstrap only {boot:.0%}, calibrated {new:.0%}")
     assert boot < 0.5, boot
     assert 0.80 <= new <= 0.97 or new == 1.0 and boot < 0.5, (new, boot)
+
+
+def test_data_constrained_target_without_unique_tokens_sees_fresh_data():
+    """predict --flops asks for a compute-optimal (N, D) with no U: D' = D, Chinchilla's law."""
+    vec = np.array([np.log(1.7), np.log(400), np.log(1000), 0.34, 0.3, np.log(5.0)])
+    X = design(np.array([1e9, 7e10]), np.array([2e10, 1.4e12]))
+    a = FORMS["data_constrained"].logpred(vec[None], X)
+    assert np.allclose(a, FORMS["chinchilla"].logpred(vec[None, :5], X), atol=1e-12)
