@@ -57,12 +57,17 @@ _CHOICES = {
     "mlp": ("swiglu", "gelu"),
     "param_dtype": ("float32", "bfloat16"),
     "compute_dtype": ("auto", "float32", "bfloat16", "float16"),
+    "param": ("sp", "mup"),
 }
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Decoder shape and block style. `d_ff = 0`: 4 * d_model; `n_kv_heads = 0`: n_heads."""
+    """Decoder shape and block style. `d_ff = 0`: 4 * d_model; `n_kv_heads = 0`: n_heads.
+
+    `param`: "sp" (standard) or "mup" (muP, scaling.mup), which needs `base_width`, the d_model
+    at which the hyperparameters were tuned.
+    """
 
     preset: str = ""
     d_model: int = 64
@@ -80,6 +85,8 @@ class ModelConfig:
     rope_theta: float = 10000.0
     param_dtype: str = "float32"
     compute_dtype: str = "auto"  # auto: bfloat16 on GPU/TPU, float32 on CPU
+    param: str = "sp"  # "sp" | "mup" (scaling.mup)
+    base_width: int = 0  # muP: the d_model the hyperparameters were tuned at (required)
 
     @property
     def head_dim(self) -> int:
@@ -332,6 +339,11 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"model.{name} = {getattr(m, name)!r}: choose one of {choices}")
     if m.init_std <= 0:
         raise UserError(f"model.init_std = {m.init_std}: must be > 0")
+    if m.base_width < 0 or (m.param == "mup" and m.base_width == 0):
+        raise UserError(
+            f"model.base_width = {m.base_width}: muP needs the positive d_model at which the "
+            f"hyperparameters were tuned, e.g. model.base_width = 64"
+        )
     if t.seed < 0:
         raise UserError(f"train.seed = {t.seed}: must be an integer >= 0")
     if t.steps <= 0:
@@ -426,7 +438,7 @@ def validate_mesh(cfg: RunConfig, n_devices: int) -> tuple[int, int, int]:
 
 # Fields added after run ids were first published: left out of the hash while they hold their
 # default, so the ids of existing configs (and finished sweeps) do not move.
-_HASH_OMIT_AT_DEFAULT = {"data": ("paths", "tokenizer")}
+_HASH_OMIT_AT_DEFAULT = {"data": ("paths", "tokenizer"), "model": ("param", "base_width")}
 
 
 def config_hash(cfg: RunConfig, length: int = 12) -> str:

@@ -55,7 +55,7 @@ def engine(cfg: RunConfig, mesh: Any) -> Engine:
 
 
 def _build(cfg: RunConfig, mesh: Any) -> Engine:
-    tx = optim.make_optimizer(cfg.train)
+    tx = optim.make_optimizer(cfg.train, cfg.model)
     abstract_model = nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0)))
     graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
 

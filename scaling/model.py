@@ -19,6 +19,10 @@ the masks). Masks are small replicated arrays: they need no sharding rule.
 Every parameter carries logical axis names (`out_sharding` metadata, e.g. `("embed", "mlp")`);
 `scaling.sharding.LOGICAL_AXIS_RULES` maps them to mesh axes. Metadata is not applied eagerly, so
 a model can be built anywhere; `scaling.sharding.create_sharded` builds it sharded.
+
+`cfg.param = "mup"` (scaling.mup) rescales the init of each parameter by its logical axis names,
+multiplies the logits by base_width / d_model and scales attention by 1/head_dim; under the
+default "sp" none of that code runs.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from scaling import mup
 from scaling.config import ModelConfig
 from scaling.sharding import constrain
 
@@ -58,19 +63,22 @@ def attention_implementation(dtype: jnp.dtype, head_dim: int) -> str:
     return "xla"
 
 
-def attention(q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array) -> jax.Array:
+def attention(
+    q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array, scale: float | None = None
+) -> jax.Array:
     """Causal softmax attention; K/V may have fewer heads (GQA: query head n uses kv head
-    n // (N // K)). Falls back to XLA if cuDNN rejects the shapes or version at trace time."""
+    n // (N // K)). Scores are scaled by `scale` (None: 1/sqrt(head_dim)). Falls back to XLA if
+    cuDNN rejects the shapes or version at trace time."""
     impl = attention_implementation(q_BTNH.dtype, q_BTNH.shape[-1])
     if impl == "cudnn":
         try:
             return jax.nn.dot_product_attention(
-                q_BTNH, k_BTKH, v_BTKH, is_causal=True, implementation="cudnn"
+                q_BTNH, k_BTKH, v_BTKH, scale=scale, is_causal=True, implementation="cudnn"
             )
         except (RuntimeError, ValueError, NotImplementedError) as e:
             warnings.warn(f"cuDNN attention unavailable ({e}); using XLA attention", stacklevel=2)
     return jax.nn.dot_product_attention(
-        q_BTNH, k_BTKH, v_BTKH, is_causal=True, implementation="xla"
+        q_BTNH, k_BTKH, v_BTKH, scale=scale, is_causal=True, implementation="xla"
     )
 
 
@@ -169,7 +177,8 @@ class Attention(nnx.Module):
 
     def __call__(self, x_BTD: jax.Array, head_mask: jax.Array | None = None) -> jax.Array:
         """Attention output; `head_mask` ([B|1, 1, N, 1]) scales each head before `wo`."""
-        out_BTNH = attention(*self.qkv(x_BTD))
+        scale = mup.attention_scale(self.cfg) if mup.is_mup(self.cfg) else None
+        out_BTNH = attention(*self.qkv(x_BTD), scale)
         if head_mask is not None:
             out_BTNH = out_BTNH * head_mask
         return jnp.einsum("btnh,nhd->btd", out_BTNH, self.wo[...].astype(x_BTD.dtype))
@@ -239,6 +248,8 @@ class Transformer(nnx.Module):
         self.final_norm = Norm(cfg, pd)
         if not cfg.tie_embeddings:
             self.lm_head = _param(rngs, (D, V), cfg.init_std, ("embed", "vocab"), pd)
+        if mup.is_mup(cfg):
+            mup.rescale_init(self, cfg)
 
     def __call__(
         self,
@@ -296,7 +307,10 @@ class Transformer(nnx.Module):
                 self.lm_head[...].astype(dt),
                 preferred_element_type=jnp.float32,
             )
-        return constrain(logits_BTV.astype(jnp.float32), ("act_batch", "act_seq", "act_vocab"))
+        logits_BTV = logits_BTV.astype(jnp.float32)
+        if mup.is_mup(self.cfg):
+            logits_BTV = logits_BTV * mup.logit_multiplier(self.cfg)
+        return constrain(logits_BTV, ("act_batch", "act_seq", "act_vocab"))
 
 
 def cross_entropy(

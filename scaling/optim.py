@@ -16,6 +16,10 @@ Schedule (step s = 0 .. steps-1 is the s-th update):
   decay   s >= W:  min + (lr - min) * (1 + cos(pi * p)) / 2,  p = (s - W) / max(1, steps-1-W)
 with min = min_lr_ratio * lr, so the last update uses exactly min.
 Automatic warmup (train.warmup_steps = -1): W = min(steps // 10, 1000).
+
+Under muP (`model.param = "mup"`) the chain ends with `scaling.mup.lr_partition`, an optax
+partition that multiplies the update of each hidden matrix by base_width / d_model (so its
+effective peak lr and decoupled weight decay shrink with width); vector-like parameters keep 1.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import math
 import jax
 import optax
 
-from scaling.config import TrainConfig
+from scaling import mup
+from scaling.config import ModelConfig, TrainConfig
 
 AUTO_WARMUP_FRACTION = 10  # W = steps // 10 ...
 AUTO_WARMUP_CAP = 1000  # ... capped at 1000 updates
@@ -58,12 +63,17 @@ def static_hparams(t: TrainConfig) -> tuple[float, ...]:
     return (t.b1, t.b2, t.eps, t.weight_decay, t.grad_clip)
 
 
-def make_optimizer(t: TrainConfig) -> optax.GradientTransformation:
-    """AdamW direction without the lr (see module docstring); grad_clip <= 0 disables clipping."""
+def make_optimizer(
+    t: TrainConfig, model: ModelConfig | None = None
+) -> optax.GradientTransformation:
+    """AdamW direction without the lr (see module docstring); grad_clip <= 0 disables clipping.
+    With a muP `model`, per-parameter lr multipliers follow (scaling.mup.lr_partition)."""
     parts = []
     if t.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(t.grad_clip))
     parts.append(optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps))
     if t.weight_decay > 0:
         parts.append(optax.add_decayed_weights(t.weight_decay, mask=decay_mask))
+    if model is not None and mup.is_mup(model):
+        parts.append(mup.lr_partition(model))
     return optax.chain(*parts)
