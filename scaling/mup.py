@@ -19,8 +19,9 @@ d_model: d_model itself, n_heads * head_dim = d_model, or d_ff = ff_mult * d_mod
     attention scores x 1/head_dim instead of 1/sqrt(head_dim)
 
 At m = 1 muP equals SP except for the attention scale. The per-parameter lr is an optax
-partition (`optax.partition` (formerly multi_transform) over the labels `param_labels` derives from axis names). A
-parameter with an axis name that `AXIS_KIND` does not know is a `UserError` under muP.
+partition (`optax.partition`, formerly multi_transform) over the labels that `param_labels`
+derives from axis names. A parameter with an axis name that `AXIS_KIND` does not know is a
+`UserError` under muP.
 `model.param = "sp"` (the default) never calls into this module, so SP stays bitwise unchanged.
 This module never imports JAX at import time.
 """
