@@ -314,6 +314,10 @@ def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:
     from analysis.summary import summary_lines
 
     print("\n".join(summary_lines(res)))
+    if table.hparams:
+        from analysis.hparams import summary_lines as hp_lines
+
+        print("\n".join(hp_lines(table.hparams)))
     print(f"wrote {paths['report']} and {paths['fits']} ({len(paths['figures'])} figures)")
     for note in res["notes"]:
         print(f"  note: {note}", file=sys.stderr)

@@ -360,11 +360,23 @@ def write_report(res: dict, out_dir: Path, results_path: Path | None = None) -> 
 
     out_dir = Path(out_dir)
     figures = all_figures(res, out_dir)
+    hp = getattr(res["table"], "hparams", None)
+    if hp:
+        from analysis import hparams  # noqa: PLC0415
+
+        for axis in ("lr", "batch"):
+            if paths := hparams.figure(hp, out_dir, axis):
+                figures[f"loss_vs_{axis}"] = paths
     if results_path is not None:
         _emergence(results_path, out_dir, res, figures)
         _ablation(Path(results_path), out_dir, res, figures)
-    atomic_write(out_dir / "fits.json", json.dumps(fits_json(res), indent=2))
-    atomic_write(out_dir / "report.md", report_md(res, figures, out_dir))
+    fits = fits_json(res)
+    md = report_md(res, figures, out_dir)
+    if hp:
+        fits["hparams"] = _jsonable(hp)
+        md += hparams.markdown(hp)
+    atomic_write(out_dir / "fits.json", json.dumps(fits, indent=2))
+    atomic_write(out_dir / "report.md", md)
     return {
         "report": str(out_dir / "report.md"),
         "fits": str(out_dir / "fits.json"),

@@ -3,7 +3,9 @@
 Conventions: N = total parameters (``n_kind="nonembed"`` for non-embedding), D = training tokens,
 C = 6 N D FLOPs (``flops="exact"`` uses the engine's exact count C_exact), loss = final
 validation loss. Runs whose status is not "done" are skipped with a note. Bad values raise
-UserError naming the row and column.
+UserError naming the row and column. A sweep with hyperparameter axes (lr, batch, warmup lists in
+its grid) contributes one row per cell, its best variant (analysis.hparams); the per-axis
+optima land in `RunTable.hparams`.
 
 Besides the canonical columns every table keeps its other scalar columns in ``RunTable.extra``
 (CSV/JSONL columns whose names are identifiers, ``--map NAME=COLUMN`` aliases, and for
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.hparams import analyze_records
 from scaling.errors import UserError
 
 CSV_KEYS = ("N", "D", "C", "loss", "budget", "run")
@@ -43,6 +46,7 @@ class RunTable:
     source: str = ""
     notes: list[str] = field(default_factory=list)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    hparams: dict | None = None  # analysis.hparams.analyze_records of a sweep with axes
 
     def __len__(self) -> int:
         return int(self.loss.size)
@@ -62,6 +66,7 @@ class RunTable:
             self.source,
             list(self.notes),
             {k: v[ix] for k, v in self.extra.items()},
+            self.hparams,
         )
 
 
@@ -98,7 +103,7 @@ def load_results(
     if loss not in ("nats", "bpb"):
         raise UserError(f"--loss must be 'nats' or 'bpb', got {loss!r}")
     key_l = "final_val_loss" if loss == "nats" else "final_val_bpb"
-    rows, notes, unit, extra = [], [], None, []
+    rows, notes, unit, extra, done = [], [], None, [], []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -133,9 +138,21 @@ def load_results(
             curve = None  # the metrics curves are in nats per token
         rows.append((rid, N, D, C, float(rec[key_l]), budget, curve))
         extra.append(flatten(rec))
+        done.append(dict(rec, run_id=rid))
     if not rows:
         raise UserError(f"{path}: no finished runs to analyse ({len(notes)} skipped)")
-    return _to_table(rows, unit or "nats/token", str(path), notes, extra)
+    hp = analyze_records(done, n_key=key_n, loss_key=key_l)
+    if hp is not None:
+        dropped = set(hp["dropped"])
+        keep = [i for i, r in enumerate(rows) if r[0] not in dropped]
+        rows, extra = [rows[i] for i in keep], [extra[i] for i in keep]
+        notes.append(
+            f"hyperparameter axes: kept the best of each cell's variants for the fits "
+            f"({len(hp['kept'])} runs kept, {len(dropped)} variants dropped)"
+        )
+    table = _to_table(rows, unit or "nats/token", str(path), notes, extra)
+    table.hparams = hp
+    return table
 
 
 def _unit_of(rec: dict) -> str:

@@ -50,6 +50,45 @@ def _train(args: argparse.Namespace) -> int:
     return run_train_command(args)
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers like 1e-3,3e-3") from e
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integers like 32,64,128") from e
+
+
+def _register_mup_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "mup-check",
+        help="muP coordinate check: activation RMS vs width under SP and muP (+ lr transfer)",
+    )
+    p.add_argument("--widths", type=_ints, default=[32, 64, 128, 256, 512], help="d_model list")
+    p.add_argument("--base-width", type=int, default=None, help="muP base width (default: min)")
+    p.add_argument("--lr", type=float, default=1e-2, help="peak lr of the coordinate check")
+    p.add_argument("--lrs", type=_floats, default=None, help="lr list: also plot loss vs lr")
+    p.add_argument("--steps", type=int, default=5, help="Adam updates per probe")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seeds", type=int, default=1, help="seeds averaged per point")
+    p.add_argument("--layers", type=int, default=2, help="n_layers of every probe")
+    p.add_argument("--dataset", default="python_source")
+    p.add_argument("--out", default="runs/mup-check", help="where the JSON and figures go")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_mup_check)
+
+
+def _mup_check(args: argparse.Namespace) -> int:
+    from scaling.coordcheck import run  # imports JAX
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scaling",
@@ -57,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _register_train(sub)
+    _register_mup_check(sub)
     for module in (
         "scaling.launch",
         "sweeps.cli",

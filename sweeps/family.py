@@ -24,6 +24,10 @@ Per-size hyperparameters (the `[hparams]` table), see `lr_for_width` and `warmup
 - warmup: "params" = warmup tokens equal to N_total (Porian et al. 2024: a short warmup for
   small models; long fixed warmups bias small-scale laws), capped at `warmup_max_frac` of the
   steps; an integer = fixed steps; a float in (0, 1) = fraction of the steps.
+
+Hyperparameter axes (sweeps.grid.hparam_points): `lr = [..]` (absolute peak lrs, the width rule
+off), `lr_factors = [..]` (factors on the width rule's lr), `batch_size = [..]` (fixed batches,
+no halving) and `warmup = [..]` (any mix of the rules above) multiply every cell of any grid kind.
 """
 
 from __future__ import annotations
@@ -73,7 +77,9 @@ HPARAM_DEFAULTS: dict[str, Any] = dict(
     batch_per="cell",
     warmup="params",
     warmup_max_frac=0.1,
+    lr_factors=[],
 )
+AXIS_KEYS = ("lr", "batch_size", "warmup")  # keys of [hparams] that may be lists (grid axes)
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,8 @@ def check_table(table: dict[str, Any], defaults: dict[str, Any], section: str) -
         )
     for key, value in table.items():
         default = defaults[key]
+        if isinstance(value, list) and key in AXIS_KEYS and defaults is HPARAM_DEFAULTS:
+            continue  # a hyperparameter axis, checked by sweeps.grid.hparam_points
         if isinstance(default, bool) or not isinstance(default, int | float):
             continue  # strings, lists and mixed-type keys are checked where they are used
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -276,3 +284,61 @@ def warmup_for(h: dict[str, Any], n_total: int, steps: int, tokens_per_step: int
     else:
         warm = int(rule)
     return max(0, min(warm, steps - 1))
+
+
+def hparam_points(h: dict[str, Any]) -> list[dict[str, Any]]:
+    """The [hparams] axes as the list of their grid points ([{}] when the grid has none).
+
+    A point maps `lr` (absolute), `lr_factor`, `batch_size` and/or `warmup` to one value each;
+    the points are the cartesian product of the axes.
+    """
+    axes: dict[str, list[Any]] = {}
+    factors = h["lr_factors"]
+    if not isinstance(factors, list):
+        raise UserError(f"grid [hparams] lr_factors = {factors!r}: give a list, e.g. [0.5, 1, 2]")
+    if isinstance(h["lr"], list):
+        if factors:
+            raise UserError(
+                "grid [hparams]: give either lr = [..] (absolute lrs) or lr_factors = [..] "
+                "(factors on the per-width lr), not both"
+            )
+        axes["lr"] = _axis_values("lr", h["lr"], [1e-3, 3e-3, 1e-2])
+    elif factors:
+        axes["lr_factor"] = _axis_values("lr_factors", factors, [0.5, 1, 2])
+    if isinstance(h["batch_size"], list):
+        axes["batch_size"] = _axis_values("batch_size", h["batch_size"], [16, 32], integer=True)
+    if isinstance(h["warmup"], list):
+        if not h["warmup"]:
+            raise UserError('grid [hparams] warmup = []: give at least one rule, e.g. ["params"]')
+        axes["warmup"] = list(h["warmup"])
+    points: list[dict[str, Any]] = [{}]
+    for key, values in axes.items():
+        points = [{**p, key: v} for p in points for v in values]
+    return points
+
+
+def _axis_values(key: str, values: Any, example: list, integer: bool = False) -> list[Any]:
+    if not isinstance(values, list) or not values:
+        raise UserError(f"grid [hparams] {key} = {values!r}: give a non-empty list, e.g. {example}")
+    for v in values:
+        ok = not isinstance(v, bool) and isinstance(v, int | float) and v > 0
+        if not ok or (integer and not float(v).is_integer()):
+            kind = "positive integer" if integer else "positive number"
+            raise UserError(f"grid [hparams] {key}: {v!r} is not a {kind}")
+    if len(set(values)) != len(values):
+        raise UserError(f"grid [hparams] {key} = {values}: remove the repeated value")
+    return [int(v) if integer else float(v) for v in values]
+
+
+def point_hparams(h: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
+    """[hparams] with one axis point's values in place of the lists. An absolute `lr` turns the
+    width rule off; an axis `batch_size` is used as is (no halving, not shared per budget)."""
+    out = dict(h)
+    if "lr" in point:
+        out.update(lr=point["lr"], lr_exp=0.0, lr_max=0.0)
+    if "batch_size" in point:
+        out.update(batch_size=point["batch_size"], min_batch_size=point["batch_size"])
+        out.update(batch_multiple=1, batch_per="cell")
+    if "warmup" in point:
+        out["warmup"] = point["warmup"]
+    return out

@@ -7,7 +7,10 @@ A grid TOML (see the README's grid reference) names a `kind`:
   `window` (max N / min N) centred on N_opt = sqrt(C / (6 * tokens_per_param)).
 - `nxd`: Kaplan-style factorial, shapes x `tokens` (D).
 - `ladder`: shapes trained on `tokens_per_param` x N_total tokens each.
-`seeds` adds an axis to any kind. Every cell becomes a `RunConfig`; its id is `config_hash`.
+`seeds` adds an axis to any kind, and so do the [hparams] lists (`lr`, `lr_factors`,
+`batch_size`, `warmup`; see sweeps.family.hparam_points): their cells carry the axis values
+(`lr`, `lr_factor`, `batch`, `warmup`) and `hp_axes`, and their labels and run names show them.
+Every cell becomes a `RunConfig`; its id is `config_hash`.
 """
 
 from __future__ import annotations
@@ -145,23 +148,54 @@ def plan_grid(raw: dict[str, Any]) -> Plan:
 
     cells: list[Cell] = []
     seen: dict[str, str] = {}
+    points = F.hparam_points(hp)
     for coords, shapes in axes:
-        if kind == "isoflop":
-            _check_budget_reachable(name, coords["budget"], shapes, base_model, hp)
-            if hp["batch_per"] == "budget":
-                batch = _budget_batch(coords["budget"], shapes, base_model, hp)
-                coords = dict(coords, batch=batch)
-        for shape in shapes:
-            for seed in seeds:
-                cell = _make_cell(name, kind, kspec, hp, base, base_model, shape, coords, seed, raw)
-                if cell.run_id in seen:
-                    raise UserError(
-                        f"grid {name!r}: duplicate cell {cell.label} (same resolved config as "
-                        f"{seen[cell.run_id]}); remove the repeated budget/shape/seed/tokens value"
+        for point in points:
+            hpp, pc = F.point_hparams(hp, point), coords
+            if kind == "isoflop":
+                _check_budget_reachable(name, coords["budget"], shapes, base_model, hpp)
+                if hpp["batch_per"] == "budget":
+                    pc = dict(
+                        coords, batch=_budget_batch(coords["budget"], shapes, base_model, hpp)
                     )
-                seen[cell.run_id] = cell.label
-                cells.append(cell)
+            for shape in shapes:
+                for seed in seeds:
+                    cell = _make_cell(
+                        name, kind, kspec, hpp, base, base_model, shape, pc, seed, raw, point
+                    )
+                    if cell.run_id in seen:
+                        raise UserError(
+                            f"grid {name!r}: duplicate cell {cell.label} (same resolved config as "
+                            f"{seen[cell.run_id]}); remove the repeated budget/shape/seed/tokens/"
+                            f"hparams value"
+                        )
+                    seen[cell.run_id] = cell.label
+                    cells.append(cell)
     return Plan(name=name, kind=kind, cells=cells, grid=raw)
+
+
+def _point_parts(point: dict[str, Any]) -> list[str]:
+    """Label parts of an [hparams] axis point, e.g. ["lr=0.003", "B=32"]."""
+    names = {"lr": "lr", "lr_factor": "lrx", "batch_size": "B", "warmup": "warmup"}
+    return [
+        f"{names[k]}={v:.4g}" if isinstance(v, float) else f"{names[k]}={v}"
+        for k, v in point.items()
+    ]
+
+
+def _point_coords(point: dict[str, Any], lr: float, batch: int) -> dict[str, Any]:
+    """Cell coordinates of an axis point: the resolved lr and batch, the factor/warmup rule."""
+    axes = {"lr": "lr", "lr_factor": "lr", "batch_size": "batch", "warmup": "warmup"}
+    out: dict[str, Any] = {"hp_axes": sorted({axes[k] for k in point})}
+    if "lr" in point or "lr_factor" in point:
+        out["lr"] = lr
+    if "lr_factor" in point:
+        out["lr_factor"] = point["lr_factor"]
+    if "batch_size" in point:
+        out["batch"] = batch
+    if "warmup" in point:
+        out["warmup"] = point["warmup"]
+    return out
 
 
 def _positive_list(spec: dict[str, Any], key: str, kind: str) -> list[float]:
@@ -250,6 +284,7 @@ def _make_cell(
     coords: dict[str, Any],
     seed: int,
     raw: dict[str, Any],
+    point: dict[str, Any] | None = None,
 ) -> Cell:
     from scaling.flops import flops_per_token, param_counts
 
@@ -258,7 +293,8 @@ def _make_cell(
         cell["size"] = shape.name
     parts = [f"C={coords['budget']:.3g}"] if "budget" in coords else []
     parts += [f"D={coords['tokens']:.3g}"] if "tokens" in coords else []
-    label = "/".join(parts + [shape.label, f"seed{seed}"])
+    point = point or {}
+    label = "/".join(parts + [shape.label] + _point_parts(point) + [f"seed{seed}"])
     where = f"grid {name!r} cell {label}"
     model = _model_config(base_model, shape, where)
     counts = param_counts(model)
@@ -294,7 +330,11 @@ def _make_cell(
             f"lower hparams.min_batch_size or raise the budget/tokens"
         )
     lr = F.lr_for_width(hp, shape.d_model)
+    if "lr_factor" in point:
+        lr *= point["lr_factor"]
     warmup = F.warmup_for(hp, counts.total, steps, batch * seq)
+    if point:
+        cell |= _point_coords(point, lr, batch)
     cfg_raw = copy.deepcopy(base)
     cfg_raw["name"] = f"{name}-{label.replace('/', '-')}"
     cfg_raw["model"] = {**base_model, **shape.fields()}

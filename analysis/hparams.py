@@ -1,0 +1,279 @@
+"""Hyperparameter axes of a sweep (lr, batch, warmup): the best value per cell, with a CI.
+
+A grid with [hparams] lists (sweeps.grid) runs every (shape, budget/tokens, seed) cell at several
+lrs / batches / warmups; its cells carry `hp_axes`. For the scaling fits each such *group* must
+count once, so `analyze_records`:
+
+- groups the finished runs by their cell without the axis coordinates (lr, lr_factor, batch,
+  warmup) and keeps the run of lowest loss as the group's point (the others are dropped from the
+  fits, with a note);
+- for the lr and batch axes, fits a parabola to loss against log10(value) on the slice where the
+  other axes sit at the best run's values, over the grid's best point and up to two neighbours on
+  each side (far points, near divergence, are not parabolic). The vertex x* = -b / 2a is the best
+  value; its CI comes from the parabola-parameter uncertainty (delta method: covariance
+  s^2 (X'X)^-1 with s^2 = SSR / (n - 3), Student-t quantile with n - 3 degrees of freedom), so it
+  needs >= 4 points and widens honestly when there are few;
+- flags an *edge* optimum: the grid's best value is its smallest or largest, or the vertex lies
+  outside the grid, or the parabola has no minimum. Widen the axis for those cells;
+- fits best lr against N and best batch against C as power laws (log-log least squares, exponent
+  CI by a bootstrap over groups).
+
+numpy only (no JAX): the analysis reads results tables and nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+AXIS_KEYS = ("lr", "lr_factor", "batch", "warmup")
+FIT_AXES = ("lr", "batch")  # fitted on a log scale; warmup: best grid value only
+
+
+@functools.lru_cache(maxsize=64)
+def t_quantile(p: float, dof: int, seed: int = 0) -> float:
+    """Student-t quantile by Monte Carlo (numpy only; about 3 significant digits)."""
+    draws = np.random.default_rng(seed).standard_t(dof, 400_000)
+    return float(np.quantile(draws, p))
+
+
+def parabola_optimum(
+    x: np.ndarray, y: np.ndarray, *, level: float = 0.9, seed: int = 0
+) -> dict[str, Any]:
+    """Vertex of the least-squares parabola y = a x^2 + b x + c, with a delta-method t CI.
+
+    Uses the grid argmin and up to two neighbours on each side. Returns x_best (the vertex, or
+    the grid argmin when there is no minimum), lo/hi (None when not estimable), a, the points
+    used, and `edge` with its reason.
+    """
+    order = np.argsort(x)
+    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    i = int(np.argmin(y))
+    lo_i, hi_i = max(0, i - 2), min(x.size, i + 3)
+    xs, ys = x[lo_i:hi_i], y[lo_i:hi_i]
+    out: dict[str, Any] = dict(x_grid_best=float(x[i]), x_best=float(x[i]), lo=None, hi=None)
+    out |= dict(a=None, n_points=int(xs.size), edge=False, reason="")
+    if i in (0, x.size - 1):
+        out.update(edge=True, reason="best grid value at the edge of the grid")
+    if np.unique(xs).size < 3:
+        out["reason"] = out["reason"] or "fewer than 3 values: no parabola"
+        return out
+    X = np.stack([xs**2, xs, np.ones_like(xs)], axis=1)
+    coef, *_ = np.linalg.lstsq(X, ys, rcond=None)
+    a, b = float(coef[0]), float(coef[1])
+    out["a"] = a
+    if a <= 0:
+        out.update(edge=True, reason=out["reason"] or "no minimum (parabola opens downward)")
+        return out
+    vertex = -b / (2 * a)
+    out["x_best"] = float(vertex)
+    if not x[0] <= vertex <= x[-1]:
+        out.update(edge=True, reason=out["reason"] or "fitted optimum outside the grid")
+    dof = xs.size - 3
+    if dof >= 1:
+        s2 = float(np.sum((ys - X @ coef) ** 2)) / dof
+        cov = s2 * np.linalg.inv(X.T @ X)
+        g = np.array([b / (2 * a * a), -1 / (2 * a), 0.0])
+        half = t_quantile(0.5 + level / 2, dof, seed) * math.sqrt(max(0.0, float(g @ cov @ g)))
+        out["lo"], out["hi"] = float(vertex - half), float(vertex + half)
+    return out
+
+
+def power_law(
+    x: np.ndarray, y: np.ndarray, *, n_boot: int = 1000, level: float = 0.9, seed: int = 0
+) -> dict[str, Any] | None:
+    """y = k x^e fitted in log-log space; exponent CI by a bootstrap over the points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if np.unique(x).size < 2:
+        return None
+    lx, ly = np.log(x), np.log(y)
+    e, lk = np.polyfit(lx, ly, 1)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        k = rng.integers(0, x.size, x.size)
+        if np.unique(lx[k]).size >= 2:
+            draws.append(np.polyfit(lx[k], ly[k], 1)[0])
+    q = 100 * (1 - level) / 2
+    lo, hi = (float(v) for v in np.percentile(draws, [q, 100 - q])) if draws else (None, None)
+    return dict(exponent=float(e), coefficient=float(np.exp(lk)), lo=lo, hi=hi, n=int(x.size))
+
+
+def _group_key(cell: dict[str, Any]) -> str:
+    return json.dumps(
+        {k: v for k, v in cell.items() if k not in AXIS_KEYS and k != "hp_axes"}, sort_keys=True
+    )
+
+
+def analyze_records(
+    records: list[dict[str, Any]],
+    *,
+    level: float = 0.9,
+    seed: int = 0,
+    n_key: str = "N_total",
+    loss_key: str = "final_val_loss",
+) -> dict[str, Any] | None:
+    """Best run per group and per-axis optima (see the module docstring); None without axes.
+
+    `records` are finished results rows (run_id, cell, `loss_key`, `n_key`, D, C_6ND); each
+    group output's `loss`/`losses` are in that metric.
+    """
+    rows = [r for r in records if (r.get("cell") or {}).get("hp_axes")]
+    if not rows:
+        return None
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(_group_key(r["cell"]), []).append(r)
+    out_groups = []
+    for members in groups.values():
+        best = min(members, key=lambda r: r[loss_key])
+        cell = best["cell"]
+        g: dict[str, Any] = dict(
+            cell={k: v for k, v in cell.items() if k not in AXIS_KEYS and k != "hp_axes"},
+            best_run=best["run_id"],
+            loss=float(best[loss_key]),
+            N=float(best[n_key]),
+            C=float(best.get("C_6ND") or 6.0 * best[n_key] * best["D"]),
+            variants=len(members),
+            axes={},
+        )
+        for axis in cell["hp_axes"]:
+            others = [a for a in cell["hp_axes"] if a != axis]
+            line = [m for m in members if all(m["cell"].get(a) == cell.get(a) for a in others)]
+            values = [m["cell"][axis] for m in line]
+            losses = np.array([m[loss_key] for m in line], float)
+            if axis in FIT_AXES:
+                fit = parabola_optimum(np.log10(values), losses, level=level, seed=seed)
+                res = dict(best=10 ** fit["x_best"], grid_best=10 ** fit["x_grid_best"])
+                res |= dict(lo=_pow10(fit["lo"]), hi=_pow10(fit["hi"]), edge=fit["edge"])
+                res |= dict(reason=fit["reason"], n_points=fit["n_points"])
+            else:
+                j = int(np.argmin(losses))
+                edge = isinstance(values[j], int | float) and values[j] in (
+                    min(v for v in values if isinstance(v, int | float)),
+                    max(v for v in values if isinstance(v, int | float)),
+                )
+                res = dict(best=values[j], grid_best=values[j], edge=bool(edge and len(values) > 1))
+                res["reason"] = "best grid value at the edge of the grid" if res["edge"] else ""
+            res["values"], res["losses"] = values, losses.tolist()
+            g["axes"][axis] = res
+        out_groups.append(g)
+    out_groups.sort(key=lambda g: (g["C"], g["N"]))
+    kept = {g["best_run"] for g in out_groups}
+    return dict(
+        groups=out_groups,
+        kept=sorted(kept),
+        dropped=sorted(r["run_id"] for r in rows if r["run_id"] not in kept),
+        laws=_laws(out_groups, level, seed),
+        edge_cells=[_label(g) + f" ({a})" for g in out_groups for a, v in g["axes"].items()
+                    if v["edge"]],
+    )  # fmt: skip
+
+
+def _pow10(x: float | None) -> float | None:
+    return None if x is None else 10**x
+
+
+def _laws(groups: list[dict], level: float, seed: int) -> dict[str, Any]:
+    laws: dict[str, Any] = {}
+    with_lr = [g for g in groups if "lr" in g["axes"]]
+    if with_lr:
+        laws["lr_vs_N"] = power_law(
+            [g["N"] for g in with_lr], [g["axes"]["lr"]["best"] for g in with_lr],
+            level=level, seed=seed,
+        )  # fmt: skip
+    with_b = [g for g in groups if "batch" in g["axes"]]
+    if with_b:
+        laws["batch_vs_C"] = power_law(
+            [g["C"] for g in with_b], [g["axes"]["batch"]["best"] for g in with_b],
+            level=level, seed=seed,
+        )  # fmt: skip
+    return {k: v for k, v in laws.items() if v is not None}
+
+
+def _label(g: dict) -> str:
+    c = g["cell"]
+    parts = [f"C={c['budget']:.3g}"] if "budget" in c else []
+    parts += [f"D={c['tokens']:.3g}"] if "tokens" in c else []
+    return "/".join(parts + [str(c.get("shape", "?")), f"seed{c.get('seed', 0)}"])
+
+
+def summary_lines(hp: dict[str, Any]) -> list[str]:
+    """A few lines for the terminal: kept/dropped counts, laws, edge flags."""
+    lines = [
+        f"hyperparameter axes: {len(hp['groups'])} cells, best of "
+        f"{len(hp['kept']) + len(hp['dropped'])} runs kept for the fits "
+        f"({len(hp['dropped'])} variants dropped)"
+    ]
+    for name, law in hp["laws"].items():
+        ci = f" [{law['lo']:.3g}, {law['hi']:.3g}]" if law.get("lo") is not None else ""
+        y, x = name.split("_vs_")
+        lines.append(f"  best {y} ~ {x}^{law['exponent']:.3g}{ci} over {law['n']} cells")
+    if hp["edge_cells"]:
+        lines.append(
+            f"  EDGE: optimum on the grid's edge for {len(hp['edge_cells'])} cell(s): "
+            + ", ".join(hp["edge_cells"][:4])
+            + ("..." if len(hp["edge_cells"]) > 4 else "")
+            + "; widen that axis"
+        )
+    return lines
+
+
+def markdown(hp: dict[str, Any]) -> str:
+    """The report.md section: one row per cell and axis."""
+    md = ["", "## Hyperparameter axes", ""]
+    md += [f"- {line.strip()}" for line in summary_lines(hp)]
+    md += [
+        "",
+        "| cell | axis | best | CI | grid best | edge | loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in hp["groups"]:
+        for axis, v in g["axes"].items():
+            ci = f"[{v['lo']:.3g}, {v['hi']:.3g}]" if v.get("lo") is not None else "n/a"
+            best = f"{v['best']:.3g}" if isinstance(v["best"], float) else str(v["best"])
+            md.append(
+                f"| {_label(g)} | {axis} | {best} | {ci} | {v['grid_best']} | "
+                f"{'EDGE: ' + v['reason'] if v['edge'] else ''} | {g['loss']:.4f} |"
+            )
+    return "\n".join(md) + "\n"
+
+
+def figure(hp: dict[str, Any], out_dir: Path, axis: str = "lr") -> list[str]:
+    """loss vs `axis` (log scale), one line per width (shape), one panel per budget/tokens;
+    the fitted optimum marked. Returns [png] or [] when no cell has that axis."""
+    groups = [g for g in hp["groups"] if axis in g["axes"]]
+    if not groups:
+        return []
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    def panel_of(g: dict) -> str:
+        c = g["cell"]
+        return f"C={c['budget']:.3g}" if "budget" in c else f"D={c.get('tokens', 0):.3g}"
+
+    panels = sorted({panel_of(g) for g in groups}, key=lambda s: float(s[2:]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for g in sorted((g for g in groups if panel_of(g) == panel), key=lambda g: g["N"]):
+            v = g["axes"][axis]
+            xs, ys = zip(*sorted(zip(v["values"], v["losses"], strict=True)), strict=True)
+            line = ax.plot(xs, ys, marker="o", ms=3, label=f"{g['cell'].get('shape')}")[0]
+            y_best = min(ys)
+            ax.plot([v["best"]], [y_best], marker="*", ms=11, color=line.get_color(),
+                    markeredgecolor="k" if not v["edge"] else "r")  # fmt: skip
+        ax.set(xscale="log", xlabel=f"peak {axis}", title=panel)
+    axes[0][0].set_ylabel("final validation loss")
+    axes[0][-1].legend(fontsize=7, title="shape (star: fitted best; red edge: on grid edge)")
+    path = Path(out_dir) / f"loss_vs_{axis}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return [str(path)]
