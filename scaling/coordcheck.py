@@ -30,7 +30,6 @@ from scaling import config as C
 from scaling import engine, optim, sharding
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
-from scaling.model import compute_dtype
 
 
 def _rms(x: jax.Array) -> jax.Array:
@@ -39,11 +38,7 @@ def _rms(x: jax.Array) -> jax.Array:
 
 def layer_rms(model: nnx.Module, tokens_BT: jax.Array) -> dict[str, jax.Array]:
     """RMS of each layer's output, walking the model's own submodules in forward order."""
-    cfg, T = model.cfg, tokens_BT.shape[1]
-    dt = compute_dtype(cfg)
-    x = jnp.take(model.embedding[...].astype(dt), tokens_BT, axis=0)
-    if cfg.pos == "learned":
-        x = x + model.pos_embedding[...][:T].astype(dt)[None]
+    x = model.embed(tokens_BT)
     out = {"embed": _rms(x)}
     for i, block in enumerate(model.blocks):
         a = block.attn(block.attn_norm(x))
@@ -70,7 +65,9 @@ def run_config(
     )
 
 
-def _train_probe(cfg: C.RunConfig, data: Any, eval_batch: np.ndarray) -> tuple[dict, float]:
+def _train_probe(
+    cfg: C.RunConfig, data: Any, eval_batch: np.ndarray, with_loss: bool
+) -> tuple[dict, float | None]:
     mesh = sharding.make_mesh(cfg, jax.devices()[:1])
     eng = engine.engine(cfg, mesh)
     t = cfg.train
@@ -81,8 +78,10 @@ def _train_probe(cfg: C.RunConfig, data: Any, eval_batch: np.ndarray) -> tuple[d
             state, _ = eng.step(state, batch, np.float32(optim.lr_at(t, s)))
         model = nnx.merge(eng.graphdef, state["params"], state["other"])
         rms = jax.device_get(nnx.jit(layer_rms)(model, jnp.asarray(eval_batch[:, :-1])))
-        loss = engine.val_loss(eng, state, [engine.put(eval_batch, eng.batch_sharding)])
-    return {k: float(v) for k, v in rms.items()}, float(loss)
+        loss = None  # only the lr-transfer probe needs it (saves a compile per probe)
+        if with_loss:
+            loss = engine.val_loss(eng, state, [engine.put(eval_batch, eng.batch_sharding)])
+    return {k: float(v) for k, v in rms.items()}, loss
 
 
 def _check(widths: Sequence[int], lrs: Sequence[float], steps: int, seeds: int) -> None:
@@ -99,7 +98,8 @@ def sweep(
     steps: int = 5, batch: int = 16, seeds: int = 1, params: Sequence[str] = ("sp", "mup"),
     progress: bool = False, **shape: Any,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One record per (param, width, lr, seed): layer RMS after `steps` updates and val loss."""
+    """One record per (param, width, lr, seed): layer RMS after `steps` updates and the
+    validation loss on one fixed batch (None when there is a single lr: no transfer to show)."""
     _check(widths, lrs, steps, seeds)
     widths = sorted(widths)
     base = base_width or widths[0]
@@ -119,7 +119,7 @@ def sweep(
     records = []
     pairs = list(zip(jobs, cfgs, strict=True))
     for (p, w, lr, s), cfg in tqdm(pairs, desc="mup-check", disable=not progress):
-        rms, loss = _train_probe(cfg, data, eval_batch)
+        rms, loss = _train_probe(cfg, data, eval_batch, with_loss=len(lrs) > 1)
         records.append(dict(param=p, width=w, base_width=base, lr=lr, seed=s, loss=loss, rms=rms))
     return records
 
@@ -223,7 +223,7 @@ def run(args: Any) -> int:
         summary[p] = {
             "max_rms_ratio": ratio,
             "layer": layer,
-            "best_lr": best_lr_by_width(records, p),
+            "best_lr": best_lr_by_width(records, p) if len(lrs) > 1 else None,
         }
         line = f"{p.upper():>3}: RMS(widest)/RMS(narrowest) up to {ratio:.2f}x ({layer})"
         if len(lrs) > 1:

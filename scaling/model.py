@@ -82,16 +82,18 @@ def attention(
     )
 
 
-def attention_probs(q_BTNH: jax.Array, k_BTKH: jax.Array) -> jax.Array:
+def attention_probs(q_BTNH: jax.Array, k_BTKH: jax.Array, scale: float | None = None) -> jax.Array:
     """The causal attention weights [B, N, T(query), S(key)] that `attention` applies, in
     float32 (for analysis: `attention` itself never materialises them on the cuDNN path).
-    Keep the scale in step with `attention` (jax.nn.dot_product_attention's default)."""
+    Keep the scale in step with `attention` (jax.nn.dot_product_attention's default; pass
+    `scale = mup.attention_scale(cfg)` for a muP model)."""
     N, K, H = q_BTNH.shape[2], k_BTKH.shape[2], q_BTNH.shape[3]
     k_BTNH = jnp.repeat(k_BTKH, N // K, axis=2)
     scores = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BTNH, preferred_element_type=jnp.float32)
     T, S = scores.shape[-2:]
     causal_TS = jnp.tril(jnp.ones((T, S), bool))
-    scores = jnp.where(causal_TS, scores / math.sqrt(H), -jnp.inf)
+    scores = scores / math.sqrt(H) if scale is None else scores * scale
+    scores = jnp.where(causal_TS, scores, -jnp.inf)
     return jax.nn.softmax(scores, axis=-1)
 
 

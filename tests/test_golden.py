@@ -2,8 +2,8 @@
 
 Any change to the model, the optimiser or the run id of a default config shows up here: logits of
 two fixed models (tied/RoPE/SwiGLU/RMSNorm and untied/learned/GELU/LayerNorm), three jitted train
-steps on 8 fake devices (losses and final params), and the config hash of the built-in `tiny`
-config (the run id every existing sweep directory is keyed by).
+steps on 8 fake devices (losses and final params), the config hash of the built-in `tiny`
+config and the run ids of the built-in grids' plans (what existing sweep directories are keyed by).
 
 On the platform the file was written on (CPU, same JAX version) the comparison is bitwise (sha256
 of the float32 bytes); elsewhere it falls back to rtol 1e-5 on the stored sample values.
@@ -88,13 +88,14 @@ def test_standard_parametrisation_golden_outputs() -> None:
     got = _compute()
     if os.environ.get("SCALING_REGEN_GOLDEN") == "1":
         GOLDEN.parent.mkdir(exist_ok=True)
+        got["grid_run_ids_sha256"] = _grid_ids()
         GOLDEN.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
         pytest.skip(f"regenerated {GOLDEN}")
     want = json.loads(GOLDEN.read_text())
     assert got["tiny_config_hash"] == want["tiny_config_hash"], "run ids of default configs moved"
     bitwise = got["platform"] == want["platform"] and got["jax"] == want["jax"]
     for key, w in want.items():
-        if key in ("platform", "jax", "tiny_config_hash"):
+        if key in ("platform", "jax", "tiny_config_hash", "grid_run_ids_sha256"):
             continue
         g = got[key]
         if key == "train/losses":
@@ -106,3 +107,18 @@ def test_standard_parametrisation_golden_outputs() -> None:
         else:
             np.testing.assert_allclose(g["samples"], w["samples"], rtol=1e-5, atol=1e-7)
             np.testing.assert_allclose(g["sum"], w["sum"], rtol=1e-5, atol=1e-5)
+
+
+def _grid_ids() -> dict[str, str]:
+    from sweeps.grid import load_grid, plan_grid
+
+    out = {}
+    for name in ("demo", "cpu-small", "gpt3-ladder", "h100-isoflop"):
+        ids = " ".join(c.run_id for c in plan_grid(load_grid(name)).cells)
+        out[name] = hashlib.sha256(ids.encode()).hexdigest()[:16]
+    return out
+
+
+def test_builtin_grids_keep_their_run_ids() -> None:
+    """Planning the built-in grids gives the same run ids as before muP and the hparam axes."""
+    assert _grid_ids() == json.loads(GOLDEN.read_text())["grid_run_ids_sha256"]
