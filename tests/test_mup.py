@@ -148,3 +148,21 @@ def _roundtrip(cfg: C.RunConfig) -> dict:
     import tomllib
 
     return tomllib.loads(C.to_toml(cfg))
+
+
+def test_mup_run_checkpoints_and_resumes(tmp_path) -> None:
+    """The optax partition's state goes through the sharded engine and the Orbax checkpoint."""
+    from scaling.train import train
+
+    cfg = C.load(
+        "tiny",
+        ["model.preset=cpu-3xs", "model.seq_len=32", "model.param=mup", "model.base_width=8",
+         "train.batch_size=16", "train.steps=8", "train.checkpoint_every=4",
+         "data.dataset=python_source/small", "data.val_tokens=2048", "data.task_mix=0.0",
+         "eval.enabled=false"],
+    )  # fmt: skip
+    out = tmp_path / "run"
+    assert train(cfg, out, progress=False, stop_after=4)["status"] == "stopped"
+    result = train(cfg, out, progress=False)
+    assert result["status"] == "done" and result["resumed_from_step"] == 4
+    assert math.isfinite(result["final_val_loss"]) and result["config"]["model"]["param"] == "mup"
