@@ -58,7 +58,7 @@ def parabola_optimum(
     xs, ys = x[lo_i:hi_i], y[lo_i:hi_i]
     out: dict[str, Any] = dict(x_grid_best=float(x[i]), x_best=float(x[i]), lo=None, hi=None)
     out |= dict(a=None, n_points=int(xs.size), edge=False, reason="")
-    if i in (0, x.size - 1):
+    if x.size > 1 and i in (0, x.size - 1):
         out.update(edge=True, reason="best grid value at the edge of the grid")
     if np.unique(xs).size < 3:
         out["reason"] = out["reason"] or "fewer than 3 values: no parabola"
@@ -255,11 +255,15 @@ def figure(hp: dict[str, Any], out_dir: Path, axis: str = "lr") -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    def panel_of(g: dict) -> str:
+    def panel_of(g: dict) -> tuple[float, str]:
         c = g["cell"]
-        return f"C={c['budget']:.3g}" if "budget" in c else f"D={c.get('tokens', 0):.3g}"
+        if "budget" in c:
+            return float(c["budget"]), f"C={c['budget']:.3g}"
+        if "tokens" in c:
+            return float(c["tokens"]), f"D={c['tokens']:.3g}"
+        return 0.0, f"{c.get('kind', 'all')}"
 
-    panels = sorted({panel_of(g) for g in groups}, key=lambda s: float(s[2:]))
+    panels = sorted({panel_of(g) for g in groups})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         for g in sorted((g for g in groups if panel_of(g) == panel), key=lambda g: g["N"]):
@@ -269,7 +273,7 @@ def figure(hp: dict[str, Any], out_dir: Path, axis: str = "lr") -> list[str]:
             y_best = min(ys)
             ax.plot([v["best"]], [y_best], marker="*", ms=11, color=line.get_color(),
                     markeredgecolor="k" if not v["edge"] else "r")  # fmt: skip
-        ax.set(xscale="log", xlabel=f"peak {axis}", title=panel)
+        ax.set(xscale="log", xlabel=f"peak {axis}" if axis == "lr" else axis, title=panel[1])
     axes[0][0].set_ylabel("final validation loss")
     axes[0][-1].legend(fontsize=7, title="shape (star: fitted best; red edge: on grid edge)")
     path = Path(out_dir) / f"loss_vs_{axis}.png"
