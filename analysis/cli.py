@@ -117,10 +117,14 @@ def _load(args: argparse.Namespace):
 
 def _out_dir(args: argparse.Namespace) -> Path:
     if args.out:
-        return Path(args.out)
-    if args.dir:
-        return Path(args.dir) / "report"
-    return Path(Path(args.csv).stem + "_report")
+        out = Path(args.out)
+    elif args.dir:
+        out = Path(args.dir) / "report"
+    else:
+        out = Path(Path(args.csv).stem + "_report")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory; pass a directory path")
+    return out
 
 
 def _results_path(args: argparse.Namespace) -> Path | None:
@@ -289,22 +293,27 @@ def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:
     from analysis.report import run_analysis, write_report
 
     table = _load(args)
+    out = _out_dir(args)  # before any compute: a bad --out fails fast
     holdout = None if figures_only or args.holdout in (None, "none") else args.holdout
     if holdout and holdout != "largest":  # a hold-out the user asked for: check it before fitting
         from analysis.select import holdout_rows
 
         holdout_rows(table, holdout)
-    res = run_analysis(
-        table,
-        n_resamples=args.resamples,
-        seed=args.seed,
-        level=args.level,
-        method=args.method,
-        holdout=holdout,
-        need_approach2=not args.no_approach2,
-        intervals=not figures_only,  # `plot` draws the law's figures only (no back-tests)
-    )
-    out = _out_dir(args)
+    try:
+        res = run_analysis(
+            table,
+            n_resamples=args.resamples,
+            seed=args.seed,
+            level=args.level,
+            method=args.method,
+            holdout=holdout,
+            need_approach2=not args.no_approach2,
+            intervals=not figures_only,  # `plot` draws the law's figures only (no back-tests)
+        )
+    except UserError:  # the fit failed: the notes (e.g. skipped diverged runs) still matter
+        for note in table.notes:
+            print(f"  note: {note}", file=sys.stderr)
+        raise
     if figures_only:
         figs = all_figures(res, out)
         for name, paths in figs.items():

@@ -8,6 +8,7 @@ exact_match is the primary metric; token_acc and logprob are its continuous comp
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import tomllib
@@ -19,6 +20,7 @@ import numpy as np
 from analysis.emergence import Curve
 from analysis.emergence_tables import BUILTIN_SPECS
 from scaling.errors import UserError
+from scaling.fileio import read_jsonl, read_text
 
 COMPUTE_KEYS = ("C_exact", "C_6ND", "flops_exact", "flops_6nd_total")
 PARAMS_KEYS = ("N_total", "n_params_total")
@@ -48,14 +50,7 @@ def read_records(path: str | Path) -> list[dict]:
         p = p / "results.jsonl"
     if not p.is_file():
         raise UserError(f"no results file at {p}: pass a sweep directory containing results.jsonl")
-    recs = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                recs.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}:{i}: invalid JSON ({e.msg}); fix or remove the line") from e
-    return recs
+    return read_jsonl(p)  # damaged lines: reported once and skipped, intact records kept
 
 
 def _scale_of(rec: dict, scale_keys: tuple[str, ...]) -> float | None:
@@ -172,7 +167,7 @@ def load_spec(arg: str | None, inline: list[str]) -> dict:
             spec = json.loads(json.dumps(BUILTIN_SPECS[arg]))
         elif Path(arg).is_file():
             try:
-                spec = tomllib.loads(Path(arg).read_text())
+                spec = tomllib.loads(read_text(arg, "save the spec as UTF-8 TOML"))
             except tomllib.TOMLDecodeError as e:
                 raise UserError(f"--map {arg}: invalid TOML ({e})") from e
         else:
@@ -193,6 +188,8 @@ def parse_metric_flag(text: str) -> tuple[str, dict]:
     options). majority = the majority-label rate of a multiple-choice task (see chance_floor)."""
     col, *opts = text.split(":")
     out: dict = {}
+    if not col:
+        raise UserError(f"--metric {text!r}: give a column name, e.g. --metric MMLU:chance=0.25")
     for o in opts:
         k, _, v = o.partition("=")
         if k in ("chance", "scale", "majority", "n"):
@@ -200,8 +197,13 @@ def parse_metric_flag(text: str) -> tuple[str, dict]:
                 num = float(v)
             except ValueError:
                 raise UserError(f"--metric {text!r}: {k}={v!r} is not a number") from None
+            if not math.isfinite(num) or (k == "n" and (num < 1 or num != int(num))):
+                what = "a positive whole number" if k == "n" else "a finite number"
+                raise UserError(f"--metric {text!r}: {k}={v!r} must be {what}")
             if k in ("chance", "majority") and not 0 <= num <= 1:
                 raise UserError(f"--metric {text!r}: {k}={v} must be a rate between 0 and 1")
+            if k == "scale" and num == 0:
+                raise UserError(f"--metric {text!r}: scale must not be 0")
             if k == "n":
                 out["n_items"] = int(num)
             else:
@@ -220,8 +222,13 @@ def _read_join(paths: list[str], on: str) -> list[dict]:
     for p in paths:
         if not Path(p).is_file():
             raise UserError(f"--csv {p}: file not found")
-        with open(p, newline="") as f:
-            tables.append({r[on]: r for r in csv.DictReader(f) if on in r})
+        text = read_text(p, "save the table as UTF-8 CSV")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        cols = reader.fieldnames or []
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        if dup:
+            raise UserError(f"--csv {p}: column {dup[0]!r} appears twice; rename one")
+        tables.append({r[on]: r for r in reader if on in r})
         if not tables[-1]:
             raise UserError(f"--csv {p}: no column {on!r} to join on; set join=COLUMN")
     keys = [k for k in tables[0] if all(k in t for t in tables[1:])]

@@ -11,6 +11,7 @@ import numpy as np
 
 from analysis.bootstrap import percentile_ci
 from analysis.laws import compute_optimal, joint_loss, power_loss
+from scaling.fileio import writing
 
 STYLE = {
     "font.size": 11,
@@ -61,7 +62,8 @@ def _save(fig, out_dir: Path, name: str) -> list[str]:
     paths = []
     for ext in ("png", "svg"):
         p = out_dir / f"{name}.{ext}"
-        fig.savefig(p, dpi=150)
+        with writing(p):
+            fig.savefig(p, dpi=150)
         paths.append(str(p))
     return paths
 

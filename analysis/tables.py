@@ -17,6 +17,7 @@ A table file is read as JSON lines when its name ends in .jsonl or .ndjson, else
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -26,9 +27,13 @@ import numpy as np
 
 from analysis.hparams import analyze_records
 from scaling.errors import UserError
+from scaling.fileio import read_jsonl, read_text
 
 CSV_KEYS = ("N", "D", "C", "loss", "budget", "run")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+# The fits evaluate thousands of starts and the bootstrap thousands of resamples over every row;
+# past this many rows that is tens of GiB (1e6 rows x 4000 resamples x 8 B = 30 GiB).
+MAX_ROWS = 100_000
 
 
 @dataclass
@@ -104,16 +109,10 @@ def load_results(
         raise UserError(f"--loss must be 'nats' or 'bpb', got {loss!r}")
     key_l = "final_val_loss" if loss == "nats" else "final_val_bpb"
     rows, notes, unit, extra, done = [], [], None, [], []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(
-                f"{path}:{lineno}: not valid JSON ({e.msg}); fix or remove the line"
-            ) from e
-        rid = str(rec.get("run_id", f"line{lineno}"))
+    records = read_jsonl(path)  # damaged lines: reported once and skipped
+    _check_size(path, len(records))
+    for lineno, rec in enumerate(records, 1):
+        rid = str(rec.get("run_id", f"record{lineno}"))
         if rec.get("status", "done") != "done":
             notes.append(f"skipped run {rid}: status {rec.get('status')!r}")
             continue
@@ -124,19 +123,28 @@ def load_results(
             hint = (
                 " (recorded before bits per byte existed: use --loss nats)" if loss == "bpb" else ""
             )
-            raise UserError(f"{path}:{lineno}: run {rid} lacks field(s) {missing}{hint}")
-        N, D = float(rec[key_n]), float(rec["D"])
+            raise UserError(f"{path}: run {rid} lacks field(s) {missing}{hint}")
+
+        def num(key: str, rec: dict = rec, rid: str = rid) -> float:
+            value = rec[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UserError(f"{path}: run {rid}: {key} = {value!r} is not a number")
+            return float(value)
+
+        N, D = num(key_n), num("D")
         C = rec.get(key_c)
-        C = 6.0 * N * D if C is None or (flops == "6nd" and n_kind == "nonembed") else float(C)
-        cell = rec.get("cell") or {}
+        C = 6.0 * N * D if C is None or (flops == "6nd" and n_kind == "nonembed") else num(key_c)
+        cell = rec.get("cell") if isinstance(rec.get("cell"), dict) else {}
         budget = cell.get("budget")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)):
+            budget = None
         curve = rec.get("curve") or rec.get("curve_path") or rec.get("metrics_path")
         if curve and not Path(curve).is_absolute():
             curve = str(path.parent / curve)
         unit = unit or ("bits/byte" if loss == "bpb" else _unit_of(rec))
         if loss == "bpb":
             curve = None  # the metrics curves are in nats per token
-        rows.append((rid, N, D, C, float(rec[key_l]), budget, curve))
+        rows.append((rid, N, D, C, num(key_l), budget, str(curve) if curve else None))
         extra.append(flatten(rec))
         done.append(dict(rec, run_id=rid))
     if not rows:
@@ -153,6 +161,17 @@ def load_results(
     table = _to_table(rows, unit or "nats/token", str(path), notes, extra)
     table.hparams = hp
     return table
+
+
+def _check_size(path: Path, rows: int) -> None:
+    """Refuse, with the size, a table too large for the fits' and bootstrap's memory."""
+    if rows > MAX_ROWS:
+        gib = rows * 4000 * 8 / 2**30
+        raise UserError(
+            f"{path}: {rows:,} rows is more than the {MAX_ROWS:,} this tool fits (the bootstrap "
+            f"alone would hold about {gib:.0f} GiB at 4000 resamples); aggregate or sample the "
+            f"table, e.g. one row per run"
+        )
 
 
 def _unit_of(rec: dict) -> str:
@@ -250,14 +269,22 @@ def parse_map(items: list[str]) -> dict:
 
 
 def read_rows(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
-    """(column names, [(where, row dict)]) of a CSV or, by suffix, a JSON-lines file."""
+    """(column names, [(where, row dict)]) of a CSV or, by suffix, a JSON-lines file. Not UTF-8,
+    a repeated CSV column or more than MAX_ROWS rows: a UserError naming the file."""
+    text = read_text(path, "save the table as UTF-8")
+    _check_size(path, text.count("\n"))
     if path.suffix.lower() not in JSONL_SUFFIXES:
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            rows = [(f"{path}:{i}", r) for i, r in enumerate(reader, 2)]
-            return list(reader.fieldnames or []), rows
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        cols = list(reader.fieldnames or [])
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        if dup:
+            raise UserError(
+                f"{path}: column {dup[0]!r} appears {cols.count(dup[0])} times in the header; "
+                f"rename the duplicates so that --map can name one column"
+            )
+        return cols, [(f"{path}:{i}", r) for i, r in enumerate(reader, 2)]
     rows, cols = [], {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -304,7 +331,7 @@ def load_table(path: str | Path, mapping: dict, *, loss_unit: str = "nats/token"
 
         N, L = num("N"), num("loss")
         C = num("C") if "C" in mapping else math.nan
-        D = num("D") if "D" in mapping else C / (6.0 * N)
+        D = num("D") if "D" in mapping else C / (6.0 * N) if N > 0 else math.nan
         if "C" not in mapping:
             C = 6.0 * N * D
         budget = num("budget") if "budget" in mapping else None

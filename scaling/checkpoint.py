@@ -5,10 +5,14 @@ A checkpoint step holds two items: `state` (any pytree of jax arrays, stored as 
 Saves are asynchronous where Orbax supports it: `save` returns once the arrays are copied to
 host memory, so the caller may donate the device buffers immediately afterwards.
 
-`restore_latest` walks the steps newest-first and returns the newest one that reads back; each
-unreadable step is moved aside to `<dir>/unreadable-<step>` (kept for inspection, ignored by
-Orbax) and reported in the returned warnings. If checkpoints exist but none can be read it
-raises `UnreadableCheckpointError` instead of letting the caller silently restart from step 0.
+`restore_latest` walks the steps newest-first and returns the newest one that reads back; the
+unreadable newer steps are then moved aside to `<dir>/unreadable-<step>` (kept for inspection,
+ignored by Orbax, so new saves do not collide with them) and reported in the returned warnings.
+Moving them never changes what the next run decides: it resumes from the same readable step.
+If checkpoints exist but none can be read it moves NOTHING and raises
+`UnreadableCheckpointError`, so every rerun refuses again until the user says `restart=True`
+(`scaling train --restart`: all steps moved aside, start from 0) or `from_step=N`.
+A full disk during a save becomes `DiskFullError` (one line, exit 1), not Orbax's tracebacks.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from scaling.errors import UserError
+from scaling.fileio import writing
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,10 @@ class Checkpointer:
         Returns once the device arrays have been copied out, so buffers may be donated next.
         """
         flat, _ = _flatten(state)
+        with writing(self.directory / str(step)):
+            self._save(step, flat, meta)
+
+    def _save(self, step: int, flat: dict[str, Any], meta: dict[str, Any] | None) -> None:
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -109,11 +118,15 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Block until every pending asynchronous save is on disk."""
-        self._manager.wait_until_finished()
+        with writing(self.directory):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Finish pending saves and stop Orbax's background threads (before interpreter exit)."""
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
 
     # ------------------------------------------------------------------ restore
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
@@ -149,46 +162,85 @@ class Checkpointer:
         state = jax.tree_util.tree_unflatten(treedef, [flat[k] for k in flat_abs])
         return state, dict(out["meta"] or {})
 
-    def restore_latest(self, abstract_state: Any) -> Restored | None:
-        """Newest readable step, or None when the directory holds no checkpoint at all.
+    def restore_latest(
+        self, abstract_state: Any, *, restart: bool = False, from_step: int | None = None
+    ) -> Restored | None:
+        """Newest readable step, or None when there is none to resume (no checkpoint, or
+        `restart`). `from_step=N` resumes from exactly step N (newer steps are moved aside).
 
-        Unreadable newer steps are moved aside and reported (warning log + `Restored.warnings`).
-        Raises UnreadableCheckpointError when checkpoints exist but none reads back.
+        Raises UnreadableCheckpointError, moving nothing, when checkpoints exist but none
+        reads back (and neither `restart` nor `from_step` was given).
         """
         steps = self.steps()
-        warnings: list[str] = []
+        if restart or from_step == 0:
+            for step in steps:
+                self._move_aside(step, "restarted")
+            return None
+        if from_step is not None:
+            return self._restore_exact(from_step, steps, abstract_state)
+        failures: list[tuple[int, str]] = []
         for step in reversed(steps):
             try:
                 state, meta = self.restore(step, abstract_state)
             except Exception as e:  # noqa: BLE001 - any failure means "this step is unreadable"
-                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-                msg = f"checkpoint step {step} in {self.directory} is unreadable ({reason})"
-                aside = self._move_aside(step)
-                if aside:
-                    msg += f"; moved to {aside.name}"
-                warnings.append(msg)
-                log.warning(msg)
+                failures.append((step, _reason(e)))
                 continue
+            warnings = []
+            for bad, reason in failures:  # newer than `step`: out of the way of new saves
+                aside = self._move_aside(bad, "unreadable")
+                msg = f"checkpoint step {bad} in {self.directory} is unreadable ({reason})"
+                warnings.append(msg + (f"; moved to {aside.name}" if aside else ""))
+                log.warning(warnings[-1])
             return Restored(step=step, state=state, meta=meta, warnings=warnings)
         if steps:
             raise UnreadableCheckpointError(
-                f"none of the {len(steps)} checkpoints in {self.directory} (steps {steps}) can be "
-                f"read: {'; '.join(warnings)}. Refusing to restart from step 0; delete the "
-                f"checkpoints directory to start over, or restore it from a backup"
+                f"none of the {len(steps)} checkpoints in {self.directory} (steps "
+                f"{_fmt_steps(steps)}) can be read (step {failures[0][0]}: {failures[0][1]}); "
+                f"refusing to restart from step 0 silently: rerun with --restart to train from "
+                f"step 0 (the checkpoints are kept as restarted-<step>), or with "
+                f"--from-step N after restoring step N from a backup"
             )
         return None
 
-    def _move_aside(self, step: int) -> Path | None:
-        """Rename an unreadable step dir so Orbax neither lists it nor saves over it."""
+    def _restore_exact(self, step: int, steps: list[int], abstract_state: Any) -> Restored:
+        if step not in steps:
+            raise UserError(
+                f"--from-step {step}: no checkpoint step {step} in {self.directory} (steps "
+                f"{_fmt_steps(steps) or 'none'}); pick one of them, or --restart"
+            )
+        try:
+            state, meta = self.restore(step, abstract_state)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(
+                f"--from-step {step}: checkpoint step {step} in {self.directory} is unreadable "
+                f"({_reason(e)}); pick another step, or --restart"
+            ) from None
+        warnings = []
+        for newer in (s for s in steps if s > step):
+            aside = self._move_aside(newer, "discarded")
+            warnings.append(f"--from-step {step}: checkpoint step {newer} moved to {aside.name}")
+        return Restored(step=step, state=state, meta=meta, warnings=warnings)
+
+    def _move_aside(self, step: int, why: str) -> Path | None:
+        """Rename a step dir to `<why>-<step>` so Orbax neither lists it nor saves over it."""
         if jax.process_index() != 0:
             return None
         src = self.directory / str(step)
         if not src.exists():
             return None
-        dst = self.directory / f"unreadable-{step}"
+        dst = self.directory / f"{why}-{step}"
         n = 1
         while dst.exists():
-            dst, n = self.directory / f"unreadable-{step}.{n}", n + 1
+            dst, n = self.directory / f"{why}-{step}.{n}", n + 1
         shutil.move(str(src), str(dst))
         self._manager.reload()
         return dst
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).splitlines()[0][:300] if str(e) else ""
+    return f"{type(e).__name__}: {text}"
+
+
+def _fmt_steps(steps: list[int]) -> str:
+    return ", ".join(map(str, steps[:10])) + (", ..." if len(steps) > 10 else "")

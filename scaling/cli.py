@@ -11,7 +11,9 @@ import argparse
 import os
 import sys
 
-from scaling.errors import UserError, install_interrupt_handler
+from scaling import signals
+from scaling.errors import DiskFullError, UserError
+from scaling.fileio import is_disk_full
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +42,19 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="S",
         help="seconds to wait for the coordinator (default 300)",
+    )
+    r = p.add_mutually_exclusive_group()
+    r.add_argument(
+        "--restart",
+        action="store_true",
+        help="start from step 0 even though checkpoints exist (they are kept as restarted-<step>)",
+    )
+    r.add_argument(
+        "--from-step",
+        type=int,
+        default=None,
+        metavar="N",
+        help="resume from checkpoint step N (newer steps are kept as discarded-<step>)",
     )
     p.set_defaults(handler=_train)
 
@@ -117,22 +132,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every expected fault ends in ONE line on stderr and an exit code:
+    2 bad input (`UserError`), 1 disk full, 130/143 SIGINT/SIGTERM (`scaling.signals`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    install_interrupt_handler()
+    previous = signals.install()
     try:
         code = int(args.handler(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
         return code
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {e}", 2)
+    except DiskFullError as e:
+        return _fail(f"error: {e}", 1)
+    except signals.Interrupted as e:
+        where = f"{e.detail}; " if e.detail else ""
+        return _fail(
+            f"\ninterrupted by {e.signame}: {where}rerun the same command to resume", e.exit_code
+        )
     except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+        return _fail("\ninterrupted: rerun the same command to resume", 130)
     except BrokenPipeError:  # `scaling sweep status DIR | head`: the reader left; not an error
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        return _fail(f"error: {DiskFullError(e.filename or 'an output file')}", 1)
+    finally:
+        signals.restore(previous)
 
 
 def _silence_stdout() -> None:
@@ -144,5 +172,20 @@ def _silence_stdout() -> None:
         pass
 
 
+def _fail(line: str, code: int) -> int:
+    print(line, file=sys.stderr, flush=True)
+    return code
+
+
+def entry() -> None:
+    """The `scaling` console script: once the exit code is known, later signals are ignored
+    (a second Ctrl-C must not print a traceback from interpreter shutdown)."""
+    code = main()
+    signals.ignore_further()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -293,8 +294,11 @@ def resolve_toml(path_or_name: str | Path, builtin_dir: Path, what: str) -> Path
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; a syntax error becomes a UserError naming the file and line."""
+    from scaling.fileio import read_text  # noqa: PLC0415
+
+    text = read_text(path, f"save {path.name} as UTF-8 text")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML ({e}); fix the syntax at that line") from e
 
@@ -454,22 +458,15 @@ def config_hash(cfg: RunConfig, length: int = 12) -> str:
 
 
 def to_toml(cfg: RunConfig) -> str:
-    """Serialise a config back to TOML (used to store each run's resolved config)."""
-    lines = [f'name = "{cfg.name}"']
-    for section in _SECTIONS:
-        lines.append(f"\n[{section}]")
-        for key, value in dataclasses.asdict(getattr(cfg, section)).items():
-            lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    """Serialise a config back to TOML (each run's resolved config.toml), with a real TOML writer:
+    any name or string round-trips, quotes and backslashes included."""
+    import tomli_w  # noqa: PLC0415 - only where a run directory is written
+
+    return tomli_w.dumps({"name": cfg.name, **{s: cfg.to_dict()[s] for s in _SECTIONS}})
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+def slug(name: str, max_len: int = 64) -> str:
+    """A safe directory name for a run name: letters, digits, `.`, `_`, `-` only; no leading
+    dot, no path separators, never empty (`../../x"q` -> `x-q`)."""
+    out = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-_")
+    return out[:max_len].rstrip(".-_") or "run"

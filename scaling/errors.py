@@ -1,11 +1,13 @@
-"""The one exception type for bad user input.
+"""The exception types the CLI turns into one clear line (never a traceback).
 
-Anything raised as `UserError` is printed as a single clear message by the CLI, which then
-exits with code 2. Raise it before any compute is spent, and say what was wrong and how to fix it.
+- `UserError`: bad input from the user (config, grid, table, flag). Exit code 2. Raise it before
+  any compute is spent, and say what was wrong and how to fix it.
+- `DiskFullError`: no space left writing a file. Exit code 1; everything written before is
+  intact (writes are atomic) and a rerun resumes.
+- Ctrl-C / SIGTERM: see `scaling.signals` (exit 130 / 143).
 """
 
-import signal
-import threading
+from __future__ import annotations
 
 
 class UserError(Exception):
@@ -14,26 +16,28 @@ class UserError(Exception):
     exit_code = 2
 
 
-# ----------------------------------------------------------------------------- Ctrl-C
-# Python raises KeyboardInterrupt wherever the main thread happens to be. When that is a
-# callback Python runs for the garbage collector (JAX registers one), the exception is printed
-# as "ignored" and lost, and the run would go on. So the CLI's SIGINT handler also sets a flag,
-# and the training and sweep loops check it at every step and cell.
-_INTERRUPTED = threading.Event()
+class DiskFullError(Exception):
+    """No space left on the device (or quota) while writing `path`. The CLI exits with code 1."""
+
+    exit_code = 1
+
+    def __init__(self, path: object) -> None:
+        super().__init__(path)
+        self.path = str(path)
+
+    def __str__(self) -> str:
+        return f"no space left on device writing {self.path}; free space and rerun to resume"
 
 
 def install_interrupt_handler() -> None:
-    """Make Ctrl-C both raise KeyboardInterrupt and set the flag `check_interrupt` reads."""
+    """Kept for callers of the old name: see `scaling.signals.install`."""
+    from scaling import signals
 
-    def handler(signum: int, frame: object) -> None:
-        _INTERRUPTED.set()
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
+    signals.install()
 
 
 def check_interrupt() -> None:
-    """Raise KeyboardInterrupt if Ctrl-C was pressed, even if its exception got swallowed."""
-    if _INTERRUPTED.is_set():
-        raise KeyboardInterrupt
+    """Kept for callers of the old name: see `scaling.signals.check`."""
+    from scaling import signals
+
+    signals.check()

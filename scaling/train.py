@@ -30,12 +30,12 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from scaling import config as config_lib
-from scaling import engine, optim, sharding, tracking
+from scaling import engine, optim, sharding, signals, tracking
 from scaling import flops as flops_lib
 from scaling.checkpoint import Checkpointer
 from scaling.config import RunConfig
-from scaling.errors import UserError, check_interrupt
-from scaling.fileio import atomic_write
+from scaling.errors import UserError
+from scaling.fileio import atomic_write, read_json, split_jsonl, warn, writing
 from scaling.model import compute_dtype
 
 log = logging.getLogger(__name__)
@@ -68,27 +68,33 @@ class _MetricsLog:
         self.path, self.enabled, self.on_write = path, enabled, on_write
         if not enabled:
             return
-        kept: list[str] = []
-        if resume_step > 0 and path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= resume_step:
-                        kept.append(line)
-                except json.JSONDecodeError:
-                    pass  # a line cut by the kill
-        atomic_write(path, "".join(line + "\n" for line in kept))
-        self._fh = path.open("a")
+        kept: list[dict[str, Any]] = []
+        if resume_step > 0 and path.is_file():  # lines cut by a kill are dropped
+            records, _ = split_jsonl(path.read_bytes())
+            kept = [r for r in records if _step_of(r) <= resume_step]
+        atomic_write(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
+        with writing(path):
+            self._fh = path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
-            self._fh.write(json.dumps(record, default=_json_default) + "\n")
-            self._fh.flush()
+            with writing(self.path):
+                self._fh.write(json.dumps(record, default=_json_default) + "\n")
+                self._fh.flush()
             if self.on_write is not None:
                 self.on_write(record)
 
     def close(self) -> None:
-        if self.enabled:
-            self._fh.close()
+        if self.enabled and not self._fh.closed:
+            try:
+                self._fh.close()
+            except OSError:  # the flush of a full disk: DiskFullError was raised already
+                pass
+
+
+def _step_of(record: dict[str, Any]) -> float:
+    step = record.get("step", 0)
+    return step if isinstance(step, int | float) else math.inf
 
 
 def _interval(every: int, steps: int, parts: int) -> int:
@@ -107,17 +113,28 @@ def _check_out_dir(out: Path, run_id: str) -> dict[str, Any] | None:
     if cfg_path.exists():
         try:
             other = config_lib.config_hash(config_lib.load(cfg_path))
-        except UserError:
-            other = "unreadable"
+        except UserError as e:
+            if out.name != run_id and not out.name.endswith(f"-{run_id}"):
+                raise UserError(
+                    f"{cfg_path} is damaged ({e}); if {out} holds this run, delete that file "
+                    f"and rerun to resume (it is rewritten), else pass another --out"
+                ) from None
+            warn(f"{cfg_path} is damaged; the directory is named for this run, rewriting it")
+            other = run_id
         if other != run_id:
             raise UserError(
                 f"{out} already holds a different run (config hash {other}, this run is "
                 f"{run_id}); pass another --out directory or delete that one"
             )
     res_path = out / "result.json"
-    if res_path.exists():
-        result = json.loads(res_path.read_text())
-        if result.get("run_id") == run_id and result.get("status") in ("done", "diverged"):
+    if res_path.is_file():
+        fix = "ignoring it: the run resumes from its newest checkpoint and rewrites it"
+        result = read_json(res_path, fix=fix, default=None)
+        if (
+            isinstance(result, dict)
+            and result.get("run_id") == run_id
+            and result.get("status") in ("done", "diverged")
+        ):
             return result
     return None
 
@@ -130,6 +147,8 @@ def train(
     stop_after: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     tb_dir: str | Path | None = None,
+    restart: bool = False,
+    from_step: int | None = None,
 ) -> dict[str, Any]:
     """Train `cfg` into `out_dir`, resuming from its newest readable checkpoint; return result.
 
@@ -138,6 +157,9 @@ def train(
     is polled before every update and stops the session the same way (the sweep launcher passes
     "my lease on this run was taken over"). TensorBoard events go to `tb_dir` (default
     `out_dir/tensorboard`; a sweep passes one shared directory), see `scaling.tracking`.
+    `restart` / `from_step` are the explicit ways past unreadable checkpoints
+    (`scaling.checkpoint`). SIGINT/SIGTERM (`scaling.signals`) finish the step in flight, save a
+    checkpoint at it and raise `signals.Interrupted`.
     """
     t_start = time.time()
     sharding.maybe_initialize_distributed()
@@ -157,12 +179,16 @@ def train(
         return done
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(config_lib.to_toml(cfg))
+        atomic_write(out / "config.toml", config_lib.to_toml(cfg))
 
     t, m, info = cfg.train, cfg.model, data.info
     eng = engine.engine(cfg, mesh)
     ckpt = Checkpointer(out / "checkpoints", keep=t.keep_checkpoints)
-    restored = ckpt.restore_latest(eng.abstract_state)
+    try:
+        restored = ckpt.restore_latest(eng.abstract_state, restart=restart, from_step=from_step)
+    except BaseException:
+        ckpt.close()
+        raise
     if restored is not None:
         state, start, meta = restored.state, restored.step, restored.meta
         if int(jax.device_get(state["step"])) != start:
@@ -198,7 +224,8 @@ def train(
     ]
     best_val = meta.get("best_val_loss")
     val_loss: float | None = meta.get("last_val_loss")
-    status, diverged_at, stopped = "done", None, False
+    status, diverged_at, stopped, interrupted = "done", None, False, None
+    saved_step = start
     bar = tqdm(
         total=t.steps,
         initial=start,
@@ -253,10 +280,23 @@ def train(
             t_window, tok_window = now, 0
         return True
 
+    def save(step: int) -> None:
+        nonlocal saved_step
+        ckpt_meta = {
+            "run_id": run_id,
+            "best_val_loss": best_val,
+            "last_val_loss": val_loss,
+            "warnings": warnings,
+            "wall_time_s": meta.get("wall_time_s", 0.0) + time.time() - t_start,
+        }
+        ckpt.save(step, state, ckpt_meta)
+        saved_step = step
+
     try:
-        with jax.set_mesh(mesh):
+        with jax.set_mesh(mesh), signals.graceful():
             for s in range(start, t.steps):
-                check_interrupt()
+                if (interrupted := signals.requested()) is not None:
+                    break
                 if (stop_after is not None and s >= stop_after) or (should_stop and should_stop()):
                     stopped = True
                     break
@@ -290,34 +330,29 @@ def train(
                             {"step": step, "tokens": step * tokens_per_step, "evals": scores}
                         )
                     if do_ckpt:
-                        ckpt.save(
-                            step,
-                            state,
-                            {
-                                "run_id": run_id,
-                                "best_val_loss": best_val,
-                                "last_val_loss": val_loss,
-                                "warnings": warnings,
-                                "wall_time_s": meta.get("wall_time_s", 0.0) + time.time() - t_start,
-                            },
-                        )
+                        save(step)
                     excluded += time.time() - t0
                     t_window += time.time() - t0
             if pending is not None and status == "done":
                 if not finish(pending):
                     status, diverged_at = "diverged", pending[0]
+            if interrupted is not None and status == "done":
+                step = int(jax.device_get(state["step"]))
+                if step != saved_step:
+                    save(step)  # the resume continues from here, not the last periodic save
+                ckpt.wait()
+                where = f"checkpoint saved at step {step} in {out}"
+                raise signals.Interrupted(interrupted, where)
     finally:
         bar.close()
-        ckpt.wait()
         metrics.close()
         evals_log.close()
         tracker.flush()
+        ckpt.close()  # waits for pending saves, then stops Orbax's threads
     final_step = int(jax.device_get(state["step"])) if status == "done" else diverged_at
     if stopped:
-        ckpt.close()
         tracker.close()
         return {"status": "stopped", "step": final_step, "run_id": run_id}
-    ckpt.close()
     t_end = time.time()
     steady_steps = (final_step or 0) - step_first
     steady_time = (t_end - t_first - excluded) if t_first else 0.0

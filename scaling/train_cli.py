@@ -12,11 +12,13 @@ import logging
 from pathlib import Path
 
 from scaling import config as config_lib
+from scaling.errors import UserError
 
 
 def default_out_dir(cfg: config_lib.RunConfig) -> Path:
-    """runs/<name>-<config hash>: a rerun of the same config resumes in the same directory."""
-    return Path("runs") / f"{cfg.name}-{config_lib.config_hash(cfg)}"
+    """runs/<slug of name>-<config hash>: a rerun of the same config resumes in the same
+    directory, and no name (`../../x`) can place it outside runs/."""
+    return Path("runs") / f"{config_lib.slug(cfg.name)}-{config_lib.config_hash(cfg)}"
 
 
 def run_train_command(args: argparse.Namespace) -> int:
@@ -30,13 +32,22 @@ def run_train_command(args: argparse.Namespace) -> int:
         getattr(args, "coordinator_timeout", None),
     )
     cfg = config_lib.load(args.config, args.overrides)  # static validation: UserError
+    from_step = getattr(args, "from_step", None)
+    if from_step is not None and from_step < 0:
+        raise UserError(f"--from-step {from_step}: must be a checkpoint step >= 0")
     out = Path(args.out) if args.out else default_out_dir(cfg)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     distributed.initialize(setup)  # before anything touches devices (imports JAX)
     from scaling import train  # imports JAX: only after the config is known to be valid
 
-    result = train.train(cfg, out, progress=not args.no_progress)
+    result = train.train(
+        cfg,
+        out,
+        progress=not args.no_progress,
+        restart=getattr(args, "restart", False),
+        from_step=from_step,
+    )
     if setup.process_id == 0:  # one summary per run, not one per process
         print(_summary(result, out))
     return 0 if result["status"] == "done" else 1

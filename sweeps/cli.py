@@ -108,7 +108,14 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sweeps import registry as R
+    from sweeps.lease import check_ttl
 
+    if args.lease_ttl is not None:
+        check_ttl(args.lease_ttl)
+    if args.max_runs is not None and args.max_runs < 0:
+        from scaling.errors import UserError
+
+        raise UserError(f"--max-runs {args.max_runs}: must be >= 0 (the number of runs to train)")
     plan = _load(args)
     root = Path(args.out)
     if root.exists() and not root.is_dir():

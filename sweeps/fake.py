@@ -20,7 +20,7 @@ from typing import Any
 
 from scaling import config as C
 from scaling.errors import UserError
-from scaling.fileio import atomic_write
+from scaling.fileio import atomic_write, read_json, read_jsonl
 from scaling.flops import flops_per_token, param_counts
 
 FAKE_DIVERGE_LR = 1.0
@@ -37,7 +37,9 @@ def fake_train(cfg: C.RunConfig, out_dir: str | Path, *, progress: bool = False)
     run_id = C.config_hash(cfg)
     done = out / "result.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        old = read_json(done, fix="ignoring it: the run resumes and rewrites it", default=None)
+        if isinstance(old, dict) and old.get("run_id") == run_id:
+            return old
     with open(out / "train_calls.log", "a") as f:
         f.write(f"{os.getpid()}\n")
     t0 = time.time()
@@ -48,7 +50,7 @@ def fake_train(cfg: C.RunConfig, out_dir: str | Path, *, progress: bool = False)
     metrics = out / "metrics.jsonl"
     start = 0
     if metrics.is_file():
-        lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+        lines = read_jsonl(metrics, required=("step",), quiet=True)
         start = lines[-1]["step"] if lines else 0
     n_log = 10
     pause = float(os.environ.get("SWEEP_FAKE_SECONDS", "0.05")) / n_log

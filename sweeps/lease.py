@@ -6,13 +6,21 @@ it is one atomic step across processes (flock also works on NFS/Lustre mounts th
 locking). A fresh lease is created with O_CREAT | O_EXCL; a stale one is replaced (temp file +
 os.replace). A lease is stale when `expires` has passed, or when its owner ran on this host and
 that process is gone (a SIGKILLed launcher on the same machine is picked up at once). A
-background thread refreshes `expires` every ttl/4; if it finds the lease owned by someone else it
-sets `lost`. Owners with the same `owner` string (a requeued SLURM job) may re-take their lease.
+background thread refreshes `expires` every ttl/4 (timed by the monotonic clock); if it finds the
+lease owned by someone else it sets `lost`. Owners with the same `owner` string (a requeued SLURM
+job) may re-take their lease.
+
+Clocks: wall-clock `expires` is only the first guess. A launcher that keeps looking at a lease
+(a waiting `sweep run`) judges it by its own monotonic clock: a lease whose content changed less
+than its ttl ago is live, one unchanged for longer than its ttl is stale, whatever the wall clocks
+of the two hosts say (a clock set back, or ahead, cannot keep a dead lease alive for longer than
+one ttl of watching). A damaged lease file counts as expired, with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
@@ -21,9 +29,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from scaling.fileio import atomic_write, file_lock
+from scaling.errors import DiskFullError, UserError
+from scaling.fileio import atomic_write, file_lock, read_json
 
 HOST = socket.gethostname()
+_seen: dict[str, tuple[tuple, float]] = {}  # lease path -> (content key, monotonic first seen)
+
+
+def check_ttl(ttl: float) -> float:
+    """The lease ttl in seconds, or UserError (0, negative or infinite: every lease would be
+    expired at once, or never)."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl):
+        raise UserError(f"--lease-ttl {ttl!r}: must be a finite number of seconds, e.g. 120")
+    if ttl <= 0:
+        raise UserError(f"--lease-ttl {ttl:g}: must be > 0 seconds (default 120 local, 300 slurm)")
+    return float(ttl)
 
 
 def default_owner() -> str:
@@ -35,13 +55,21 @@ def _locked(lease_dir: Path):
     return file_lock(Path(lease_dir) / ".lock")
 
 
+_EXPIRED = {"owner": "?", "expires": 0.0}
+
+
 def read_lease(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+    """The lease's content; None when absent; an expired stand-in (with a warning) when damaged."""
+    if not Path(path).is_file():
         return None
-    except (json.JSONDecodeError, OSError):
-        return {"owner": "?", "expires": 0.0}  # unreadable: treat as stale
+    info = read_json(path, fix="treating the lease as expired", default=_EXPIRED)
+    if not isinstance(info, dict) or not _number(info.get("expires")):
+        return dict(_EXPIRED)
+    return info
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -54,13 +82,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def is_stale(info: dict[str, Any], now: float | None = None) -> bool:
-    """True when a lease may be taken over: expired, or its same-host owner process is dead."""
-    now = time.time() if now is None else now
-    if float(info.get("expires", 0.0)) < now:
-        return True
+def is_stale(info: dict[str, Any], now: float | None = None, path: Path | None = None) -> bool:
+    """True when a lease may be taken over: its same-host owner process is dead; or (when this
+    process has watched `path`) its content has not changed for longer than its ttl by the
+    monotonic clock; or else its wall-clock `expires` has passed."""
     pid = info.get("pid")
-    return info.get("host") == HOST and isinstance(pid, int) and not _pid_alive(pid)
+    if info.get("host") == HOST and isinstance(pid, int) and not _pid_alive(pid):
+        return True
+    ttl = info.get("ttl")
+    if path is not None and _number(ttl) and ttl > 0:
+        key = (info.get("owner"), info.get("heartbeat"), info.get("beat"), info.get("expires"))
+        mono = time.monotonic()
+        prev = _seen.get(str(path))
+        if prev is None or prev[0] != key:
+            _seen[str(path)] = (key, mono)
+            if prev is not None:
+                return False  # it changed since we last looked: its owner is beating
+        elif mono - prev[1] > ttl:
+            return True  # unchanged for a whole ttl of our own (monotonic) time
+        else:
+            return False  # watched, and unchanged for less than a ttl
+    now = time.time() if now is None else now
+    expires = info.get("expires", 0.0)
+    return not _number(expires) or float(expires) < now
 
 
 class Lease:
@@ -70,15 +114,17 @@ class Lease:
         self.dir = Path(lease_dir)
         self.path = self.dir / f"{run_id}.json"
         self.owner = owner
-        self.ttl = float(ttl)
+        self.ttl = check_ttl(ttl)
+        self._beats = 0
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _payload(self) -> bytes:
         now = time.time()
-        info = dict(owner=self.owner, host=HOST, pid=os.getpid(), heartbeat=now)
-        info["expires"] = now + self.ttl
+        self._beats += 1
+        info = dict(owner=self.owner, host=HOST, pid=os.getpid(), heartbeat=now, beat=self._beats)
+        info.update(expires=now + self.ttl, ttl=self.ttl)
         return json.dumps(info).encode()
 
     def _replace(self) -> None:
@@ -91,7 +137,7 @@ class Lease:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 info = read_lease(self.path) or {}
-                if info.get("owner") != self.owner and not is_stale(info):
+                if info.get("owner") != self.owner and not is_stale(info, path=self.path):
                     return False
                 self._replace()  # steal a stale lease, or re-take our own (requeued job)
             else:
@@ -131,8 +177,8 @@ class Lease:
             try:
                 if not self.refresh():
                     return
-            except OSError:
-                continue  # transient filesystem error: try again next beat
+            except (OSError, DiskFullError):
+                continue  # transient filesystem error (or a full disk): try again next beat
 
     def __enter__(self) -> Lease:
         return self
@@ -148,6 +194,6 @@ def live_leases(lease_dir: Path) -> dict[str, dict[str, Any]]:
         return out
     for path in Path(lease_dir).glob("*.json"):
         info = read_lease(path)
-        if info is not None and not is_stale(info):
+        if info is not None and not is_stale(info, path=path):
             out[path.stem] = info
     return out

@@ -9,6 +9,12 @@ Layout of DIR:
 Records are appended under an exclusive flock on DIR/.results.lock by rewriting the file to a
 temp file and os.replace-ing it, so readers never see a partial line and a run id never appears
 twice, whichever launcher (or SLURM task) finishes it.
+
+Every file here is read through the tolerant readers of `scaling.fileio`: a damaged line of
+results.jsonl is reported and skipped (every intact record is kept; the next append moves the
+damaged bytes to results.jsonl.damaged, so nothing is thrown away); a damaged plan.json is
+rewritten from the grid by `sweep run` and named with the fix by `sweep status`; a damaged
+failed.json counts as one earlier failure.
 """
 
 from __future__ import annotations
@@ -21,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import UserError
-from scaling.fileio import atomic_write, file_lock
+from scaling.fileio import (
+    atomic_write,
+    file_lock,
+    read_json,
+    read_jsonl,
+    split_jsonl,
+    warn,
+    writing,
+)
 
 RESULTS = "results.jsonl"
 PLAN = "plan.json"
@@ -37,10 +51,7 @@ def _results_lock(root: Path):
 
 def read_records(root: Path) -> list[dict[str, Any]]:
     """All records of DIR/results.jsonl (empty list when absent)."""
-    path = Path(root) / RESULTS
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(Path(root) / RESULTS, required=("run_id",))
 
 
 def finished_ids(root: Path) -> set[str]:
@@ -53,13 +64,28 @@ def append_record(root: Path, record: dict[str, Any]) -> bool:
     with _results_lock(root):
         path = Path(root) / RESULTS
         old = path.read_bytes() if path.is_file() else b""
-        ids = {json.loads(x)["run_id"] for x in old.decode().splitlines() if x.strip()}
-        if record["run_id"] in ids:
+        records, problems = split_jsonl(old, required=("run_id",))
+        if record["run_id"] in {r["run_id"] for r in records}:
             return False
-        if old and not old.endswith(b"\n"):
+        if problems:  # keep the damaged bytes beside the table, and only intact lines in it
+            kept = [x for x in old.split(b"\n") if _intact(x)]
+            damaged = [x for x in old.split(b"\n") if x.strip() and not _intact(x)]
+            with writing(path.with_name(RESULTS + ".damaged")):
+                with open(path.with_name(RESULTS + ".damaged"), "ab") as f:
+                    f.write(b"\n".join(damaged) + b"\n")
+            warn(
+                f"{path}: moved {len(damaged)} damaged line(s) to {RESULTS}.damaged "
+                f"({'; '.join(problems[:3])}); {len(records)} intact record(s) kept"
+            )
+            old = b"".join(x + b"\n" for x in kept if x.strip())
+        elif old and not old.endswith(b"\n"):
             old += b"\n"
         atomic_write(path, old + line.encode())
     return True
+
+
+def _intact(raw: bytes) -> bool:
+    return bool(split_jsonl(raw + b"\n", required=("run_id",))[0])
 
 
 def clean_json(value: Any) -> Any:
@@ -81,13 +107,13 @@ def write_plan(root: Path, plan, *, replan: bool = False) -> None:
     """Store the plan as DIR/plan.json; refuse to mix a different grid into DIR."""
     path = Path(root) / PLAN
     ids = [c.run_id for c in plan.cells]
-    if path.is_file():
-        old = json.loads(path.read_text())
+    old = _read_plan_file(path, rewrite=True) if path.is_file() else None
+    if old is not None:
         if [c["run_id"] for c in old["cells"]] == ids:
             return
         if not replan:
             raise UserError(
-                f"{root} already holds sweep {old['sweep']!r} with a different set of runs; "
+                f"{root} already holds sweep {old.get('sweep')!r} with a different set of runs; "
                 f"use a new --out directory, or pass --replan to replace plan.json (finished "
                 f"results are kept)"
             )
@@ -109,7 +135,40 @@ def read_plan(root: Path) -> dict[str, Any]:
             f"{root} has no {PLAN}: it is not a sweep directory; launch one with "
             f"`scaling sweep run GRID --out {root}`"
         )
-    return json.loads(path.read_text())
+    return _read_plan_file(path)
+
+
+def _read_plan_file(path: Path, rewrite: bool = False) -> dict[str, Any] | None:
+    """plan.json, checked for the fields status needs. Damaged: a UserError with the fix, or
+    with `rewrite` (`sweep run`, which rewrites it from the grid) a warning and None."""
+    fix = (
+        "rewriting it from the grid"
+        if rewrite
+        else (f"rerun `scaling sweep run GRID --out {path.parent}` with its grid to rewrite it")
+    )
+    plan = read_json(path, fix=fix, default=None) if rewrite else read_json(path, fix=fix)
+    ok = (
+        isinstance(plan, dict)
+        and isinstance(plan.get("cells"), list)
+        and all(_plan_cell_ok(c) for c in plan["cells"])
+    )
+    if ok:
+        return plan
+    if plan is not None and rewrite:
+        warn(f"{path} is damaged (not a sweep plan); {fix}")
+    if not rewrite:
+        raise UserError(f"{path} is damaged (not a sweep plan); {fix}")
+    return None
+
+
+def _plan_cell_ok(c: Any) -> bool:
+    return (
+        isinstance(c, dict)
+        and isinstance(c.get("run_id"), str)
+        and isinstance(c.get("label"), str)
+        and isinstance(c.get("steps"), int)
+        and isinstance(c.get("C_exact"), int | float)
+    )
 
 
 def make_record(
@@ -151,15 +210,23 @@ def make_record(
 
 
 def write_failure(root: Path, run_id: str, message: str) -> None:
+    """Record a failed attempt (best effort: a full disk must not hide the first error)."""
     path = run_dir(root, run_id) / "failed.json"
-    prev = json.loads(path.read_text()) if path.is_file() else {}
-    info = dict(message=message, attempts=int(prev.get("attempts", 0)) + 1, time=time.time())
+    prev = read_failure(root, run_id) or {}
+    attempts = prev.get("attempts", 0)
+    attempts = attempts if isinstance(attempts, int) and attempts >= 0 else 1
+    info = dict(message=message, attempts=attempts + 1, time=time.time())
     atomic_write(path, json.dumps(info).encode())
 
 
 def read_failure(root: Path, run_id: str) -> dict[str, Any] | None:
+    """The run's failure marker; a damaged one reads as one earlier failure (with a warning)."""
     path = run_dir(root, run_id) / "failed.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    damaged = {"message": f"({path.name} is damaged)", "attempts": 1}
+    info = read_json(path, fix="counting it as one failed attempt", default=damaged)
+    return info if isinstance(info, dict) else damaged
 
 
 def clear_failure(root: Path, run_id: str) -> None:

@@ -11,9 +11,9 @@ loads another one by name (used by tests, e.g. `sweeps.fake:fake_train`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
-import json
 import sys
 import time
 import traceback
@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from scaling import config as C
-from scaling.errors import UserError, check_interrupt
+from scaling import signals
+from scaling.errors import DiskFullError, UserError
+from scaling.fileio import is_disk_full, read_json
 from sweeps import registry as R
 from sweeps.lease import Lease, default_owner
 
@@ -42,9 +44,8 @@ def _finished_result(out: Path, run_id: str) -> dict[str, Any] | None:
     path = out / "result.json"
     if not path.is_file():
         return None
-    try:
-        result = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    result = read_json(path, fix="ignoring it: the run resumes from its checkpoint", default=None)
+    if not isinstance(result, dict):
         return None
     if result.get("run_id") == run_id and result.get("status") in ("done", "diverged"):
         return result
@@ -66,7 +67,9 @@ def run_cell(
     Returns "skipped" (already recorded), "busy" (another live launcher holds it), "done",
     "diverged" or "failed" (exception; written to runs/<id>/failed.json, retried next launch).
     A `UserError` (bad dataset, mesh, ...) is recorded the same way and re-raised: it stops the
-    sweep with exit code 2 instead of failing every cell alike.
+    sweep with exit code 2 instead of failing every cell alike; so does a full disk
+    (`DiskFullError`, exit 1). SIGINT/SIGTERM (`signals.Interrupted`) pass through; the lease is
+    released on every way out.
     """
     root = Path(root)
     run_id = summary["run_id"]
@@ -101,14 +104,31 @@ def run_cell(
         R.clear_failure(root, run_id)
         return str(result.get("status", "done"))
     except UserError as e:  # bad input (dataset, mesh, ...): every cell would fail alike
-        R.write_failure(root, run_id, f"UserError: {e}")
+        _record_failure(root, run_id, f"UserError: {e}")
+        if "--restart" in str(e):  # unreadable checkpoints: say how, for this run
+            out = R.run_dir(root, run_id)
+            raise UserError(
+                f"{e}. For this sweep cell: scaling train {out}/config.toml --out {out} "
+                f"--restart, then rerun the sweep"
+            ) from None
         raise
-    except Exception as e:  # a failed run must not stop the sweep
-        R.write_failure(root, run_id, "".join(traceback.format_exception(e))[-4000:])
+    except Exception as e:  # a failed run must not stop the sweep; a full disk stops it
+        if is_disk_full(e):
+            _record_failure(root, run_id, f"disk full: {e}")
+            if isinstance(e, DiskFullError):
+                raise
+            raise DiskFullError(R.run_dir(root, run_id)) from None
+        _record_failure(root, run_id, "".join(traceback.format_exception(e))[-4000:])
         print(f"run {run_id} ({summary['label']}) failed: {e!r}", file=sys.stderr)
         return "failed"
     finally:
         lease.release()
+
+
+def _record_failure(root: Path, run_id: str, message: str) -> None:
+    """failed.json, best effort: when the disk is full the original error is what matters."""
+    with contextlib.suppress(DiskFullError, OSError):
+        R.write_failure(root, run_id, message)
 
 
 def run_local(
@@ -130,6 +150,8 @@ def run_local(
     from tqdm import tqdm
 
     root = Path(root)
+    if max_runs is not None and max_runs < 0:
+        raise UserError(f"--max-runs {max_runs}: must be >= 0 (the number of runs to train)")
     fn = train_fn if callable(train_fn) else resolve_train_fn(train_fn) if train_fn else None
     owner = default_owner()
     counts = dict(done=0, diverged=0, failed=0, skipped=0, busy=0)
@@ -154,7 +176,7 @@ def run_local(
                     continue
                 if max_runs is not None and started >= max_runs:
                     break
-                check_interrupt()
+                signals.check()
                 bar.set_postfix_str(s["label"])
                 outcome = run_cell(
                     root,

@@ -117,7 +117,7 @@ def collect(root: Path) -> dict[str, Any]:
             eta = fmt_duration(prog["eta_s"])
         elif (fail := R.read_failure(root, rid)) is not None:
             state = "failed"
-            msg = fail.get("message", "").strip().splitlines()
+            msg = str(fail.get("message", "")).strip().splitlines()
             note = f"{fail.get('attempts', 1)} attempt(s): {msg[-1][:60] if msg else ''}"
         else:
             state = "pending"

@@ -121,7 +121,9 @@ def test_corrupted_latest_falls_back_with_warning(
     ck.close()
 
 
-def test_all_unreadable_raises_instead_of_restarting(tmp_path: Path) -> None:
+def test_all_unreadable_refuses_on_every_rerun_until_restart(tmp_path: Path) -> None:
+    """Regression (issue 12): the first refusal used to rename every step to unreadable-*, so a
+    plain rerun found no checkpoint and silently trained from step 0."""
     state = {"w": jax.numpy.ones((8, 8))}
     ck = Checkpointer(tmp_path, keep=3)
     for step in (5, 6):
@@ -129,9 +131,32 @@ def test_all_unreadable_raises_instead_of_restarting(tmp_path: Path) -> None:
     ck.wait()
     for step in (5, 6):
         _truncate_all(tmp_path / str(step))
-    with pytest.raises(UnreadableCheckpointError, match="Refusing to restart from step 0") as e:
-        ck.restore_latest(state)
-    assert isinstance(e.value, UserError)  # the CLI turns it into exit code 2
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for _ in range(2):  # the rerun decides exactly as the first run did
+        with pytest.raises(UnreadableCheckpointError, match="refusing to restart") as e:
+            Checkpointer(tmp_path, keep=3).restore_latest(state)
+        assert "--restart" in str(e.value) and "--from-step" in str(e.value)
+        assert isinstance(e.value, UserError)  # the CLI turns it into exit code 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # evidence not moved
+    with pytest.raises(UserError, match="--from-step 6: checkpoint step 6 .* is unreadable"):
+        ck.restore_latest(state, from_step=6)
+    with pytest.raises(UserError, match="no checkpoint step 7"):
+        ck.restore_latest(state, from_step=7)
+    assert ck.restore_latest(state, restart=True) is None  # explicit: start over
+    assert (tmp_path / "restarted-5").is_dir() and (tmp_path / "restarted-6").is_dir()
+    assert ck.steps() == []
+    ck.close()
+
+
+def test_from_step_resumes_there_and_keeps_newer_steps_aside(tmp_path: Path) -> None:
+    state = {"w": jax.numpy.zeros(4)}
+    ck = Checkpointer(tmp_path, keep=5)
+    for step in (1, 2, 3):
+        ck.save(step, {"w": state["w"] + step})
+    ck.wait()
+    got = ck.restore_latest(state, from_step=2)
+    assert got.step == 2 and float(got.state["w"][0]) == 2.0
+    assert ck.steps() == [1, 2] and (tmp_path / "discarded-3").is_dir()
     ck.close()
 
 
