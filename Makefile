@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-all demo bench validate validate-prior lint format clean
+.PHONY: setup test test-all demo bench validate validate-prior faults lint format clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ validate-prior: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m scaling.bench
+
+# The fault suite of issue 12, for real (spawns training processes; a few minutes on 2 cores):
+# malformed inputs, damaged files, signals, a full disk (tmpfs, needs root), kill -9 and resume.
+faults: $(STAMP)
+	$(PY) scripts/faults.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check scaling sweeps analysis tests

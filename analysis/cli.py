@@ -179,6 +179,10 @@ def _predict_targets(args: argparse.Namespace):
         )
     if nd and (args.params is None or args.tokens is None):
         raise UserError("--params and --tokens go together (or give --flops)")
+    for flag in ("flops", "params", "tokens"):
+        value = getattr(args, flag)
+        if value is not None and not 0 < value < float("inf"):
+            raise UserError(f"--{flag} {value}: must be a positive finite number, e.g. 1e21")
     if not given and not args.holdout:
         raise UserError(
             "say what to predict: --flops C, --params N --tokens D, --at POINTS.csv, or --holdout"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from scaling import signals
 from scaling.errors import DiskFullError, UserError
@@ -65,6 +66,7 @@ def _train(args: argparse.Namespace) -> int:
     return run_train_command(args)
 
 
+<<<<<<< HEAD
 def _floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -102,10 +104,17 @@ def _mup_check(args: argparse.Namespace) -> int:
     from scaling.coordcheck import run  # imports JAX
 
     return run(args)
+=======
+class _Parser(argparse.ArgumentParser):
+    """argparse with one `error: ...` line (the usage block is what --help is for)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+>>>>>>> cad5590 (Malformed input is one clear line: table-driven fuzz suite (295 cases: grids, configs, flags, tables) run in-process in make test; grid/config numbers finite and bounded, tables streamed with a row limit, one-line argparse errors; make faults prints the fault-suite figures)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scaling",
         description="Scaling-law sweeps: train, sweep, fit, predict, flag emergence.",
     )

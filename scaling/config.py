@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -243,6 +244,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"{name} = {value!r}: expected a number")
+        if not math.isfinite(value):
+            raise UserError(f"{name} = {value!r}: expected a finite number")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -255,8 +258,19 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     return value
 
 
+def check_section(section: str, values: dict[str, Any]) -> None:
+    """UserError for an unknown field or a wrong type in one section (no cross-field checks:
+    a grid's [base.model] is completed by each shape before it is validated)."""
+    if section not in _SECTIONS:
+        raise UserError(f"unknown config section [{section}]; valid: {', '.join(_SECTIONS)}")
+    _build(_SECTIONS[section], section, {k: v for k, v in values.items() if k != "preset"})
+
+
 def from_dict(raw: dict[str, Any]) -> RunConfig:
     """Build and validate a RunConfig from a nested dict (TOML layout)."""
+    for section in _SECTIONS:
+        if not isinstance(raw.get(section, {}), dict):
+            raise UserError(f"[{section}] = {raw[section]!r}: expected a table of fields")
     unknown = sorted(set(raw) - set(_SECTIONS) - {"name"})
     if unknown:
         raise UserError(
@@ -275,7 +289,10 @@ def from_dict(raw: dict[str, Any]) -> RunConfig:
         name: _build(cls, name, model_raw if name == "model" else dict(raw.get(name, {})))
         for name, cls in _SECTIONS.items()
     }
-    cfg = RunConfig(name=str(raw.get("name", "run")), **sections)
+    name = raw.get("name", "run")
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f'name = {name!r}: expected a non-empty string, e.g. name = "my-run"')
+    cfg = RunConfig(name=name, **sections)
     validate(cfg)
     return cfg
 
@@ -299,6 +316,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     text = read_text(path, f"save {path.name} as UTF-8 text")
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a config; fix the file") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML ({e}); fix the syntax at that line") from e
 
@@ -343,11 +362,25 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"model.{name} = {getattr(m, name)!r}: choose one of {choices}")
     if m.init_std <= 0:
         raise UserError(f"model.init_std = {m.init_std}: must be > 0")
+<<<<<<< HEAD
     if m.base_width < 0 or (m.param == "mup" and m.base_width == 0):
         raise UserError(
             f"model.base_width = {m.base_width}: muP needs the positive d_model at which the "
             f"hyperparameters were tuned, e.g. model.base_width = 64"
         )
+=======
+    if not m.rope_theta > 0:
+        raise UserError(f"model.rope_theta = {m.rope_theta}: must be > 0")
+    if not t.grad_clip > 0:
+        raise UserError(f"train.grad_clip = {t.grad_clip}: must be > 0 (the global-norm cap)")
+    if t.weight_decay < 0:
+        raise UserError(f"train.weight_decay = {t.weight_decay}: must be >= 0")
+    for name in ("b1", "b2"):
+        if not 0 <= getattr(t, name) < 1:
+            raise UserError(f"train.{name} = {getattr(t, name)}: must be in [0, 1)")
+    if not t.eps > 0:
+        raise UserError(f"train.eps = {t.eps}: must be > 0")
+>>>>>>> cad5590 (Malformed input is one clear line: table-driven fuzz suite (295 cases: grids, configs, flags, tables) run in-process in make test; grid/config numbers finite and bounded, tables streamed with a row limit, one-line argparse errors; make faults prints the fault-suite figures)
     if t.seed < 0:
         raise UserError(f"train.seed = {t.seed}: must be an integer >= 0")
     if t.steps <= 0:

@@ -36,6 +36,8 @@ def run_train_command(args: argparse.Namespace) -> int:
     if from_step is not None and from_step < 0:
         raise UserError(f"--from-step {from_step}: must be a checkpoint step >= 0")
     out = Path(args.out) if args.out else default_out_dir(cfg)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory; pass a directory path")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     distributed.initialize(setup)  # before anything touches devices (imports JAX)

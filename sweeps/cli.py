@@ -116,6 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         from scaling.errors import UserError
 
         raise UserError(f"--max-runs {args.max_runs}: must be >= 0 (the number of runs to train)")
+    params = _slurm_params(args)  # validated for every backend: a typo fails before work
     plan = _load(args)
     root = Path(args.out)
     if root.exists() and not root.is_dir():
@@ -155,7 +156,6 @@ def _run(args: argparse.Namespace) -> int:
         return 1 if counts.get("failed") else 0
     from sweeps.slurm import submit
 
-    params = _slurm_params(args)
     out = submit(
         root,
         plan,

@@ -111,8 +111,40 @@ def n_params(model: ModelConfig, count_by: str = "total") -> int:
     return counts.total if count_by == "total" else counts.nonembedding
 
 
-def check_table(table: dict[str, Any], defaults: dict[str, Any], section: str) -> dict[str, Any]:
-    """Fill defaults and reject unknown keys of a grid table."""
+# Bounds of the numeric grid keys (inclusive). `count` is bounded so that a typo (1e9) fails
+# at once instead of enumerating a billion shapes.
+_RANGES: dict[str, tuple[float, float]] = dict(
+    aspect=(1e-9, math.inf),
+    head_dim=(1, 65536),
+    multiple=(0, 1 << 20),
+    min_layers=(1, 10_000),
+    ff_mult=(1e-9, 1e6),
+    n_min=(0, 1e16),
+    n_max=(0, 1e16),
+    count=(1, 1000),
+    scale=(1e-9, 1e6),
+    depth_scale=(0, 1e6),
+    lr=(1e-12, 1e6),
+    lr_width=(1e-9, math.inf),
+    lr_max=(1e-12, 1e6),
+    batch_size=(1, 1 << 24),
+    min_batch_size=(0, 1 << 24),
+    batch_multiple=(1, 1 << 24),
+    min_steps=(0, 1e9),
+    warmup_max_frac=(0, 1),
+    tolerance=(0, 1),
+    center_tokens_per_param=(0, 1e9),
+    window=(1 + 1e-9, 1e12),
+    tokens_per_param=(1e-9, 1e12),
+)
+
+
+def check_table(table: Any, defaults: dict[str, Any], section: str) -> dict[str, Any]:
+    """Fill defaults and reject unknown keys and out-of-range numbers of a grid table."""
+    if not isinstance(table, dict):
+        raise UserError(
+            f"grid [{section}] = {table!r}: expected a table, e.g. [{section}] with its keys"
+        )
     unknown = sorted(set(table) - set(defaults))
     if unknown:
         raise UserError(
@@ -121,13 +153,28 @@ def check_table(table: dict[str, Any], defaults: dict[str, Any], section: str) -
         )
     for key, value in table.items():
         default = defaults[key]
+<<<<<<< HEAD
         if isinstance(value, list) and key in AXIS_KEYS and defaults is HPARAM_DEFAULTS:
             continue  # a hyperparameter axis, checked by sweeps.grid.hparam_points
+=======
+        if isinstance(default, list) and not isinstance(value, list):
+            raise UserError(f"grid [{section}] {key} = {value!r}: expected a list")
+>>>>>>> cad5590 (Malformed input is one clear line: table-driven fuzz suite (295 cases: grids, configs, flags, tables) run in-process in make test; grid/config numbers finite and bounded, tables streamed with a row limit, one-line argparse errors; make faults prints the fault-suite figures)
         if isinstance(default, bool) or not isinstance(default, int | float):
             continue  # strings, lists and mixed-type keys are checked where they are used
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(
                 f"grid [{section}] {key} = {value!r}: expected a number, e.g. {key} = {default!r}"
+            )
+        if not math.isfinite(value):
+            raise UserError(
+                f"grid [{section}] {key} = {value!r}: expected a finite number, "
+                f"e.g. {key} = {default!r}"
+            )
+        lo, hi = _RANGES.get(key, (-math.inf, math.inf))
+        if not lo <= value <= hi:
+            raise UserError(
+                f"grid [{section}] {key} = {value!r}: must be between {lo:g} and {hi:g}"
             )
         if isinstance(default, int) and not float(value).is_integer():
             raise UserError(
@@ -274,7 +321,13 @@ def warmup_for(h: dict[str, Any], n_total: int, steps: int, tokens_per_step: int
     if rule == "params":
         warm = math.ceil(n_total / tokens_per_step)
         warm = min(warm, int(float(h["warmup_max_frac"]) * steps))
-    elif isinstance(rule, bool) or not isinstance(rule, int | float):
+    elif (
+        isinstance(rule, bool)
+        or not isinstance(rule, int | float)
+        or not math.isfinite(rule)
+        or rule < 0
+        or (rule >= 1 and rule != int(rule))
+    ):
         raise UserError(
             f"grid [hparams] warmup = {rule!r}: use 'params', an integer number of steps or a "
             f"fraction in (0, 1)"

@@ -131,7 +131,20 @@ def plan_grid(raw: dict[str, Any]) -> Plan:
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
     ):
         raise UserError(f"grid {name!r}: seeds = {seeds!r}; give a non-empty list of integers >= 0")
+    _check_shapes_of_tables(raw)
     base = copy.deepcopy(raw.get("base", {}))
+    for section, values in base.items():
+        try:
+            C.check_section(section, values)
+        except UserError as e:
+            raise UserError(f"grid [base.{section}]: {e}") from None
+    planned = sorted(set(base.get("train", {})) & {"steps", "batch_size", "seed", "lr"})
+    if planned:
+        raise UserError(
+            f"grid [base.train] {planned[0]}: the plan sets it for every cell (steps/batch from "
+            f"the budget or tokens and [hparams], lr from [hparams], seed from `seeds`); "
+            f"remove it and change [hparams] or `seeds` instead"
+        )
     base_model = _base_model(base, shapes_spec)
 
     if kind == "isoflop":
@@ -174,6 +187,7 @@ def plan_grid(raw: dict[str, Any]) -> Plan:
     return Plan(name=name, kind=kind, cells=cells, grid=raw)
 
 
+<<<<<<< HEAD
 def _point_parts(point: dict[str, Any]) -> list[str]:
     """Label parts of an [hparams] axis point, e.g. ["lr=0.003", "B=32"]."""
     names = {"lr": "lr", "lr_factor": "lrx", "batch_size": "B", "warmup": "warmup"}
@@ -196,6 +210,27 @@ def _point_coords(point: dict[str, Any], lr: float, batch: int) -> dict[str, Any
     if "warmup" in point:
         out["warmup"] = point["warmup"]
     return out
+=======
+def _check_shapes_of_tables(raw: dict[str, Any]) -> None:
+    """UserError unless [base] is a table of tables and `overrides` a list of {where, set}."""
+    base = raw.get("base", {})
+    if not isinstance(base, dict) or not all(isinstance(v, dict) for v in base.values()):
+        raise UserError(
+            f"grid [base] = {base!r}: expected tables of config fields, e.g. [base.model]"
+        )
+    overrides = raw.get("overrides", [])
+    ok = isinstance(overrides, list) and all(
+        isinstance(o, dict)
+        and isinstance(o.get("where", {}), dict)
+        and isinstance(o.get("set", {}), dict)
+        for o in overrides
+    )
+    if not ok:
+        raise UserError(
+            "grid overrides: expected [[overrides]] tables, each with where = {...} and "
+            'set = {"section.field" = value}'
+        )
+>>>>>>> cad5590 (Malformed input is one clear line: table-driven fuzz suite (295 cases: grids, configs, flags, tables) run in-process in make test; grid/config numbers finite and bounded, tables streamed with a row limit, one-line argparse errors; make faults prints the fault-suite figures)
 
 
 def _positive_list(spec: dict[str, Any], key: str, kind: str) -> list[float]:
@@ -203,8 +238,10 @@ def _positive_list(spec: dict[str, Any], key: str, kind: str) -> list[float]:
     if not isinstance(values, list) or not values:
         raise UserError(f"grid [{kind}] {key} is empty: give a list, e.g. {key} = [1e11, 3e11]")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
-            raise UserError(f"grid [{kind}] {key}: {v!r} is not a positive number")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1e30:
+            raise UserError(
+                f"grid [{kind}] {key}: {v!r} is not a positive finite number (below 1e30)"
+            )
     return values
 
 

@@ -13,63 +13,137 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from scaling import errors
+from scaling import signals
 
 
 def test_flag_raises_even_after_the_exception_was_lost():
-    errors._INTERRUPTED.set()
+    signals.install()
     try:
-        with pytest.raises(KeyboardInterrupt):
-            errors.check_interrupt()
+        signals._received.append(signal.SIGTERM)  # as if the exception had been swallowed
+        with pytest.raises(signals.Interrupted) as e:
+            signals.check()
+        assert e.value.exit_code == 143 and e.value.signame == "SIGTERM"
     finally:
-        errors._INTERRUPTED.clear()
-    errors.check_interrupt()  # no flag, no exception
+        signals.reset()
+    signals.check()  # no flag, no exception
+
+
+def test_first_signal_in_the_step_loop_only_sets_the_flag_the_second_raises():
+    signals.reset()
+    with signals.graceful():
+        signals._handler(signal.SIGINT, None)  # the loop stops at the next step boundary
+        assert signals.requested() == signal.SIGINT
+        with pytest.raises(signals.Interrupted) as e:
+            signals._handler(signal.SIGINT, None)  # a stuck step: the second one raises
+    assert e.value.exit_code == 130
+    signals.reset()
+    with pytest.raises(signals.Interrupted):  # outside the loop the first one raises at once
+        signals._handler(signal.SIGTERM, None)
+    signals.reset()
 
 
 def _last_step(metrics: Path) -> int:
     try:
         lines = metrics.read_text().splitlines()
         return json.loads(lines[-1])["step"] if lines else 0
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, IndexError):
         return 0
 
 
-def test_sigint_stops_training_with_exit_130_and_keeps_checkpoints(tmp_path):
-    out = tmp_path / "run"
-    sets = [
-        "model.preset=cpu-3xs",
-        "model.seq_len=32",
-        "train.batch_size=8",
-        "train.steps=1000000",
-        "train.log_every=5",
-        "train.checkpoint_every=10",
-        "data.dataset=python_source/small",
-        "data.val_tokens=2048",
-        "data.task_mix=0.0",
-        "eval.enabled=false",
-        "mesh.data=1",
+SETS = [
+    "model.preset=cpu-3xs",
+    "model.seq_len=32",
+    "train.batch_size=8",
+    "train.log_every=1",
+    "train.checkpoint_every=25",
+    "data.dataset=python_source/small",
+    "data.val_tokens=2048",
+    "data.task_mix=0.0",
+    "eval.enabled=false",
+    "mesh.data=1",
+]
+GRID = "\n".join(
+    [
+        'name = "sig"',
+        'kind = "nxd"',
+        "[nxd]",
+        "tokens = [5e7]",
+        "[shapes]",
+        "n_min = 3e3",
+        "n_max = 3e3",
+        "count = 1",
+        "[hparams]",
+        "batch_size = 8",
+        "min_steps = 1",
+        "[base.model]",
+        "seq_len = 32",
+        "[base.data]",
+        'dataset = "python_source/small"',
+        "val_tokens = 2048",
+        "task_mix = 0.0",
+        "[base.train]",
+        "log_every = 1",
+        "checkpoint_every = 25",
+        "[base.eval]",
+        "enabled = false",
     ]
-    argv = [sys.executable, "-m", "scaling.cli", "train", "tiny", "--out", str(out)]
-    argv += [x for s in sets for x in ("--set", s)] + ["--no-progress"]
+)
+
+
+def _interrupt(argv: list[str], metrics: Callable[[], Path], sig: int) -> tuple[int, str]:
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    cmd = [sys.executable, "-m", "scaling.cli", *argv, "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
-        while _last_step(out / "metrics.jsonl") < 30 and proc.poll() is None:
+        deadline = time.time() + 300
+        while _last_step(metrics()) < 30 and proc.poll() is None:
             assert time.time() < deadline, "training never reached step 30"
-            time.sleep(0.2)
+            time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()[1][-2000:]
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err[-2000:]
-    assert "rerun the same command to resume" in err
+    return proc.returncode, err
+
+
+def _checkpoints(run: Path) -> list[int]:
+    return sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_training_saves_the_interrupt_step_and_says_one_line(tmp_path, sig):
+    """SIGINT and SIGTERM alike: exit 130/143, one line, a checkpoint AT the interrupt step
+    (not the last periodic one), no result.json."""
+    out = tmp_path / "run"
+    argv = ["train", "tiny", "--out", str(out)] + [x for s in SETS for x in ("--set", s)]
+    code, err = _interrupt(argv, lambda: out / "metrics.jsonl", sig)
+    assert code == 128 + sig, err[-2000:]
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert lines[0].startswith(f"interrupted by {signal.Signals(sig).name}: checkpoint saved at")
+    assert lines[0].endswith("rerun the same command to resume")
     assert not (out / "result.json").exists()
-    assert any(p.name.isdigit() for p in (out / "checkpoints").iterdir())
+    assert _checkpoints(out)[-1] == _last_step(out / "metrics.jsonl") >= 30
+
+
+def test_sigint_on_sweep_run_exits_130_without_segfault_and_releases_the_lease(tmp_path):
+    """Regression (issue 12): Ctrl-C on `sweep run` printed its line, then segfaulted (139),
+    because Orbax's manager was never closed on the way out."""
+    grid, root = tmp_path / "g.toml", tmp_path / "sweep"
+    grid.write_text(GRID)
+
+    def metrics() -> Path:
+        runs = list((root / "runs").glob("*/metrics.jsonl")) if (root / "runs").is_dir() else []
+        return runs[0] if runs else root / "none"
+
+    code, err = _interrupt(["sweep", "run", str(grid), "--out", str(root)], metrics, signal.SIGINT)
+    assert code == 130, err[-2000:]
+    assert "Traceback" not in err and len([x for x in err.splitlines() if x.strip()]) == 1
+    assert not list((root / "leases").glob("*.json"))
+    assert _checkpoints(metrics().parent)[-1] == _last_step(metrics())

@@ -157,8 +157,34 @@ def test_unreadable_checkpoints_never_restart_silently(tmp_path: Path) -> None:
     for p in (tmp_path / "checkpoints" / "4").rglob("*"):
         if p.is_file():
             p.write_bytes(b"")
-    with pytest.raises(UserError, match="Refusing to restart from step 0"):
-        train(cfg, tmp_path, progress=False)
+    for _ in range(2):  # regression (issue 12): the rerun refused too, not trained from 0
+        with pytest.raises(UserError, match="refusing to restart from step 0 silently"):
+            train(cfg, tmp_path, progress=False)
+    assert (tmp_path / "checkpoints" / "4").is_dir()  # the evidence stays where it was
+    r = train(cfg, tmp_path, progress=False, restart=True)  # the explicit way out
+    assert r["status"] == "done" and r["resumed_from_step"] is None
+    assert (tmp_path / "checkpoints" / "restarted-4").is_dir()
+
+
+def test_signal_saves_a_checkpoint_at_the_interrupt_step_and_resumes_bitwise(
+    reference: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM after update 6 (periodic checkpoints at 4, 8): the run saves step 6, raises
+    Interrupted (exit 143) and the resume starts at 6, ending bitwise equal to the reference."""
+    import signal
+
+    from scaling import signals
+
+    _, ref = reference
+    polls = iter(range(10**6))
+    monkeypatch.setattr(signals, "requested", lambda: signal.SIGTERM if next(polls) == 6 else None)
+    with pytest.raises(signals.Interrupted, match="") as e:
+        train(tiny(*SHORT), tmp_path, progress=False)
+    assert e.value.exit_code == 143 and "checkpoint saved at step 6" in e.value.detail
+    monkeypatch.undo()
+    r = train(tiny(*SHORT), tmp_path, progress=False)
+    assert r["resumed_from_step"] == 6
+    assert r["final_val_loss"] == ref["final_val_loss"]  # bitwise
 
 
 def test_huge_lr_diverges_and_is_recorded(tmp_path: Path) -> None:
