@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from typing import NoReturn
 
 from scaling import signals
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = signals.install()
+    hook, threading.excepthook = threading.excepthook, _quiet_disk_full(threading.excepthook)
     try:
         code = int(args.handler(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
@@ -170,6 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"error: {DiskFullError(e.filename or 'an output file')}", 1)
     finally:
         signals.restore(previous)
+        threading.excepthook = hook
+
+
+def _quiet_disk_full(default):
+    """A background thread (Orbax's async save) that hits a full disk must not print its
+    traceback: the main thread reports the same fault as one line."""
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not is_disk_full(args.exc_value):
+            default(args)
+
+    return hook
 
 
 def _silence_stdout() -> None:

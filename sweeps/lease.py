@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import DiskFullError, UserError
-from scaling.fileio import atomic_write, file_lock, read_json
+from scaling.fileio import atomic_write, file_lock, read_json, writing
 
 HOST = socket.gethostname()
 _seen: dict[str, tuple[tuple, float]] = {}  # lease path -> (content key, monotonic first seen)
@@ -141,8 +141,12 @@ class Lease:
                     return False
                 self._replace()  # steal a stale lease, or re-take our own (requeued job)
             else:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(self._payload())
+                try:
+                    with writing(self.path), os.fdopen(fd, "wb") as f:
+                        f.write(self._payload())
+                except BaseException:  # a full disk: leave no empty lease file behind
+                    self.path.unlink(missing_ok=True)
+                    raise
         self._start()
         return True
 
