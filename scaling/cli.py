@@ -67,7 +67,6 @@ def _train(args: argparse.Namespace) -> int:
     return run_train_command(args)
 
 
-<<<<<<< HEAD
 def _floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -105,13 +104,13 @@ def _mup_check(args: argparse.Namespace) -> int:
     from scaling.coordcheck import run  # imports JAX
 
     return run(args)
-=======
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one `error: ...` line (the usage block is what --help is for)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
->>>>>>> cad5590 (Malformed input is one clear line: table-driven fuzz suite (295 cases: grids, configs, flags, tables) run in-process in make test; grid/config numbers finite and bounded, tables streamed with a row limit, one-line argparse errors; make faults prints the fault-suite figures)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -362,13 +362,11 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"model.{name} = {getattr(m, name)!r}: choose one of {choices}")
     if m.init_std <= 0:
         raise UserError(f"model.init_std = {m.init_std}: must be > 0")
-<<<<<<< HEAD
     if m.base_width < 0 or (m.param == "mup" and m.base_width == 0):
         raise UserError(
             f"model.base_width = {m.base_width}: muP needs the positive d_model at which the "
             f"hyperparameters were tuned, e.g. model.base_width = 64"
         )
-=======
     if not m.rope_theta > 0:
         raise UserError(f"model.rope_theta = {m.rope_theta}: must be > 0")
     if not t.grad_clip > 0:
@@ -380,7 +378,6 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"train.{name} = {getattr(t, name)}: must be in [0, 1)")
     if not t.eps > 0:
         raise UserError(f"train.eps = {t.eps}: must be > 0")
->>>>>>> cad5590 (Malformed input is one clear line: table-driven fuzz suite (295 cases: grids, configs, flags, tables) run in-process in make test; grid/config numbers finite and bounded, tables streamed with a row limit, one-line argparse errors; make faults prints the fault-suite figures)
     if t.seed < 0:
         raise UserError(f"train.seed = {t.seed}: must be an integer >= 0")
     if t.steps <= 0:

@@ -153,13 +153,10 @@ def check_table(table: Any, defaults: dict[str, Any], section: str) -> dict[str,
         )
     for key, value in table.items():
         default = defaults[key]
-<<<<<<< HEAD
         if isinstance(value, list) and key in AXIS_KEYS and defaults is HPARAM_DEFAULTS:
             continue  # a hyperparameter axis, checked by sweeps.grid.hparam_points
-=======
         if isinstance(default, list) and not isinstance(value, list):
             raise UserError(f"grid [{section}] {key} = {value!r}: expected a list")
->>>>>>> cad5590 (Malformed input is one clear line: table-driven fuzz suite (295 cases: grids, configs, flags, tables) run in-process in make test; grid/config numbers finite and bounded, tables streamed with a row limit, one-line argparse errors; make faults prints the fault-suite figures)
         if isinstance(default, bool) or not isinstance(default, int | float):
             continue  # strings, lists and mixed-type keys are checked where they are used
         if isinstance(value, bool) or not isinstance(value, int | float):

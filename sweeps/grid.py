@@ -187,7 +187,6 @@ def plan_grid(raw: dict[str, Any]) -> Plan:
     return Plan(name=name, kind=kind, cells=cells, grid=raw)
 
 
-<<<<<<< HEAD
 def _point_parts(point: dict[str, Any]) -> list[str]:
     """Label parts of an [hparams] axis point, e.g. ["lr=0.003", "B=32"]."""
     names = {"lr": "lr", "lr_factor": "lrx", "batch_size": "B", "warmup": "warmup"}
@@ -210,7 +209,8 @@ def _point_coords(point: dict[str, Any], lr: float, batch: int) -> dict[str, Any
     if "warmup" in point:
         out["warmup"] = point["warmup"]
     return out
-=======
+
+
 def _check_shapes_of_tables(raw: dict[str, Any]) -> None:
     """UserError unless [base] is a table of tables and `overrides` a list of {where, set}."""
     base = raw.get("base", {})
@@ -230,7 +230,6 @@ def _check_shapes_of_tables(raw: dict[str, Any]) -> None:
             "grid overrides: expected [[overrides]] tables, each with where = {...} and "
             'set = {"section.field" = value}'
         )
->>>>>>> cad5590 (Malformed input is one clear line: table-driven fuzz suite (295 cases: grids, configs, flags, tables) run in-process in make test; grid/config numbers finite and bounded, tables streamed with a row limit, one-line argparse errors; make faults prints the fault-suite figures)
 
 
 def _positive_list(spec: dict[str, Any], key: str, kind: str) -> list[float]:
