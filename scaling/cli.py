@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "scaling.launch",
         "sweeps.cli",
         "sweeps.ablate",
+        "sweeps.finetune",
         "analysis.cli",
         "analysis.emergence_cli",
         "analysis.compare_cli",

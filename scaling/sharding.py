@@ -44,6 +44,8 @@ LOGICAL_AXIS_RULES: dict[str, MeshAxes] = {
     "head_dim": None,
     "positions": None,  # learned position table rows
     "norm": None,  # norm scale/bias vectors (tiny, replicated)
+    "lora_rank": None,  # LoRA adapter rank r (tiny): A and B shard along their other dims
+    "quant_block": None,  # block axis of quantised-base scales (scaling.quant)
     # activations
     "act_batch": ("data", "fsdp"),
     "act_seq": None,
@@ -130,8 +132,10 @@ def state_shardings(state: Any, mesh: Mesh, *, strict: bool = False) -> Any:
     def one(path, leaf):
         where = jax.tree_util.keystr(path)
         if isinstance(leaf, nnx.Variable):
+            if not hasattr(leaf.get_value(), "shape"):  # optax.partition's MaskedNode: no array
+                return leaf
             names = _names_of(leaf)
-            shape = getattr(leaf.get_value(), "shape", ())
+            shape = leaf.get_value().shape
             if names is not None:
                 spec = logical_to_spec(names, shape, mesh_shape, what=where, strict=strict)
             elif isinstance(leaf, nnx.Param) and len(shape) > 0:

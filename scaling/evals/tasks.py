@@ -17,6 +17,11 @@ space, training text), "demo" (20%, demonstrations) or "test" (20%, queries). So
 appear in the training mix or as a demonstration, whatever the seeds. Demonstrations are also
 chosen so that no demo's answer equals the query's answer: copying an answer from the prompt
 scores exactly 0 (except on `copy`, where copying the query is the task).
+
+Held-out tasks (`HELD_OUT_TASKS`, e.g. `upper`) are never in the pre-training mix nor in the
+default few-shot suite: they exist for `scaling finetune`, which trains on a task's training pool
+("mix", `TRAIN_POOL`) and scores its test pool, so fine-tuning measures transfer to a task the
+model never saw. A task with `trainable=False` is eval-only: it has no training pool to draw from.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 from scaling.errors import UserError
 
 POOLS = ("mix", "demo", "test")
+TRAIN_POOL = "mix"  # the training pool: pre-training mix text and fine-tuning examples
 _POOL_EDGES = (60, 80, 100)  # hash % 100 < 60: mix, < 80: demo, else test
 SEP = " -> "
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -66,6 +72,7 @@ class Task:
     alphabet: str
     sample: Callable[[np.random.Generator], Item]
     fixed_chance: float | None = None
+    trainable: bool = True  # False: eval-only, no training pool (fine-tuning refuses it)
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -138,6 +145,14 @@ def _unscramble(rng: np.random.Generator) -> Item:
             return Item(scrambled, word, word)
 
 
+UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _upper(rng: np.random.Generator) -> Item:
+    s = _letters(rng, 3, 6)
+    return Item(s, s.upper(), s)
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
@@ -164,16 +179,23 @@ def _repeat(rng: np.random.Generator) -> Item:
 # needs the first letter (knowing the task from the instruction or the demonstrations).
 OPT_IN: dict[str, Task] = {"repeat": Task("repeat", "Repeat the text:", LETTERS, _repeat)}
 
+# Fine-tuning-only tasks: never in the pre-training mix or the default few-shot suite.
+HELD_OUT_TASKS: dict[str, Task] = {
+    t.name: t for t in (Task("upper", "Uppercase the text:", UPPER, _upper),)
+}
+
 
 def get_task(name: str) -> Task:
     if name in TASKS:
         return TASKS[name]
     if name in OPT_IN:
         return OPT_IN[name]
-    raise UserError(
-        f"unknown eval task {name!r}; choose from {', '.join(TASKS)} (or opt-in: "
-        f"{', '.join(OPT_IN)})"
-    )
+    if name not in HELD_OUT_TASKS:
+        raise UserError(
+            f"unknown eval task {name!r}; choose from {', '.join(TASKS)} (or opt-in: "
+            f"{', '.join(OPT_IN)}; fine-tuning only: {', '.join(HELD_OUT_TASKS)})"
+        )
+    return HELD_OUT_TASKS[name]
 
 
 # ----------------------------------------------------------------------------- pools
@@ -214,6 +236,18 @@ def test_items(task: str, n: int, seed: int) -> list[Item]:
     """The `n` test queries of `task` for eval seed `seed` (distinct; the same for every K)."""
     rng = np.random.default_rng([seed, _task_id(task), 2])
     return draw(task, "test", rng, n, avoid=None)
+
+
+def train_items(task: str, n: int, seed: int) -> list[Item]:
+    """`n` distinct training-pool items of `task` (fine-tuning data), nested in `n`: the first
+    64 of a 256-item draw are the 64-item draw. UserError for an eval-only task."""
+    if not get_task(task).trainable:
+        raise UserError(
+            f"task {task!r} is eval-only (it has no training pool); fine-tune on one of "
+            f"{', '.join(t for t in (*TASKS, *OPT_IN, *HELD_OUT_TASKS) if get_task(t).trainable)}"
+        )
+    rng = np.random.default_rng([seed, _task_id(task), 3])
+    return draw(task, TRAIN_POOL, rng, n, avoid=None)
 
 
 def demos_for(task: str, query: Item, index: int, k: int, seed: int) -> list[Item]:

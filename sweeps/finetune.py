@@ -1,0 +1,297 @@
+"""`scaling finetune DIR --task T --df 64,256 --method full --method lora:r=4`: fine-tuning
+across scale, from the final checkpoint of every run of a sweep (or of one run directory).
+
+Every (run, method, D_f) is one row of DIR/finetune/results.jsonl (schema in the README):
+rows are appended atomically under a lock, and a row whose id (hash of run, task, method, D_f
+and resolved settings) is already there is skipped, so an interrupted study resumes where it
+stopped and a rerun with the same arguments trains nothing. The trained sub-state of each row
+(the adapters, for LoRA) is checkpointed under DIR/finetune/rows/<row_id>/.
+
+All input checks (task, methods, D_f, settings, runs and their checkpoints) happen before JAX
+is imported; the engine (scaling.evals.finetune) is imported only when there is work to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scaling import config as C
+from scaling.errors import UserError, check_interrupt
+from scaling.fileio import atomic_write, file_lock
+from sweeps import registry as R
+
+TABLE = "results.jsonl"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune", help="fine-tune every run of a sweep (full, LoRA, QLoRA) on a task"
+    )
+    p.add_argument("dir", metavar="RUN_OR_SWEEP_DIR", help="sweep directory or one run directory")
+    p.add_argument("--task", required=True, help="task to fine-tune on (e.g. upper)")
+    p.add_argument(
+        "--df", required=True, metavar="N,N,...", help="fine-tuning set sizes D_f (examples)"
+    )
+    p.add_argument(
+        "--method",
+        dest="methods",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="full | lora:r=4[,alpha=8][,targets=q+v] | qlora:r=4[,quant=int8] (repeatable)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="[METHOD.]KEY=VALUE",
+        help="override a setting for all methods (lr=1e-3) or one (lora.lr=2e-2), repeatable",
+    )
+    p.add_argument("--runs", default="", metavar="ID,ID", help="only these run ids (sweeps)")
+    p.add_argument(
+        "--sizes",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K model sizes spread over log N (the longest-trained run of each size)",
+    )
+    p.add_argument("--out", default=None, help="output directory (default DIR/finetune)")
+    p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    p.set_defaults(handler=run_command)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def parse_df(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise UserError(f"--df {text!r}: expected positive integers, e.g. --df 64,256,1024") from e
+    if not values or any(v <= 0 for v in values):
+        raise UserError(f"--df {text!r}: expected positive integers, e.g. --df 64,256,1024")
+    return sorted(set(values))
+
+
+def find_runs(root: Path) -> list[dict[str, Any]]:
+    """[{run_id, dir, result}] of the finished runs of a sweep dir, or of one run dir."""
+    if (root / R.RESULTS).is_file():
+        out = []
+        for rec in R.read_records(root):
+            if rec.get("status") != "done":
+                continue
+            d = R.run_dir(root, rec["run_id"])
+            res = (
+                json.loads((d / "result.json").read_text())
+                if (d / "result.json").is_file()
+                else rec
+            )
+            out.append({"run_id": rec["run_id"], "dir": d, "result": res})
+        if not out:
+            raise UserError(f"{root} has no finished runs to fine-tune; run the sweep first")
+        return out
+    if (root / "result.json").is_file():
+        res = json.loads((root / "result.json").read_text())
+        if res.get("status") != "done":
+            raise UserError(
+                f"run {root} did not finish (status {res.get('status')}); train it first"
+            )
+        return [{"run_id": res["run_id"], "dir": root, "result": res}]
+    raise UserError(
+        f"{root} is neither a sweep directory (results.jsonl) nor a run directory (result.json)"
+    )
+
+
+def select_runs(runs: list[dict], ids: str, sizes: int) -> list[dict]:
+    """Filter by --runs, then keep --sizes K sizes spread over log N (longest-trained each)."""
+    if ids:
+        want = [x.strip() for x in ids.split(",") if x.strip()]
+        known = {r["run_id"] for r in runs}
+        missing = [x for x in want if x not in known]
+        if missing:
+            raise UserError(
+                f"--runs: no finished run {missing[0]!r}; known: {', '.join(sorted(known))}"
+            )
+        runs = [r for r in runs if r["run_id"] in want]
+    if sizes < 0:
+        raise UserError(f"--sizes {sizes}: must be >= 1 (or 0 for every run)")
+    if sizes:
+        best: dict[int, dict] = {}
+        for r in runs:
+            n = int(r["result"]["n_params_total"])
+            if n not in best or r["result"]["tokens"] > best[n]["result"]["tokens"]:
+                best[n] = r
+        ns = sorted(best)
+        if sizes > len(ns):
+            raise UserError(
+                f"--sizes {sizes}: only {len(ns)} distinct model sizes; use <= {len(ns)}"
+            )
+        picks = sorted({round(i * (len(ns) - 1) / max(1, sizes - 1)) for i in range(sizes)})
+        runs = [best[ns[i]] for i in picks]
+    return sorted(runs, key=lambda r: (r["result"]["n_params_total"], r["run_id"]))
+
+
+def check_checkpoint(run: dict) -> None:
+    """UserError unless the run keeps the checkpoint of its final step (no JAX needed)."""
+    d, step = Path(run["dir"]), run["result"].get("step")
+    ck = d / "checkpoints"
+    steps = sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) if ck.is_dir() else []
+    if not steps:
+        raise UserError(
+            f"run {run['run_id']} ({d}) has no checkpoint to fine-tune from; keep the "
+            "checkpoints directory (or retrain the run)"
+        )
+    if step is not None and steps[-1] != step:
+        raise UserError(
+            f"run {run['run_id']}: newest checkpoint is step {steps[-1]} but the run ended at "
+            f"step {step}; fine-tuning starts from the final weights only"
+        )
+
+
+def row_id(run_id: str, task: str, method: str, d_f: int, settings: dict) -> str:
+    blob = json.dumps([run_id, task, method, d_f, settings], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    path = out / TABLE
+    if not path.is_file():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def append_row(out: Path, row: dict[str, Any]) -> None:
+    """Append one row atomically (lock + rewrite + os.replace); a duplicate id is dropped."""
+    line = json.dumps(R.clean_json(row), allow_nan=False) + "\n"
+    with file_lock(out / ".results.lock"):
+        path = out / TABLE
+        old = path.read_text() if path.is_file() else ""
+        if any(json.loads(x)["row_id"] == row["row_id"] for x in old.splitlines() if x.strip()):
+            return
+        atomic_write(path, old + ("" if not old or old.endswith("\n") else "\n") + line)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from scaling.evals import tasks as T
+
+    root = Path(args.dir)
+    task = T.get_task(args.task)
+    if not task.trainable:
+        T.train_items(args.task, 1, 0)  # raises the one-line "no training pool" error
+    d_fs = parse_df(args.df)
+    if not args.methods:
+        raise UserError("give at least one --method (full, lora:r=4, qlora:r=4)")
+    from scaling.evals.finetune_spec import parse_method, resolve_settings
+
+    methods = [parse_method(m) for m in args.methods]
+    settings = {m.label: resolve_settings(m.kind, args.overrides) for m in methods}
+    T.train_items(args.task, max(d_fs), max(s.seed for s in settings.values()))  # pool big enough
+    runs = select_runs(find_runs(root), args.runs, args.sizes)
+    cfgs = {}
+    for run in runs:
+        check_checkpoint(run)
+        cfgs[run["run_id"]] = C.load(Path(run["dir"]) / "config.toml")
+        for m in methods:
+            if m.spec is not None:
+                from scaling.lora import validate_spec
+
+                validate_spec(m.spec, cfgs[run["run_id"]].model.mlp)
+    out = Path(args.out) if args.out else root / "finetune"
+    done = {r["row_id"] for r in read_rows(out)}
+    jobs = [
+        (run, m, d_f, row_id(run["run_id"], args.task, m.label, d_f, asdict(settings[m.label])))
+        for run in runs
+        for m in methods
+        for d_f in d_fs
+    ]
+    todo = [j for j in jobs if j[3] not in done]
+    print(
+        f"fine-tuning {len(runs)} run(s) x {len(methods)} method(s) x {len(d_fs)} D_f on "
+        f"{args.task!r}: {len(jobs) - len(todo)} row(s) done, {len(todo)} to do -> {out / TABLE}",
+        file=sys.stderr,
+    )
+    if todo:
+        _train_rows(todo, cfgs, args.task, settings, out, progress=not args.no_progress)
+    print(f"see {out / TABLE}; `scaling analyze {root}` adds the fine-tuning law", file=sys.stderr)
+    return 0
+
+
+def _train_rows(todo, cfgs, task: str, settings, out: Path, *, progress: bool) -> None:
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    from scaling.evals import finetune as F  # imports JAX
+    from scaling.evals.finetune_spec import n_steps
+
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(
+        total=sum(n_steps(settings[m.label], d_f) for _, m, d_f, _ in todo),
+        desc=f"finetune {task}",
+        unit="step",
+        disable=not progress or not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )
+    try:
+        by_run: dict[str, list] = {}
+        for job in todo:
+            by_run.setdefault(job[0]["run_id"], []).append(job)
+        for run_id, jobs in by_run.items():
+            run, cfg = jobs[0][0], cfgs[run_id]
+            base = F.load_base(Path(run["dir"]), cfg)
+            pre = F.evaluate(
+                base.model(), cfg, task, settings[jobs[0][1].label].eval_items, base.mesh
+            )
+            for _, m, d_f, rid in jobs:
+                check_interrupt()
+                bar.set_postfix_str(f"N={run['result']['n_params_total']} {m.label} D_f={d_f}")
+                t0 = time.time()
+                s = settings[m.label]
+                model, info = F.finetune(
+                    base, task, m, d_f, s, out_dir=out / "rows" / rid, on_step=lambda: bar.update(1)
+                )
+                ev = F.evaluate(model, cfg, task, s.eval_items, base.mesh)
+                append_row(
+                    out, _row(rid, run, task, m, d_f, s, info, ev, pre, time.time() - t0, asdict(s))
+                )
+    finally:
+        bar.close()
+
+
+def _row(rid, run, task, m, d_f, s, info, ev, pre, wall, settings) -> dict[str, Any]:
+    res = run["result"]
+    return {
+        "row_id": rid,
+        "run_id": run["run_id"],
+        "run_name": res.get("name"),
+        "task": task,
+        "method": m.label,
+        "method_kind": m.kind,
+        "rank": m.spec.rank if m.spec else None,
+        "quant": m.spec.quant if m.spec else "none",
+        "n_params": res["n_params_total"],
+        "n_params_nonembed": res.get("n_params_nonembed"),
+        "pretrain_tokens": res["tokens"],
+        "pretrain_flops": res.get("flops_6nd_total"),
+        "pretrain_val_loss": res.get("final_val_loss"),
+        "d_f": d_f,
+        **{k: v for k, v in info.items() if k != "train_s"},
+        **ev,
+        "pre_eval_loss": pre["eval_loss"],
+        "pre_exact_match": pre["exact_match"],
+        "wall_time_s": wall,
+        "settings": settings,
+        "status": "done",
+    }
