@@ -109,7 +109,7 @@ def apply_lora(model: nnx.Module, spec: LoRASpec, rngs: nnx.Rngs) -> list[str]:
 
 
 def lora_modules(model: nnx.Module) -> list[LoRA]:
-    return [m for _, m in model.iter_modules() if isinstance(m, LoRA)]
+    return [m for _, m in nnx.iter_modules(model) if isinstance(m, LoRA)]
 
 
 def merge_lora(model: nnx.Module) -> None:

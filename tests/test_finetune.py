@@ -1,0 +1,103 @@
+"""`scaling finetune` end to end on a tiny trained run, resuming, and its input errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scaling import config
+from scaling.cli import main
+from scaling.evals import tasks as T
+
+BASE = [
+    "model.preset=cpu-3xs",
+    "model.seq_len=48",
+    "train.batch_size=16",
+    "train.steps=6",
+    "data.dataset=python_source/small",
+    "data.val_tokens=2048",
+    "data.task_mix=0.0",
+    "eval.enabled=false",
+]
+FT = ["--task", "upper", "--df", "8,24", "--set", "steps=3", "--set", "eval_items=32"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scaling.train import train
+
+    out = tmp_path_factory.mktemp("ft") / "run"
+    assert train(config.load("tiny", BASE), out, progress=False)["status"] == "done"
+    return out
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_finetune_writes_rows_and_resumes(run_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ft"
+    argv = ["finetune", str(run_dir), *FT, "--method", "full", "--method", "lora:r=2"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    rows = _rows(out / "results.jsonl")
+    assert len(rows) == 4 and {r["d_f"] for r in rows} == {8, 24}
+    result = json.loads((run_dir / "result.json").read_text())
+    for r in rows:
+        assert (
+            r["n_params"] == result["n_params_total"] and r["pretrain_tokens"] == result["tokens"]
+        )
+        assert r["steps"] == 3 and r["n_eval_items"] == 32 and r["wall_time_s"] > 0
+        assert r["eval_loss"] > 0 and 0 <= r["exact_match"] <= 1
+        assert (out / "rows" / r["row_id"] / "checkpoints").is_dir()
+    full = [r for r in rows if r["method"] == "full"]
+    lo = [r for r in rows if r["method"] == "lora:r=2"]
+    assert all(r["trainable_params"] == result["n_params_total"] for r in full)
+    d, f, layers = 16, 64, 1  # cpu-3xs: q, k, v, o are d x d, gate/up d x f, down f x d
+    assert all(r["trainable_params"] == layers * 2 * (4 * 2 * d + 3 * (d + f)) for r in lo)
+    assert all(r["eval_loss"] < r["pre_eval_loss"] for r in full)  # fine-tuning helps
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0  # rerun: nothing to do
+    assert "4 row(s) done, 0 to do" in capsys.readouterr().err
+    assert _rows(out / "results.jsonl") == rows
+
+
+def _no_ckpt_run(run_dir: Path, tmp_path: Path) -> Path:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("result.json", "config.toml"):
+        shutil.copy(run_dir / name, bare / name)
+    return bare
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "lora:r=4,targets=q+query"], "unknown projection 'query'"),
+        (["--method", "lora:r=0"], "rank r = 0"),
+        (["--method", "lora:r=-2"], "rank r = -2"),
+        (["--method", "full", "--df", "0"], "--df '0'"),
+        (["--method", "full", "--task", "nope"], "unknown eval task 'nope'"),
+        (["--method", "full", "--task", "evalonly"], "has no training pool"),
+        (["--method", "full", "NOCKPT"], "has no checkpoint"),
+        (["--method", "full", "--set", "lra=1"], "--set 'lra=1'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_before_compute(
+    run_dir: Path, tmp_path: Path, capsys, monkeypatch, extra: list[str], message: str
+) -> None:
+    monkeypatch.setitem(
+        T.HELD_OUT_TASKS,
+        "evalonly",
+        T.Task("evalonly", "Copy:", T.LETTERS, T.TASKS["copy"].sample, trainable=False),
+    )
+    target = str(_no_ckpt_run(run_dir, tmp_path)) if "NOCKPT" in extra else str(run_dir)
+    extra = [x for x in extra if x != "NOCKPT"]
+    out = tmp_path / "ft"
+    argv = ["finetune", target, "--task", "upper", "--df", "8", *extra, "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not out.exists()  # nothing was trained or written
