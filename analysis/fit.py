@@ -18,12 +18,11 @@ import numpy as np
 from scipy.optimize import minimize
 
 from analysis.laws import (
+    FROM_VEC,
     HUBER_DELTA,
     JOINT_NAMES,
     POWER_NAMES,
     LogHuberObjective,
-    joint_from_vec,
-    power_from_vec,
 )
 from analysis.optim import lbfgs_batched
 from scaling.errors import UserError
@@ -64,7 +63,7 @@ class Fit:
     @property
     def params(self) -> dict:
         """Natural parameters as python floats (E, A, B, alpha, beta) or (E, A, alpha)."""
-        d = joint_from_vec(self.vec) if self.kind == "joint" else power_from_vec(self.vec)
+        d = FROM_VEC[self.kind](self.vec)
         return {k: float(v) for k, v in d.items()}
 
     def to_json(self) -> dict:
@@ -166,7 +165,7 @@ def _spread(vecs: np.ndarray, best: np.ndarray, kind: str) -> dict:
     """Largest relative deviation of each natural parameter among the agreeing starts."""
     if vecs.shape[0] == 0:
         return {}
-    from_vec = joint_from_vec if kind == "joint" else power_from_vec
+    from_vec = FROM_VEC[kind]
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged fit is reported by the caller
         nat, ref = from_vec(vecs), from_vec(best)
         return {

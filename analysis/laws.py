@@ -6,6 +6,9 @@ Conventions (used everywhere in analysis/):
   e = log E, a = log A, b = log B.  Parameter vectors are ordered  [e, a, b, alpha, beta].
 - Single-variable law  L(x) = E + A * x**-alpha  (frontier L(C), and L(N), L(D)) is the same
   model with one term:  [e, a, alpha].
+- Multiplicative fine-tuning law (Zhang et al. 2024)  L(X, D_f) = E + A * X**-alpha * D_f**-beta,
+  X the model size (or pre-training tokens), D_f the fine-tuning examples, fitted through
+  log L = LSE(e, a - alpha log X - beta log D_f). Parameter vectors are [e, a, alpha, beta].
 - Compute C = 6 N D. Allocation exponents: N_opt ~ C**a_exp, D_opt ~ C**b_exp with
   a_exp = beta / (alpha + beta), b_exp = alpha / (alpha + beta).
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 JOINT_NAMES = ("E", "A", "B", "alpha", "beta")
+MULT_NAMES = ("E", "A", "alpha", "beta")
 POWER_NAMES = ("E", "A", "alpha")
 HUBER_DELTA = 1e-3
 
@@ -142,3 +146,64 @@ def L_of_N(p: dict, N) -> np.ndarray:
 def L_of_D(p: dict, D) -> np.ndarray:
     """Infinite-model limit of the joint law: L(D) = E + B / D^beta."""
     return p["E"] + p["B"] / np.power(np.asarray(D, dtype=np.float64), p["beta"])
+
+
+class MultLogHuberObjective:
+    """Summed Huber loss of log-residuals for L = E + exp(a - alpha u_1 - beta u_2) (the
+    multiplicative law; u_1 = log X, u_2 = log D_f). Same calling convention, weights and
+    delta as LogHuberObjective; parameters per row [e, a, alpha, beta]."""
+
+    def __init__(
+        self,
+        feats: list[np.ndarray],
+        logL: np.ndarray,
+        weights: np.ndarray | None = None,
+        delta: float = HUBER_DELTA,
+    ) -> None:
+        self.u1, self.u2 = (np.asarray(u, dtype=np.float64) for u in feats)
+        self.logL = np.asarray(logL, dtype=np.float64)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        self.delta = float(delta)
+
+    def __call__(self, X_bP: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            e_b1 = np.exp(X_bP[:, 0:1])
+            t = X_bP[:, 1:2] - X_bP[:, 2:3] * self.u1 - X_bP[:, 3:4] * self.u2
+            ex = np.exp(t)
+            tot = ex + e_b1
+            r = np.log(tot) - self.logL
+            a = np.abs(r)
+            hub = np.minimum(a, self.delta)
+            hub *= a - 0.5 * hub
+            psi = np.clip(r, -self.delta, self.delta)
+            w = _take(self.weights, idx)
+            if w is not None:
+                hub *= w
+                psi *= w
+            psi /= tot
+            pe = psi * ex
+            G = np.stack(
+                [
+                    psi.sum(axis=1) * e_b1[:, 0],
+                    pe.sum(axis=1),
+                    -(pe * self.u1).sum(axis=1),
+                    -(pe * self.u2).sum(axis=1),
+                ],
+                axis=1,
+            )
+        return hub.sum(axis=1), G
+
+
+def mult_loss(p: dict, X, D_f) -> np.ndarray:
+    """L(X, D_f) = E + A * X^-alpha * D_f^-beta (vectorised, parameter arrays broadcast)."""
+    X, D_f = np.asarray(X, dtype=np.float64), np.asarray(D_f, dtype=np.float64)
+    return p["E"] + p["A"] * np.power(X, -p["alpha"]) * np.power(D_f, -p["beta"])
+
+
+def mult_from_vec(v: np.ndarray) -> dict:
+    """[e, a, alpha, beta] -> dict of E, A, alpha, beta."""
+    v = np.asarray(v, dtype=np.float64)
+    return {"E": np.exp(v[..., 0]), "A": np.exp(v[..., 1]), "alpha": v[..., 2], "beta": v[..., 3]}
+
+
+FROM_VEC = {"joint": joint_from_vec, "power": power_from_vec, "mult": mult_from_vec}

@@ -167,7 +167,7 @@ def fits_json(res: dict) -> dict:
     if "frontier_fit" in res:
         out["frontier"] = res["frontier_fit"].to_json()
         out["frontier_ci"] = res["frontier_ci"]
-    for k in ("approach2", "approach2_ci", "backtest", "emergence"):
+    for k in ("approach2", "approach2_ci", "backtest", "emergence", "finetune"):
         if k in res:
             out[k] = res[k]
     return _jsonable(out)
@@ -297,6 +297,8 @@ def report_md(res: dict, figures: dict, out_dir: Path) -> str:
     if res.get("ablation_md"):
         L += ["", "## Which components in-context learning needs (ablation)", ""]
         L += [res["ablation_md"]]
+    if res.get("finetune_md"):
+        L += ["", "## Fine-tuning across scale", "", res["finetune_md"]]
     if res["notes"]:
         L += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
     L += ["", "## Figures", ""]
@@ -354,6 +356,22 @@ def _ablation(results_path: Path, out_dir: Path, res: dict, figures: dict) -> No
     figures.update(ab["figures"])
 
 
+def _finetune(table: Path, out_dir: Path, res: dict, figures: dict) -> None:
+    """The fine-tuning law section, when `scaling finetune` has written its table."""
+    if not table.is_file():
+        return
+    from analysis import finetune, finetune_plots
+
+    try:
+        ft = finetune.analyze(table, seed=0, level=res["level"])
+    except UserError as e:
+        res["notes"].append(f"fine-tuning law not fitted: {e}")
+        return
+    res["finetune"] = _jsonable(ft)
+    res["finetune_md"] = finetune.report_md(ft)
+    figures.update(finetune_plots.all_figures(ft, out_dir))
+
+
 def write_report(res: dict, out_dir: Path, results_path: Path | None = None) -> dict:
     """Figures, fits.json and report.md in ``out_dir``; returns {"report", "fits", "figures"}."""
     from analysis.plots import all_figures
@@ -370,6 +388,7 @@ def write_report(res: dict, out_dir: Path, results_path: Path | None = None) -> 
     if results_path is not None:
         _emergence(results_path, out_dir, res, figures)
         _ablation(Path(results_path), out_dir, res, figures)
+        _finetune(Path(results_path).parent / "finetune" / "results.jsonl", out_dir, res, figures)
     fits = fits_json(res)
     md = report_md(res, figures, out_dir)
     if hp:
