@@ -21,14 +21,20 @@ test-all: $(STAMP)
 
 # The demo: a 20-run IsoFLOP sweep on the CPU (with few-shot evals), an ablation of three runs
 # (smallest, middle, largest) at the largest budget (which heads / MLP blocks the few-shot tasks
-# need; a subset of tasks, shots and fractions, to stay near a minute), then fits, bootstrap CIs,
-# back-test, emergence and figures in runs/demo/report/. Rerunning reuses finished work.
+# need; a subset of tasks, shots and fractions, to stay near a minute), a small fine-tuning study
+# (3 model sizes x full and LoRA x 3 values of D_f on the held-out task `upper`), then fits,
+# bootstrap CIs, back-test, emergence, the fine-tuning law and figures in runs/demo/report/.
+# Rerunning reuses finished work.
 DEMO_ABLATE = --budget largest --sizes 3 --tasks add2,kv_recall,repeat --shots 0,1 \
 	--n-items 32 --fractions 0.2,0.4,0.6,0.8 --resamples 500
+
+DEMO_FINETUNE := --task upper --df 16,64,256 --method full --method lora:r=4 --sizes 3 \
+	--set eval_items=64
 
 demo: $(STAMP)
 	$(VENV)/bin/scaling sweep run demo --out runs/demo
 	$(VENV)/bin/scaling ablate runs/demo $(DEMO_ABLATE)
+	$(VENV)/bin/scaling finetune runs/demo $(DEMO_FINETUNE)
 	$(VENV)/bin/scaling analyze runs/demo
 	@echo "checks of the study:"
 	$(PY) -m analysis.checks runs/demo/report/fits.json

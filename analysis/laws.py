@@ -197,13 +197,20 @@ class MultLogHuberObjective:
 def mult_loss(p: dict, X, D_f) -> np.ndarray:
     """L(X, D_f) = E + A * X^-alpha * D_f^-beta (vectorised, parameter arrays broadcast)."""
     X, D_f = np.asarray(X, dtype=np.float64), np.asarray(D_f, dtype=np.float64)
-    return p["E"] + p["A"] * np.power(X, -p["alpha"]) * np.power(D_f, -p["beta"])
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged bootstrap resample
+        return p["E"] + p["A"] * np.power(X, -p["alpha"]) * np.power(D_f, -p["beta"])
 
 
 def mult_from_vec(v: np.ndarray) -> dict:
     """[e, a, alpha, beta] -> dict of E, A, alpha, beta."""
     v = np.asarray(v, dtype=np.float64)
-    return {"E": np.exp(v[..., 0]), "A": np.exp(v[..., 1]), "alpha": v[..., 2], "beta": v[..., 3]}
+    with np.errstate(over="ignore"):  # a diverged bootstrap resample gives inf, reported as such
+        return {
+            "E": np.exp(v[..., 0]),
+            "A": np.exp(v[..., 1]),
+            "alpha": v[..., 2],
+            "beta": v[..., 3],
+        }
 
 
 FROM_VEC = {"joint": joint_from_vec, "power": power_from_vec, "mult": mult_from_vec}

@@ -71,4 +71,21 @@ def summary_lines(res: dict) -> list[str]:
                 out.append(
                     f"  {r['task']} {r['metric']} {r['shots']}-shot: {r['verdict']} ({r['reason']})"
                 )
+    ft = res.get("finetune")
+    if ft:
+        out.append(
+            f"Fine-tuning law L(N, D_f) = E + A N^-alpha D_f^-beta from {ft['n_rows']} rows "
+            f"(row-level bootstrap):"
+        )
+        for g in ft["groups"]:
+            f = g["fits"].get("N")
+            if f is None:
+                continue
+            ci = f["params_ci"]
+            bt = g.get("backtest")
+            tail = f", back-test on the largest N {bt['mean_abs_rel_error']:.2%}" if bt else ""
+            out.append(
+                f"  {g['task']} {g['method']}: alpha = {_ci(ci['alpha'], '.3g')}, "
+                f"beta = {_ci(ci['beta'], '.3g')}, E = {_ci(ci['E'], '.3g')}{tail}"
+            )
     return out

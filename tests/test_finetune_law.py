@@ -102,3 +102,18 @@ def test_too_few_points_or_sizes_is_a_user_error(tmp_path):
     res = FL.analyze(path, n_resamples=50)
     assert "N" not in res["groups"][0]["fits"]  # one model size: no law in N, with a note
     assert any("needs >= 2" in n for n in res["notes"])
+
+
+def test_sweep_report_gets_a_finetuning_section(tmp_path):
+    from analysis.report import _finetune
+
+    table = tmp_path / "finetune" / "results.jsonl"
+    table.parent.mkdir()
+    table.write_text("".join(json.dumps(r) + "\n" for r in _rows("lora:r=4", 0.005, 2)))
+    res, figures = {"level": 0.9, "notes": []}, {}
+    _finetune(table, tmp_path / "report", res, figures)
+    assert "| upper | lora:r=4 | 16 |" in res["finetune_md"]
+    assert res["finetune"]["groups"][0]["fits"]["N"]["fit"]["kind"] == "mult"
+    assert set(figures) == {"fine-tuning upper: loss vs D_f", "fine-tuning upper: methods across N"}
+    _finetune(tmp_path / "absent.jsonl", tmp_path / "report", res2 := {"level": 0.9}, {})
+    assert "finetune" not in res2  # no table: no section
