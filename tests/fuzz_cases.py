@@ -109,7 +109,7 @@ def _grid_sets() -> list[tuple[str, str, str, str]]:
         "hparams.lr": ["0", "-1", "inf", "nan", '"x"'],
         "hparams.lr_width": ["0", "-1", "inf"],
         "hparams.lr_exp": ["inf", "nan"],
-        "hparams.lr_max": ["0", "-1", "nan"],
+        "hparams.lr_max": ["-1", "nan", "inf"],
         "hparams.batch_size": ["0", "-1", "1.5", "inf"],
         "hparams.min_batch_size": ["-1"],
         "hparams.batch_multiple": ["0", "-1"],
