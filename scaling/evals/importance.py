@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scaling import mup
 from scaling.evals import score as S
 from scaling.model import Transformer, attention_probs
 
@@ -140,7 +141,8 @@ def _trace(model: Transformer, tokens_BT: jax.Array):
     probs, heads = [], []
     for block in model.blocks:
         q, k, v = block.attn.qkv(block.attn_norm(x))
-        p_BNTS = attention_probs(q, k)
+        cfg = block.attn.cfg
+        p_BNTS = attention_probs(q, k, mup.attention_scale(cfg) if mup.is_mup(cfg) else None)
         v_BSNH = jnp.repeat(v, q.shape[2] // v.shape[2], axis=2).astype(jnp.float32)
         probs.append(p_BNTS)
         heads.append(jnp.einsum("bnts,bsnh->btnh", p_BNTS, v_BSNH))
