@@ -46,6 +46,8 @@ AXIS_KIND: dict[str, str] = {
     "norm": "width",
     "vocab": "fixed",
     "positions": "fixed",
+    "lora_rank": "fixed",  # LoRA adapter rank (scaling.lora): set by the user, not by width
+    "quant_block": "fixed",  # block axis of a quantised base's scales (scaling.quant)
 }
 
 
