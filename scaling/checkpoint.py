@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from scaling.errors import UserError
+from scaling.errors import DiskFullError, UserError
 from scaling.fileio import writing
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,26 @@ class Checkpointer:
         Returns once the device arrays have been copied out, so buffers may be donated next.
         """
         flat, _ = _flatten(state)
+        self._check_space(step, flat)
         with writing(self.directory / str(step)):
             self._save(step, flat, meta)
+
+    def _check_space(self, step: int, flat: dict[str, Any]) -> None:
+        """Refuse a save that cannot fit before Orbax starts writing: a save that runs out of
+        space half-way fails in its background threads with hundreds of lines of tracebacks.
+        Counts the bytes this process writes (replica 0 of each addressable shard), uncompressed,
+        plus a little for the metadata files."""
+        need = 64 * 1024
+        for x in flat.values():
+            shards = getattr(x, "addressable_shards", None)
+            if shards is None:
+                need += int(getattr(x, "nbytes", 0))
+            else:
+                need += sum(s.data.nbytes for s in shards if s.replica_id == 0)
+        free = shutil.disk_usage(self.directory).free
+        if free < need:
+            log.info("checkpoint %d needs ~%d bytes, %d free", step, need, free)
+            raise DiskFullError(self.directory / str(step))
 
     def _save(self, step: int, flat: dict[str, Any], meta: dict[str, Any] | None) -> None:
         self._manager.save(

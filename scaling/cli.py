@@ -8,6 +8,7 @@ line and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous = signals.install()
     hook, threading.excepthook = threading.excepthook, _quiet_disk_full(threading.excepthook)
+    for name in ("absl", "asyncio"):  # Orbax's save threads log a full disk here, repeatedly
+        logging.getLogger(name).addFilter(_drop_disk_full)
     try:
         code = int(args.handler(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         return _fail(f"error: {e}", 2)
     except DiskFullError as e:
-        return _fail(f"error: {e}", 1)
+        return _fail_disk_full(str(e))
     except signals.Interrupted as e:
         where = f"{e.detail}; " if e.detail else ""
         return _fail(
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if not is_disk_full(e):
             raise
-        return _fail(f"error: {DiskFullError(e.filename or 'an output file')}", 1)
+        return _fail_disk_full(str(DiskFullError(e.filename or "an output file")))
     finally:
         signals.restore(previous)
         threading.excepthook = hook
@@ -186,6 +189,12 @@ def _quiet_disk_full(default):
     return hook
 
 
+def _drop_disk_full(record: logging.LogRecord) -> bool:
+    """Logging filter: drop a background thread's report of a full disk (we print one line)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (is_disk_full(exc) or is_disk_full(Exception(record.getMessage())))
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
     try:
@@ -200,13 +209,27 @@ def _fail(line: str, code: int) -> int:
     return code
 
 
+_disk_full = False
+
+
+def _fail_disk_full(message: str) -> int:
+    global _disk_full
+    _disk_full = True
+    return _fail(f"error: {message}", 1)
+
+
 def entry() -> None:
     """The `scaling` console script: once the exit code is known, later signals are ignored
-    (a second Ctrl-C must not print a traceback from interpreter shutdown)."""
+    (a second Ctrl-C must not print a traceback from interpreter shutdown). After a full disk
+    the process ends without running exit hooks: third-party ones (event-file writers, worker
+    pools) would only fail again on the same disk and print their tracebacks after our line;
+    everything that matters was written atomically or is resumable."""
     code = main()
     signals.ignore_further()
     sys.stdout.flush()
     sys.stderr.flush()
+    if _disk_full:
+        os._exit(code)
     sys.exit(code)
 
 

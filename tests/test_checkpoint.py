@@ -11,7 +11,7 @@ import pytest
 
 from scaling import config, engine, sharding
 from scaling.checkpoint import Checkpointer, UnreadableCheckpointError
-from scaling.errors import UserError
+from scaling.errors import DiskFullError, UserError
 
 
 def _sharded_state(mesh_sizes: tuple[int, int, int]) -> tuple[dict, object]:
@@ -84,6 +84,28 @@ def test_keeps_only_the_newest(tmp_path: Path) -> None:
     ck.close()
     assert got.step == 4
     np.testing.assert_array_equal(np.asarray(got.state["w"]), np.arange(6.0).reshape(2, 3) * 4)
+
+
+def test_save_that_cannot_fit_is_refused_before_orbax_writes(tmp_path: Path, monkeypatch) -> None:
+    """A full disk is found before the save starts (one DiskFullError naming the step), so no
+    half-written step is left and the earlier checkpoints stay readable."""
+    import shutil
+
+    state = {"w": jax.numpy.arange(4096.0)}  # 32 KiB
+    ck = Checkpointer(tmp_path)
+    ck.save(1, state)
+    ck.wait()
+    real = shutil.disk_usage
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda p: real(p)._replace(free=state["w"].nbytes // 2)
+    )
+    with pytest.raises(DiskFullError, match=r"writing .*/2; free space and rerun to resume"):
+        ck.save(2, state)
+    monkeypatch.undo()
+    assert ck.steps() == [1] and not any("2" in p.name for p in tmp_path.iterdir())
+    got = ck.restore_latest(state)
+    ck.close()
+    assert got.step == 1
 
 
 def test_empty_directory_restores_nothing(tmp_path: Path) -> None:
