@@ -19,6 +19,7 @@ import numpy as np
 
 from analysis.emergence import Curve
 from analysis.emergence_tables import BUILTIN_SPECS
+from analysis.hparams import best_variants
 from scaling.errors import UserError
 from scaling.fileio import read_jsonl, read_text
 
@@ -68,6 +69,9 @@ def _frontier(recs: list[dict], scale_keys: tuple[str, ...]) -> list[dict]:
 
     An IsoFLOP grid has several models per compute budget; the emergence curve follows the
     compute-optimal frontier. Seeds of the kept configuration are all returned (pooled later).
+    Runs of a grid with [hparams] axes arrive already reduced to each cell's lowest-loss
+    variant (analysis.hparams.best_variants, as in the scaling fits), so lr variants are
+    neither separate points nor pooled as if they were seeds.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in recs:
@@ -99,7 +103,7 @@ def curves_from_results(path: str | Path, *, scale: str = "compute") -> list[Cur
         fams[str(r.get("family") or r.get("sweep") or "ours")].append(r)
     curves = []
     for fam, rs in sorted(fams.items()):
-        rs = _frontier(rs, keys)
+        rs = _frontier(best_variants(rs)[0], keys)  # lr/batch variants: the fits' choice
         cells: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
         chance: dict[tuple, float] = {}
         majority: dict[tuple, float] = {}

@@ -110,6 +110,35 @@ def _group_key(cell: dict[str, Any]) -> str:
     )
 
 
+def variant_groups(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The records that carry hyperparameter axes, grouped by their cell without the axis
+    coordinates: each group is one (shape, budget/tokens, seed) run at several lrs/batches/..."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        if (r.get("cell") or {}).get("hp_axes"):
+            groups.setdefault(_group_key(r["cell"]), []).append(r)
+    return list(groups.values())
+
+
+def best_variants(
+    records: list[dict[str, Any]], loss_key: str = "final_val_loss"
+) -> tuple[list[dict[str, Any]], int]:
+    """`records` keeping only each variant group's lowest-loss run (the scaling fits' point of
+    that cell; records without axes pass through), and how many variants were dropped. A
+    variant without a finite loss never wins; a group with no finite loss is dropped whole."""
+
+    def loss(r: dict) -> float:
+        v = r.get(loss_key)
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        return float(v) if ok else math.inf
+
+    drop: set[int] = set()
+    for members in variant_groups(records):
+        best = min(members, key=loss)
+        drop |= {id(r) for r in members if r is not best or loss(r) == math.inf}
+    return [r for r in records if id(r) not in drop], len(drop)
+
+
 def analyze_records(
     records: list[dict[str, Any]],
     *,
@@ -123,14 +152,12 @@ def analyze_records(
     `records` are finished results rows (run_id, cell, `loss_key`, `n_key`, D, C_6ND); each
     group output's `loss`/`losses` are in that metric.
     """
-    rows = [r for r in records if (r.get("cell") or {}).get("hp_axes")]
-    if not rows:
+    groups = variant_groups(records)
+    if not groups:
         return None
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(_group_key(r["cell"]), []).append(r)
+    rows = [r for members in groups for r in members]
     out_groups = []
-    for members in groups.values():
+    for members in groups:
         best = min(members, key=lambda r: r[loss_key])
         cell = best["cell"]
         g: dict[str, Any] = dict(

@@ -124,6 +124,30 @@ def test_isoflop_cells_group_by_nominal_budget(tmp_path):
     np.testing.assert_allclose(curve.loss, 3.0 - 0.2 * np.arange(len(LOG_C)))  # best shape kept
 
 
+def test_lr_variants_reduce_to_the_fits_choice(tmp_path):
+    """A grid with an lr axis runs each cell at several lrs; the curve keeps one point per
+    budget, the lowest-loss variant (as the scaling fits do), not every lr pooled as seeds."""
+    from analysis.emergence_io import curves_from_results
+
+    rng = np.random.default_rng(1)
+    recs = []
+    for i in range(len(LOG_C)):
+        for lr, off in ((1e-3, 0.5), (1e-2, 0.0), (1e-1, 0.8)):  # 1e-2 is best
+            r = _record(rng, i, 0, loss_offset=off)
+            r["cell"] = {"kind": "isoflop", "budget": 10 ** LOG_C[i], "shape": "d16", "seed": 0}
+            r["cell"] |= {"lr": lr, "hp_axes": ["lr"]}
+            if lr != 1e-2:  # a worse lr with a fake jump: it must not reach the curve
+                r["evals"]["scores"]["add3"]["4"]["exact_match"] = 0.9
+            recs.append(r)
+    _write(tmp_path / "results.jsonl", recs)
+    curves = {(c.task, c.shots, c.metric): c for c in curves_from_results(tmp_path)}
+    curve = curves[("add3", 4, "exact_match")]
+    np.testing.assert_allclose(np.log10(curve.scale), LOG_C)
+    assert list(curve.n_seeds) == [1] * len(LOG_C)
+    np.testing.assert_allclose(curve.loss, 3.0 - 0.2 * np.arange(len(LOG_C)))
+    assert curve.y.max() < 0.05
+
+
 def test_csv_mapped_columns_and_families_must_exist(tmp_path):
     """A typo in a mapped column or a family name is an error naming it, not a silent skip."""
     import pytest

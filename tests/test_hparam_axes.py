@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.hparams import analyze_records, parabola_optimum
+from analysis.hparams import analyze_records, best_variants, parabola_optimum
 from scaling.cli import main
 from scaling.errors import UserError
 from sweeps import family as F
@@ -181,6 +181,23 @@ def test_analyze_uses_the_best_lr_run_as_each_cells_point(tmp_path: Path, capsys
         assert g["best_run"] == min(same, key=lambda r: r["final_val_loss"])["run_id"] in kept
     assert (tmp_path / "sw" / "report" / "loss_vs_lr.png").stat().st_size > 10_000
     assert "## Hyperparameter axes" in (tmp_path / "sw" / "report" / "report.md").read_text()
+
+
+def test_best_variants_is_the_fits_selection() -> None:
+    """best_variants (used by `scaling emergence`) keeps exactly the runs analyze_records keeps;
+    runs without axes pass through; a variant with a NaN loss never wins."""
+    plan = plan_grid(_grid(lr=[3e-3, 3e-2, 3e-1]))
+    recs = [dict(run_id=c.run_id, cell=c.cell, N_total=c.n_total, D=c.tokens, C_6ND=c.c_6nd,
+                 final_val_loss=3.0 + 0.08 * math.log10(c.lr / _lr_star(c.n_total)) ** 2)
+            for c in plan.cells]  # fmt: skip
+    plain = dict(run_id="plain", cell={"kind": "isoflop"}, final_val_loss=9.0)
+    kept, n_dropped = best_variants([*recs, plain])
+    hp = analyze_records(recs)
+    assert sorted(r["run_id"] for r in kept) == sorted([*hp["kept"], "plain"])
+    assert n_dropped == len(hp["dropped"]) == 2 * len(kept) - 2
+    best = min(recs[:3], key=lambda r: r["final_val_loss"])
+    recs[recs.index(best)] = dict(best, final_val_loss=float("nan"))
+    assert best["run_id"] not in {r["run_id"] for r in best_variants(recs)[0]}
 
 
 def test_grid_without_axes_has_one_point() -> None:
