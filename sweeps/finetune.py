@@ -203,6 +203,9 @@ def run_command(args: argparse.Namespace) -> int:
     for run in runs:
         check_checkpoint(run)
         cfgs[run["run_id"]] = C.load(Path(run["dir"]) / "config.toml")
+        T.require_byte_tokenizer(
+            cfgs[run["run_id"]].data.tokenizer, f"scaling finetune run {run['run_id']}"
+        )
         for m in methods:
             if m.spec is not None:
                 from scaling.lora import validate_spec

@@ -73,7 +73,7 @@ def test_bits_per_byte_by_hand() -> None:
     assert spm.bits_per_byte(None, 1, 1) is None and spm.bits_per_byte(1.0, 1, 0) is None
 
 
-def test_run_records_tokenizer_hash_and_bpb(model: Path, corpus: Path) -> None:
+def test_run_records_tokenizer_hash_and_bpb(model: Path, corpus: Path, capsys) -> None:
     from scaling.train import train
 
     cfg = config.load(
@@ -106,6 +106,22 @@ def test_run_records_tokenizer_hash_and_bpb(model: Path, corpus: Path) -> None:
     assert info["val_target_bytes"] > 1.5 * info["val_target_tokens"]  # pieces span bytes
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["val_bpb"] == pytest.approx(res["final_val_bpb"])
+    _few_shot_refuses_sentencepiece(out, capsys)
+
+
+def _few_shot_refuses_sentencepiece(run: Path, capsys) -> None:
+    """ablate and finetune score/train the byte-encoded task suite: on a SentencePiece run they
+    exit 2 with one line naming the tokenizer, before loading the model."""
+    from scaling.cli import main
+
+    for args in (
+        ["ablate", str(run), "--no-progress"],
+        ["finetune", str(run), "--task", "upper", "--df", "16", "--method", "full"],
+    ):
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is a SentencePiece model" in err, err
 
 
 def test_tokenizer_errors(tmp_path: Path, model: Path) -> None:

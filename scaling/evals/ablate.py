@@ -78,10 +78,14 @@ class AblateSpec:
 
 
 def check_run(run_dir: Path) -> None:
-    """UserError unless `run_dir` holds a finished run with at least one checkpoint."""
+    """UserError unless `run_dir` holds a finished byte-tokenizer run with a checkpoint."""
+    from scaling.evals.tasks import require_byte_tokenizer  # noqa: PLC0415
+
     res = run_dir / "result.json"
     if not res.is_file() or json.loads(res.read_text()).get("status") != "done":
         raise UserError(f"run {run_dir} has not finished (no result.json with status done)")
+    data_info = json.loads(res.read_text()).get("data_info") or {}
+    require_byte_tokenizer(data_info.get("tokenizer_path") or "", f"scaling ablate run {run_dir}")
     ckpt = run_dir / "checkpoints"
     if not ckpt.is_dir() or not any(d.name.isdigit() for d in ckpt.iterdir()):
         raise UserError(

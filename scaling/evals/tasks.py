@@ -198,6 +198,18 @@ def get_task(name: str) -> Task:
     return HELD_OUT_TASKS[name]
 
 
+def require_byte_tokenizer(tokenizer: str, what: str) -> None:
+    """UserError for a run trained with a SentencePiece model (`data.tokenizer` set): the task
+    suite is scored and fine-tuned on as UTF-8 bytes (scaling.evals.score), which would be
+    nonsense ids to such a model, not an error."""
+    if tokenizer:
+        raise UserError(
+            f"{what}: data.tokenizer = {tokenizer!r} is a SentencePiece model, but the few-shot "
+            f"tasks encode with the byte tokenizer only; use a run trained with bytes "
+            f'(data.tokenizer = "")'
+        )
+
+
 # ----------------------------------------------------------------------------- pools
 
 
