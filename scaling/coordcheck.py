@@ -144,18 +144,24 @@ def max_ratio(records: list[dict], param: str, lr: float | None = None) -> tuple
     return best
 
 
-def best_lr_by_width(records: list[dict], param: str) -> dict[int, float]:
-    """Grid lr with the lowest mean loss per width (non-finite losses lose)."""
-    loss: dict[tuple[int, float], list[float]] = {}
+def mean_loss(records: list[dict], param: str) -> dict[int, dict[float, float]]:
+    """{width: {lr: mean validation loss over seeds}} for one parametrisation; a cell with a
+    non-finite (or missing) loss in any seed is inf, so it never wins."""
+    acc: dict[int, dict[float, list[float]]] = {}
     for r in records:
         if r["param"] == param:
-            loss.setdefault((r["width"], r["lr"]), []).append(r["loss"])
-    best: dict[int, tuple[float, float]] = {}
-    for (w, lr), ls in loss.items():
-        m = float(np.mean(ls)) if all(math.isfinite(x) for x in ls) else math.inf
-        if w not in best or m < best[w][0]:
-            best[w] = (m, lr)
-    return {w: lr for w, (_, lr) in sorted(best.items())}
+            acc.setdefault(r["width"], {}).setdefault(r["lr"], []).append(r["loss"])
+
+    def mean(ls: list) -> float:
+        ok = all(isinstance(x, int | float) and math.isfinite(x) for x in ls)
+        return float(np.mean(ls)) if ok else math.inf
+
+    return {w: {lr: mean(d[lr]) for lr in sorted(d)} for w, d in sorted(acc.items())}
+
+
+def best_lr_by_width(records: list[dict], param: str) -> dict[int, float]:
+    """Grid lr with the lowest mean loss per width (non-finite losses lose)."""
+    return {w: min(by_lr, key=by_lr.__getitem__) for w, by_lr in mean_loss(records, param).items()}
 
 
 def plot(records: list[dict], out: Path, lr: float) -> list[Path]:
@@ -188,22 +194,40 @@ def plot(records: list[dict], out: Path, lr: float) -> list[Path]:
     plt.close(fig)
     lrs = sorted({r["lr"] for r in records})
     if len(lrs) > 1:
-        fig, axes = plt.subplots(1, len(params), figsize=(5.5 * len(params), 4.2), squeeze=False)
-        for ax, p in zip(axes[0], params, strict=True):
-            for w in sorted({r["width"] for r in records}):
-                ys = [
-                    np.mean([r["loss"] for r in records if (r["param"], r["width"], r["lr"]) ==
-                             (p, w, x)])
-                    for x in lrs
-                ]  # fmt: skip
-                ax.plot(lrs, ys, marker="o", label=f"d={w}")
-            ax.set(xscale="log", xlabel="peak lr", ylabel="validation loss (nats/token)")
-            ax.set_title(f"{p.upper()}: loss vs lr per width")
-        axes[0][-1].legend(fontsize=8)
-        paths.append(out / "lr_transfer.png")
-        fig.savefig(paths[1], dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        paths.append(_plot_lr_transfer(records, params, lrs, out / "lr_transfer.png"))
     return paths
+
+
+def _plot_lr_transfer(records: list[dict], params: list[str], lrs: list[float], path: Path):
+    """Validation loss vs peak lr, one line per width, one panel per parametrisation; a star
+    marks each width's best grid lr (its value in the legend)."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import NullFormatter  # noqa: PLC0415
+
+    fig, axes = plt.subplots(
+        1, len(params), figsize=(5.5 * len(params), 4.2), squeeze=False, sharey=True
+    )
+    for ax, p in zip(axes[0], params, strict=True):
+        for w, by_lr in mean_loss(records, p).items():
+            xs = [x for x in lrs if x in by_lr and math.isfinite(by_lr[x])]
+            best = min(by_lr, key=by_lr.__getitem__)
+            (line,) = ax.plot(xs, [by_lr[x] for x in xs], marker="o", label=f"d={w}: {best:g}")
+            if math.isfinite(by_lr[best]):
+                ax.plot([best], [by_lr[best]], marker="*", ms=15, color=line.get_color(), mec="k")
+        ax.set(xscale="log", xlabel="peak lr", title=f"{p.upper()}: loss vs lr per width")
+        ax.set_xticks(lrs, [f"{x:.2g}" for x in lrs], rotation=45 if len(lrs) > 6 else 0)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=8, title="width: best lr", title_fontsize=8)
+    axes[0][0].set_ylabel("validation loss (nats/token)")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _finite_or_none(table: dict[int, dict[float, float]]) -> dict[int, dict[float, Any]]:
+    return {
+        w: {lr: v if math.isfinite(v) else None for lr, v in d.items()} for w, d in table.items()
+    }
 
 
 def run(args: Any) -> int:
@@ -224,6 +248,7 @@ def run(args: Any) -> int:
             "max_rms_ratio": ratio,
             "layer": layer,
             "best_lr": best_lr_by_width(records, p) if len(lrs) > 1 else None,
+            "loss_by_lr": _finite_or_none(mean_loss(records, p)) if len(lrs) > 1 else None,
         }
         line = f"{p.upper():>3}: RMS(widest)/RMS(narrowest) up to {ratio:.2f}x ({layer})"
         if len(lrs) > 1:

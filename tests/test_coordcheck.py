@@ -51,3 +51,40 @@ def test_bad_input_is_a_user_error(kw, match) -> None:
     args = dict(widths=[32, 64], lrs=[1e-2]) | kw
     with pytest.raises(UserError, match=match):
         coordcheck.sweep(args.pop("widths"), args.pop("lrs"), **args, **PROBE)
+
+
+def _synthetic_lr_records() -> list[dict]:
+    """Loss = 3 + (log10 lr - log10 lr*)^2 with lr* = 1e-2 under muP at every width and
+    lr* = 1e-2 * 32 / width under SP (two seeds, +-0.01 noise); one SP cell diverged (NaN)."""
+    import numpy as np
+
+    lrs = [1e-2 * 2.0**k for k in range(-5, 4)]
+    out = []
+    for p in ("sp", "mup"):
+        for w in (32, 64, 128):
+            star = 1e-2 * (32 / w if p == "sp" else 1.0)
+            for lr in lrs:
+                for s, noise in ((0, 0.01), (1, -0.01)):
+                    loss = 3.0 + (np.log10(lr) - np.log10(star)) ** 2 + noise
+                    out.append(dict(param=p, width=w, base_width=32, lr=lr, seed=s, loss=loss))
+    out[-1]["loss"] = float("nan")  # muP, widest, largest lr, seed 1
+    return out
+
+
+def test_best_lr_by_width_and_lr_transfer_figure(tmp_path: Path) -> None:
+    """The multi-lr path: per-width argmin of the seed-mean loss (a NaN seed makes its cell
+    lose) and lr_transfer.png, one panel per parametrisation."""
+    import matplotlib.image as mpimg
+
+    records = _synthetic_lr_records()
+    assert coordcheck.best_lr_by_width(records, "mup") == {32: 1e-2, 64: 1e-2, 128: 1e-2}
+    assert coordcheck.best_lr_by_width(records, "sp") == {32: 1e-2, 64: 5e-3, 128: 2.5e-3}
+    table = coordcheck.mean_loss(records, "mup")
+    assert sorted(table) == [32, 64, 128] and all(len(v) == 9 for v in table.values())
+    assert table[128][max(table[128])] == float("inf") and table[64][1e-2] == pytest.approx(3.0)
+    for r in records:  # plot() also draws the coordinate check from each record's layer RMS
+        r["rms"] = {"embed": 1.0, "logits": r["width"] / 32 if r["param"] == "sp" else 1.0}
+    paths = coordcheck.plot(records, tmp_path, lr=1e-2)
+    assert [p.name for p in paths] == ["coord_check.png", "lr_transfer.png"]
+    h, w, _ = mpimg.imread(paths[1]).shape
+    assert w > 1.8 * h  # two panels side by side: SP | muP
