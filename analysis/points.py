@@ -90,20 +90,22 @@ def predict_points(fit, boot, pts: Points, level: float, pred=None) -> list[dict
 
 
 def points_lines(preds: list[dict], kind: str, loss_unit: str, level: float) -> list[str]:
-    """A plain-text table of ``predict_points`` output."""
+    """A plain-text table of ``predict_points`` output: the loss with its predictive interval
+    (as `predict` prints it), N_opt with its bootstrap CI."""
     lvl = int(round(level * 100))
 
     def ci(d: dict) -> str:
         return f"{d['estimate']:.4g} [{d['lo']:.4g}, {d['hi']:.4g}]"
 
     if kind == "flops":
-        head = f"{'point':<10} {'C':>10}  {'loss [' + str(lvl) + '% CI]':<28} N_opt [CI]"
+        loss = f"loss [{lvl}% predictive]"
+        head = f"{'point':<10} {'C':>10}  {loss:<28} N_opt [{lvl}% bootstrap CI]"
         body = [
             f"{p['name']:<10} {p['flops']:>10.3g}  {ci(p['loss']):<28} {ci(p['N_opt'])}"
             for p in preds
         ]
     else:
-        head = f"{'point':<10} {'N':>10} {'D':>10} {'C':>10}  loss [{lvl}% CI]"
+        head = f"{'point':<10} {'N':>10} {'D':>10} {'C':>10}  loss [{lvl}% predictive]"
         body = [
             f"{p['name']:<10} {p['params']:>10.3g} {p['tokens']:>10.3g} {p['flops']:>10.3g}  "
             f"{ci(p['loss'])}"

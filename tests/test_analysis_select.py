@@ -195,7 +195,7 @@ def test_predict_at_many_points_from_one_fit(table_csv, tmp_path, capsys):
     assert opt["predictions"][1]["N_opt"]["estimate"] > opt["predictions"][0]["N_opt"]["estimate"]
     assert main([*base, "--at", str(pts), "--resamples", "60"]) == 0
     text = capsys.readouterr().out
-    assert "fit on 20 runs" in text and "big" in text and "loss [90% CI]" in text
+    assert "fit on 20 runs" in text and "big" in text and "loss [90% predictive]" in text
 
 
 @pytest.mark.parametrize(
