@@ -14,15 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.forms import (
-    FORMS,
-    FormFit,
-    bootstrap_form,
-    design,
-    fit_form,
-    frontier_design,
-    frontier_points,
-)
+from analysis.form_fit import FormFit, bootstrap_form, fit_form
+from analysis.forms import FORMS, design, frontier_design, frontier_points
 from analysis.intervals import Calibration, calibrate, load_prior
 from analysis.rolling import (
     Rolling,

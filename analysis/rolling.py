@@ -17,7 +17,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from analysis.forms import FORMS, FormFit, design, fit_form, subset
+from analysis.form_fit import FormFit, fit_form
+from analysis.forms import FORMS, design, subset
 from analysis.tables import infer_budgets
 
 ND_FORMS = ("chinchilla", "kaplan", "overtrain", "data_constrained")
@@ -241,7 +242,7 @@ def final_fits(
     X: dict, L: np.ndarray, rb_forms: list[str], groups: np.ndarray, n_resamples: int, seed: int
 ) -> dict[str, FormFit]:
     """Every candidate form fitted to all the data, each with its own run-level bootstrap."""
-    from analysis.forms import bootstrap_form
+    from analysis.form_fit import bootstrap_form
 
     out = {}
     for n in rb_forms:

@@ -4,7 +4,8 @@ calibrated intervals keep their coverage where a misspecified form's bootstrap d
 import numpy as np
 import pytest
 
-from analysis.forms import FORMS, bootstrap_form, design, fit_form, frontier_design
+from analysis.form_fit import bootstrap_form, fit_form
+from analysis.forms import FORMS, design, frontier_design
 from analysis.predictive import build_predictor
 from analysis.rolling import compute_levels
 
