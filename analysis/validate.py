@@ -144,6 +144,21 @@ def score(st: Study, pr: Predictor, level: float) -> dict:
     }
 
 
+def by_form(st: Study, pr: Predictor) -> dict[str, np.ndarray]:
+    """Held-out |relative error| on the same split of: the old single-form fit (Chinchilla's law,
+    analysis.fit.fit_joint from the 4,500-start grid), each law form alone, and the predictor."""
+    from analysis.fit import fit_joint
+    from analysis.laws import joint_loss
+
+    Xf, Xt, Lt = subset(st.X, st.fit), subset(st.X, ~st.fit), st.L[~st.fit]
+    old = fit_joint(Xf["N"], Xf["D"], st.L[st.fit], keep=8)
+    out = {"old chinchilla fit": np.abs(joint_loss(old.params, Xt["N"], Xt["D"]) / Lt - 1.0)}
+    for n, f in pr.fits.items():
+        out[n] = np.abs(np.exp(f.logpred(Xt)) / Lt - 1.0)
+    out["chosen"] = np.abs(np.exp(pr.point_log(Xt)) / Lt - 1.0)
+    return out
+
+
 def _boot_only(pr: Predictor, Xt: dict, Lt: np.ndarray, level: float) -> np.ndarray:
     """Coverage of the old interval: the chosen form's bootstrap percentile interval alone."""
     f = pr.fits.get("chinchilla") or next(iter(pr.fits.values()))
@@ -173,7 +188,7 @@ def run(data: Path, n_resamples: int = 50, level: float = 0.9, quiet: bool = Fal
         others = {n: v for n, v in pairs.items() if n != st.name}
         pr = preds[st.name]
         pr.prior, pr.cals = derive_prior(others, f"leave-out {st.name}"), {}
-        rows.append(score(st, pr, level))
+        rows.append(score(st, pr, level) | {"by_form": by_form(st, pr)})
         for lv in LEVELS:
             by_level[lv].append(score(st, pr, lv)["inside"])
     cat = lambda k: np.concatenate([r[k] for r in rows])  # noqa: E731
@@ -223,6 +238,33 @@ def print_table(res: dict) -> None:
     print(f"reliability (nominal -> observed): {rel}; {res['seconds']:.0f} s")
 
 
+def print_forms_table(res: dict) -> None:
+    """Mean |error| on all held-out runs / on those 4-20x beyond the fitted compute, for the old
+    single-form fit, each form alone and the chosen predictor: where the error comes from."""
+    cols = list(dict.fromkeys(k for r in res["studies"] for k in r["by_form"]))
+    cols = [c for c in cols if not c.startswith("chosen")] + ["chosen"]
+    print(f"\nmean error, all held-out runs / 4-20x in compute: | data set | {' | '.join(cols)} |")
+    print("|---" * (len(cols) + 1) + "|")
+
+    def cell(errs: list, fars: list) -> str:
+        if not errs:
+            return "n/a"
+        e, f = np.concatenate(errs), np.concatenate(fars)
+        return f"{np.mean(e):.2%} / " + (f"{np.mean(e[f]):.2%}" if f.any() else "-")
+
+    pooled = {c: ([], []) for c in cols}
+    for r in res["studies"]:
+        cells = []
+        for c in cols:
+            e = r["by_form"].get(c)
+            cells.append(cell([] if e is None else [e], [r["far"]]))
+            if e is not None:
+                pooled[c][0].append(e)
+                pooled[c][1].append(r["far"])
+        print(f"| {r['name']} | {' | '.join(cells)} |")
+    print(f"| pooled (where the form applies) | {' | '.join(cell(*pooled[c]) for c in cols)} |")
+
+
 def reliability_figure(res: dict, path: Path) -> str:
     import matplotlib
 
@@ -256,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     res = run(Path(a.data), a.resamples, a.level)
     print_table(res)
+    print_forms_table(res)
     print(f"reliability figure: {reliability_figure(res, Path(a.figure))}")
     if a.write_prior:
         prior = derive_prior(res["pairs"], "python -m analysis.validate --write-prior")
