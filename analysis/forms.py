@@ -209,37 +209,67 @@ class Overtrain(Form):
         return np.array(list(g), dtype=np.float64)
 
 
+def _effective(lnU: np.ndarray, R: np.ndarray, Rs: np.ndarray) -> tuple:
+    """Muennighoff's effective count X' = U (1 + R* (1 - e^(-R/R*))) for R repetitions of U:
+    (log X', d log X' / d log R*, d log X' / d R)."""
+    ex = np.exp(-R / Rs)
+    S = 1.0 + Rs * (1.0 - ex)
+    return lnU + np.log(S), (Rs * (1.0 - ex) - R * ex) / S, ex / S
+
+
 class DataConstrained(Form):
-    name, names = "data_constrained", ("E", "A", "B", "alpha", "beta", "R_star")
+    """Muennighoff et al. 2023: E + A/N'^alpha + B/D'^beta with D' = _effective(U_D, R_D, R_D*),
+    U_D = min(U, D), R_D = D/U_D - 1, and N' = _effective(U_N, R_N, R_N*): U_N = min(N, N_opt(U_D))
+    (the law's own compute-optimal size for U_D tokens, log N_opt = (log(alpha A / beta B) +
+    beta log U_D) / alpha) and R_N = N/U_N - 1, the excess parameters, which decay like repeats."""
+
+    name, names = "data_constrained", ("E", "A", "B", "alpha", "beta", "R_star", "R_N_star")
 
     def applicable(self, X):
         return "U" in X and bool(np.any(X["R"] > 0))
 
     def logpred(self, V, X, jac=False):
-        # a target given without unique tokens (predict --flops, --params) sees fresh data: D' = D
-        U = (X["U"] if "U" in X else X["D"])[None]
-        R = (X["R"] if "R" in X else np.zeros_like(X["D"]))[None]
-        Rs = np.exp(V[:, 5:6])
-        ex = np.exp(-R / Rs)
-        Dp = U * (1.0 + Rs * (1.0 - ex))
-        lnDp = np.log(Dp)
-        t1 = V[:, 1:2] - V[:, 3:4] * X["lnN"][None]
-        t2 = V[:, 2:3] - V[:, 4:5] * lnDp
+        # a target given without unique tokens (predict --flops, --params) sees fresh data: U = D
+        D, lnN = X["D"][None], X["lnN"][None]
+        U = np.minimum(X["U"][None], D) if "U" in X else D
+        lnU = np.log(U)
+        a, b, al, be = (V[:, i : i + 1] for i in range(1, 5))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            lnDp, dDp_rho, _ = _effective(lnU, D / U - 1.0, np.exp(V[:, 5:6]))
+            raw = (np.log(al / be) + a - b + be * lnU) / al  # log N_opt(U_D)
+            ex = raw < lnN  # more parameters than U_D tokens can use
+            lnUN = np.where(ex, raw, lnN)
+            RN = np.exp(np.minimum(lnN - lnUN, 700.0)) - 1.0  # finite, so 0 * RN stays 0
+            lnNp, dNp_rho, dNp_R = _effective(lnUN, RN, np.exp(V[:, 6:7]))
+        t1, t2 = a - al * lnNp, b - be * lnDp
         m, (w0, w1, w2) = _lse([np.broadcast_to(V[:, 0:1], t1.shape), t1, t2])
         if not jac:
             return m
-        dlnDp = U * (Rs * (1.0 - ex) - R * ex) / Dp  # d log D' / d log R*
-        J = np.stack([w0, w1, w2, -w1 * X["lnN"], -w2 * lnDp, -w2 * V[:, 4:5] * dlnDp], axis=2)
+        k = np.where(ex, 1.0 - dNp_R * (RN + 1.0), 0.0) / al  # d log N' / d raw, over alpha
+        dUN = [k, -k, k * (1.0 / al - raw), k * (lnU - 1.0 / be)]  # d log N' / d a, b, al, be
+        J = np.stack(
+            [
+                w0,
+                w1 * (1.0 - al * dUN[0]),
+                w2 - w1 * al * dUN[1],
+                -w1 * (lnNp + al * dUN[2]),
+                -w1 * al * dUN[3] - w2 * lnDp,
+                -w2 * be * dDp_rho,
+                -w1 * al * dNp_rho,
+            ],
+            axis=2,
+        )
         return m, J
 
     def natural(self, v):
-        out = Chinchilla().natural(np.asarray(v)[..., :5])
-        out["R_star"] = np.exp(np.asarray(v, dtype=np.float64)[..., 5])
+        v = np.asarray(v, dtype=np.float64)
+        out = Chinchilla().natural(v[..., :5])
+        out["R_star"], out["R_N_star"] = np.exp(v[..., 5]), np.exp(v[..., 6])
         return out
 
     def starts(self):
         base = Chinchilla().starts()
-        rho = np.log([3.0, 15.0])
+        rho = list(itertools.product(np.log([3.0, 15.0]), np.log([2.0, 8.0])))
         return np.array([np.r_[b, r] for b in base for r in rho])
 
 

@@ -53,11 +53,12 @@ def test_data_constrained_recovers_R_star():
     U = np.minimum(D, np.repeat([1e9, 3e9, 1e10, 1e11], 16))  # up to ~300 epochs
     X = design(N, D, U)
     assert form.applicable(X)
-    vec = [np.log(1.7), np.log(400), np.log(1000), 0.34, 0.3, np.log(15.0)]
+    vec = [np.log(1.7), np.log(406), np.log(410), 0.34, 0.28, np.log(15.0), np.log(5.0)]
     L = _noisy(form, vec, X, sigma=0.001)
     fit = fit_form(form, X, L)
     assert fit.params["R_star"] == pytest.approx(15.0, rel=0.15)
-    assert fit.params["beta"] == pytest.approx(0.3, rel=0.05)
+    assert fit.params["R_N_star"] == pytest.approx(5.0, rel=0.25)
+    assert fit.params["beta"] == pytest.approx(0.28, rel=0.05)
 
 
 def test_frontier_form_recovers_power_law():
@@ -79,18 +80,30 @@ def test_overtrain_equals_chinchilla_with_tied_exponents():
     assert np.exp(ot.logpred(Xt)) == pytest.approx(np.exp(ch.logpred(Xt)), rel=2e-3)
 
 
-def test_data_constrained_is_chinchilla_without_repetition():
+def _n_opt(vec, D):
+    """Chinchilla's compute-optimal N for D tokens: log N = (log(alpha A / beta B) + beta log D)
+    / alpha."""
+    e, a, b, al, be = vec[:5]
+    return np.exp((np.log(al / be) + a - b + be * np.log(D)) / al)
+
+
+def test_data_constrained_is_chinchilla_without_repetition_or_excess_parameters():
     X = _grid(U=1e13)  # every run sees unique data: D' = D
     vec = np.array([np.log(1.7), np.log(400), np.log(1000), 0.34, 0.3])
+    ok = X["N"] <= _n_opt(vec, X["D"])  # no parameters beyond what D tokens can use: N' = N
+    assert 0 < ok.sum() < ok.size
+    ch = FORMS["chinchilla"].logpred(vec[None], X)[0]
     for rho in (np.log(2.0), np.log(50.0)):
-        a = FORMS["data_constrained"].logpred(np.r_[vec, rho][None], X)
-        assert np.allclose(a, FORMS["chinchilla"].logpred(vec[None], X), atol=1e-12)
+        a = FORMS["data_constrained"].logpred(np.r_[vec, rho, rho][None], X)[0]
+        assert np.allclose(a[ok], ch[ok], atol=1e-12)
+        assert np.all(a[~ok] > ch[~ok])  # excess parameters are worth less than fresh ones
 
 
 def test_jacobians_match_finite_differences():
-    X = design(np.array([3e7, 2e8, 1e9]), np.array([5e8, 4e9, 2e10]), np.array([5e8, 1e9, 1e9]))
+    N, D = np.array([3e7, 2e8, 1e9, 3e9, 1e10]), np.array([5e8, 4e9, 2e10, 1e9, 2e11])
+    X = design(N, D, np.array([5e8, 1e9, 1e9, 1e8, 1e9]))
     rng = np.random.default_rng(1)
-    for name in ("kaplan", "overtrain", "data_constrained"):
+    for name in ("kaplan", "overtrain", *["data_constrained"] * 4):
         form = FORMS[name]
         v = form.starts()[rng.integers(len(form.starts()))] + 0.01
         _, J = form.logpred(v[None], X, jac=True)
@@ -146,8 +159,10 @@ def test_calibrated_interval_covers_where_bootstrap_collapses():
 
 
 def test_data_constrained_target_without_unique_tokens_sees_fresh_data():
-    """predict --flops asks for a compute-optimal (N, D) with no U: D' = D, Chinchilla's law."""
-    vec = np.array([np.log(1.7), np.log(400), np.log(1000), 0.34, 0.3, np.log(5.0)])
-    X = design(np.array([1e9, 7e10]), np.array([2e10, 1.4e12]))
+    """predict --flops asks for a compute-optimal (N, D) with no U: D' = D and, at the optimum,
+    N' = N: Chinchilla's law."""
+    vec = np.array([np.log(1.7), np.log(400), np.log(1000), 0.34, 0.3, np.log(5.0), np.log(3.0)])
+    D = np.array([2e10, 1.4e12])
+    X = design(0.999 * _n_opt(vec, D), D)
     a = FORMS["data_constrained"].logpred(vec[None], X)
     assert np.allclose(a, FORMS["chinchilla"].logpred(vec[None, :5], X), atol=1e-12)
