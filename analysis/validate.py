@@ -2,10 +2,12 @@
 
 For each data set: fit on the small-compute runs (with rolling back-tests inside them), predict the
 held-out largest runs, and score mean/worst relative error, coverage of the nominal intervals and
-their median half-width. The extrapolation prior of each data set is learned from the OTHER data
-sets' rolling back-tests only (leave one data set out), so no data set calibrates its own
-intervals. `--write-prior` stores the prior learned from all of them in
-analysis/interval_prior.json (numbers only; the data are never copied into the repository).
+their median half-width; a second table gives, on the same splits, the mean error of the old
+single-form Chinchilla fit, of each law form alone and of the chosen predictor. The
+extrapolation prior of each data set is learned from the OTHER data sets' rolling back-tests only
+(leave one data set out), so no data set calibrates its own intervals. `--write-prior` stores the
+prior learned from all of them in analysis/interval_prior.json (numbers only; the data are never
+copied into the repository).
 
     python -m analysis.validate [--data ../shared/data] [--resamples 100] [--write-prior]
 """
