@@ -166,3 +166,26 @@ def test_data_constrained_target_without_unique_tokens_sees_fresh_data():
     X = design(0.999 * _n_opt(vec, D), D)
     a = FORMS["data_constrained"].logpred(vec[None], X)
     assert np.allclose(a, FORMS["chinchilla"].logpred(vec[None, :5], X), atol=1e-12)
+
+
+def test_rolling_scores_weigh_long_extrapolations_most():
+    """Two forms with the same back-test errors, one wrong far out and one wrong close in: the
+    far-out miss scores worse (users ask for long extrapolations), and the stack leans away."""
+    from analysis.rolling import Rolling, select
+
+    dist = np.array([0.1, 1.0, 0.1, 1.0])
+    actual = np.log(np.full(4, 3.0))
+    near, far = actual + [0.05, 0.01, 0.05, 0.01], actual + [0.01, 0.05, 0.01, 0.05]
+    rb = Rolling(
+        ["near", "far"],
+        [1e18, 2e18],
+        np.array([0, 0, 1, 1]),
+        np.arange(4),
+        dist,
+        np.ones(4),
+        actual,
+        {"near": near, "far": far},
+    )
+    select(rb)
+    assert rb.scores["far"] > rb.scores["near"]
+    assert rb.chosen == "stack" and rb.weights["near"] > rb.weights["far"]
