@@ -1,12 +1,20 @@
 """Test setup: 8 fake CPU devices, set before anything imports JAX."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The persistent compilation cache (scaling.compile_cache) of this test session: a fresh
+# directory, shared with the `scaling` subprocesses the tests start, removed at exit.
+_XLA_CACHE = tempfile.mkdtemp(prefix="scaling-test-xla-")
+os.environ["SCALING_COMPILE_CACHE"] = _XLA_CACHE
+atexit.register(shutil.rmtree, _XLA_CACHE, True)
 
 import json  # noqa: E402
 import subprocess  # noqa: E402

@@ -1,0 +1,80 @@
+"""The persistent JAX compilation cache: compile a shape once, reuse it in every later process.
+
+On by default, in `<data dir>/jax_compile_cache` (the data dir is `data.data_dir`, else
+$SCALING_DATA_DIR, else ~/.cache/scaling/tfds; see `scaling.data.default_data_dir`). Set
+$SCALING_COMPILE_CACHE to a directory to put it elsewhere, or to `off` to disable it. A
+directory set through JAX's own $JAX_COMPILATION_CACHE_DIR (or `jax.config`) is left alone.
+
+Every compilation is cached (no minimum compile time or size), so a rerun, a resume, or a later
+cell with a seen shape loads its executables instead of compiling them; only a new shape (or a
+new JAX/XLA version, device, or flag) compiles. Cached executables are the same programs, so
+results are unchanged. The directory can be deleted at any time.
+
+`cache_events()` counts JAX's compilation-cache monitoring events (hits, misses) since the
+first call to `enable`, which is how tests check that a rerun compiled nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+ENV = "SCALING_COMPILE_CACHE"
+OFF = ("off", "0", "false", "no", "none")
+SUBDIR = "jax_compile_cache"
+_EVENTS: Counter[str] = Counter()
+_listening = False
+
+
+def cache_dir(data_dir: Path) -> Path | None:
+    """The cache directory for a run whose data dir is `data_dir`; None when switched off."""
+    raw = os.environ.get(ENV, "").strip()
+    if raw.lower() in OFF:
+        return None
+    return Path(raw).expanduser() if raw else Path(data_dir).expanduser() / SUBDIR
+
+
+def enable(data_dir: Path) -> Path | None:
+    """Point JAX's persistent compilation cache at `cache_dir(data_dir)` (before compiling);
+    returns the directory in use, or None when off. Idempotent; safe to call per run."""
+    import jax  # noqa: PLC0415 - only the engine calls this
+    from jax.experimental.compilation_cache import compilation_cache as cc  # noqa: PLC0415
+
+    _listen()
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])  # the user's own setting wins
+    path = cache_dir(data_dir)
+    current = jax.config.jax_compilation_cache_dir
+    if path is None:
+        if current is not None:
+            jax.config.update("jax_compilation_cache_dir", None)
+            cc.reset_cache()
+        return None
+    if current != str(path):
+        path.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        cc.reset_cache()  # the next compile opens the cache at the new path
+    return path
+
+
+def _listen() -> None:
+    global _listening
+    if _listening:
+        return
+    from jax._src import monitoring  # noqa: PLC0415 - the only hook for cache hits/misses
+
+    def on_event(event: str, **_: object) -> None:
+        if event.startswith("/jax/compilation_cache/"):
+            _EVENTS[event.rsplit("/", 1)[-1]] += 1
+
+    monitoring.register_event_listener(on_event)
+    _listening = True
+
+
+def cache_events() -> dict[str, int]:
+    """Counts of compilation-cache events since `enable` was first called in this process:
+    `cache_hits`, `cache_misses` (each a compile), `compile_requests_use_cache`."""
+    return dict(_EVENTS)

@@ -1,0 +1,87 @@
+"""The persistent compilation cache (scaling.compile_cache): a rerun of a seen shape compiles
+nothing, judged by JAX's cache events and the cache directory, not by time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import pytest
+
+from scaling import compile_cache, config, engine
+from scaling.train import train
+
+# A shape no other test uses (d_model 20), so this process has not compiled it before.
+CFG = [
+    "model.d_model=20",
+    "model.n_layers=1",
+    "model.n_heads=5",
+    "model.seq_len=16",
+    "train.batch_size=8",
+    "train.steps=6",
+    "data.dataset=python_source/small",
+    "data.val_tokens=1024",
+    "data.task_mix=0.0",
+    "eval.enabled=false",
+]
+
+
+def _entries(d: Path) -> set[str]:
+    return {p.name for p in d.iterdir()}
+
+
+def test_rerun_of_a_seen_shape_compiles_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "xla"
+    monkeypatch.setenv(compile_cache.ENV, str(cache))
+    cfg = config.load("tiny", CFG)
+    before = compile_cache.cache_events()
+    train(cfg, tmp_path / "a", progress=False)
+    first = compile_cache.cache_events()
+    assert first.get("cache_misses", 0) > before.get("cache_misses", 0)  # it compiled
+    written = _entries(cache)
+    assert any(name.startswith("jit_train_step") for name in written)
+    assert any(name.startswith("jit_init") for name in written)
+    # A later process: nothing compiled in memory any more (same shape, another seed and lr).
+    engine._CACHE.clear()
+    jax.clear_caches()
+    again = config.load("tiny", [*CFG, "train.seed=3", "train.lr=1e-3"])
+    train(again, tmp_path / "b", progress=False)
+    second = compile_cache.cache_events()
+    assert second.get("cache_misses", 0) == first.get("cache_misses", 0)  # no compile
+    assert second.get("cache_hits", 0) > first.get("cache_hits", 0)
+    assert _entries(cache) == written
+
+
+def test_cheap_init_compile_gives_bitwise_the_same_state() -> None:
+    """The init compiles at LLVM -O1 on CPU (engine._init_options): the same bits as -O3."""
+    import numpy as np
+
+    from scaling import sharding
+
+    cfg = config.load("tiny", CFG)
+    mesh = sharding.make_mesh(cfg)
+    eng = engine.engine(cfg, mesh)
+    with jax.set_mesh(mesh):
+        cheap = eng.init(jax.random.key(5))
+        full = jax.jit(eng.init.__wrapped__, out_shardings=eng.state_shardings)(jax.random.key(5))
+    same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), cheap, full)
+    assert all(jax.tree.leaves(same))
+
+
+def test_location_and_off_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(compile_cache.ENV, raising=False)
+    assert compile_cache.cache_dir(tmp_path / "tfds") == tmp_path / "tfds" / compile_cache.SUBDIR
+    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "elsewhere"))
+    assert compile_cache.cache_dir(tmp_path / "tfds") == tmp_path / "elsewhere"
+    for off in ("off", "0", "false"):
+        monkeypatch.setenv(compile_cache.ENV, off)
+        assert compile_cache.cache_dir(tmp_path / "tfds") is None
+    previous = jax.config.jax_compilation_cache_dir
+    try:
+        assert compile_cache.enable(tmp_path / "tfds") is None
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        monkeypatch.setenv(compile_cache.ENV, previous or "off")
+        compile_cache.enable(tmp_path / "tfds")
