@@ -2,21 +2,25 @@
 
 Every form predicts log L from a design (arrays N, D and, for the data-constrained form, U)
 and is fitted by minimising the summed Huber loss (delta 1e-3) of log-residuals with the batched
-multi-start L-BFGS of analysis/optim.py. Parameters live in log space where they are positive.
+multi-start L-BFGS of analysis/optim.py (analysis/form_fit.py). Parameters live in log space where
+they are positive.
 
 | name             | law                                                   | vector           |
 |------------------|-------------------------------------------------------|------------------|
 | chinchilla       | E + A/N^alpha + B/D^beta (Hoffmann et al. 2022)       | e a b alpha beta |
 | kaplan           | [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (Kaplan)  | k1 k2 g alpha_D  |
 | overtrain        | E + (a M^eta + b M^-eta) C^-eta, M = D/N (Gadre 2024) | e la lb eta      |
-| data_constrained | E + A/N^alpha + B/D'^beta, D' = U(1 + R*(1-e^-R/R*)), | e a b alpha beta |
-|                  | R = D/U - 1 repetitions (Muennighoff 2023, data term) | rho = log R*     |
+| power_sum        | A/N^alpha + B/D^beta (Chinchilla's without E)         | a b alpha beta   |
+| data_constrained | E + A/N'^alpha + B/D'^beta (Muennighoff 2023): D', N' | e a b alpha beta |
+|                  | effective unique data and parameters (see the class)  | log R*, log R_N* |
 | frontier         | L_opt(C) = E + A C^-alpha (Approach 2's power law)    | e a alpha        |
 
 Kaplan: k1 = g log N_c, k2 = log D_c, g = alpha_N/alpha_D. Over-training: C = 6ND, so the law is
-Chinchilla's with alpha = beta = 2 eta (tested). Data-constrained: only the data term repeats
-(Muennighoff's N' term is omitted); with no repetition (D <= U) it is exactly Chinchilla's law.
-The frontier form is fitted to per-budget minimum losses and predicts compute-optimal loss only.
+Chinchilla's with alpha = beta = 2 eta (tested). Power sum: four parameters; over a short compute
+range the irreducible loss E trades off against steep exponents and Chinchilla's law can flatten
+too early, which this form cannot. Data-constrained: with no repetition (D <= U) and no more
+parameters than the unique data can use, it is exactly Chinchilla's law. The frontier form is
+fitted to per-budget minimum losses and predicts compute-optimal loss only.
 """
 
 from __future__ import annotations
@@ -209,6 +213,31 @@ class Overtrain(Form):
         return np.array(list(g), dtype=np.float64)
 
 
+class PowerSum(Form):
+    name, names = "power_sum", ("A", "B", "alpha", "beta")
+
+    def logpred(self, V, X, jac=False):
+        t1 = V[:, 0:1] - V[:, 2:3] * X["lnN"][None]
+        t2 = V[:, 1:2] - V[:, 3:4] * X["lnD"][None]
+        m, (w1, w2) = _lse([t1, t2])
+        if not jac:
+            return m
+        return m, np.stack([w1, w2, -w1 * X["lnN"], -w2 * X["lnD"]], axis=2)
+
+    def natural(self, v):
+        v = np.asarray(v, dtype=np.float64)
+        return {
+            "A": np.exp(v[..., 0]),
+            "B": np.exp(v[..., 1]),
+            "alpha": v[..., 2],
+            "beta": v[..., 3],
+        }
+
+    def starts(self):
+        g = itertools.product([0.0, 2.0, 5.0], [0.0, 2.0, 5.0], *[[0.05, 0.15, 0.4]] * 2)
+        return np.array(list(g), dtype=np.float64)
+
+
 def _effective(lnU: np.ndarray, R: np.ndarray, Rs: np.ndarray) -> tuple:
     """Muennighoff's effective count X' = U (1 + R* (1 - e^(-R/R*))) for R repetitions of U:
     (log X', d log X' / d log R*, d log X' / d R)."""
@@ -298,7 +327,8 @@ class Frontier(Form):
 
 
 FORMS: dict[str, Form] = {
-    f.name: f for f in (Chinchilla(), Kaplan(), Overtrain(), DataConstrained(), Frontier())
+    f.name: f
+    for f in (Chinchilla(), Kaplan(), Overtrain(), PowerSum(), DataConstrained(), Frontier())
 }
 
 

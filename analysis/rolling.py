@@ -22,7 +22,7 @@ from analysis.forms import FORMS, design, subset
 from analysis.intervals import origin_weights, relative_distance
 from analysis.tables import infer_budgets
 
-ND_FORMS = ("chinchilla", "kaplan", "overtrain", "data_constrained")
+ND_FORMS = ("chinchilla", "kaplan", "overtrain", "power_sum", "data_constrained")
 STACK_POWER = 1.0  # stack weights ~ score^-1 (score^-2 and equal weights did worse, validate)
 MIN_SPAN = 0.3
 

@@ -28,6 +28,7 @@ PLANTED = {
     "chinchilla": ([np.log(1.7), np.log(400), np.log(1000), 0.34, 0.3], ("E", "alpha", "beta")),
     "kaplan": ([0.8 * np.log(8.8e13), np.log(5.4e13), 0.8, 0.095], ("alpha_N", "alpha_D")),
     "overtrain": ([np.log(1.8), np.log(900), np.log(3000), 0.16], ("E", "eta")),
+    "power_sum": ([np.log(30.0), np.log(60.0), 0.12, 0.1], ("A", "alpha", "beta")),
 }
 
 
@@ -103,7 +104,7 @@ def test_jacobians_match_finite_differences():
     N, D = np.array([3e7, 2e8, 1e9, 3e9, 1e10]), np.array([5e8, 4e9, 2e10, 1e9, 2e11])
     X = design(N, D, np.array([5e8, 1e9, 1e9, 1e8, 1e9]))
     rng = np.random.default_rng(1)
-    for name in ("kaplan", "overtrain", *["data_constrained"] * 4):
+    for name in ("kaplan", "overtrain", "power_sum", *["data_constrained"] * 4):
         form = FORMS[name]
         v = form.starts()[rng.integers(len(form.starts()))] + 0.01
         _, J = form.logpred(v[None], X, jac=True)
