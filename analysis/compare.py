@@ -105,15 +105,23 @@ def _p_two_sided(diff: np.ndarray) -> float:
 
 
 def default_losses(a: SweepFit, b: SweepFit, n: int = 3) -> list[float]:
-    """Losses A's frontier reaches at ``n`` log-spaced computes across the range both sweeps
-    cover (or their union when they do not overlap)."""
+    """``n`` losses that both frontiers reach inside the compute both sweeps cover: evenly spaced
+    in A's log compute between the two frontiers' common loss range there. When the frontiers
+    share no loss in that range (one is far better), A's losses at ``n`` log-spaced computes
+    across it (or across the union when the ranges do not overlap); those rows come out marked
+    extrapolated."""
     lo = max(a.table.C.min(), b.table.C.min())
     hi = min(a.table.C.max(), b.table.C.max())
     if lo >= hi:
         lo = min(a.table.C.min(), b.table.C.min())
         hi = max(a.table.C.max(), b.table.C.max())
-    f = frontier_params(a.fit.params)
-    return [float(x) for x in frontier_loss(f, np.geomspace(lo, hi, n))]
+    fa, fb = frontier_params(a.fit.params), frontier_params(b.fit.params)
+    top = min(float(frontier_loss(fa, lo)), float(frontier_loss(fb, lo)))
+    bottom = max(float(frontier_loss(fa, hi)), float(frontier_loss(fb, hi)))
+    if bottom < top:
+        c_lo, c_hi = compute_for_loss(fa, top), compute_for_loss(fa, bottom)
+        return [float(x) for x in frontier_loss(fa, np.geomspace(c_lo, c_hi, n))]
+    return [float(x) for x in frontier_loss(fa, np.geomspace(lo, hi, n))]
 
 
 def compare(
@@ -138,6 +146,7 @@ def compare(
     fa, fb = frontier_params(a.fit.params), frontier_params(b.fit.params)
     ba = frontier_params({k: v[:R] for k, v in a.boot.params.items()})
     bb = frontier_params({k: v[:R] for k, v in b.boot.params.items()})
+    c_min = float(min(a.table.C.min(), b.table.C.min()))
     c_max = float(max(a.table.C.max(), b.table.C.max()))
     targets = [
         (float(L), "given" if losses else "in range") for L in (losses or default_losses(a, b))
@@ -151,14 +160,17 @@ def compare(
         with np.errstate(divide="ignore", invalid="ignore"):
             m_point = compute_for_loss(fa, L) / compute_for_loss(fb, L)
             m_boot = compute_for_loss(ba, L) / compute_for_loss(bb, L)
-        ca = float(compute_for_loss(fa, L))
+        ca, cb = float(compute_for_loss(fa, L)), float(compute_for_loss(fb, L))
         rows.append(
             {
                 "loss": L,
                 "where": where,
                 "C_A": ca,
-                "C_B": float(compute_for_loss(fb, L)),
-                "extrapolated": bool(ca > c_max),
+                "C_B": cb,
+                # either frontier outside the runs' compute (default losses sit on its edges)
+                "extrapolated": bool(
+                    max(ca, cb) > c_max * (1 + 1e-9) or min(ca, cb) < c_min * (1 - 1e-9)
+                ),
                 "multiplier": _ci(m_point, m_boot, level),
                 "p_B_cheaper": float(np.mean(m_boot > 1.0)),
             }

@@ -65,7 +65,10 @@ def test_planted_2x_multiplier_is_covered(base_fit):
     b = cmp.fit_sweep(_table(_planted(2.0), 2, "b"), "B", n_resamples=300, seed=1)
     res = cmp.compare(base_fit, b, level=0.9)
     rows = res["multipliers"]
-    assert len(rows) == 4 and rows[-1]["extrapolated"]
+    assert [r["extrapolated"] for r in rows] == [False, False, False, True]
+    c_min = min(base_fit.table.C.min(), b.table.C.min())
+    for r in rows[:3]:  # default losses: both frontiers reach them inside the runs' compute
+        assert c_min * (1 - 1e-9) <= min(r["C_A"], r["C_B"]), r
     for r in rows:
         m = r["multiplier"]
         assert m["lo"] <= 2.0 <= m["hi"], r
@@ -74,6 +77,12 @@ def test_planted_2x_multiplier_is_covered(base_fit):
     t = res["test"]
     assert t["d_gamma"]["lo"] <= 0.0 <= t["d_gamma"]["hi"]
     assert t["verdict"].startswith("offset only")
+    # reversed, B needs 2x A's compute: at the loss A reaches with 0.9x the largest budget,
+    # B's frontier runs past every run, so that multiplier is extrapolated too
+    c_max = max(base_fit.table.C.max(), b.table.C.max())
+    loss = float(cmp.frontier_loss(cmp.frontier_params(b.fit.params), 0.9 * c_max))
+    (row, _) = cmp.compare(b, base_fit, losses=[loss])["multipliers"]
+    assert row["C_A"] < c_max < row["C_B"] and row["extrapolated"]
 
 
 def test_identical_sweeps_cover_1(base_fit):
