@@ -141,6 +141,9 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # 0: about 5 checkpoints per run
     keep_checkpoints: int = 3
+    # Updates run per host dispatch (a compiled loop over that many steps; scaling.engine).
+    # 0: automatic from the measured step time. Never changes results (not in the run id).
+    steps_per_dispatch: int = 0
 
 
 @dataclass(frozen=True)
@@ -400,6 +403,11 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"train.log_every = {t.log_every}: must be >= 1 (steps per metrics line)")
     if t.keep_checkpoints < 1:
         raise UserError(f"train.keep_checkpoints = {t.keep_checkpoints}: must be >= 1")
+    if t.steps_per_dispatch < 0:
+        raise UserError(
+            f"train.steps_per_dispatch = {t.steps_per_dispatch}: must be >= 0 "
+            f"(0: automatic, n: n updates per compiled call)"
+        )
     if not 0 <= d.task_mix < 1:
         raise UserError(f"data.task_mix = {d.task_mix}: must be in [0, 1)")
     if d.val_tokens <= m.seq_len:
@@ -473,6 +481,8 @@ def validate_mesh(cfg: RunConfig, n_devices: int) -> tuple[int, int, int]:
 # Fields added after run ids were first published: left out of the hash while they hold their
 # default, so the ids of existing configs (and finished sweeps) do not move.
 _HASH_OMIT_AT_DEFAULT = {"data": ("paths", "tokenizer"), "model": ("param", "base_width")}
+# Fields that never change a run's results (how it is executed, not what it computes).
+_HASH_OMIT_ALWAYS = {"train": ("steps_per_dispatch",)}
 
 
 def config_hash(cfg: RunConfig, length: int = 12) -> str:
@@ -483,6 +493,9 @@ def config_hash(cfg: RunConfig, length: int = 12) -> str:
         for key in keys:
             if raw[section][key] == dataclasses.asdict(default)[key]:
                 del raw[section][key]
+    for section, keys in _HASH_OMIT_ALWAYS.items():
+        for key in keys:
+            raw[section].pop(key, None)
     blob = json.dumps(raw, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 

@@ -3,6 +3,8 @@
 An `Engine` holds everything compiled for one (model config, batch shape, mesh, static optimizer
 settings) combination. `engine(cfg, mesh)` returns the cached one, so every run of a sweep with
 the same shapes shares one compilation; the learning rate is a traced input of the step.
+`steps` runs several steps in one call (a loop over stacked batches, `scaling.loop`): its body
+is `step`, so results do not depend on how many steps a call runs.
 
 State layout (a plain dict pytree, also what is checkpointed):
   params  nnx.State of the model's nnx.Param variables (sharded by the logical-axis rules)
@@ -41,6 +43,8 @@ class Engine:
     batch_sharding: NamedSharding
     init: Any  # key -> state
     step: Any  # (state, batch, lr) -> (state, metrics); state donated
+    steps: Any  # (state, batches_N, lrs_N, k) -> (state, metrics_N): k <= N steps in one call
+    chunk_sharding: NamedSharding  # of the stacked batches [N, B, T+1]
     eval: Any  # (params, other, batch) -> (sum_nll, n_tokens)
 
 
@@ -91,6 +95,19 @@ def _build(cfg: RunConfig, mesh: Any) -> Engine:
         new = {"params": params, "other": state["other"], "opt": opt, "step": state["step"] + 1}
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
+    def multi_step(state, batches_NBT1, lrs_N, k):
+        """Steps 0..k-1 of a chunk (k <= N, traced: one compile serves every chunk length);
+        metrics [N] (NaN past k). The loop body is the single step, bitwise."""
+
+        def body(i, carry):
+            st, loss_N, gnorm_N = carry
+            st, m = train_step(st, batches_NBT1[i], lrs_N[i])
+            return st, loss_N.at[i].set(m["loss"]), gnorm_N.at[i].set(m["grad_norm"])
+
+        nan_N = jnp.full(lrs_N.shape, jnp.nan, jnp.float32)
+        state, loss_N, gnorm_N = jax.lax.fori_loop(0, k, body, (state, nan_N, nan_N))
+        return state, {"loss": loss_N, "grad_norm": gnorm_N}
+
     def eval_step(params, other, batch_BT1):
         mean, n = loss_fn(params, other, batch_BT1)
         return mean * n, n
@@ -101,13 +118,31 @@ def _build(cfg: RunConfig, mesh: Any) -> Engine:
         out_shardings=(state_sh, scalar_sh),
         donate_argnums=(0,),
     )
+    chunk_sh = sharding.batch_sharding(mesh, stacked=True)
+    steps = jax.jit(
+        multi_step,
+        in_shardings=(state_sh, chunk_sh, scalar_sh, scalar_sh),
+        out_shardings=(state_sh, scalar_sh),
+        donate_argnums=(0,),
+    )
     evaluate = jax.jit(
         eval_step,
         in_shardings=(state_sh["params"], state_sh["other"], batch_sh),
         out_shardings=(scalar_sh, scalar_sh),
     )
     init_jit = jax.jit(init, out_shardings=state_sh, compiler_options=_init_options())
-    return Engine(mesh, graphdef, abstract_state, state_sh, batch_sh, init_jit, step, evaluate)
+    return Engine(
+        mesh,
+        graphdef,
+        abstract_state,
+        state_sh,
+        batch_sh,
+        init_jit,
+        step,
+        steps,
+        chunk_sh,
+        evaluate,
+    )
 
 
 def _init_options() -> dict[str, Any] | None:

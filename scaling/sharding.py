@@ -199,9 +199,11 @@ def make_mesh(cfg: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
     return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Token batches [B, T]: rows over data x fsdp, sequence replicated."""
-    return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
+def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
+    """Token batches [B, T]: rows over data x fsdp, sequence replicated. `stacked`: a stack of
+    batches [n, B, T] (one per step of a multi-step call), the step axis replicated."""
+    spec = (None,) if stacked else ()
+    return NamedSharding(mesh, PartitionSpec(*spec, ("data", "fsdp"), None))
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:

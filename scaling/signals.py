@@ -1,12 +1,12 @@
 """SIGINT and SIGTERM: one policy for `scaling train` and `scaling sweep run` (SLURM/k8s style).
 
 The first signal inside a `graceful()` block (the training step loop) only sets a flag: the loop
-finishes the step in flight, saves a checkpoint at that step, and raises `Interrupted`; the
-sweep runner releases the cell's lease on the way out and the CLI prints one line and exits
-128 + signum (130 for SIGINT, 143 for SIGTERM). Outside such a block (data preparation, between
-cells) the first signal raises `Interrupted` at once. A second signal raises `Interrupted`
-wherever the main thread is (a stuck save), and once the CLI has its exit code every later signal
-is ignored, so shutdown never prints a traceback.
+finishes the dispatch in flight (`scaling.loop`), saves a checkpoint at its last step, and
+raises `Interrupted`; the sweep runner releases the cell's lease on the way out and the CLI
+prints one line and exits 128 + signum (130 for SIGINT, 143 for SIGTERM). Outside such a
+block (data preparation, between cells) the first signal raises `Interrupted` at once. A second
+signal raises `Interrupted` wherever the main thread is (a stuck save), and once the CLI has its
+exit code every later signal is ignored, so shutdown never prints a traceback.
 
 A flag is needed as well as the exception: Python drops exceptions raised inside the garbage
 collector callbacks JAX registers, so `check()` re-raises from the flag at every step and cell.

@@ -176,15 +176,70 @@ def test_signal_saves_a_checkpoint_at_the_interrupt_step_and_resumes_bitwise(
     from scaling import signals
 
     _, ref = reference
-    polls = iter(range(10**6))
+    polls = iter(range(10**6))  # one poll per dispatch: one update per dispatch here
     monkeypatch.setattr(signals, "requested", lambda: signal.SIGTERM if next(polls) == 6 else None)
-    with pytest.raises(signals.Interrupted, match="") as e:
-        train(tiny(*SHORT), tmp_path, progress=False)
+    with pytest.raises(signals.Interrupted, match="step 6") as e:
+        train(tiny(*SHORT, "train.steps_per_dispatch=1"), tmp_path, progress=False)
     assert e.value.exit_code == 143 and "checkpoint saved at step 6" in e.value.detail
     monkeypatch.undo()
     r = train(tiny(*SHORT), tmp_path, progress=False)
     assert r["resumed_from_step"] == 6
     assert r["final_val_loss"] == ref["final_val_loss"]  # bitwise
+
+
+LONG = ["train.steps=24", "train.checkpoint_every=10", "train.eval_every=10", "train.log_every=1"]
+STRIP = ("tokens_per_s", "elapsed_s", "mfu")
+
+
+def _losses(run: Path) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in STRIP} for m in _metrics(run)]
+
+
+def test_steps_per_dispatch_is_bitwise_invisible_across_a_mid_chunk_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """24 steps (saves and validations at 10, 20, 24), one update per dispatch versus 8: every
+    logged loss, grad norm and val loss is bitwise equal (8 fake devices, data parallel). A
+    third run with 3 updates per dispatch is interrupted after its dispatch 10..13, saves at 13
+    (mid-way through the n = 8 run's dispatch 10..18), and resumes with n = 8 from there."""
+    import signal
+
+    from scaling import signals
+
+    one = train(tiny(*LONG, "train.steps_per_dispatch=1"), tmp_path / "n1", progress=False)
+    eight = train(tiny(*LONG, "train.steps_per_dispatch=8"), tmp_path / "n8", progress=False)
+    assert one["final_val_loss"] == eight["final_val_loss"]  # bitwise
+    assert _losses(tmp_path / "n8") == _losses(tmp_path / "n1")
+    lines = _losses(tmp_path / "n1")
+    assert [m["step"] for m in lines] == list(range(1, 25))  # log_every = 1
+    assert [m["step"] for m in lines if "val_loss" in m] == [10, 20, 24]
+    # n = 3 dispatches 0-3, 3-6, 6-9, 9-10, 10-13: SIGTERM arrives before the 6th dispatch
+    polls = iter(range(10**6))
+    monkeypatch.setattr(signals, "requested", lambda: signal.SIGTERM if next(polls) == 5 else None)
+    with pytest.raises(signals.Interrupted, match="step 13"):
+        train(tiny(*LONG, "train.steps_per_dispatch=3"), tmp_path / "mid", progress=False)
+    monkeypatch.undo()
+    r = train(tiny(*LONG, "train.steps_per_dispatch=8"), tmp_path / "mid", progress=False)
+    assert r["resumed_from_step"] == 13 and r["final_val_loss"] == one["final_val_loss"]
+    assert _losses(tmp_path / "mid") == _losses(tmp_path / "n1")
+
+
+def test_dispatch_chunks_end_at_every_boundary() -> None:
+    from scaling.loop import StepsPerCall, chunk_end
+
+    assert chunk_end(0, 8, 24, [10, 10, 0], None) == 8
+    assert chunk_end(8, 8, 24, [10, 10, 0], None) == 10  # validation / checkpoint at 10
+    assert chunk_end(20, 8, 24, [10, 5, 0], None) == 24  # the last step
+    assert chunk_end(10, 8, 24, [10, 10, 6], None) == 12  # few-shot evals every 6
+    assert chunk_end(10, 8, 24, [10, 10, 0], 13) == 13  # stop_after
+    auto = StepsPerCall(0)
+    assert auto.next() == 1
+    auto.observe(5.0, 1)  # the first call compiles: not a measurement
+    assert auto.next() == 1
+    auto.observe(0.01, 1)  # 10 ms a step -> about 0.2 s of steps per call
+    assert auto.next() == 20
+    auto.observe(0.0, 20)  # (a zero reading is ignored)
+    assert auto.next() == 20 and StepsPerCall(5).next() == 5
 
 
 def test_huge_lr_diverges_and_is_recorded(tmp_path: Path) -> None:
