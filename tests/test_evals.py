@@ -131,6 +131,26 @@ def test_unscramble_uses_corpus_identifiers_and_chance_levels():
     assert T.chance("copy", T.test_items("copy", 8, 0))["token_acc"] == pytest.approx(1 / 26)
 
 
+def test_identifiers_are_kept_on_disk_and_equal_a_fresh_scan(tmp_path, monkeypatch):
+    import sysconfig
+    from pathlib import Path
+
+    monkeypatch.setenv("SCALING_DATA_DIR", str(tmp_path))
+    T.identifiers.cache_clear()
+    try:
+        words = T.identifiers()  # scans, then writes the cache file
+        (cached,) = (tmp_path / "identifiers").iterdir()
+        T.identifiers.cache_clear()
+        assert T.identifiers() == words  # read back from the file
+        cached.write_text('["uncached"]')  # (the file is what a later process reads)
+        T.identifiers.cache_clear()
+        assert T.identifiers() == ("uncached",)
+    finally:
+        T.identifiers.cache_clear()
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    assert words == T._scan_identifiers(stdlib, sorted(stdlib.glob("*.py")))
+
+
 # ----------------------------------------------------------------------------- scoring (JAX)
 
 

@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
+import sys
 import sysconfig
 import tokenize
 import zlib
@@ -115,10 +118,37 @@ def _kv_recall(rng: np.random.Generator) -> Item:
 @lru_cache(maxsize=1)
 def identifiers() -> tuple[str, ...]:
     """Lowercase alphabetic identifiers of 5-8 letters (>= 2 distinct letters) that occur as
-    Python NAME tokens in the top-level stdlib modules of the running interpreter, sorted."""
+    Python NAME tokens in the top-level stdlib modules of the running interpreter, sorted.
+
+    Tokenizing the stdlib takes about 5 CPU-s, so the list is kept on disk beside the prepared
+    data (`<data dir>/identifiers/<key>.json`), keyed by the interpreter version, the stdlib
+    path and every module's size and mtime; any change there recomputes it."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
+    paths = sorted(stdlib.glob("*.py"))
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    key = hashlib.sha256(repr((sys.version, str(stdlib), stats)).encode()).hexdigest()[:16]
+    from scaling.config import DataConfig  # noqa: PLC0415
+    from scaling.data.sources import default_data_dir  # noqa: PLC0415
+
+    cached = default_data_dir(DataConfig()) / "identifiers" / f"{key}.json"
+    try:
+        return tuple(json.loads(cached.read_text()))
+    except (OSError, ValueError):
+        pass
+    words = _scan_identifiers(stdlib, paths)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(words))
+        os.replace(tmp, cached)
+    except OSError:
+        pass  # a read-only or full cache dir: computed again next time
+    return words
+
+
+def _scan_identifiers(stdlib: Path, paths: list[Path]) -> tuple[str, ...]:
     names: set[str] = set()
-    for path in sorted(stdlib.glob("*.py")):
+    for path in paths:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
             for tok in tokenize.generate_tokens(io.StringIO(text).readline):
