@@ -3,7 +3,8 @@
 Runs the real compiled train step (scaling.engine: sharded AdamW, donation, async dispatch,
 one host fetch of the previous step's loss per step, like scaling.train) for a fixed number of
 steps on fixed pseudo-random byte/token batches, and prints tokens/s, achieved FLOP/s (training
-FLOPs per token from scaling.flops x tokens/s) and MFU against the device's peak (n/a on CPU).
+FLOPs per token from scaling.flops x tokens/s) and MFU against the device's peak (n/a on CPU),
+stating the FLOP convention and XLA's own count of the compiled step (`cost_analysis()`).
 Compilation and `--warmup` steps are excluded from the timing. No dataset is needed.
 
 Then, if the analysis package provides it, runs the fitting benchmark `analysis.bench.main()`.
@@ -66,6 +67,8 @@ def run_bench(cfg: config_lib.RunConfig, steps: int, warmup: int = 3) -> dict:
     t0 = time.perf_counter()
     with jax.set_mesh(mesh):
         state = eng.init(jax.random.key(0))
+        cost = eng.step.lower(state, batches[0], lr).cost_analysis() or {}
+        xla_flops = cost.get("flops") if isinstance(cost, dict) else None
         prev = None
         for i in range(warmup + steps):
             if i == warmup:
@@ -99,12 +102,19 @@ def run_bench(cfg: config_lib.RunConfig, steps: int, warmup: int = 3) -> dict:
         "flops_per_s": tokens_per_s * fpt,
         "mfu": flops.mfu(tokens_per_s * fpt, kind, dtype, jax.device_count()),
         "peak_flops_per_device": flops.peak_flops(kind, dtype),
+        "xla_flops_per_token": xla_flops / (t.batch_size * m.seq_len) if xla_flops else None,
         "final_loss": loss,
     }
 
 
 def format_result(r: dict) -> str:
+    from scaling import flops  # noqa: PLC0415
+
     mfu = "n/a (no peak known for this device)" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+    xla = "n/a"
+    if r.get("xla_flops_per_token"):
+        ratio = r["xla_flops_per_token"] / r["flops_per_token"]
+        xla = f"{r['xla_flops_per_token']:.3e} FLOPs/token (cost_analysis(); {ratio:.2f}x ours)"
     return "\n".join(
         [
             f"train-step benchmark: {r['config']} on {r['n_devices']} x {r['device_kind']} "
@@ -116,6 +126,8 @@ def format_result(r: dict) -> str:
             f"  tokens/s         {r['tokens_per_s']:,.0f}",
             f"  achieved FLOP/s  {r['flops_per_s']:.3e}  ({r['flops_per_token']:.3e} FLOPs/token)",
             f"  MFU              {mfu}",
+            f"  convention       {flops.CONVENTION}",
+            f"  XLA's count      {xla}",
         ]
     )
 
@@ -143,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     p.add_argument("--no-analysis", action="store_true", help="skip analysis.bench")
+    p.add_argument(
+        "--demo", action="store_true", help="also the demo-grid throughput benchmark (issue 13)"
+    )
+    p.add_argument("--previous", metavar="REV", help="--demo: git revision to compare against")
+    p.add_argument("--no-grid", action="store_true", help="--demo: skip the whole-grid timing")
+    p.add_argument("--max-runs", type=int, default=None, help="--demo: time only N grid runs")
     args = p.parse_args(argv)
     from scaling.errors import UserError  # noqa: PLC0415
 
@@ -153,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_result(result), flush=True)
+    if args.demo:
+        from scaling import bench_demo  # noqa: PLC0415
+
+        bench_demo.run(args.previous, grid=not args.no_grid, max_runs=args.max_runs)
     if not args.no_analysis:
         _analysis_bench()
     return 0

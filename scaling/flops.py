@@ -15,6 +15,9 @@ Training FLOPs per token (forward + backward = 3 x forward, 2 FLOPs per multiply
 matmul_params = L*(attention + MLP weights) + D*V (the LM head, counted even when tied; the
 embedding and position lookups are gathers and count 0). The second term is causal attention:
 QK^T and AV cost 2*T*D each per token and layer at full context, halved by the causal mask.
+Evaluation (validation) is forward only: a third of that per token (`forward_flops_per_token`),
+reported apart from the training budget (`flops_val` in result.json). MFU and FLOP/s figures use
+these model FLOPs (`CONVENTION`), not XLA's own count of the compiled program.
 """
 
 from __future__ import annotations
@@ -66,6 +69,28 @@ def matmul_params(m: ModelConfig) -> int:
 def flops_per_token(m: ModelConfig) -> float:
     """Training FLOPs per token: 6 * matmul_params(m) + 6 * n_layers * seq_len * d_model."""
     return float(6 * matmul_params(m) + 6 * m.n_layers * m.seq_len * m.d_model)
+
+
+def forward_flops_per_token(m: ModelConfig) -> float:
+    """Evaluation (forward-only) FLOPs per token, same convention: a third of training,
+    2 * matmul_params(m) + 2 * n_layers * seq_len * d_model."""
+    return float(2 * matmul_params(m) + 2 * m.n_layers * m.seq_len * m.d_model)
+
+
+def n_validations(final_step: int, steps: int, every: int) -> int:
+    """How many validations a run that stopped at `final_step` ran: one every `every` steps
+    and one at the last step (`scaling.loop`), whatever the resumes in between."""
+    n = final_step // every
+    return n + (1 if final_step == steps and steps % every else 0)
+
+
+# How `flops`, `flops_exact`, FLOP/s and `mfu` count (stated in result.json and the bench).
+CONVENTION = (
+    "model FLOPs of scaling.flops: 6*N_matmul + 6*L*T*D per trained token (forward + backward, "
+    "causal attention halved, embedding gathers 0); validation counted apart (flops_val, "
+    "forward only: a third of that per token); XLA's cost_analysis() counts more (14-42% on the "
+    "demo shapes), mostly the unhalved causal attention"
+)
 
 
 def flops_6nd(n_params: int | float, n_tokens: int | float) -> float:

@@ -220,6 +220,9 @@ def _result(
     counts = flops_lib.param_counts(m)
     tokens = (final_step or 0) * tokens_per_step
     mfu = flops_lib.mfu(tps * fpt, loop.device_kind, loop.dtype, loop.n_dev) if tps else None
+    validated = (final_step or 0) if done else max((final_step or 0) - 1, 0)  # not the NaN step
+    n_val = flops_lib.n_validations(validated, t.steps, loop.eval_every)
+    val_tokens = len(loop.val) * tokens_per_step  # padded rows run too
     return {
         "run_id": loop.run_id,
         "name": cfg.name,
@@ -238,6 +241,8 @@ def _result(
         "flops_exact": fpt * tokens,
         "flops_6nd_total": flops_lib.flops_6nd(counts.total, tokens),
         "flops_6nd_nonembed": flops_lib.flops_6nd(counts.nonembedding, tokens),
+        "flops_val": n_val * val_tokens * flops_lib.forward_flops_per_token(m),
+        "flops_convention": flops_lib.CONVENTION,
         "wall_time_s": loop.meta.get("wall_time_s", 0.0) + t_end - loop.t_start,
         "tokens_per_s": tps,
         "mfu": mfu,

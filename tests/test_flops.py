@@ -65,6 +65,15 @@ def test_modern_block_counts_by_hand():
     assert flops.flops_per_token(m) == 6 * (L * (attn + mlp) + D * V) + 6 * L * 32 * D
 
 
+def test_forward_flops_and_validation_count():
+    m = ModelConfig(d_model=64, n_layers=3, n_heads=8, vocab_size=259, seq_len=32)
+    assert 3 * flops.forward_flops_per_token(m) == flops.flops_per_token(m)
+    assert flops.n_validations(12, 12, 4) == 3  # at 4, 8, 12
+    assert flops.n_validations(10, 10, 4) == 3  # at 4, 8 and the last step
+    assert flops.n_validations(9, 10, 4) == 2  # stopped (diverged) before the end
+    assert flops.n_validations(0, 10, 4) == 0
+
+
 def test_flops_6nd():
     assert flops.flops_6nd(125_000_000, 300e9) == pytest.approx(2.25e20)
 

@@ -78,6 +78,10 @@ def test_run_outputs(reference: tuple[Path, dict]) -> None:
     assert r["flops_exact"] == pytest.approx(r["flops_per_token"] * r["tokens"])
     assert r["flops_6nd_total"] == pytest.approx(6 * r["n_params_total"] * r["tokens"])
     assert r["n_params_total"] == r["n_params_embed"] + r["n_params_nonembed"]
+    # validation compute apart from the budget: 3 validations x 4 batches of 16 x 32 tokens
+    # ((2048 - 1) // 32 = 63 windows), forward only: a third of the training FLOPs per token
+    assert r["flops_val"] == pytest.approx(3 * 4 * 16 * 32 * r["flops_per_token"] / 3)
+    assert "causal attention halved" in r["flops_convention"]
     assert (
         r["mfu"] is None
         and r["n_devices"] == 8
