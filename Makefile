@@ -48,8 +48,11 @@ validate: $(STAMP)
 validate-prior: $(STAMP)
 	$(PY) -m analysis.validate --write-prior
 
+# The train step, the demo grid's throughput (issue 13: compile, step, loop overhead, efficiency
+# of its smallest and largest cell, and the whole grid against the previous implementation;
+# about 10 minutes on 2 cores), then the fitting benchmark.
 bench: $(STAMP)
-	$(PY) -m scaling.bench
+	$(PY) -m scaling.bench --demo
 
 # The fault suite of issue 12, for real (spawns training processes; a few minutes on 2 cores):
 # malformed inputs, damaged files, signals, a full disk (tmpfs, needs root), kill -9 and resume.

@@ -1,0 +1,201 @@
+"""Small-model throughput benchmark on the demo grid (issue 13): `python -m scaling.bench --demo`.
+
+For the demo's smallest and largest shape it trains the real cell (few-shot evals off: the
+training phase, validation and checkpoints included) in a fresh process and prints
+
+    compile s      JAX's own compile durations in that process (trace + lower + XLA), wall s
+    pure step ms   the jitted train step alone, in a tight loop on device-resident batches
+    overhead ms    (cell wall - compile - pure step x steps) / steps: everything else the loop
+                   does per step (data, transfers, dispatch, logging, validation, checkpoints)
+    efficiency     pure step x steps / cell wall
+
+for the previous implementation (one step per dispatch, no persistent compilation cache) and
+the current defaults, cold (empty compilation cache) and warm (a rerun of the same shape). Then
+it runs the whole demo grid's training phase (`scaling sweep run demo`, few-shot evals off)
+with each, one after the other in fresh processes, and prints their CPU and wall seconds and
+the ratio. `--previous REV` runs a git revision's code as the previous implementation instead
+(e.g. the commit before issue 13); by default it is emulated with this code
+(`train.steps_per_dispatch=1`, `SCALING_COMPILE_CACHE=off`).
+
+Absolute seconds depend on the machine's load (printed); the ratios are measured side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+
+
+def cell_child(index: int, out: str, overrides: list[str]) -> dict:
+    """In a fresh process: train demo cell `index` and measure it (see module doc)."""
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    from jax._src import monitoring  # noqa: PLC0415 - JAX's compile-duration events
+
+    from scaling import config as C  # noqa: PLC0415
+    from scaling import engine, sharding  # noqa: PLC0415
+    from scaling.data import open_dataset  # noqa: PLC0415
+    from scaling.train import train  # noqa: PLC0415
+    from sweeps.grid import load_grid, plan_grid  # noqa: PLC0415
+
+    compile_s = [0.0]
+
+    def on_duration(event: str, seconds: float, **_: object) -> None:
+        if event in COMPILE_EVENTS:
+            compile_s[0] += seconds
+
+    monitoring.register_event_duration_secs_listener(on_duration)
+    cell = plan_grid(load_grid("demo")).cells[index]
+    toml = Path(out) / "cell.toml"
+    toml.write_text(C.to_toml(cell.config))
+    cfg = C.load(str(toml), [*overrides, "eval.enabled=false"])
+    open_dataset(cfg.data, cfg.model.seq_len, progress=False)  # prepared outside the timing
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = train(cfg, Path(out) / "run", progress=False)
+    wall, cpu, compiled = time.perf_counter() - t0, time.process_time() - c0, compile_s[0]
+    steps = cfg.train.steps
+    mesh = sharding.make_mesh(cfg)
+    eng = engine.engine(cfg, mesh)
+    data = open_dataset(cfg.data, cfg.model.seq_len, progress=False)
+    B, seed = cfg.train.batch_size, cfg.train.seed
+    batches = [engine.put(data.batch(s, B, seed), eng.batch_sharding) for s in range(16)]
+    with jax.set_mesh(mesh):
+        state = eng.init(jax.random.key(0))
+        lr = np.float32(cfg.train.lr / 10)
+        for i in range(5):
+            state, _ = eng.step(state, batches[i], lr)
+        jax.block_until_ready(state)
+        n = max(50, min(400, steps // 4))
+        t1 = time.perf_counter()
+        for i in range(n):
+            state, _ = eng.step(state, batches[i % 16], lr)
+        jax.block_until_ready(state)
+        pure = (time.perf_counter() - t1) / n
+    return {
+        "label": cell.label,
+        "n_params": cell.n_total,
+        "steps": steps,
+        "final_val_loss": result["final_val_loss"],
+        "cell_wall_s": wall,
+        "cell_cpu_s": cpu,
+        "compile_s": compiled,
+        "pure_step_ms": 1e3 * pure,
+        "overhead_ms": 1e3 * (wall - compiled - pure * steps) / steps,
+        "efficiency": pure * steps / wall,
+    }
+
+
+# ----------------------------------------------------------------------------- the parent
+
+
+def _env(tree: Path, cache: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env["SCALING_COMPILE_CACHE"] = cache
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
+def _cell(tree: Path, cache: str, index: int, overrides: list[str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-cell-") as out:
+        cmd = [sys.executable, __file__, "cell", str(index), out, json.dumps(overrides)]
+        proc = subprocess.run(
+            cmd, env=_env(tree, cache), capture_output=True, text=True, check=False
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark cell {index} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _grid(tree: Path, cache: str, sets: list[str], max_runs: int | None) -> dict:
+    """The demo grid's training phase (few-shot evals off) in one fresh process."""
+    with tempfile.TemporaryDirectory(prefix="bench-grid-") as out:
+        cmd = [sys.executable, "-c", "import sys; from scaling.cli import main; sys.exit(main())"]
+        cmd += ["sweep", "run", "demo", "--out", out, "--no-progress"]
+        for item in ["base.eval.enabled=false", *sets]:
+            cmd += ["--set", item]
+        if max_runs is not None:
+            cmd += ["--max-runs", str(max_runs)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            cmd, env=_env(tree, cache), capture_output=True, text=True, check=False
+        )
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark grid run failed:\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu}
+
+
+def _export(rev: str, into: Path) -> Path:
+    """The tree of git revision `rev` of this checkout, extracted under `into`."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True
+    ).stdout
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run(previous: str | None = None, grid: bool = True, max_runs: int | None = None) -> None:
+    """Print the benchmark (see the module doc)."""
+    from sweeps.grid import load_grid, plan_grid  # noqa: PLC0415
+
+    cells = plan_grid(load_grid("demo")).cells
+    sizes = [c.n_total for c in cells]
+    picks = [sizes.index(min(sizes)), sizes.index(max(sizes))]
+    with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
+        old_tree = _export(previous, Path(tmp) / "prev") if previous else ROOT
+        old_sets = [] if previous else ["train.steps_per_dispatch=1"]
+        label = f"previous = {previous}" if previous else "previous = n=1, no compile cache"
+        cache = str(Path(tmp) / "xla")
+        print(f"demo throughput benchmark ({label}; {_load()})", flush=True)
+        head = f"  {'cell':28} {'impl':12} {'steps':>6} {'compile s':>9} {'pure step ms':>12}"
+        print(head + f" {'overhead ms':>11} {'efficiency':>10} {'cell wall s':>11}")
+        for i in picks:
+            rows = [("previous", _cell(old_tree, "off", i, old_sets))]
+            rows.append(("new (cold)", _cell(ROOT, cache, i, [])))
+            rows.append(("new (warm)", _cell(ROOT, cache, i, [])))
+            for impl, r in rows:
+                print(
+                    f"  {r['label']:28} {impl:12} {r['steps']:>6} {r['compile_s']:>9.2f} "
+                    f"{r['pure_step_ms']:>12.2f} {r['overhead_ms']:>11.2f} "
+                    f"{r['efficiency']:>10.2f} {r['cell_wall_s']:>11.1f}",
+                    flush=True,
+                )
+        if not grid:
+            return
+        n = len(cells) if max_runs is None else min(max_runs, len(cells))
+        print(f"demo grid, training phase ({n} runs, few-shot evals off), fresh processes:")
+        old = _grid(old_tree, "off", [f"base.{x}" for x in old_sets], max_runs)
+        print(f"  previous    {old['cpu_s']:8.1f} CPU-s {old['wall_s']:8.1f} wall s  ({_load()})")
+        new = _grid(ROOT, str(Path(tmp) / "xla-grid"), [], max_runs)
+        print(f"  new (cold)  {new['cpu_s']:8.1f} CPU-s {new['wall_s']:8.1f} wall s  ({_load()})")
+        speed = old["cpu_s"] / new["cpu_s"]
+        print(
+            f"  speed-up    {speed:.2f}x in CPU-s, {old['wall_s'] / new['wall_s']:.2f}x in wall s"
+        )
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "cell":
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    print(json.dumps(cell_child(int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]))))
