@@ -46,6 +46,7 @@ class Engine:
     steps: Any  # (state, batches_N, lrs_N, k) -> (state, metrics_N): k <= N steps in one call
     chunk_sharding: NamedSharding  # of the stacked batches [N, B, T+1]
     eval: Any  # (params, other, batch) -> (sum_nll, n_tokens)
+    eval_many: Any  # (params, other, batches_M) -> (sum_nll_M, n_tokens_M): one call for all
 
 
 _CACHE: dict[tuple, Engine] = {}
@@ -130,6 +131,13 @@ def _build(cfg: RunConfig, mesh: Any) -> Engine:
         in_shardings=(state_sh["params"], state_sh["other"], batch_sh),
         out_shardings=(scalar_sh, scalar_sh),
     )
+    evaluate_many = jax.jit(
+        lambda params, other, batches_MBT1: jax.lax.map(
+            lambda b: eval_step(params, other, b), batches_MBT1
+        ),
+        in_shardings=(state_sh["params"], state_sh["other"], chunk_sh),
+        out_shardings=(scalar_sh, scalar_sh),
+    )
     init_jit = jax.jit(init, out_shardings=state_sh, compiler_options=_init_options())
     return Engine(
         mesh,
@@ -142,6 +150,7 @@ def _build(cfg: RunConfig, mesh: Any) -> Engine:
         steps,
         chunk_sh,
         evaluate,
+        evaluate_many,
     )
 
 
@@ -184,12 +193,19 @@ def replicated_inputs(like: Any, arrays: list[np.ndarray]) -> list[Any]:
     return [put(a, sh) for a in arrays]
 
 
-def val_loss(eng: Engine, state: dict[str, Any], val: list[jax.Array]) -> float:
-    """Mean NLL (nats/token) over the fixed validation batches; one host sync at the end."""
+def val_loss(eng: Engine, state: dict[str, Any], val: list[jax.Array] | jax.Array) -> float:
+    """Mean NLL (nats/token) over the fixed validation batches: a list of [B, T+1] batches (one
+    call each), or all of them stacked [M, B, T+1] on `eng.chunk_sharding` (one call, the same
+    per-batch sums); one host sync at the end, the sums added on the host in batch order."""
+    p, o = state["params"], state["other"]
     with jax.set_mesh(eng.mesh):
-        parts = [eng.eval(state["params"], state["other"], b) for b in val]
-    total = sum(float(s) for s, _ in jax.device_get(parts))
-    count = sum(float(n) for _, n in jax.device_get(parts))
+        if isinstance(val, list):
+            parts = jax.device_get([eng.eval(p, o, b) for b in val])
+            sums, counts = [s for s, _ in parts], [n for _, n in parts]
+        else:
+            sums, counts = jax.device_get(eng.eval_many(p, o, val))
+    total = sum(float(s) for s in sums)
+    count = sum(float(n) for n in counts)
     return total / max(count, 1.0)
 
 

@@ -200,10 +200,9 @@ class Loop:
         self.eval_every = interval(t.eval_every, t.steps, 10)
         self.ckpt_every = interval(t.checkpoint_every, t.steps, 5)
         self.few_shot_every = cfg.eval.every if cfg.eval.enabled else 0
-        self.val = [
-            engine.put(engine.pad_rows(b, t.batch_size), eng.batch_sharding)
-            for b in data.val_batches(t.batch_size)
-        ]
+        val = [engine.pad_rows(b, t.batch_size) for b in data.val_batches(t.batch_size)]
+        self.n_val_batches = len(val)
+        self.val = engine.put(np.stack(val), eng.chunk_sharding)  # one call per validation
         self.best_val = meta.get("best_val_loss")
         self.val_loss: float | None = meta.get("last_val_loss")
         self.status, self.diverged_at, self.stopped = "done", None, False

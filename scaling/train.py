@@ -222,7 +222,7 @@ def _result(
     mfu = flops_lib.mfu(tps * fpt, loop.device_kind, loop.dtype, loop.n_dev) if tps else None
     validated = (final_step or 0) if done else max((final_step or 0) - 1, 0)  # not the NaN step
     n_val = flops_lib.n_validations(validated, t.steps, loop.eval_every)
-    val_tokens = len(loop.val) * tokens_per_step  # padded rows run too
+    val_tokens = loop.n_val_batches * tokens_per_step  # padded rows run too
     return {
         "run_id": loop.run_id,
         "name": cfg.name,

@@ -228,6 +228,25 @@ def test_steps_per_dispatch_is_bitwise_invisible_across_a_mid_chunk_resume(
     assert _losses(tmp_path / "mid") == _losses(tmp_path / "n1")
 
 
+def test_validation_in_one_call_equals_one_call_per_batch() -> None:
+    import jax
+
+    from scaling import sharding
+    from scaling.data import open_dataset
+
+    cfg = tiny(*SHORT)
+    mesh = sharding.make_mesh(cfg)
+    eng = engine.engine(cfg, mesh)
+    data = open_dataset(cfg.data, cfg.model.seq_len, progress=False)
+    val = [engine.pad_rows(b, 16) for b in data.val_batches(16)]
+    assert len(val) == 4 and val[-1].shape == (16, 33)  # 63 windows: the last batch padded
+    with jax.set_mesh(mesh):
+        state = eng.init(jax.random.key(0))
+    each = engine.val_loss(eng, state, [engine.put(b, eng.batch_sharding) for b in val])
+    stacked = engine.val_loss(eng, state, engine.put(np.stack(val), eng.chunk_sharding))
+    assert stacked == each  # bitwise: the same per-batch sums, added on the host in order
+
+
 def test_dispatch_chunks_end_at_every_boundary() -> None:
     from scaling.loop import StepsPerCall, chunk_end
 
