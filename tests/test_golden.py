@@ -5,8 +5,9 @@ two fixed models (tied/RoPE/SwiGLU/RMSNorm and untied/learned/GELU/LayerNorm), t
 steps on 8 fake devices (losses and final params), the config hash of the built-in `tiny`
 config and the run ids of the built-in grids' plans (what existing sweep directories are keyed by).
 
-On the platform the file was written on (CPU, same JAX version) the comparison is bitwise (sha256
-of the float32 bytes); elsewhere it falls back to rtol 1e-5 on the stored sample values.
+The comparison is rtol 1e-5 on the stored sample values, not bitwise: XLA's CPU code depends on
+the host's instruction set, so two CI machines of the same platform and JAX version differed in
+the last bits (the sha256 of the float32 bytes is still stored, for a same-machine check by hand).
 Regenerate deliberately with `SCALING_REGEN_GOLDEN=1 pytest tests/test_golden.py` and say why in
 the commit message.
 """
@@ -93,17 +94,12 @@ def test_standard_parametrisation_golden_outputs() -> None:
         pytest.skip(f"regenerated {GOLDEN}")
     want = json.loads(GOLDEN.read_text())
     assert got["tiny_config_hash"] == want["tiny_config_hash"], "run ids of default configs moved"
-    bitwise = got["platform"] == want["platform"] and got["jax"] == want["jax"]
     for key, w in want.items():
         if key in ("platform", "jax", "tiny_config_hash", "grid_run_ids_sha256"):
             continue
         g = got[key]
         if key == "train/losses":
-            if bitwise:
-                assert g == w, key
             np.testing.assert_allclose(g, w, rtol=1e-5, err_msg=key)
-        elif bitwise:
-            assert g["sha256"] == w["sha256"], f"{key}: not bitwise equal to the golden output"
         else:
             np.testing.assert_allclose(g["samples"], w["samples"], rtol=1e-5, atol=1e-7)
             np.testing.assert_allclose(g["sum"], w["sum"], rtol=1e-5, atol=1e-5)
