@@ -245,7 +245,8 @@ def print_forms_table(res: dict) -> None:
     single-form fit, each form alone and the chosen predictor: where the error comes from."""
     cols = list(dict.fromkeys(k for r in res["studies"] for k in r["by_form"]))
     cols = [c for c in cols if not c.startswith("chosen")] + ["chosen"]
-    print(f"\nmean error, all held-out runs / 4-20x in compute: | data set | {' | '.join(cols)} |")
+    print("\nmean error, all held-out runs / 4-20x in compute:")
+    print(f"| data set | {' | '.join(cols)} |")
     print("|---" * (len(cols) + 1) + "|")
 
     def cell(errs: list, fars: list) -> str:

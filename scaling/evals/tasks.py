@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import sys
 import sysconfig
 import tokenize
@@ -41,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.errors import UserError
+from scaling.errors import DiskFullError, UserError
+from scaling.fileio import atomic_write
 
 POOLS = ("mix", "demo", "test")
 TRAIN_POOL = "mix"  # the training pool: pre-training mix text and fine-tuning examples
@@ -137,11 +137,8 @@ def identifiers() -> tuple[str, ...]:
         pass
     words = _scan_identifiers(stdlib, paths)
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(words))
-        os.replace(tmp, cached)
-    except OSError:
+        atomic_write(cached, json.dumps(words))
+    except (OSError, DiskFullError):
         pass  # a read-only or full cache dir: computed again next time
     return words
 
