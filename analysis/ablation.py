@@ -24,6 +24,7 @@ from scaling.fileio import atomic_write
 
 KINDS = ("heads", "ffn", "both")
 METRICS = ("exact_match", "token_acc", "logprob", "all")  # all: every eligible metric at once
+MIN_TREND_DECADES = 0.3  # a removable-fraction trend needs runs spanning at least 2x in N or C
 
 
 def load_table(path: str | Path) -> list[dict]:
@@ -104,10 +105,11 @@ def suite(rec: dict, kind: str, metric: str) -> dict | None:
 def trend(recs: list[dict], kind: str, metric: str, axis: str = "N", *, resamples: int = 2000,
           level: float = 0.9, seed: int = 0) -> dict | None:  # fmt: skip
     """Least-squares line removable = a + b log10(x) over runs with an eligible suite value;
-    None with fewer than 3 runs (or a single x value)."""
+    None with fewer than 3 runs, or when they span less than MIN_TREND_DECADES of x (runs of one
+    compute budget differ in C by a few percent: a slope per decade over that is noise)."""
     pts = [(np.log10(_x(r, axis)), suite(r, kind, metric)) for r in recs if _x(r, axis)]
     pts = [(x, s) for x, s in pts if s is not None]
-    if len(pts) < 3 or np.ptp([x for x, _ in pts]) == 0:
+    if len(pts) < 3 or np.ptp([x for x, _ in pts]) < MIN_TREND_DECADES:
         return None
     x = np.array([p[0] for p in pts])
     y = np.array([p[1]["estimate"] for p in pts])
@@ -154,6 +156,19 @@ def _opt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
 
+def narrow_axes(rows: list[dict]) -> list[str]:
+    """One report line per axis (N, C) whose runs span too little for a trend to be fitted."""
+    lines = []
+    for axis in ("N", "C"):
+        xs = [np.log10(r[axis]) for r in rows if r.get(axis)]
+        if len(xs) >= 3 and np.ptp(xs) < MIN_TREND_DECADES:
+            lines.append(
+                f"- vs log10 {axis}: not fitted: the runs span {np.ptp(xs):.2f} decades of {axis} "
+                f"(less than {MIN_TREND_DECADES}); ablate runs of several sizes and budgets"
+            )
+    return lines
+
+
 def report_md(summary: dict, metric: str = "logprob") -> str:
     """The report section (markdown)."""
     tol = summary["tol"]
@@ -184,9 +199,10 @@ def report_md(summary: dict, metric: str = "logprob") -> str:
             f"- {t['kind']} ({t['metric']}) vs log10 {t['axis']}: slope {t['slope']:+.3f} "
             f"[{t['slope_lo']:+.3f}, {t['slope_hi']:+.3f}] over {t['n_runs']} runs"
         )
-    if not shown:
+    narrow = narrow_axes(summary["runs"])
+    if not shown and not narrow:
         L.append("- not fitted: fewer than 3 runs with a suite value above chance")
-    return "\n".join(L)
+    return "\n".join(L + narrow)
 
 
 def analyze(table: str | Path, out_dir: str | Path) -> dict:

@@ -147,3 +147,26 @@ def test_select_runs_by_budget_and_sizes(tmp_path):
     assert names(select_runs(tmp_path, ids=("r1", "r0"))) == ["r1", "r0"]  # by N
     with pytest.raises(UserError, match="no finished run matches 'bad'"):
         select_runs(tmp_path, ids=("bad",))
+
+
+def _ablation_record(n: float, c: float, est: float) -> dict:
+    s = {"estimate": est, "lo": est - 0.1, "hi": est + 0.1, "eligible": True}
+    return {"n_params_total": n, "flops_6nd_total": c,
+            "removable": {"heads": {"logprob": {"suite": s, "suite_draws": [est]}}}}  # fmt: skip
+
+
+def test_trend_needs_runs_spanning_a_range_not_one_budget():
+    """Three sizes at one budget: a slope vs N is fitted, none vs C (C differs by ~2%), and the
+    section says why instead of printing a slope per decade of noise."""
+    from analysis import ablation as A
+
+    recs = [_ablation_record(n, 6e11 * (1 + 0.01 * i), 0.1 * i)
+            for i, n in enumerate((1.2e4, 3.2e4, 7.4e4))]  # fmt: skip
+    t = A.trend(recs, "heads", "logprob", "N")
+    assert t is not None and t["slope"] > 0
+    assert A.trend(recs, "heads", "logprob", "C") is None
+    rows = [{"N": r["n_params_total"], "C": r["flops_6nd_total"]} for r in recs]
+    (line,) = A.narrow_axes(rows)
+    assert "vs log10 C: not fitted: the runs span 0.01 decades of C" in line
+    wide = [{"N": 1e4, "C": 1e11}, {"N": 2e4, "C": 4e11}, {"N": 4e4, "C": 1.6e12}]
+    assert A.narrow_axes(wide) == []
