@@ -8,6 +8,7 @@ line and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -142,16 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
     """Run one command; every expected fault ends in ONE line on stderr and an exit code:
-    2 bad input (`UserError`), 1 disk full, 130/143 SIGINT/SIGTERM (`scaling.signals`)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    previous = signals.install()
+    2 bad input (`UserError`), 1 disk full, 130/143 SIGINT/SIGTERM (`scaling.signals`).
+    `restore_signals=False` (the console script) keeps our handlers up to `entry`'s
+    `signals.exit_quietly`, so no signal ever reaches Python's default KeyboardInterrupt."""
+    previous = signals.install()  # first: a signal while the command groups import is ours too
     hook, threading.excepthook = threading.excepthook, _quiet_disk_full(threading.excepthook)
     for name in ("absl", "asyncio"):  # Orbax's save threads log a full disk here, repeatedly
         logging.getLogger(name).addFilter(_drop_disk_full)
     try:
+        args = build_parser().parse_args(argv)
         code = int(args.handler(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
         return code
@@ -174,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail_disk_full(str(DiskFullError(e.filename or "an output file")))
     finally:
-        signals.restore(previous)
+        if restore_signals:
+            signals.restore(previous)
         threading.excepthook = hook
 
 
@@ -219,15 +222,17 @@ def _fail_disk_full(message: str) -> int:
 
 
 def entry() -> None:
-    """The `scaling` console script: once the exit code is known, later signals are ignored
-    (a second Ctrl-C must not print a traceback from interpreter shutdown). After a full disk
+    """The `scaling` console script: once the exit code is known, a signal ends the process
+    with that code at once (a Ctrl-C during interpreter shutdown must neither print a traceback
+    nor wait for threads to be joined). After a full disk
     the process ends without running exit hooks: third-party ones (event-file writers, worker
     pools) would only fail again on the same disk and print their tracebacks after our line;
     everything that matters was written atomically or is resumable."""
-    code = main()
-    signals.ignore_further()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    code = main(restore_signals=False)
+    signals.exit_quietly(code)  # main flushed its output already; this flush is a formality
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
     if _disk_full:
         os._exit(code)
     sys.exit(code)

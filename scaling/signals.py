@@ -1,26 +1,41 @@
 """SIGINT and SIGTERM: one policy for `scaling train` and `scaling sweep run` (SLURM/k8s style).
 
-The first signal inside a `graceful()` block (the training step loop) only sets a flag: the loop
-finishes the dispatch in flight (`scaling.loop`), saves a checkpoint at its last step, and
-raises `Interrupted`; the sweep runner releases the cell's lease on the way out and the CLI
-prints one line and exits 128 + signum (130 for SIGINT, 143 for SIGTERM). Outside such a
-block (data preparation, between cells) the first signal raises `Interrupted` at once. A second
-signal raises `Interrupted` wherever the main thread is (a stuck save), and once the CLI has its
-exit code every later signal is ignored, so shutdown never prints a traceback.
+1. The FIRST signal inside a `graceful()` block (the training step loop, a lease's claim and
+   release) only sets a flag: the loop finishes the dispatch in flight (`scaling.loop`), saves a
+   checkpoint at its last step and raises `Interrupted`; the sweep runner releases the cell's
+   lease on the way out; the CLI prints one line and exits 128 + signum (130 for SIGINT, 143 for
+   SIGTERM). Outside such a block (importing JAX, preparing data, between cells) the first
+   signal raises `Interrupted` at once: there is nothing to save yet.
+2. LATER signals never raise: the stop is already under way (the chunk in flight, one
+   checkpoint save, closing Orbax's threads), and an exception raised into that clean-up (a
+   thread join, an Orbax save, a lock) printed tracebacks or hung the process. They are only
+   counted, so a second Ctrl-C changes nothing: the save finishes and the same one line comes.
+3. The user insists: the THIRD signal ends the process at once (`os._exit`), printing one line,
+   with exit code 128 + signum. A save cut short that way leaves only Orbax's temporary
+   directory, so the previous checkpoint stays the newest readable one (and the temporary
+   directory is removed at the next start). The lease file stays behind but is stale at once
+   for launchers on the same host (its process is gone) and after --lease-ttl elsewhere.
+4. Once the CLI has its exit code (`exit_quietly`), a signal during interpreter shutdown ends
+   the process with that code at once, with nothing printed.
 
 A flag is needed as well as the exception: Python drops exceptions raised inside the garbage
-collector callbacks JAX registers, so `check()` re-raises from the flag at every step and cell.
+collector callbacks JAX registers, so `check()` re-raises from the flag at every step and cell
+(and `install` keeps such a dropped `Interrupted` from printing an "Exception ignored" report).
 Other launchers (e.g. submitit tasks on SLURM) reuse `install`, `graceful`, `check`, `requested`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+FORCE_AFTER = 3  # the signal that ends the process at once
 _lock = threading.Lock()
 _received: list[int] = []
 _graceful_depth = 0
@@ -46,9 +61,35 @@ def _handler(signum: int, frame: object) -> None:
     with _lock:
         _received.append(signum)
         n = len(_received)
-    if n == 1 and _graceful_depth > 0:
-        return  # the step loop saves a checkpoint and raises at the next step boundary
-    raise Interrupted(_received[0])
+    if n >= FORCE_AFTER:
+        _force_exit(signum, n)
+    if n == 1 and _graceful_depth == 0:
+        raise Interrupted(signum)
+    # inside the step loop (it saves and raises at the next step boundary), or a later signal
+    # while the stop is under way: nothing is raised into the clean-up
+
+
+def _force_exit(signum: int, n: int) -> None:
+    name = signal.Signals(signum).name
+    line = (
+        f"\ninterrupted by {name} ({n} signals): stopped at once; the newest complete "
+        f"checkpoint is kept, rerun the same command to resume\n"
+    )
+    with contextlib.suppress(OSError):
+        os.write(2, line.encode())
+    os._exit(128 + signum)
+
+
+def _unraisable(previous: Any) -> Any:
+    """sys.unraisablehook that drops an `Interrupted` raised where Python cannot propagate it
+    (a garbage-collector callback, a __del__): the flag re-raises it at the next `check()`."""
+
+    def hook(args: Any) -> None:
+        if not isinstance(args.exc_value, Interrupted):
+            previous(args)
+
+    hook.previous = previous  # type: ignore[attr-defined]
+    return hook
 
 
 def install() -> dict[int, object]:
@@ -57,6 +98,8 @@ def install() -> dict[int, object]:
     reset()
     if threading.current_thread() is not threading.main_thread():
         return {}
+    if not hasattr(sys.unraisablehook, "previous"):  # not wrapped twice
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
     return {sig: signal.signal(sig, _handler) for sig in SIGNALS}
 
 
@@ -65,13 +108,16 @@ def restore(previous: dict[int, object]) -> None:
     for sig, handler in previous.items():
         if handler is not None:
             signal.signal(sig, handler)
+    if previous and hasattr(sys.unraisablehook, "previous"):
+        sys.unraisablehook = sys.unraisablehook.previous
 
 
-def ignore_further() -> None:
-    """After the exit code is decided: later signals must not interrupt shutdown."""
+def exit_quietly(code: int) -> None:
+    """After the exit code is decided (stdout and stderr flushed): a signal during interpreter
+    shutdown (joining threads, exit hooks) ends the process with `code` at once, silently."""
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, lambda signum, frame: os._exit(code))
 
 
 def requested() -> int | None:
@@ -87,7 +133,8 @@ def check() -> None:
 
 @contextlib.contextmanager
 def graceful() -> Iterator[None]:
-    """Inside this block the first signal only sets the flag (the loop polls `requested()`)."""
+    """Inside this block the first signal only sets the flag: the code polls `requested()`, or
+    the caller runs `check()` after the block."""
     global _graceful_depth
     _graceful_depth += 1
     try:

@@ -27,7 +27,7 @@ import jax
 from flax import nnx
 
 from scaling import config as config_lib
-from scaling import engine, optim, sharding, tracking
+from scaling import engine, optim, sharding, signals, tracking
 from scaling import flops as flops_lib
 from scaling.checkpoint import Checkpointer
 from scaling.config import RunConfig
@@ -159,10 +159,11 @@ def train(
         )
         state = loop.run(state, start, stop_after=stop_after, should_stop=should_stop)
     finally:
-        if loop is not None:
-            loop.close()
-        tracker.flush()
-        ckpt.close()  # waits for pending saves, then stops Orbax's threads
+        with signals.graceful():  # a signal now must not skip stopping Orbax's threads
+            if loop is not None:
+                loop.close()
+            tracker.flush()
+            ckpt.close()  # waits for pending saves, then stops Orbax's threads
     status = loop.status
     final_step = int(jax.device_get(state["step"])) if status == "done" else loop.diverged_at
     if loop.stopped:

@@ -19,6 +19,7 @@ Exit code 0 only when every line is 100% and no record was lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +84,54 @@ records_lost = 0
 def record(section: str, name: str, ok: bool, why: str = "") -> None:
     results.setdefault(section, []).append((name, ok, why))
     print(f"  [{'ok' if ok else 'FAIL'}] {section}: {name}{'' if ok else ' - ' + why}", flush=True)
+
+
+@dataclass
+class Ran:
+    """How a child process ended: `code` None when it hung past its timeout (and was killed)."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+
+
+def spawn(argv: list[str]) -> subprocess.Popen:
+    """Start a child in its own process group, so that a hung one is killed with its children."""
+    return subprocess.Popen(
+        argv,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group this suite started for `proc` (by its PID)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> Ran:
+    """Wait for `proc`; a child still running after `timeout` s is killed and reported hung."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return Ran(proc.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # a grandchild that left the group holds the pipes
+            out, err = "", ""
+        return Ran(None, out or "", f"hung: still running after {timeout:.0f} s, killed; {err}")
+    finally:
+        kill_group(proc)
+
+
+def call(argv: list[str], timeout: float = 300) -> Ran:
+    return finish(spawn(argv), timeout)
 
 
 def scaling(*args: str) -> list[str]:
@@ -205,13 +255,13 @@ def damaged_files(tmp: Path) -> None:
             record("damaged files", f"{what} / {command}", not why, why)
     # config.toml garbage under the real engine (a run dir named for its run id)
     run = tmp / "cfg-run"
-    p = subprocess.run(train_argv(run, 4), env=ENV, capture_output=True, text=True)
+    p = call(train_argv(run, 4))
     rid = json.loads((run / "result.json").read_text())["run_id"] if run.is_dir() else "?"
     named = tmp / f"tiny-{rid}"
     shutil.move(run, named)
     (named / "config.toml").write_bytes(b"\xff\xfe garbage")
     (named / "result.json").unlink()
-    p = subprocess.run(train_argv(named, 4), env=ENV, capture_output=True, text=True)
+    p = call(train_argv(named, 4))
     ok = p.returncode == 0 and "Traceback" not in p.stderr and "damaged" in p.stderr
     record(
         "damaged files", "config.toml garbage / train (dir named for the run)", ok, p.stderr[-300:]
@@ -220,7 +270,7 @@ def damaged_files(tmp: Path) -> None:
     shutil.copytree(named, other)
     (other / "result.json").unlink(missing_ok=True)
     (other / "config.toml").write_bytes(b"\xff\xfe garbage")
-    p = subprocess.run(train_argv(other, 4), env=ENV, capture_output=True, text=True)
+    p = call(train_argv(other, 4))
     why = clean(p.returncode, p.stderr, 2)
     record("damaged files", "config.toml garbage / train (other dir): one line", not why, why)
 
@@ -236,30 +286,26 @@ def signal_cases(tmp: Path) -> None:
         at_start=False,
         want_ckpt=True,
     ) -> None:
-        proc = subprocess.Popen(
-            argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        # a case that resumes an interrupted run waits for 10 new steps, not for the old ones
+        target = max(30, last_step(run() / "metrics.jsonl") + 10)
+        proc = spawn(argv)
         try:
             if at_start:
                 time.sleep(2.0)  # importing JAX / preparing data: before the step loop
-            elif not wait_for(lambda: last_step(run() / "metrics.jsonl") >= 30, proc):
-                record(
-                    "signals",
-                    name,
-                    False,
-                    "never reached step 30: " + proc.communicate(timeout=60)[1][-300:],
-                )
+            elif not wait_for(lambda: last_step(run() / "metrics.jsonl") >= target, proc):
+                why = f"never reached step {target}: " + finish(proc, 60).stderr[-300:]
+                record("signals", name, False, why)
                 return
             proc.send_signal(sig)
             if twice:
                 time.sleep(0.05)
                 proc.send_signal(sig)
-            _, err = proc.communicate(timeout=300)
+            ran = finish(proc, 120)
         finally:
-            proc.kill()
-        why = clean(proc.returncode, err, 128 + sig)
-        if not why and "interrupted by" not in err:
-            why = f"no 'interrupted by' line: {err[-200:]}"
+            kill_group(proc)
+        why = clean(ran.returncode, ran.stderr, 128 + sig)
+        if not why and "interrupted by" not in ran.stderr:
+            why = f"no 'interrupted by' line: {ran.stderr[-200:]}"
         if not why and want_ckpt:
             steps = ckpt_steps(run())
             at = last_step(run() / "metrics.jsonl")
@@ -281,7 +327,6 @@ def signal_cases(tmp: Path) -> None:
             lambda o=out2: o,
             sig,
             twice=True,
-            want_ckpt=False,
         )
         out3 = tmp / f"train-{nm}-start"
         one(
@@ -302,27 +347,30 @@ def signal_cases(tmp: Path) -> None:
             return runs[0] if runs else r / "runs" / "none"
 
         one(f"sweep run {nm} mid-cell", argv, first_run, sig)
-        one(f"sweep run {nm} twice", argv, first_run, sig, twice=True, want_ckpt=False)
+        one(f"sweep run {nm} twice (resumed)", argv, first_run, sig, twice=True)
 
 
 def kill_and_resume(tmp: Path) -> None:
     steps = 60
     ref = tmp / "ref"
-    subprocess.run(train_argv(ref, steps), env=ENV, capture_output=True, check=True)
+    p = call(train_argv(ref, steps))
+    if p.returncode != 0:
+        raise RuntimeError(f"the uninterrupted reference run failed: {p.stderr[-300:]}")
     want = json.loads((ref / "result.json").read_text())
     want_losses = [(r["step"], r["train_loss"]) for r in R.read_jsonl(ref / "metrics.jsonl")]
 
     def scenario(name: str, stop: Callable[[subprocess.Popen, Path], None]) -> None:
         out = tmp / f"kr-{len(results.get('kill-and-resume', []))}"
-        proc = subprocess.Popen(
-            train_argv(out, steps), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        proc = spawn(train_argv(out, steps))
         try:
             stop(proc, out)
-            proc.wait(timeout=300)
+            stopped = finish(proc, 300)
         finally:
-            proc.kill()
-        p = subprocess.run(train_argv(out, steps), env=ENV, capture_output=True, text=True)
+            kill_group(proc)
+        if stopped.returncode is None:
+            record("kill-and-resume", name, False, stopped.stderr[-300:])
+            return
+        p = call(train_argv(out, steps))
         got = json.loads((out / "result.json").read_text()) if p.returncode == 0 else {}
         losses = [(r["step"], r["train_loss"]) for r in R.read_jsonl(out / "metrics.jsonl")]
         why = ""
@@ -376,7 +424,7 @@ def disk_full(tmp: Path) -> None:
 
         # 1. train: the checkpoint does not fit
         fill(60_000)
-        p = subprocess.run(train_argv(mnt / "run", 30), env=ENV, capture_output=True, text=True)
+        p = call(train_argv(mnt / "run", 30))
         why = clean(p.returncode, p.stderr, 1)
         if not why and "no space left on device writing" not in p.stderr:
             why = p.stderr[-300:]
@@ -388,20 +436,12 @@ def disk_full(tmp: Path) -> None:
         grid.write_text(GRID.format(tokens="2e4, 4e4"))
         fake = ["--train-fn", "sweeps.fake:fake_train", "--no-progress"]
         root = mnt / "sw"
-        subprocess.run(
-            scaling("sweep", "run", str(grid), "--out", str(root), "--max-runs", "2", *fake),
-            env=ENV,
-            capture_output=True,
-            check=True,
-        )
+        p = call(scaling("sweep", "run", str(grid), "--out", str(root), "--max-runs", "2", *fake))
+        if p.returncode != 0:
+            raise RuntimeError(f"the first two cells did not run: {p.stderr[-300:]}")
         before = (root / "results.jsonl").read_bytes()
         fill(0)
-        p = subprocess.run(
-            scaling("sweep", "run", str(grid), "--out", str(root), *fake),
-            env=ENV,
-            capture_output=True,
-            text=True,
-        )
+        p = call(scaling("sweep", "run", str(grid), "--out", str(root), *fake))
         lines = [x for x in p.stderr.splitlines() if x.startswith("error:")]
         why = (
             ""
@@ -418,12 +458,7 @@ def disk_full(tmp: Path) -> None:
             why = "lease left behind"
         (mnt / "filler").unlink()
         if not why:
-            p = subprocess.run(
-                scaling("sweep", "run", str(grid), "--out", str(root), *fake),
-                env=ENV,
-                capture_output=True,
-                text=True,
-            )
+            p = call(scaling("sweep", "run", str(grid), "--out", str(root), *fake))
             if p.returncode != 0 or len(R.read_records(root)) != 4:
                 why = f"after freeing space the rerun did not finish: {p.stderr[-300:]}"
         record("disk full", "sweep run: stops cleanly, results intact, resumes", not why, why)
@@ -433,7 +468,7 @@ def disk_full(tmp: Path) -> None:
 
         csv.write_text(CSV_OK)
         fill(0)
-        p = subprocess.run(
+        p = call(
             scaling(
                 "analyze",
                 "--csv",
@@ -446,10 +481,7 @@ def disk_full(tmp: Path) -> None:
                 "--no-approach2",
                 "--out",
                 str(mnt / "report"),
-            ),
-            env=ENV,
-            capture_output=True,
-            text=True,
+            )
         )
         why = clean(p.returncode, p.stderr, 1)
         record("disk full", "analyze: report", not why, why)
@@ -457,14 +489,17 @@ def disk_full(tmp: Path) -> None:
         subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
+SECTIONS: list[tuple[str, Callable[..., None]]] = [
+    ("bad inputs", bad_inputs),
+    ("damaged files", damaged_files),
+    ("signals", signal_cases),
+    ("disk full", disk_full),
+    ("kill-and-resume", kill_and_resume),
+]
+
+
 def main() -> int:
-    sections = [
-        ("bad inputs", bad_inputs),
-        ("damaged files", damaged_files),
-        ("signals", signal_cases),
-        ("disk full", disk_full),
-        ("kill-and-resume", kill_and_resume),
-    ]
+    sections = SECTIONS
     only = sys.argv[1:]
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="faults-") as d:
@@ -474,10 +509,13 @@ def main() -> int:
             print(f"{name} ...", flush=True)
             sub = Path(d) / name.replace(" ", "-")
             sub.mkdir()
-            if name == "bad inputs":
-                fn()
-            else:
-                fn(sub)
+            try:
+                if name == "bad inputs":
+                    fn()
+                else:
+                    fn(sub)
+            except Exception as e:  # noqa: BLE001 - one broken section must not hide the others
+                record(name, "the section itself", False, f"crashed: {e!r}"[-400:])
     print(f"\nfault suite ({time.time() - t0:.0f} s):")
     labels = {
         "bad inputs": "bad inputs handled",

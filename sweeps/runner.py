@@ -76,9 +76,11 @@ def run_cell(
     if run_id in R.finished_ids(root):
         return "skipped"
     lease = Lease(root / "leases", run_id, owner or default_owner(), lease_ttl)
-    if not lease.acquire():
-        return "busy"
+    with signals.graceful():  # a signal while claiming must not leave a claimed lease behind
+        if not lease.acquire():
+            return "busy"
     try:
+        signals.check()
         if run_id in R.finished_ids(root):  # finished while we were claiming
             return "skipped"
         out = R.run_dir(root, run_id)
@@ -122,7 +124,8 @@ def run_cell(
         print(f"run {run_id} ({summary['label']}) failed: {e!r}", file=sys.stderr)
         return "failed"
     finally:
-        lease.release()
+        with signals.graceful():  # a signal while releasing must not leave the lease behind
+            lease.release()
 
 
 def _record_failure(root: Path, run_id: str, message: str) -> None:

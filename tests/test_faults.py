@@ -265,3 +265,47 @@ def test_notes_about_skipped_runs_are_printed_when_the_fit_fails(tmp_path: Path,
     assert main(["analyze", str(tmp_path), "--resamples", "10"]) == 2
     _, err = _one_line(capsys)
     assert "note: skipped run b: status 'diverged'" in err and len(_errors(err)) == 1
+
+
+# ----------------------------------------------------------------------------- the suite itself
+
+
+def _faults_script():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "faults.py"
+    spec = importlib.util.spec_from_file_location("faults_script", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fault_suite_kills_a_hung_case_reports_it_and_goes_on(monkeypatch, capsys) -> None:
+    """Regression: one hung `sweep run` raised TimeoutExpired out of `make faults` and the
+    later sections never ran. A hung child is killed (its process group) and reported; a
+    crashing section is one [FAIL] line and the next section still runs."""
+    import sys
+
+    faults = _faults_script()
+    proc = faults.spawn(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
+    )
+    ran = faults.finish(proc, 1)
+    assert ran.returncode is None and ran.stdout == "up\n" and "hung" in ran.stderr
+    assert proc.poll() is not None  # killed, not left running
+
+    def crash(tmp: Path) -> None:
+        raise faults.subprocess.TimeoutExpired("scaling sweep run", 300)
+
+    def fine(tmp: Path) -> None:
+        faults.record("disk full", "a case", True)
+
+    monkeypatch.setattr(faults, "SECTIONS", [("signals", crash), ("disk full", fine)])
+    monkeypatch.setattr(sys, "argv", ["faults.py"])
+    assert faults.main() == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] signals: the section itself - crashed: TimeoutExpired" in out
+    assert "signal cases clean             0/1 (0%)" in out
+    assert "disk-full cases clear          1/1 (100%)" in out

@@ -33,18 +33,51 @@ def test_flag_raises_even_after_the_exception_was_lost():
     signals.check()  # no flag, no exception
 
 
-def test_first_signal_in_the_step_loop_only_sets_the_flag_the_second_raises():
+def test_only_the_first_signal_may_raise_later_ones_are_counted():
+    """Regression (issue 12): a second Ctrl-C raised `Interrupted` into the clean-up (a thread
+    join at shutdown printed a traceback; `sweep run` hung). Later signals never raise."""
     signals.reset()
     with signals.graceful():
         signals._handler(signal.SIGINT, None)  # the loop stops at the next step boundary
-        assert signals.requested() == signal.SIGINT
-        with pytest.raises(signals.Interrupted) as e:
-            signals._handler(signal.SIGINT, None)  # a stuck step: the second one raises
-    assert e.value.exit_code == 130
+        signals._handler(signal.SIGINT, None)  # the save under way is not disturbed
+    assert signals.requested() == signal.SIGINT and len(signals._received) == 2
     signals.reset()
     with pytest.raises(signals.Interrupted):  # outside the loop the first one raises at once
         signals._handler(signal.SIGTERM, None)
+    signals._handler(signal.SIGTERM, None)  # ... and the second one, in the clean-up, does not
     signals.reset()
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def test_third_signal_exits_at_once_with_one_line_and_shutdown_signals_exit_quietly():
+    """The user insists: the third signal ends the process (143 for SIGTERM, one line), even
+    inside the step loop; after the CLI's exit code is known a signal exits with that code."""
+    p = _python(
+        "import os, signal, time\n"
+        "from scaling import signals\n"
+        "signals.install()\n"
+        "with signals.graceful():\n"
+        "    for i in range(3):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(0.2)\n"
+        "        print('alive after', i + 1, flush=True)\n"
+        "    time.sleep(30)\n"
+    )
+    assert p.returncode == 143, p.stderr
+    assert p.stdout.split("\n")[:2] == ["alive after 1", "alive after 2"]
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted by SIGTERM (3 signals)"), p.stderr
+    p = _python(
+        "import os, signal, time\n"
+        "from scaling import signals\n"
+        "signals.exit_quietly(3)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(30)\n"
+    )
+    assert (p.returncode, p.stderr) == (3, "")
 
 
 def _last_step(metrics: Path) -> int:
@@ -95,7 +128,9 @@ GRID = "\n".join(
 )
 
 
-def _interrupt(argv: list[str], metrics: Callable[[], Path], sig: int) -> tuple[int, str]:
+def _interrupt(
+    argv: list[str], metrics: Callable[[], Path], sig: int, times: int = 1
+) -> tuple[int, str]:
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "-m", "scaling.cli", *argv, "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -105,7 +140,9 @@ def _interrupt(argv: list[str], metrics: Callable[[], Path], sig: int) -> tuple[
             assert time.time() < deadline, "training never reached step 30"
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()[1][-2000:]
-        proc.send_signal(sig)
+        for i in range(times):  # a second Ctrl-C comes while the first one's save runs
+            proc.send_signal(sig)
+            time.sleep(0.05 if i + 1 < times else 0)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
@@ -116,13 +153,14 @@ def _checkpoints(run: Path) -> list[int]:
     return sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_training_saves_the_interrupt_step_and_says_one_line(tmp_path, sig):
+@pytest.mark.parametrize("sig, times", [(signal.SIGINT, 1), (signal.SIGTERM, 2)])
+def test_signal_stops_training_saves_the_interrupt_step_and_says_one_line(tmp_path, sig, times):
     """SIGINT and SIGTERM alike: exit 130/143, one line, a checkpoint AT the interrupt step
-    (not the last periodic one), no result.json."""
+    (not the last periodic one), no result.json. A second signal changes nothing (issue 12:
+    it printed a traceback from a thread join)."""
     out = tmp_path / "run"
     argv = ["train", "tiny", "--out", str(out)] + [x for s in SETS for x in ("--set", s)]
-    code, err = _interrupt(argv, lambda: out / "metrics.jsonl", sig)
+    code, err = _interrupt(argv, lambda: out / "metrics.jsonl", sig, times)
     assert code == 128 + sig, err[-2000:]
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
@@ -132,9 +170,10 @@ def test_signal_stops_training_saves_the_interrupt_step_and_says_one_line(tmp_pa
     assert _checkpoints(out)[-1] == _last_step(out / "metrics.jsonl") >= 30
 
 
-def test_sigint_on_sweep_run_exits_130_without_segfault_and_releases_the_lease(tmp_path):
+def test_sigint_twice_on_sweep_run_exits_130_without_segfault_and_releases_the_lease(tmp_path):
     """Regression (issue 12): Ctrl-C on `sweep run` printed its line, then segfaulted (139),
-    because Orbax's manager was never closed on the way out."""
+    because Orbax's manager was never closed on the way out; and a second Ctrl-C made it hang
+    (raised into the clean-up). Twice: exit 130, one line, lease released, resumable."""
     grid, root = tmp_path / "g.toml", tmp_path / "sweep"
     grid.write_text(GRID)
 
@@ -142,7 +181,8 @@ def test_sigint_on_sweep_run_exits_130_without_segfault_and_releases_the_lease(t
         runs = list((root / "runs").glob("*/metrics.jsonl")) if (root / "runs").is_dir() else []
         return runs[0] if runs else root / "none"
 
-    code, err = _interrupt(["sweep", "run", str(grid), "--out", str(root)], metrics, signal.SIGINT)
+    argv = ["sweep", "run", str(grid), "--out", str(root)]
+    code, err = _interrupt(argv, metrics, signal.SIGINT, times=2)
     assert code == 130, err[-2000:]
     assert "Traceback" not in err and len([x for x in err.splitlines() if x.strip()]) == 1
     assert not list((root / "leases").glob("*.json"))
