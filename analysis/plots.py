@@ -69,8 +69,9 @@ def _save(fig, out_dir: Path, name: str) -> list[str]:
 
 
 def loss_vs_compute(res: dict, out_dir: Path) -> list[str]:
-    """Every run coloured by N, the Approach-1 envelope, the L(C) fit, and the joint law's
-    compute-optimal loss with its bootstrap band out to 100x the largest budget."""
+    """Every run coloured by N, the Approach-1 envelope, the L(C) fit, the joint law's
+    compute-optimal loss with its bootstrap band out to 100x the largest budget, and the printed
+    predictions with their predictive intervals."""
     plt = _plt()
     from matplotlib.colors import LogNorm
 
@@ -111,6 +112,7 @@ def loss_vs_compute(res: dict, out_dir: Path) -> list[str]:
     lc = res.get("frontier_fit")
     if lc is not None:
         ax.plot(Cg, power_loss(lc.params, Cg), "--", color="C0", label="frontier fit L(C)")
+    _predictive_points(ax, res.get("compute_optimal") or [], level)
     ax.axvline(t.C.max(), color="0.6", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -122,6 +124,21 @@ def loss_vs_compute(res: dict, out_dir: Path) -> list[str]:
     paths = _save(fig, out_dir, "loss_vs_compute")
     plt.close(fig)
     return paths
+
+
+def _predictive_points(ax, rows: list[dict], level: float) -> None:
+    """The predictions `analyze` prints (1x, 10x, 100x the largest budget) with their predictive
+    intervals: the chosen predictor's, which may differ from the joint law drawn as a line."""
+    rows = [r for r in rows if r.get("loss", {}).get("kind") == "predictive"]
+    if not rows:
+        return
+    c = np.array([r["flops"] for r in rows])
+    est = np.array([r["loss"]["estimate"] for r in rows])
+    err = np.array(
+        [[e - r["loss"]["lo"], r["loss"]["hi"] - e] for e, r in zip(est, rows, strict=True)]
+    ).T
+    ax.errorbar(c, est, yerr=np.clip(err, 0, None), fmt="D", color="k", ms=5, capsize=4,
+                zorder=4, label=f"prediction, {int(level * 100)}% predictive interval")  # fmt: skip
 
 
 def isoflop(res: dict, out_dir: Path) -> list[str]:
