@@ -1,14 +1,17 @@
 """Rough wall-time estimates for a plan on the current device, without importing JAX.
 
-time(cell) = compile (once per distinct static shape) + steps * step_overhead
+time(cell) = compile (once per distinct static shape) + per-run cost + steps * step_overhead
              + (training FLOPs + validation FLOPs) / throughput(N) + evaluation time.
 
 Throughput:
-- CPU: log-linear interpolation in N_total through `CPU_FLOPS_PER_S`, plus a per-step overhead
-  and a compile cost, fitted (least squares over its 20 runs, max error 2.7 s per run) to the
-  per-run wall times of a `demo` sweep on the quiet 2-core development machine (JAX 0.10 CPU,
-  f32, 2026-11-21); the points above 1e5 params follow DESIGN.md's probe (40-45 GFLOP/s at
-  1-5M params).
+- CPU: log-linear interpolation in N_total through `CPU_FLOPS_PER_S`, plus a per-step overhead,
+  a compile cost and a per-run cost (opening the data, the saves, the few-shot evaluation of a
+  tiny model: one constant, as the fit cannot tell them apart), fitted by least squares to the
+  per-run wall times of a fresh-clone `make demo` sweep (20 runs, max error 13 s per run, total
+  exact) on the 2-core development machine, quiet (load average ~1.5), JAX 0.10 CPU, f32,
+  2026-12-02. Machines sold as the same kind differ by 2-2.5x on this workload (the same demo
+  sweep took 309 s on another one), so read the estimate as the slow end. The points above 1e5
+  params follow an earlier probe (40-45 GFLOP/s at 1-5M params).
   Override with SCALING_FLOPS_PER_S (a single number for every size).
 - GPU/TPU: `scaling.flops.peak_flops(kind, "bfloat16") * ASSUMED_MFU * n_devices`.
   Unknown devices print "?" rather than a made-up number.
@@ -24,13 +27,15 @@ import subprocess
 from collections.abc import Sequence
 from functools import lru_cache
 
-CPU_FLOPS_PER_S = [(3e3, 25e9), (3e4, 38e9), (1.3e5, 38e9), (1e6, 42e9), (5e6, 45e9)]
-CPU_STEP_OVERHEAD_S = 2.7e-3
-CPU_COMPILE_S = 5.0
-CPU_EVAL_S = 0.5  # few-shot evaluation of one tiny model (when eval.enabled)
+CPU_FLOPS_PER_S = [(3e3, 18.4e9), (3e4, 16.5e9), (1.3e5, 20.7e9), (1e6, 42e9), (5e6, 45e9)]
+CPU_STEP_OVERHEAD_S = 6.0e-3
+CPU_COMPILE_S = 7.1
+CPU_RUN_S = 11.7  # per run: data, saves and (when eval.enabled) the few-shot evaluation
+CPU_EVAL_S = 0.0  # inside CPU_RUN_S for tiny models
 ASSUMED_MFU = 0.3
 GPU_STEP_OVERHEAD_S = 5e-3
 GPU_COMPILE_S = 30.0
+GPU_RUN_S = 0.0
 GPU_EVAL_S = 30.0
 
 
@@ -83,6 +88,7 @@ def estimate_seconds(cells: Sequence, device: tuple[str, int]) -> list[float | N
     overhead = CPU_STEP_OVERHEAD_S if cpu else GPU_STEP_OVERHEAD_S
     compile_s = CPU_COMPILE_S if cpu else GPU_COMPILE_S
     eval_s = CPU_EVAL_S if cpu else GPU_EVAL_S
+    run_s = CPU_RUN_S if cpu else GPU_RUN_S
     seen: set[tuple] = set()
     out: list[float | None] = []
     for c in cells:
@@ -96,7 +102,7 @@ def estimate_seconds(cells: Sequence, device: tuple[str, int]) -> list[float | N
         seen.add(key)
         n_val = 10 if cfg.train.eval_every == 0 else max(1, c.steps // cfg.train.eval_every)
         val_flops = n_val * cfg.data.val_tokens * c.flops_per_token / 3
-        t = compile_s * first + c.steps * overhead + (c.c_exact + val_flops) / rate
+        t = compile_s * first + run_s + c.steps * overhead + (c.c_exact + val_flops) / rate
         out.append(t + (eval_s if cfg.eval.enabled else 0.0))
     return out
 
