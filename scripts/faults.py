@@ -4,7 +4,8 @@
                               no traceback, no file written (in-process)
     damaged-file cases        torn / non-UTF-8 / garbage bookkeeping files under `sweep run`,
                               `sweep status` and `train`: no traceback, every intact record kept
-    signal cases clean        SIGINT/SIGTERM (once, twice, at startup) to real `train` and
+    signal cases clean        SIGINT/SIGTERM (once, twice, at startup; SIGINT
+                              three times: exits at once) to real `train` and
                               `sweep run` processes: 130/143, one line, no segfault, lease
                               released, newest checkpoint = the interrupt step
     disk-full cases clear     a real tiny tmpfs (needs root; skipped otherwise): exit 1, one
@@ -282,7 +283,7 @@ def signal_cases(tmp: Path) -> None:
         run: Callable[[], Path],
         sig: int,
         *,
-        twice=False,
+        times=1,
         at_start=False,
         want_ckpt=True,
     ) -> None:
@@ -296,16 +297,17 @@ def signal_cases(tmp: Path) -> None:
                 why = f"never reached step {target}: " + finish(proc, 60).stderr[-300:]
                 record("signals", name, False, why)
                 return
-            proc.send_signal(sig)
-            if twice:
-                time.sleep(0.05)
+            for i in range(times):  # the later ones come while the first one's save runs
                 proc.send_signal(sig)
+                time.sleep(0.05 if i + 1 < times else 0)
             ran = finish(proc, 120)
         finally:
             kill_group(proc)
         why = clean(ran.returncode, ran.stderr, 128 + sig)
         if not why and "interrupted by" not in ran.stderr:
             why = f"no 'interrupted by' line: {ran.stderr[-200:]}"
+        if not why and times >= 3 and f"({times} signals)" not in ran.stderr:
+            why = f"the third signal did not end it at once: {ran.stderr[-200:]}"
         if not why and want_ckpt:
             steps = ckpt_steps(run())
             at = last_step(run() / "metrics.jsonl")
@@ -326,8 +328,12 @@ def signal_cases(tmp: Path) -> None:
             train_argv(out2, 100000),
             lambda o=out2: o,
             sig,
-            twice=True,
+            times=2,
         )
+        if sig == signal.SIGINT:  # the user insists: the third one exits at once, one line
+            out4 = tmp / f"train-{nm}-thrice"
+            argv4 = train_argv(out4, 100000)
+            one(f"train {nm} three times", argv4, lambda o=out4: o, sig, times=3, want_ckpt=False)
         out3 = tmp / f"train-{nm}-start"
         one(
             f"train {nm} at startup",
@@ -347,7 +353,7 @@ def signal_cases(tmp: Path) -> None:
             return runs[0] if runs else r / "runs" / "none"
 
         one(f"sweep run {nm} mid-cell", argv, first_run, sig)
-        one(f"sweep run {nm} twice (resumed)", argv, first_run, sig, twice=True)
+        one(f"sweep run {nm} twice (resumed)", argv, first_run, sig, times=2)
 
 
 def kill_and_resume(tmp: Path) -> None:
@@ -359,23 +365,33 @@ def kill_and_resume(tmp: Path) -> None:
     want = json.loads((ref / "result.json").read_text())
     want_losses = [(r["step"], r["train_loss"]) for r in R.read_jsonl(ref / "metrics.jsonl")]
 
-    def scenario(name: str, stop: Callable[[subprocess.Popen, Path], None]) -> None:
+    def scenario(name: str, stop: Callable[[subprocess.Popen, Path], str], sig: int) -> None:
+        """Stop a run with `sig` (`stop` says why it could not, e.g. never saw a save), then
+        resume it: it must resume from the newest checkpoint (for SIGINT/SIGTERM: the one
+        saved at the interrupt step) and end bitwise equal to the uninterrupted run."""
         out = tmp / f"kr-{len(results.get('kill-and-resume', []))}"
         proc = spawn(train_argv(out, steps))
         try:
-            stop(proc, out)
+            missed = stop(proc, out)
             stopped = finish(proc, 300)
         finally:
             kill_group(proc)
-        if stopped.returncode is None:
-            record("kill-and-resume", name, False, stopped.stderr[-300:])
+        want_code = -sig if sig == signal.SIGKILL else 128 + sig
+        if missed or stopped.returncode != want_code:
+            why = missed or f"exit {stopped.returncode}, want {want_code}: {stopped.stderr[-300:]}"
+            record("kill-and-resume", name, False, why)
             return
+        ck, at = ckpt_steps(out), last_step(out / "metrics.jsonl")
         p = call(train_argv(out, steps))
         got = json.loads((out / "result.json").read_text()) if p.returncode == 0 else {}
         losses = [(r["step"], r["train_loss"]) for r in R.read_jsonl(out / "metrics.jsonl")]
         why = ""
-        if p.returncode != 0:
+        if sig != signal.SIGKILL and ck[-1:] != [at]:
+            why = f"newest checkpoint {ck[-1:]} is not the interrupt step {at}"
+        elif p.returncode != 0:
             why = f"resume exit {p.returncode}: {p.stderr[-300:]}"
+        elif got.get("resumed_from_step") != (ck[-1] if ck else None):
+            why = f"resumed from step {got.get('resumed_from_step')}, not from {ck[-1:]}"
         elif got.get("final_val_loss") != want["final_val_loss"]:
             why = f"final loss {got.get('final_val_loss')!r} != {want['final_val_loss']!r}"
         elif losses != want_losses:
@@ -383,24 +399,26 @@ def kill_and_resume(tmp: Path) -> None:
         record("kill-and-resume", name, not why, why)
 
     def at_step(k: int, sig: int):
-        def stop(proc: subprocess.Popen, out: Path) -> None:
-            wait_for(lambda: last_step(out / "metrics.jsonl") >= k, proc)
+        def stop(proc: subprocess.Popen, out: Path) -> str:
+            reached = wait_for(lambda: last_step(out / "metrics.jsonl") >= k, proc)
             proc.send_signal(sig)
+            return "" if reached else f"the run ended before step {k}"
 
         return stop
 
-    def mid_save(proc: subprocess.Popen, out: Path) -> None:
+    def mid_save(proc: subprocess.Popen, out: Path) -> str:
         def saving() -> bool:
             d = out / "checkpoints"
             return d.is_dir() and any("tmp" in p.name for p in d.iterdir())
 
-        wait_for(saving, proc)
+        caught = wait_for(saving, proc)
         proc.send_signal(signal.SIGKILL)
+        return "" if caught else "never saw a save in progress"
 
-    scenario("kill -9 mid-step (step 37)", at_step(37, signal.SIGKILL))
-    scenario("kill -9 mid-save", mid_save)
-    scenario("SIGINT at step 41, resume", at_step(41, signal.SIGINT))
-    scenario("SIGTERM at step 13, resume", at_step(13, signal.SIGTERM))
+    scenario("kill -9 mid-step (step 37)", at_step(37, signal.SIGKILL), signal.SIGKILL)
+    scenario("kill -9 mid-save", mid_save, signal.SIGKILL)
+    scenario("SIGINT at step 41, resume", at_step(41, signal.SIGINT), signal.SIGINT)
+    scenario("SIGTERM at step 13, resume", at_step(13, signal.SIGTERM), signal.SIGTERM)
 
 
 def disk_full(tmp: Path) -> None:
