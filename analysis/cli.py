@@ -148,7 +148,14 @@ def interval_lines(pr: dict, predictor: dict) -> list[str]:
         f"{cal['n_origins']} origins (weight {cal['weight_user']:.0%}; the rest from the "
         "published-sweep prior)",
     ]
-    if not t["supported"]:
+    if t.get("why_unsupported") == "overfitting":
+        out.append(
+            f"  WARNING: this target repeats its data at least "
+            f"{predictor.get('overfit_onset_epochs') or 0:.3g} times, where fitted runs overfit "
+            "(loss rising with more training); no law form describes that: the interval rests on "
+            "the published-sweep prior and is a rough guess, not a calibrated one"
+        )
+    elif not t["supported"]:
         out.append(
             f"  WARNING: your back-tests reach {cal['d_max']:.2f} decades, this asks for "
             f"{t['distance_decades']:.2f}: the data cannot support this distance; the interval "

@@ -22,7 +22,8 @@ h_prior(x) = q_prior (p0 + p1 x); with no usable back-test, w = 0. These choices
 regression, prior strength 3, the geometric blend, the bootstrap as a floor) were compared
 leave-one-data-set-out on the published sweeps (see README, Validation). Beyond the largest
 distance the user's back-tests reach plus half a decade the data cannot support the
-extrapolation: the interval is then at least the prior's and the prediction says so.
+extrapolation, nor past the number of epochs at which the fitted runs overfit
+(analysis/domain.py): the interval is then at least the prior's and the prediction says so.
 """
 
 from __future__ import annotations
@@ -104,14 +105,15 @@ class Calibration:
     def supported(self, d: float) -> bool:
         return d <= self.d_max + SUPPORT_MARGIN
 
-    def terms(self, d: float, h_param: float, spread: float) -> dict:
-        """Half-widths (log loss) of each term and the total at distance d."""
+    def terms(self, d: float, h_param: float, spread: float, in_domain: bool = True) -> dict:
+        """Half-widths (log loss) of each term and the total at distance d; ``in_domain`` False
+        marks a target where the fitted runs overfit (analysis/domain.py): unsupported too."""
         w, x = self.weight_user, float(relative_distance(d, self.span))
         user_x = self.q * (self.s0 + self.s1 * x) if w > 0 else 1.0
         prior_x = self.prior_h(x) if self.prior else 1.0
         h_x = user_x**w * prior_x ** (1.0 - w)  # shrinkage on the log scale
         h_f = (self.q if w > 0 else 1.0) ** w * spread
-        ok = self.supported(d)
+        ok = self.supported(d) and bool(in_domain)
         if not ok and self.prior:
             h_x = max(h_x, prior_x)
         # the back-test errors already contain parameter noise: the bootstrap is a floor
@@ -124,12 +126,20 @@ class Calibration:
             "extrapolation": float(h_x),
             "total": float(total),
             "supported": bool(ok),
+            "why_unsupported": "" if ok else ("overfitting" if not in_domain else "distance"),
         }
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "prior"} | {
             "prior_source": (self.prior or {}).get("source")
         }
+
+
+def unsupported_reason(t: dict) -> str:
+    """Why a prediction's terms (Calibration.terms) say the data cannot support it."""
+    if t.get("why_unsupported") == "overfitting":
+        return "the fitted runs overfit at this many epochs"
+    return "the data cannot support this distance"
 
 
 def load_prior(path: Path = PRIOR_PATH) -> dict | None:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis.domain import onset, outside, overfit_rows
 from analysis.form_fit import FormFit, bootstrap_form, fit_form
-from analysis.forms import FORMS, design, frontier_design, frontier_points
+from analysis.forms import FORMS, design, frontier_design, frontier_points, subset
 from analysis.intervals import Calibration, calibrate, load_prior
 from analysis.rolling import (
     Rolling,
@@ -38,6 +39,7 @@ class Predictor:
     prior: dict | None
     cals: dict = field(default_factory=dict)
     frontier: dict | None = None  # Approach 2's L_opt(C) on per-budget minima (a cross-check)
+    onset: float | None = None  # epochs from which fitted runs overfit (analysis/domain.py)
 
     @property
     def chosen(self) -> str:
@@ -95,7 +97,8 @@ class Predictor:
             h_param = np.zeros_like(pt)
         spread = form_spread({n: self.fits[n].logpred(Xt) for n in w}, w)
         d = distance(Xt, self.X)
-        terms = [cal.terms(*a) for a in zip(d, h_param, spread, strict=True)]
+        ok = ~outside(Xt, self.onset)
+        terms = [cal.terms(*a) for a in zip(d, h_param, spread, ok, strict=True)]
         tot = np.array([t["total"] for t in terms])
         return {
             "loss": np.exp(pt),
@@ -176,6 +179,7 @@ class Predictor:
             "chosen": self.chosen,
             "weights": self.weights,
             "choice": self.describe(),
+            "overfit_onset_epochs": self.onset,
             "forms": {n: f.to_json() for n, f in self.fits.items()},
             "rolling": self.rolling.to_json(),
             "calibration": self.calibration(level).to_json(),
@@ -211,10 +215,16 @@ def build_predictor(
         rb.chosen, rb.weights = "stack", {n: 1.0 / len(fits) for n in fits}
     elif rb.chosen not in fits and rb.chosen != "stack":
         rb.chosen = min(fits, key=lambda n: fits[n].quality["aic"])
+    # Runs past the epochs at which fitted runs overfit are outside every form: targets there are
+    # flagged, so the intervals are calibrated on the back-tests of the other runs (the fits and
+    # the choice of forms keep every run: leaving them out raised the held-out error, README).
+    ep = onset(X, overfit_rows(X, L))
+    if ep is not None:
+        rb.restrict(~outside(subset(X, rb.row), ep))
     if prior is True:
         prior = load_prior()
     fr = frontier_track(X, L, levels, rb.origins, n_resamples, seed)
-    return Predictor(X, L, fits, rb, prior or None, frontier=fr)
+    return Predictor(X, L, fits, rb, prior or None, frontier=fr, onset=ep)
 
 
 def frontier_track(

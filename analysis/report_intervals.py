@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from analysis.intervals import unsupported_reason
+
 
 def _g(x: float) -> str:
     return f"{x:.4g}"
@@ -88,7 +90,7 @@ def intervals_md(res: dict) -> list[str]:
         L.append(
             f"| {r['flops']:.3g} | {t['distance_decades']:.2f} | {t['param']:.2%} | "
             f"{t['form']:.2%} | {t['extrapolation']:.2%} | {t['total']:.2%} | "
-            + ("yes" if t["supported"] else "**no: the data cannot support this distance**")
+            + ("yes" if t["supported"] else f"**no: {unsupported_reason(t)}**")
             + " |"
         )
     return L

@@ -110,6 +110,12 @@ class Rolling:
             return self.pred[which]
         return sum(w * self.pred[n] for n, w in self.weights.items())
 
+    def restrict(self, keep: np.ndarray) -> None:
+        """Keep only the back-test predictions where ``keep`` (forms' scores are unchanged)."""
+        self.origin, self.row, self.dist = self.origin[keep], self.row[keep], self.dist[keep]
+        self.span, self.actual = self.span[keep], self.actual[keep]
+        self.pred = {n: v[keep] for n, v in self.pred.items()}
+
     def form_spread(self) -> np.ndarray:
         """Weighted standard deviation of the stacked forms' log predictions at each point."""
         return form_spread({n: self.pred[n] for n in self.weights}, self.weights)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from analysis.intervals import unsupported_reason
+
 
 def _ci(d: dict, fmt: str = ".4g") -> str:
     return f"{d['estimate']:{fmt}} [{d['lo']:{fmt}}, {d['hi']:{fmt}}]"
@@ -54,7 +56,7 @@ def summary_lines(res: dict) -> list[str]:
             f"    loss interval is {lvl}% predictive, {t['distance_decades']:.2f} decades out: "
             f"half-width parameter {t['param']:.2%}, form {t['form']:.2%}, extrapolation "
             f"{t['extrapolation']:.2%}"
-            + ("" if t["supported"] else "; the data cannot support this distance (prior only)")
+            + ("" if t["supported"] else f"; {unsupported_reason(t)} (prior only)")
         )
     if res.get("predictor") is not None:
         out.append("  " + res["predictor"].describe())

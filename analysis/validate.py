@@ -142,6 +142,7 @@ def score(st: Study, pr: Predictor, level: float) -> dict:
         "inside": inside,
         "far": far,
         "half": np.expm1(p["half_width_log"]),
+        "supported": p["supported"],
         "boot_only_inside": _boot_only(pr, Xt, Lt, level),
     }
 
@@ -205,6 +206,15 @@ def run(data: Path, n_resamples: int = 50, level: float = 0.9, quiet: bool = Fal
         "n_4_20x": int(far.sum()),
         "reliability": {lv: float(np.mean(np.concatenate(v))) for lv, v in by_level.items()},
     }
+    ok = cat("supported")  # the same numbers on the runs the data support (a second view)
+    pooled["supported"] = {
+        "n_test": int(ok.sum()),
+        "coverage": float(np.mean(cat("inside")[ok])),
+        "median_half_width": float(np.median(cat("half")[ok])),
+        "mean_abs_rel_error": float(np.mean(cat("abs_rel")[ok])),
+        "mae_4_20x": float(np.mean(cat("abs_rel")[ok & far])) if (ok & far).any() else float("nan"),
+        "n_4_20x": int((ok & far).sum()),
+    }
     return {
         "studies": rows,
         "pooled": pooled,
@@ -218,14 +228,15 @@ def print_table(res: dict) -> None:
     lvl = int(round(100 * res["level"]))
     print(
         f"| data set | split | fit | held out | predictor | mean err | worst err | "
-        f"{lvl}% coverage | median half-width | max dist (dec) |"
+        f"{lvl}% coverage | median half-width | max dist (dec) | unsupported |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in res["studies"]:
         print(
             f"| {r['name']} | {r['split']} | {r['n_fit']} | {r['n_test']} | {r['chosen']} | "
             f"{r['mean_abs_rel_error']:.2%} | {r['worst_abs_rel_error']:.2%} | "
-            f"{r['coverage']:.0%} | {r['median_half_width']:.2%} | {r['max_distance']:.2f} |"
+            f"{r['coverage']:.0%} | {r['median_half_width']:.2%} | {r['max_distance']:.2f} | "
+            f"{r['unsupported']} |"
         )
     p = res["pooled"]
     print(
@@ -235,6 +246,13 @@ def print_table(res: dict) -> None:
         f"median half-width {p['median_half_width']:.2%} (target <= 3%), mean error "
         f"{p['mean_abs_rel_error']:.2%}; at 4-20x in compute ({p['n_4_20x']} runs): "
         f"{p['mae_4_20x']:.2%} (target <= 1.5%)"
+    )
+    q = p["supported"]
+    print(
+        f"the {q['n_test']} runs the data support (the rest are flagged: too far, or past the "
+        f"epochs where fitted runs overfit): coverage {q['coverage']:.1%}, median half-width "
+        f"{q['median_half_width']:.2%}, mean error {q['mean_abs_rel_error']:.2%}; at 4-20x "
+        f"({q['n_4_20x']} runs): {q['mae_4_20x']:.2%}"
     )
     rel = ", ".join(f"{k:.0%}->{v:.0%}" for k, v in p["reliability"].items())
     print(f"reliability (nominal -> observed): {rel}; {res['seconds']:.0f} s")

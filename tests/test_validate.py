@@ -17,6 +17,9 @@ def test_interval_coverage_on_published_sweeps_stays_in_band(shared_data, capsys
     assert validate.BAND[0] <= p["coverage"] <= validate.BAND[1], p
     assert p["bootstrap_only_coverage"] < 0.5, p
     assert p["n_test"] > 150
+    # runs past the fitted runs' back-tests or their overfitting onset are flagged, still scored
+    assert 0 < p["supported"]["n_test"] < p["n_test"]
+    assert sum(r["unsupported"] for r in res["studies"]) == p["n_test"] - p["supported"]["n_test"]
     # the per-form table: the old single-form fit and the chosen predictor on the same held-out runs
     err = {
         k: np.concatenate([r["by_form"][k] for r in res["studies"]])
