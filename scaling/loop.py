@@ -269,7 +269,7 @@ class Loop:
                 if step != self.saved_step:
                     self.save(state, step)  # the resume continues here, not at the last save
                 self.ckpt.wait()
-                where = f"checkpoint saved at step {step} in {self.out}"
+                where = f"checkpoint saved at step {step} in {self.out}" if step else ""
                 raise signals.Interrupted(self.interrupted, where)
         return state
 

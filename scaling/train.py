@@ -123,6 +123,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.toml", config_lib.to_toml(cfg))
 
+    signals.check()  # a signal whose exception Python dropped (a GC callback) during setup
     eng = engine.engine(cfg, mesh)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.train.keep_checkpoints)
     try:

@@ -187,3 +187,30 @@ def test_sigint_twice_on_sweep_run_exits_130_without_segfault_and_releases_the_l
     assert "Traceback" not in err and len([x for x in err.splitlines() if x.strip()]) == 1
     assert not list((root / "leases").glob("*.json"))
     assert _checkpoints(metrics().parent)[-1] == _last_step(metrics())
+
+
+def test_an_interrupt_python_cannot_propagate_is_silent_and_check_raises_it(monkeypatch):
+    """A signal raised inside a __del__ or JAX's GC callback printed "Exception ignored ...
+    Traceback" (seen at startup); `install` drops that report, the flag raises it later."""
+    seen: list[type] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda args: seen.append(type(args.exc_value)))
+    previous = signals.install()
+    try:
+
+        class Finalised:
+            def __init__(self, exc: BaseException | None) -> None:
+                self.exc = exc
+
+            def __del__(self) -> None:
+                if self.exc is None:
+                    signals._handler(signal.SIGINT, None)  # as in a GC callback
+                raise self.exc or RuntimeError
+
+        Finalised(None)  # dropped by Python: reported to unraisablehook, which stays silent
+        Finalised(ValueError("other"))  # anything else still reaches the previous hook
+        assert seen == [ValueError]
+        with pytest.raises(signals.Interrupted):
+            signals.check()
+    finally:
+        signals.restore(previous)
+        signals.reset()
