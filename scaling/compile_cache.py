@@ -10,17 +10,27 @@ cell with a seen shape loads its executables instead of compiling them; only a n
 new JAX/XLA version, device, or flag) compiles. Cached executables are the same programs, so
 results are unchanged. The directory can be deleted at any time.
 
+The cache is kept under a size cap, 2 GiB by default ($SCALING_COMPILE_CACHE_MAX_MB to change
+it): when a process opens a cache that has grown past the cap, it deletes the least recently used
+entries (by access or modification time, whichever is later) until the cache is under 80% of it.
+A deleted entry only costs one recompilation.
+
 `cache_events()` counts JAX's compilation-cache monitoring events (hits, misses) since the
 first call to `enable`, which is how tests check that a rerun compiled nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from pathlib import Path
 
+from scaling.errors import UserError
+
 ENV = "SCALING_COMPILE_CACHE"
+MAX_ENV = "SCALING_COMPILE_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 2048
 OFF = ("off", "0", "false", "no", "none")
 SUBDIR = "jax_compile_cache"
 _EVENTS: Counter[str] = Counter()
@@ -53,11 +63,51 @@ def enable(data_dir: Path) -> Path | None:
         return None
     if current != str(path):
         path.mkdir(parents=True, exist_ok=True)
+        prune(path, max_bytes())
         jax.config.update("jax_compilation_cache_dir", str(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         cc.reset_cache()  # the next compile opens the cache at the new path
     return path
+
+
+def max_bytes() -> int:
+    """The size cap in bytes, from $SCALING_COMPILE_CACHE_MAX_MB (default DEFAULT_MAX_MB)."""
+    raw = os.environ.get(MAX_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else float(DEFAULT_MAX_MB)
+    except ValueError:
+        mb = float("nan")
+    if not mb > 0 or mb == float("inf"):
+        raise UserError(
+            f"{MAX_ENV}={raw!r}: the compilation cache's size cap must be a positive number of "
+            f"megabytes (default {DEFAULT_MAX_MB}); set {ENV}=off to switch the cache off"
+        )
+    return int(mb * 2**20)
+
+
+def prune(path: Path, limit: int, keep: float = 0.8) -> int:
+    """If the files under `path` exceed `limit` bytes, delete the least recently used ones until
+    they fit in `keep * limit`; the number of files deleted. Files another process removes first
+    are skipped."""
+    entries = []
+    for f in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            if f.is_file():
+                entries.append((max(st.st_atime, st.st_mtime), st.st_size, f))
+    total = sum(size for _, size, _ in entries)
+    if total <= limit:
+        return 0
+    removed = 0
+    for _, size, f in sorted(entries, key=lambda e: e[0]):
+        if total <= keep * limit:
+            break
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+            removed += 1
+        total -= size
+    return removed
 
 
 def _listen() -> None:

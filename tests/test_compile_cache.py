@@ -3,12 +3,14 @@ nothing, judged by JAX's cache events and the cache directory, not by time."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jax
 import pytest
 
 from scaling import compile_cache, config, engine
+from scaling.errors import UserError
 from scaling.train import train
 
 # A shape no other test uses (d_model 20), so this process has not compiled it before.
@@ -88,3 +90,19 @@ def test_location_and_off_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     finally:
         monkeypatch.setenv(compile_cache.ENV, previous or "off")
         compile_cache.enable(tmp_path / "tfds")
+
+
+def test_prune_keeps_the_cache_under_its_cap_removing_least_recently_used(tmp_path, monkeypatch):
+    for i in range(10):  # 10 entries of 100 KiB, entry 0 the least recently used
+        f = tmp_path / f"entry{i}-cache"
+        f.write_bytes(b"x" * 102400)
+        os.utime(f, (1_000_000 + i, 1_000_000 + i))
+    assert compile_cache.prune(tmp_path, 2_000_000) == 0  # 1 MB fits under a 2 MB cap
+    assert compile_cache.prune(tmp_path, 512_000) == 6  # down to 80% of the cap: 4 entries
+    assert sorted(f.name for f in tmp_path.iterdir()) == [f"entry{i}-cache" for i in range(6, 10)]
+    monkeypatch.setenv(compile_cache.MAX_ENV, "1.5")
+    assert compile_cache.max_bytes() == int(1.5 * 2**20)
+    for bad in ("-1", "0", "lots", "inf"):
+        monkeypatch.setenv(compile_cache.MAX_ENV, bad)
+        with pytest.raises(UserError, match=compile_cache.MAX_ENV):
+            compile_cache.max_bytes()
