@@ -55,7 +55,22 @@ def test_readme_command_parses(cmd):
     build_parser().parse_args(argv)  # SystemExit on an unknown flag or subcommand
 
 
-@pytest.mark.parametrize("cmd", [c for c in readme_commands() if c.startswith(CHEAP)])
+# `scaling analyze --csv` on Epoch's Chinchilla table spends ~45 s in the fits, bootstraps,
+# back-test and figures, so it runs with -m slow only. Its flags are checked here by
+# test_readme_command_parses; the same table, map and --drop-highest go through the same loading
+# and fitting in test_analysis_cli::test_csv_published_table_end_to_end, and `analyze --csv` end
+# to end (report, fits.json, figures) on a published table in
+# test_analysis_design::test_analyze_olmo_ladder_csv_end_to_end.
+SLOW = ("scaling analyze --csv",)
+
+
+CHEAP_CMDS = [
+    pytest.param(c, id=f"cmd{i}", marks=[pytest.mark.slow] if c.startswith(SLOW) else [])
+    for i, c in enumerate(c for c in readme_commands() if c.startswith(CHEAP))
+]
+
+
+@pytest.mark.parametrize("cmd", CHEAP_CMDS)
 def test_cheap_readme_command_runs(cmd, tmp_path, shared_data):
     argv = shlex.split(cmd.replace("../shared/data", str(shared_data)), comments=True)
     proc = subprocess.run(
