@@ -229,7 +229,8 @@ def test_srun_two_tasks_match_one_process(tmp_path: Path, slurm_cluster, mp_refe
 
     out = tmp_path / "run"
     cmd = ["srun", "-n", "2", "scaling", "train", "mp-check", "--out", str(out), "--no-progress"]
-    flags = "--xla_force_host_platform_device_count=2"
+    # the reference's flags (conftest's -O1 included), with 2 devices per task
+    flags = scaling_env()["XLA_FLAGS"] + " --xla_force_host_platform_device_count=2"
     rc, log = run(cmd, slurm_cluster, timeout=900, XLA_FLAGS=flags)
     assert rc == 0, log
     assert log.count("done at step 8") == 1  # process 0 alone prints
