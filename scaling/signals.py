@@ -36,7 +36,9 @@ from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 FORCE_AFTER = 3  # the signal that ends the process at once
-_lock = threading.Lock()
+# reentrant: Python runs a signal's handler in the main thread between two bytecodes, which may
+# be inside `with _lock` (another handler, or reset()); a plain Lock deadlocked there
+_lock = threading.RLock()
 _received: list[int] = []
 _graceful_depth = 0
 

@@ -48,8 +48,10 @@ def test_only_the_first_signal_may_raise_later_ones_are_counted():
     signals.reset()
 
 
-def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+def _python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_third_signal_exits_at_once_with_one_line_and_shutdown_signals_exit_quietly():
@@ -78,6 +80,20 @@ def test_third_signal_exits_at_once_with_one_line_and_shutdown_signals_exit_quie
         "time.sleep(30)\n"
     )
     assert (p.returncode, p.stderr) == (3, "")
+
+
+def test_a_signal_while_the_flag_lock_is_held_does_not_deadlock():
+    """A handler runs in the main thread between two bytecodes, possibly inside `with _lock`
+    (a nested handler during a burst of signals, or reset()); with a plain Lock it hung."""
+    p = _python(
+        "import signal\n"
+        "from scaling import signals\n"
+        "with signals._lock, signals.graceful():\n"
+        "    signals._handler(signal.SIGINT, None)\n"
+        "print(signals.requested() == signal.SIGINT, flush=True)\n",
+        timeout=20,
+    )
+    assert (p.returncode, p.stdout) == (0, "True\n"), p.stderr
 
 
 def _last_step(metrics: Path) -> int:
