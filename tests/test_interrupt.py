@@ -22,13 +22,14 @@ from scaling import signals
 
 
 def test_flag_raises_even_after_the_exception_was_lost():
-    signals.install()
+    previous = signals.install()
     try:
         signals._received.append(signal.SIGTERM)  # as if the exception had been swallowed
         with pytest.raises(signals.Interrupted) as e:
             signals.check()
         assert e.value.exit_code == 143 and e.value.signame == "SIGTERM"
     finally:
+        signals.restore(previous)  # pytest's own handlers and unraisablehook, as they were
         signals.reset()
     signals.check()  # no flag, no exception
 
