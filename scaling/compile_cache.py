@@ -89,7 +89,8 @@ def max_bytes() -> int:
 def prune(path: Path, limit: int, keep: float = 0.8) -> int:
     """If the files under `path` exceed `limit` bytes, delete the least recently used ones until
     they fit in `keep * limit`; the number of files deleted. Files another process removes first
-    are skipped."""
+    are skipped, and so are files this process may not delete (a shared read-only cache): a
+    cache it cannot prune must not stop the run."""
     entries = []
     for f in path.rglob("*"):
         with contextlib.suppress(OSError):
@@ -103,8 +104,13 @@ def prune(path: Path, limit: int, keep: float = 0.8) -> int:
     for _, size, f in sorted(entries, key=lambda e: e[0]):
         if total <= keep * limit:
             break
-        with contextlib.suppress(FileNotFoundError):
+        try:
             f.unlink()
+        except FileNotFoundError:
+            pass  # another process pruned it first
+        except OSError:
+            continue  # not ours to delete: it still counts
+        else:
             removed += 1
         total -= size
     return removed

@@ -108,3 +108,23 @@ def test_prune_keeps_the_cache_under_its_cap_removing_least_recently_used(tmp_pa
         monkeypatch.setenv(compile_cache.MAX_ENV, bad)
         with pytest.raises(UserError, match=compile_cache.MAX_ENV):
             compile_cache.max_bytes()
+
+
+def test_prune_skips_entries_it_may_not_delete(tmp_path, monkeypatch):
+    """A shared, read-only cache over the cap: pruning deletes what it can and never raises
+    (a PermissionError here stopped every run with a traceback before it trained)."""
+    for i in range(4):  # 4 entries of 100 KiB, entry0 the least recently used
+        f = tmp_path / f"entry{i}-cache"
+        f.write_bytes(b"x" * 102400)
+        os.utime(f, (1_000_000 + i, 1_000_000 + i))
+    unlink = Path.unlink
+
+    def guarded(self: Path, missing_ok: bool = False) -> None:
+        if self.name == "entry0-cache":
+            raise PermissionError(13, "Permission denied", str(self))
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", guarded)
+    # 400 KiB against a 300 KB cap (keep 240 KB): entry0 stays (not ours), entry1 and 2 go
+    assert compile_cache.prune(tmp_path, 300_000) == 2
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["entry0-cache", "entry3-cache"]
