@@ -37,7 +37,7 @@ def overfit_rows(X: dict, L: np.ndarray, tol: float = TOL) -> np.ndarray:
 
 
 def onset(X: dict, mask: np.ndarray) -> float | None:
-    """Fewest epochs (D / U) among the left-out runs that repeat data; None if there are none."""
+    """Fewest epochs (D / U) among the runs in ``mask`` that repeat data; None if there are none."""
     if "U" not in X:
         return None
     ep = X["D"] / np.minimum(X["U"], X["D"])

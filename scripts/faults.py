@@ -89,7 +89,7 @@ def record(section: str, name: str, ok: bool, why: str = "") -> None:
 
 @dataclass
 class Ran:
-    """How a child process ended: `code` None when it hung past its timeout (and was killed)."""
+    """How a child process ended: `returncode` None when it hung past its timeout (killed)."""
 
     returncode: int | None
     stdout: str
