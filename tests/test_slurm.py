@@ -181,7 +181,7 @@ def test_usr2_preemption_and_scontrol_requeue_resume(tmp_path: Path, slurm_clust
     path, root = grid(tmp_path, "pre", tokens="[2e4]"), tmp_path / "sweep"
     plan = plan_grid(load_grid(path))
     outs = [R.run_dir(root, c.run_id) for c in plan.cells]
-    waiter = start(sweep_cmd(path, root, "--wait"), slurm_cluster, SWEEP_FAKE_SECONDS="20")
+    waiter = start(sweep_cmd(path, root, "--wait"), slurm_cluster, SWEEP_FAKE_SECONDS="10")
     wait_until(lambda: all(len(metric_steps(o)) >= 2 for o in outs), 300, "both cells running")
     tasks = wait_until(
         lambda: sorted(x for x in slurm("squeue", "-h", "-o", "%i", conf=slurm_cluster).split()),
