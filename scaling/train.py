@@ -132,16 +132,16 @@ def train(
         ckpt.close()
         raise
     warnings = list(meta.get("warnings", [])) + (restored.warnings if restored else [])
-    tracker = tracking.Tracker(
-        Path(tb_dir) if tb_dir else out / "tensorboard",
-        run_name=cfg.name,
-        run_id=run_id,
-        config=cfg.to_dict(),
-        resume_step=start,
-        enabled=is_main,
-    )
-    loop = None
-    try:
+    tracker = loop = None
+    try:  # a signal while the tracker opens (tensorboardX import) must still close Orbax
+        tracker = tracking.Tracker(
+            Path(tb_dir) if tb_dir else out / "tensorboard",
+            run_name=cfg.name,
+            run_id=run_id,
+            config=cfg.to_dict(),
+            resume_step=start,
+            enabled=is_main,
+        )
         loop = Loop(
             cfg,
             eng,
@@ -163,7 +163,8 @@ def train(
         with signals.graceful():  # a signal now must not skip stopping Orbax's threads
             if loop is not None:
                 loop.close()
-            tracker.flush()
+            if tracker is not None:
+                tracker.flush()
             ckpt.close()  # waits for pending saves, then stops Orbax's threads
     status = loop.status
     final_step = int(jax.device_get(state["step"])) if status == "done" else loop.diverged_at

@@ -231,3 +231,27 @@ def test_an_interrupt_python_cannot_propagate_is_silent_and_check_raises_it(monk
     finally:
         signals.restore(previous)
         signals.reset()
+
+
+def test_an_interrupt_while_the_tracker_opens_still_closes_the_checkpointer(tmp_path, monkeypatch):
+    """A signal while `train` opens its tracker (importing tensorboardX, after the state was
+    restored) skipped `ckpt.close()`: Orbax's threads were left running at exit, the segfault
+    of issue 12. The checkpointer is closed on that way out too."""
+    from scaling import config
+    from scaling import train as train_mod
+
+    closed: list[bool] = []
+    close = train_mod.Checkpointer.close
+    monkeypatch.setattr(
+        train_mod.Checkpointer, "close", lambda self: (closed.append(True), close(self))[1]
+    )
+
+    def interrupted(*args, **kwargs):
+        raise signals.Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(train_mod.tracking, "Tracker", interrupted)
+    sets = [s for s in SETS if not s.startswith("mesh.")]  # the 8 fake devices of this process
+    cfg = config.load("tiny", [*sets, "train.steps=4"])
+    with pytest.raises(signals.Interrupted):
+        train_mod.train(cfg, tmp_path / "run", progress=False)
+    assert closed == [True]
