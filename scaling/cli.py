@@ -228,7 +228,10 @@ def entry() -> None:
     the process ends without running exit hooks: third-party ones (event-file writers, worker
     pools) would only fail again on the same disk and print their tracebacks after our line;
     everything that matters was written atomically or is resumable."""
-    code = main(restore_signals=False)
+    try:
+        code = main(restore_signals=False)
+    except signals.Interrupted as e:  # a first signal in the instant after main's own handlers
+        code = e.exit_code  # (while it prints its last line, or returns): no traceback
     signals.exit_quietly(code)  # main flushed its output already; this flush is a formality
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.flush()

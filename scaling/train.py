@@ -26,8 +26,8 @@ from typing import Any
 import jax
 from flax import nnx
 
+from scaling import compile_cache, engine, optim, sharding, signals, tracking
 from scaling import config as config_lib
-from scaling import engine, optim, sharding, signals, tracking
 from scaling import flops as flops_lib
 from scaling.checkpoint import Checkpointer
 from scaling.config import RunConfig
@@ -115,6 +115,7 @@ def train(
     _check_vocab(cfg, data.info.get("vocab_size"))
     _check_eval_tasks(cfg)
     tracking.requested_backends()  # UserError for an unknown $SCALING_TRACK name, before compute
+    compile_cache.max_bytes()  # and for a bad $SCALING_COMPILE_CACHE_MAX_MB
     done = _check_out_dir(out, run_id)
     if done is not None:
         log.info("run %s in %s already finished (%s)", run_id, out, done["status"])

@@ -128,3 +128,14 @@ def test_prune_skips_entries_it_may_not_delete(tmp_path, monkeypatch):
     # 400 KiB against a 300 KB cap (keep 240 KB): entry0 stays (not ours), entry1 and 2 go
     assert compile_cache.prune(tmp_path, 300_000) == 2
     assert sorted(f.name for f in tmp_path.iterdir()) == ["entry0-cache", "entry3-cache"]
+
+
+def test_bad_cache_cap_exits_2_before_the_run_directory_is_written(tmp_path, monkeypatch, capsys):
+    from scaling.cli import main
+
+    monkeypatch.setenv(compile_cache.MAX_ENV, "lots")
+    out = tmp_path / "run"
+    assert main(["train", "tiny", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and compile_cache.MAX_ENV in err[0]
+    assert not (out / "config.toml").exists()
