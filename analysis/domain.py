@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 TOL = 0.01
+MIN_RUNS = 2  # one pair of runs 1% apart could be noise: an onset needs two overfitting runs
 
 
 def overfit_rows(X: dict, L: np.ndarray, tol: float = TOL) -> np.ndarray:
@@ -37,12 +38,13 @@ def overfit_rows(X: dict, L: np.ndarray, tol: float = TOL) -> np.ndarray:
 
 
 def onset(X: dict, mask: np.ndarray) -> float | None:
-    """Fewest epochs (D / U) among the runs in ``mask`` that repeat data; None if there are none."""
+    """Fewest epochs (D / U) among the runs in ``mask`` that repeat data; None if fewer than
+    ``MIN_RUNS`` of them do."""
     if "U" not in X:
         return None
     ep = X["D"] / np.minimum(X["U"], X["D"])
     rep = mask & (ep > 1.0 + 1e-9)
-    return float(ep[rep].min()) if rep.any() else None
+    return float(ep[rep].min()) if rep.sum() >= MIN_RUNS else None
 
 
 def outside(Xt: dict, epochs: float | None) -> np.ndarray:

@@ -34,6 +34,9 @@ def test_overfitting_runs_and_their_onset_are_found():
     m = overfit_rows(X, L)
     assert np.array_equal(m, planted)
     assert onset(X, m) == 32.0
+    one = np.zeros_like(m)
+    one[np.flatnonzero(m)[0]] = True  # a single overfitting run (one pair 1% apart): no onset
+    assert onset(X, one) is None
     # the same runs without unique-token counts: nothing to judge, nothing flagged
     Xf = design(X["N"], X["D"])
     assert not overfit_rows(Xf, L).any() and onset(Xf, m) is None
