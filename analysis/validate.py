@@ -195,32 +195,31 @@ def run(data: Path, n_resamples: int = 50, level: float = 0.9, quiet: bool = Fal
         for lv in LEVELS:
             by_level[lv].append(score(st, pr, lv)["inside"])
     cat = lambda k: np.concatenate([r[k] for r in rows])  # noqa: E731
-    far = cat("far")
-    pooled = {
-        "n_test": int(cat("abs_rel").size),
-        "coverage": float(np.mean(cat("inside"))),
+    pooled = _pooled(cat, np.ones(cat("abs_rel").size, dtype=bool)) | {
         "bootstrap_only_coverage": float(np.mean(cat("boot_only_inside"))),
-        "median_half_width": float(np.median(cat("half"))),
-        "mean_abs_rel_error": float(np.mean(cat("abs_rel"))),
-        "mae_4_20x": float(np.mean(cat("abs_rel")[far])) if far.any() else float("nan"),
-        "n_4_20x": int(far.sum()),
         "reliability": {lv: float(np.mean(np.concatenate(v))) for lv, v in by_level.items()},
     }
-    ok = cat("supported")  # the same numbers on the runs the data support (a second view)
-    pooled["supported"] = {
-        "n_test": int(ok.sum()),
-        "coverage": float(np.mean(cat("inside")[ok])),
-        "median_half_width": float(np.median(cat("half")[ok])),
-        "mean_abs_rel_error": float(np.mean(cat("abs_rel")[ok])),
-        "mae_4_20x": float(np.mean(cat("abs_rel")[ok & far])) if (ok & far).any() else float("nan"),
-        "n_4_20x": int((ok & far).sum()),
-    }
+    # the same numbers on the runs the data support (a second view)
+    pooled["supported"] = _pooled(cat, cat("supported"))
     return {
         "studies": rows,
         "pooled": pooled,
         "level": level,
         "pairs": pairs,
         "seconds": time.perf_counter() - t0,
+    }
+
+
+def _pooled(cat, mask: np.ndarray) -> dict:
+    """Coverage, median half-width and errors over the held-out runs in `mask`."""
+    err, far = cat("abs_rel")[mask], cat("far")[mask]
+    return {
+        "n_test": int(mask.sum()),
+        "coverage": float(np.mean(cat("inside")[mask])),
+        "median_half_width": float(np.median(cat("half")[mask])),
+        "mean_abs_rel_error": float(np.mean(err)),
+        "mae_4_20x": float(np.mean(err[far])) if far.any() else float("nan"),
+        "n_4_20x": int(far.sum()),
     }
 
 
