@@ -42,11 +42,11 @@ demo: $(STAMP)
 
 # Predictive intervals on real published sweeps (../shared/data): error, coverage, half-width.
 validate: $(STAMP)
-	$(PY) -m analysis.validate
+	$(PY) -m analysis.laws.validate
 
 # Re-derive analysis/interval_prior.json (the extrapolation prior) from the same back-tests.
 validate-prior: $(STAMP)
-	$(PY) -m analysis.validate --write-prior
+	$(PY) -m analysis.laws.validate --write-prior
 
 # The train step, the demo grid's throughput (issue 13: compile, step, loop overhead, efficiency
 # of its smallest and largest cell, and the whole grid against the previous implementation;

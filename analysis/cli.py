@@ -105,7 +105,7 @@ def _load(args: argparse.Namespace):
         raise UserError(
             "give a sweep directory (containing results.jsonl) or --table FILE.csv|.jsonl --map ..."
         )
-    from analysis.select import where
+    from analysis.laws.select import where
 
     table = where(table, args.where)
     if not 0 < args.level < 1:
@@ -195,7 +195,7 @@ def _predict_targets(args: argparse.Namespace):
             "say what to predict: --flops C, --params N --tokens D, --at POINTS.csv, or --holdout"
         )
     if args.at is not None:
-        from analysis.points import read_points
+        from analysis.laws.points import read_points
 
         return read_points(args.at)
     return None
@@ -204,10 +204,10 @@ def _predict_targets(args: argparse.Namespace):
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from analysis.bootstrap import bootstrap_fit
-    from analysis.fit import fit_joint
-    from analysis.points import points_lines, predict_points
-    from analysis.predict import backtest, predict_flops, predict_nd, table_predictor
+    from analysis.laws.bootstrap import bootstrap_fit
+    from analysis.laws.fit import fit_joint
+    from analysis.laws.points import points_lines, predict_points
+    from analysis.laws.predict import backtest, predict_flops, predict_nd, table_predictor
 
     points = _predict_targets(args)
     table = _load(args)
@@ -307,7 +307,7 @@ def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:
     out = _out_dir(args)  # before any compute: a bad --out fails fast
     holdout = None if figures_only or args.holdout in (None, "none") else args.holdout
     if holdout and holdout != "largest":  # a hold-out the user asked for: check it before fitting
-        from analysis.select import holdout_rows
+        from analysis.laws.select import holdout_rows
 
         holdout_rows(table, holdout)
     try:

@@ -1,4 +1,4 @@
-"""`scaling compare A B`: is B worth it across scale? (thin front-end over analysis/compare.py)"""
+"""`scaling compare A B`: is B worth it across scale? (front-end of analysis/laws/compare.py)"""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _label(src: str) -> str:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from analysis import compare as cmp
+    from analysis.laws import compare as cmp
 
     if not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}")

@@ -1,5 +1,5 @@
 """Fine-tuning figures: loss vs D_f per model size (one panel per method), and the methods
-compared across N. Drawn from `analysis.finetune.analyze`'s output (PNG + SVG)."""
+compared across N. Drawn from `analysis.laws.finetune.analyze`'s output (PNG + SVG)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.laws import mult_loss
+from analysis.laws.core import mult_loss
 from analysis.plots import _plt, _save
 
 

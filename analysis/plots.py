@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.bootstrap import percentile_ci
-from analysis.laws import compute_optimal, joint_loss, power_loss
+from analysis.laws.bootstrap import percentile_ci
+from analysis.laws.core import compute_optimal, joint_loss, power_loss
 from scaling.fileio import writing
 
 STYLE = {
@@ -293,7 +293,7 @@ def predictor_reliability(res: dict, out_dir: Path) -> list[str]:
     pred, level = res["predictor"], res["level"]
     rel = pred.to_json(level)["reliability"]
     rb, cal = pred.rolling, pred.calibration(level)
-    from analysis.intervals import SPAN_POWER, relative_distance
+    from analysis.laws.intervals import SPAN_POWER, relative_distance
 
     x = relative_distance(rb.dist, rb.span)
     xg = np.linspace(0.0, max(float(x.max()) if x.size else 0.0, 1.0) * 1.1, 50)

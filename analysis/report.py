@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.bootstrap import bootstrap_fit, resample_weights, summarize
 from analysis.design import detect_design
-from analysis.fit import fit_joint, fit_power
-from analysis.frontier import approach2, envelope
-from analysis.laws import allocation_exponents, compute_optimal
-from analysis.predict import backtest, predict_flops, table_predictor
+from analysis.laws.bootstrap import bootstrap_fit, resample_weights, summarize
+from analysis.laws.core import allocation_exponents, compute_optimal
+from analysis.laws.fit import fit_joint, fit_power
+from analysis.laws.frontier import approach2, envelope
+from analysis.laws.predict import backtest, predict_flops, table_predictor
 from analysis.tables import RunTable
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
@@ -311,9 +311,9 @@ def report_md(res: dict, figures: dict, out_dir: Path) -> str:
 
 
 def _emergence(results_path: Path, out_dir: Path, res: dict, figures: dict) -> None:
-    """Call analysis.emergence_report.analyze_results when that module exists."""
+    """Call analysis.emergence.report.analyze_results when that module exists."""
     try:
-        from analysis.emergence_report import analyze_results
+        from analysis.emergence.report import analyze_results
     except ImportError:
         return
     em = analyze_results(results_path, out_dir)
@@ -360,7 +360,8 @@ def _finetune(table: Path, out_dir: Path, res: dict, figures: dict) -> None:
     """The fine-tuning law section, when `scaling finetune` has written its table."""
     if not table.is_file():
         return
-    from analysis import finetune, finetune_plots
+    from analysis import finetune_plots
+    from analysis.laws import finetune
 
     try:
         ft = finetune.analyze(table, seed=0, level=res["level"])
@@ -380,7 +381,7 @@ def write_report(res: dict, out_dir: Path, results_path: Path | None = None) -> 
     figures = all_figures(res, out_dir)
     hp = getattr(res["table"], "hparams", None)
     if hp:
-        from analysis import hparams  # noqa: PLC0415
+        from analysis import hparams
 
         for axis in ("lr", "batch"):
             if paths := hparams.figure(hp, out_dir, axis):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analysis.intervals import unsupported_reason
+from analysis.laws.intervals import unsupported_reason
 
 
 def _g(x: float) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from analysis.intervals import unsupported_reason
+from analysis.laws.intervals import unsupported_reason
 
 
 def _ci(d: dict, fmt: str = ".4g") -> str:

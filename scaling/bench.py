@@ -7,7 +7,7 @@ FLOPs per token from scaling.flops x tokens/s) and MFU against the device's peak
 stating the FLOP convention and XLA's own count of the compiled step (`cost_analysis()`).
 Compilation and `--warmup` steps are excluded from the timing. No dataset is needed.
 
-Then, if the analysis package provides it, runs the fitting benchmark `analysis.bench.main()`.
+Then, if the analysis package provides it, runs the fitting benchmark `analysis.laws.bench.main()`.
 """
 
 from __future__ import annotations
@@ -133,13 +133,13 @@ def format_result(r: dict) -> str:
 
 
 def _analysis_bench() -> None:
-    """Run analysis.bench.main() when that module exists (the fitting benchmark)."""
+    """Run analysis.laws.bench.main() when that module exists (the fitting benchmark)."""
     try:
-        mod = importlib.import_module("analysis.bench")
+        mod = importlib.import_module("analysis.laws.bench")
     except ModuleNotFoundError as e:
-        if e.name not in ("analysis", "analysis.bench"):
+        if e.name not in ("analysis", "analysis.laws.bench"):
             raise
-        print("(analysis.bench not available: fitting benchmark skipped)")
+        print("(analysis.laws.bench not available: fitting benchmark skipped)")
         return
     argv, sys.argv = sys.argv, sys.argv[:1]  # it parses its own (empty) command line
     try:
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default per config)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
-    p.add_argument("--no-analysis", action="store_true", help="skip analysis.bench")
+    p.add_argument("--no-analysis", action="store_true", help="skip analysis.laws.bench")
     p.add_argument(
         "--demo", action="store_true", help="also the demo-grid throughput benchmark (issue 13)"
     )

@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweeps.ablate",
         "sweeps.finetune",
         "analysis.cli",
-        "analysis.emergence_cli",
+        "analysis.emergence.cli",
         "analysis.compare_cli",
         "scaling.tokenizer_cli",
     ):

@@ -157,8 +157,8 @@ def _build(cfg: RunConfig, mesh: Any) -> Engine:
 def _init_options() -> dict[str, Any] | None:
     """Compile the one-off init cheaply: on CPU, LLVM -O1 instead of -O3 cuts its compile from
     about 11 to 3.5 CPU-s (the unrolled threefry of every parameter is most of its code) and
-    gives bitwise the same parameters (checked on the 8 demo shapes; tests/test_compile_cache.py);
-    -O0 would not. Other backends compile it as before."""
+    gives bitwise the same parameters (checked on the 8 demo shapes;
+    tests/scaling/test_compile_cache.py); -O0 would not. Other backends compile it as before."""
     return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
 

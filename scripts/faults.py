@@ -1,6 +1,6 @@
 """`make faults`: the fault suite of issue 12, run for real, with the figures it reports.
 
-    bad inputs handled        every case of tests/fuzz_cases.py: exit 2, one `error:` line,
+    bad inputs handled        every case of tests/cli/fuzz_cases.py: exit 2, one `error:` line,
                               no traceback, no file written (in-process)
     damaged-file cases        torn / non-UTF-8 / garbage bookkeeping files under `sweep run`,
                               `sweep status` and `train`: no traceback, every intact record kept

@@ -22,7 +22,7 @@ function, which calls `scaling.sharding.maybe_initialize_distributed()` (jax.dis
 SLURM environment); only global rank 0 takes the lease and writes the record.
 
 CI runs this path with submitit's local executor (`cluster="local"`) and, where the machine
-allows, on a real one-node cluster (scripts/slurm-local.sh, tests/test_slurm.py).
+allows, on a real one-node cluster (scripts/slurm-local.sh, tests/sweeps/test_slurm.py).
 """
 
 from __future__ import annotations

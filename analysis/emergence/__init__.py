@@ -1,0 +1,1 @@
+"""The ability side: emergence curves, the flagger, its statistics, sources, plots."""

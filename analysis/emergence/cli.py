@@ -1,0 +1,149 @@
+"""`scaling emergence`: flag emergent abilities in a sweep directory or in a published table.
+
+    scaling emergence SWEEP_DIR [--scale compute|params] [--out OUT]
+    scaling emergence --csv A.csv [--csv B.csv] --map obsscaling --families Pythia,OPT
+    scaling emergence --csv T.csv --map model=Model --map family=Family \\
+        --map compute='FLOPs (1E21)' --map compute_multiplier=1e21 \\
+        --metric 'MMLU:chance=0.25:n=14042' --metric 'ipa_em:chance=0:n=1003:pair=ipa_bleu' \\
+        --metric ipa_bleu
+
+Heavy imports (numpy, scipy, matplotlib) happen inside the handler only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scaling.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "emergence",
+        help="flag abilities that jump with scale (and whether the jump is metric-induced)",
+        description="Per (task, metric, shots, family): chance-normalised score with Wilson CIs, "
+        "onset, leave-future-out jump test (Holm-corrected), sigmoid-vs-linear ΔBIC, BIG-bench "
+        "linearity/breakthroughness, mirage check on continuous companion metrics, "
+        "loss-threshold view. Writes OUT/emergence.json and one PNG per flagged curve.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1],
+    )
+    p.add_argument("dir", nargs="?", help="sweep directory holding results.jsonl (or the file)")
+    p.add_argument("--out", help="output directory (default DIR/emergence or ./emergence)")
+    p.add_argument(
+        "--scale",
+        choices=("compute", "params"),
+        default="compute",
+        help="x axis: log10 training compute (default) or log10 parameters",
+    )
+    p.add_argument(
+        "--csv",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="published table (repeat to join several on the `join` column)",
+    )
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="SPEC|KEY=VALUE",
+        help="column map: a built-in name (obsscaling), a TOML file, or KEY=VALUE "
+        "(keys: model, join, family, compute, compute_multiplier, params, "
+        "params_multiplier, families); repeatable, later entries win",
+    )
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="COL[:chance=C][:majority=M][:n=N][:pair=COL2][:scale=S]",
+        help="score column; chance + n make it a binomial metric (Wilson CIs); majority = "
+        "the majority-label rate of a multiple-choice task (raises the chance level); "
+        "pair names its continuous companion for the mirage check; scale divides "
+        "the values (e.g. 100 for percentages); no chance/n = continuous metric",
+    )
+    p.add_argument("--families", help="comma-separated families to keep (default: all)")
+    p.add_argument("--no-figures", action="store_true", help="write emergence.json only")
+    p.set_defaults(handler=run)
+
+
+def _table_curves(args: argparse.Namespace):
+    from analysis.emergence.sources import curves_from_table, load_spec, parse_metric_flag
+
+    specs = [m for m in args.map if "=" not in m]
+    if len(specs) > 1:
+        raise UserError(f"--map names {len(specs)} specs ({', '.join(specs)}); give at most one")
+    spec = load_spec(specs[0] if specs else None, [m for m in args.map if "=" in m])
+    metrics = dict(spec.get("metrics") or {})
+    for text in args.metric:
+        col, opts = parse_metric_flag(text)
+        metrics[col] = {**metrics.get(col, {}), **opts}
+    spec["metrics"] = metrics
+    fams = args.families or spec.get("families")
+    if isinstance(fams, str):
+        fams = [f.strip() for f in fams.split(",") if f.strip()]
+    return curves_from_table(args.csv, spec, scale=args.scale, families=fams)
+
+
+def _print_table(report: dict) -> None:
+    rows = [("family", "task", "metric", "shots", "verdict", "onset log10", "warnings")]
+    for c in report["curves"]:
+        onset = "-" if c.get("onset_log10") is None else f"{c['onset_log10']:.2f}"
+        warns = ",".join(w for w in c["warnings"] if w != "single_seed")
+        rows.append(
+            (
+                c["family"],
+                c["task"],
+                c["metric"],
+                str(c["shots"]),
+                c["verdict"],
+                onset,
+                warns or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def run(args: argparse.Namespace) -> int:
+    from analysis.emergence import flagger as emergence
+    from analysis.emergence import report as emergence_report
+
+    if args.csv and args.dir:
+        raise UserError("give either a sweep DIR or --csv tables, not both")
+    if args.csv:
+        curves = _table_curves(args)
+        out = Path(args.out or "emergence")
+        source = ", ".join(args.csv)
+    elif args.dir:
+        from analysis.emergence.sources import curves_from_results
+
+        curves = curves_from_results(args.dir, scale=args.scale)
+        base = Path(args.dir)
+        out = Path(args.out) if args.out else (base if base.is_dir() else base.parent) / "emergence"
+        source = str(args.dir)
+        if not curves:
+            print(f"no run in {args.dir} has an evals block: nothing to flag")
+            return 0
+    else:
+        raise UserError("pass a sweep DIR, or --csv FILE with a column map (--map/--metric)")
+    results = emergence.analyze_curves(curves)
+    report = emergence_report.write_report(
+        results, out, scale=args.scale, source=source, figures=not args.no_figures
+    )
+    _print_table(report)
+    for m in report["mirage_pairs"]:
+        comp = ", ".join(f"{k}: {v}" for k, v in m["companion_verdicts"].items())
+        shots = "" if m.get("shots") is None else f" {m['shots']}-shot"
+        print(
+            f"mirage pair {m['family']}/{m['task']}{shots}: {m['primary']}: {m['primary_verdict']}"
+            f" | {comp} | companion jumps at onset: "
+            f"{m['any_companion_jumps'] if m['checked_at_onset'] else 'n/a: ' + m['onset']}"
+        )
+    one_seed = all("single_seed" in c["warnings"] for c in report["curves"])
+    if one_seed:
+        print("(every curve has a single seed per scale: model-to-model noise is not measured)")
+    print(f"wrote {out / 'emergence.json'}")
+    return 0

@@ -1,0 +1,124 @@
+"""Figures for flagged emergence curves (matplotlib, Agg backend; imported only when plotting)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from analysis.emergence.flagger import MARGIN  # noqa: E402
+from analysis.emergence.stats import _logistic  # noqa: E402
+
+SCALE_LABEL = {"compute": "log10 training compute (FLOPs)", "params": "log10 parameters"}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:120]
+
+
+def _trend(ax, r: dict, x: np.ndarray) -> None:
+    """Pre-onset line and predictive intervals of the leave-future-out steps."""
+    for step in r.get("lfo", []):
+        j = step["index"]
+        ax.errorbar(
+            [x[j]],
+            [step["predicted"]],
+            yerr=[[1.96 * step["sd"]], [1.96 * step["sd"]]],
+            fmt="s",
+            mfc="none",
+            color="tab:orange",
+            capsize=3,
+            zorder=3,
+            label="LFO prediction ±1.96 SD" if j == r["lfo"][0]["index"] else None,
+        )
+    if r.get("onset_index") is not None and r["onset_index"] >= 2:
+        k = r["onset_index"]
+        xs, ys = x[:k], np.asarray(r["score_norm"])[:k]
+        b1, b0 = np.polyfit(xs, ys, 1)
+        xx = np.linspace(x[0], x[min(k + 1, len(x) - 1)], 50)
+        ax.plot(xx, b0 + b1 * xx, "--", color="tab:orange", lw=1, label="pre-onset trend")
+
+
+def plot_curve(r: dict, companions: list[dict], out_dir: Path, *, scale: str) -> Path:
+    """One PNG: normalised score with CIs, onset, LFO, sigmoid; companions; loss view."""
+    x = np.asarray(r["log10_scale"])
+    s = np.asarray(r["score_norm"])
+    panels = 1 + bool(companions) + bool(r.get("loss_threshold"))
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.0), squeeze=False)
+    ax = axes[0][0]
+    lo, hi = np.asarray(r["ci_lo"]), np.asarray(r["ci_hi"])
+    ax.errorbar(
+        x,
+        s,
+        yerr=[np.maximum(s - lo, 0), np.maximum(hi - s, 0)],
+        fmt="o-",
+        color="tab:blue",
+        capsize=3,
+        label=f"{r['metric']} (95% CI)",
+    )
+    if r["bounded"]:
+        ax.axhline(0.0, color="grey", lw=0.8, label="chance")
+        ax.axhline(MARGIN, color="grey", lw=0.8, ls=":", label="margin (onset: CI low above)")
+    if r.get("onset_index") is not None:
+        ax.axvline(x[r["onset_index"]], color="tab:red", lw=0.8, ls="--", label="onset")
+    _trend(ax, r, x)
+    sig = r.get("sigmoid")
+    if sig:
+        xx = np.linspace(x[0], x[-1], 200)
+        w = sig["width_10_90_log10"] / (2 * np.log(9))
+        ax.plot(
+            xx,
+            _logistic(xx, sig["floor"], sig["amplitude"], sig["midpoint_log10"], w),
+            color="tab:green",
+            lw=1,
+            label=f"sigmoid (ΔBIC {sig['delta_bic']:.1f})",
+        )
+    ax.set_xlabel(SCALE_LABEL.get(scale, "log10 scale"))
+    ax.set_ylabel("chance-normalised score" if r["bounded"] else r["metric"])
+    shots = "" if r["shots"] is None else f", {r['shots']}-shot"
+    ax.set_title(f"{r['family']}: {r['task']}{shots}\nverdict: {r['verdict']}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    col = 1
+    if companions:
+        ax2 = axes[0][col]
+        col += 1
+        for c in companions:
+            cx, cy = np.asarray(c["log10_scale"]), np.asarray(c["score_norm"])
+            rng = float(np.ptp(cy)) or 1.0
+            cy = cy if c["bounded"] else (cy - cy.min()) / rng
+            ax2.plot(cx, cy, "o-", label=f"{c['metric']} ({c.get('verdict')})")
+        ax2.plot(x, s, "o--", color="tab:blue", alpha=0.5, label=r["metric"])
+        ax2.set_xlabel(SCALE_LABEL.get(scale, "log10 scale"))
+        ax2.set_ylabel("normalised (bounded: chance-norm.; else min-max)")
+        mir = r.get("mirage") or {}
+        ax2.set_title(
+            f"mirage check: companion jumps = {mir.get('any_companion_jumps')}", fontsize=10
+        )
+        ax2.legend(fontsize=7, loc="upper left")
+    if r.get("loss_threshold"):
+        ax3 = axes[0][col]
+        loss = np.asarray(r["loss"])
+        ax3.plot(loss, s, "o", color="tab:blue")
+        h = r["loss_threshold"]
+        ll = np.linspace(np.nanmin(loss), np.nanmax(loss), 100)
+        ax3.plot(
+            ll,
+            h["floor"] + h["slope_below_threshold"] * np.maximum(0, h["threshold_loss"] - ll),
+            color="tab:red",
+        )
+        ax3.axvline(h["threshold_loss"], color="tab:red", ls=":", lw=0.8)
+        ax3.invert_xaxis()
+        ax3.set_xlabel("validation loss")
+        ax3.set_ylabel("chance-normalised score")
+        ax3.set_title(f"loss threshold ≈ {h['threshold_loss']:.3g}", fontsize=10)
+    fig.tight_layout()
+    name = _slug(f"emergence_{r['family']}_{r['task']}_{r['metric']}_{r['shots']}") + ".png"
+    path = Path(out_dir) / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,114 @@
+"""Writing the emergence report: emergence.json (+ a figure per flagged curve), and the
+sweep entry point `analyze_results` used by `scaling analyze` and `scaling emergence`.
+
+The verdict logic lives in analysis.emergence.flagger; this module only serialises it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from analysis.emergence.flagger import (
+    ALPHA,
+    FLAGGED,
+    JUMP_MARGIN,
+    LFO_POINTS,
+    MARGIN,
+    MIN_PRE,
+    Z_DROP,
+    analyze_curves,
+    onset_phrase,
+)
+from scaling.fileio import atomic_write
+
+
+def _clean(obj):
+    """JSON-safe copy: drop private keys, numpy -> python, NaN/inf -> None."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def settings() -> dict:
+    return {
+        "margin": MARGIN,
+        "jump_margin": JUMP_MARGIN,
+        "alpha": ALPHA,
+        "lfo_points": LFO_POINTS,
+        "min_pre_onset_points": MIN_PRE,
+        "z_drop": Z_DROP,
+    }
+
+
+def write_report(
+    results: list[dict], out_dir: str | Path, *, scale: str, source: str, figures: bool = True
+) -> dict:
+    """Write emergence.json (+ one PNG per flagged curve) atomically; return the report dict."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if figures:
+        from analysis.emergence.plots import plot_curve
+
+        by_key = {(r["task"], r["shots"], r["family"], r["metric"]): r for r in results}
+        for r in results:
+            if r["verdict"] in FLAGGED:
+                comps = [
+                    by_key.get((r["task"], r["shots"], r["family"], m)) for m in r["companions"]
+                ]
+                r["figure"] = str(plot_curve(r, [c for c in comps if c], out, scale=scale))
+    report = {
+        "source": source,
+        "scale": scale,
+        "settings": settings(),
+        "n_curves": len(results),
+        "n_tested": sum(r["testable"] for r in results),
+        "summary": [
+            {
+                k: r.get(k)
+                for k in ("task", "metric", "shots", "family", "verdict", "warnings", "reason")
+            }
+            for r in results
+        ],
+        "mirage_pairs": [
+            {
+                "task": r["task"],
+                "shots": r["shots"],
+                "family": r["family"],
+                "primary": r["metric"],
+                "primary_verdict": r["verdict"],
+                "companion_verdicts": r["mirage"]["companion_verdicts"],
+                "checked_at_onset": r["mirage"]["checked"],
+                "onset": onset_phrase(r),
+                "any_companion_jumps": r["mirage"]["any_companion_jumps"],
+            }
+            for r in results
+            if r.get("mirage")
+        ],
+        "curves": results,
+    }
+    report = _clean(report)
+    atomic_write(out / "emergence.json", json.dumps(report, indent=1))
+    return report
+
+
+def analyze_results(
+    results_path: str | Path, out_dir: str | Path, *, scale: str = "compute", figures: bool = True
+) -> dict | None:
+    """Flag emergence in a sweep's results.jsonl. None when no record carries an evals block."""
+    from analysis.emergence.sources import curves_from_results
+
+    curves = curves_from_results(results_path, scale=scale)
+    if not curves:
+        return None
+    results = analyze_curves(curves)
+    return write_report(results, out_dir, scale=scale, source=str(results_path), figures=figures)

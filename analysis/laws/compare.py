@@ -1,0 +1,335 @@
+"""Compare two sweeps on the same data: compute multiplier, exponent-or-offset test, one figure.
+
+Each sweep gets the same joint law as `scaling analyze`, L(N, D) = E + A/N^alpha + B/D^beta,
+with a bootstrap over whole runs (A and B resampled independently). Minimising L at fixed
+C = 6ND gives the compute-optimal frontier in closed form,
+
+    L*(C) = E + K C^-gamma,   gamma = alpha beta / (alpha + beta),
+
+so the compute that reaches a loss L is C*(L) = (K / (L - E))^(1/gamma) (infinite for L <= E).
+The **compute multiplier** of B over A at loss L is m(L) = C*_A(L) / C*_B(L): m = 2 means B
+reaches L with half of A's compute. It is computed for every bootstrap pair, so its percentile CI
+carries the fit uncertainty of both sweeps. A change that acts as a constant compute multiplier
+leaves E and gamma unchanged (L*_B(C) = L*_A(m C)); a change in the exponent gamma (or in E)
+makes m drift with scale. The test reports bootstrap CIs (and two-sided bootstrap p-values) of
+gamma_B - gamma_A and E_B - E_A; an interval that excludes 0 rejects "offset only" at that level.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from analysis.laws.bootstrap import Bootstrap, bootstrap_fit, percentile_ci
+from analysis.laws.core import compute_optimal
+from analysis.laws.fit import Fit, fit_joint
+from analysis.tables import RunTable
+from scaling.errors import UserError
+from scaling.fileio import atomic_write
+
+
+@dataclass
+class SweepFit:
+    """One side of a comparison: its table, joint fit and bootstrap."""
+
+    label: str
+    table: RunTable
+    fit: Fit
+    boot: Bootstrap
+
+
+def frontier_params(p: dict) -> dict:
+    """{E, K, gamma} of L*(C) = E + K C^-gamma from joint-law params (scalars or arrays)."""
+    gamma = p["alpha"] * p["beta"] / (p["alpha"] + p["beta"])
+    c0 = 1e20  # K does not depend on the reference compute; 1e20 keeps the powers in range
+    opt = compute_optimal(p, c0)
+    excess = p["A"] / np.power(opt["N_opt"], p["alpha"]) + p["B"] / np.power(
+        opt["D_opt"], p["beta"]
+    )
+    return {"E": np.asarray(p["E"]), "K": excess * c0**gamma, "gamma": np.asarray(gamma)}
+
+
+def frontier_loss(f: dict, C) -> np.ndarray:
+    """L*(C) of frontier params ``f`` (broadcasts)."""
+    return f["E"] + f["K"] * np.power(np.asarray(C, dtype=np.float64), -f["gamma"])
+
+
+def compute_for_loss(f: dict, L) -> np.ndarray:
+    """C*(L): compute the frontier needs to reach loss L (inf where L <= E)."""
+    L = np.asarray(L, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        gap = L - f["E"]
+        C = np.power(f["K"] / gap, 1.0 / f["gamma"])
+    return np.where(gap > 0, C, np.inf)
+
+
+def fit_sweep(
+    table: RunTable, label: str, *, n_resamples: int, seed: int, method: str = "grid"
+) -> SweepFit:
+    """Joint fit and run-level bootstrap of one sweep."""
+    fit = fit_joint(table.N, table.D, table.loss, method=method)
+    boot = bootstrap_fit(
+        fit,
+        [np.log(table.N), np.log(table.D)],
+        np.log(table.loss),
+        np.asarray(table.run_id),
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    return SweepFit(label, table, fit, boot)
+
+
+def _ci(point: float, samples: np.ndarray, level: float) -> dict:
+    """Percentile CI; resamples where the quantity is undefined (both sweeps' frontiers stay
+    above the loss: inf / inf) are left out and counted."""
+    s = np.asarray(samples, dtype=np.float64)
+    lo, hi = percentile_ci(s, level) if not np.isnan(s).all() else (np.nan, np.nan)
+    return {
+        "estimate": float(point),
+        "lo": float(lo),
+        "hi": float(hi),
+        "level": level,
+        "frac_undefined": float(np.mean(np.isnan(s))),
+    }
+
+
+def _p_two_sided(diff: np.ndarray) -> float:
+    """Bootstrap two-sided p-value of "difference = 0": 2 min(P(d <= 0), P(d >= 0))."""
+    d = diff[np.isfinite(diff)]
+    if d.size == 0:
+        return float("nan")
+    return float(min(1.0, 2.0 * min(np.mean(d <= 0), np.mean(d >= 0))))
+
+
+def default_losses(a: SweepFit, b: SweepFit, n: int = 3) -> list[float]:
+    """``n`` losses that both frontiers reach inside the compute both sweeps cover: evenly spaced
+    in A's log compute between the two frontiers' common loss range there. When the frontiers
+    share no loss in that range (one is far better), A's losses at ``n`` log-spaced computes
+    across it (or across the union when the ranges do not overlap); those rows come out marked
+    extrapolated."""
+    lo = max(a.table.C.min(), b.table.C.min())
+    hi = min(a.table.C.max(), b.table.C.max())
+    if lo >= hi:
+        lo = min(a.table.C.min(), b.table.C.min())
+        hi = max(a.table.C.max(), b.table.C.max())
+    fa, fb = frontier_params(a.fit.params), frontier_params(b.fit.params)
+    top = min(float(frontier_loss(fa, lo)), float(frontier_loss(fb, lo)))
+    bottom = max(float(frontier_loss(fa, hi)), float(frontier_loss(fb, hi)))
+    if bottom < top:
+        c_lo, c_hi = compute_for_loss(fa, top), compute_for_loss(fa, bottom)
+        return [float(x) for x in frontier_loss(fa, np.geomspace(c_lo, c_hi, n))]
+    return [float(x) for x in frontier_loss(fa, np.geomspace(lo, hi, n))]
+
+
+def compare(
+    a: SweepFit,
+    b: SweepFit,
+    *,
+    losses: list[float] | None = None,
+    extrapolate: float = 100.0,
+    level: float = 0.9,
+) -> dict:
+    """Compute multipliers of B over A (with CIs) and the exponent/offset test."""
+    if a.table.loss_unit != b.table.loss_unit:
+        raise UserError(
+            f"the sweeps report loss in different units ({a.table.loss_unit!r} vs "
+            f"{b.table.loss_unit!r}); compare runs on the same data, or use --loss bpb"
+        )
+    if extrapolate <= 1:
+        raise UserError(
+            f"--extrapolate must be > 1 (a factor on the largest budget), got {extrapolate}"
+        )
+    R = min(a.boot.n_resamples, b.boot.n_resamples)
+    fa, fb = frontier_params(a.fit.params), frontier_params(b.fit.params)
+    ba = frontier_params({k: v[:R] for k, v in a.boot.params.items()})
+    bb = frontier_params({k: v[:R] for k, v in b.boot.params.items()})
+    c_min = float(min(a.table.C.min(), b.table.C.min()))
+    c_max = float(max(a.table.C.max(), b.table.C.max()))
+    targets = [
+        (float(L), "given" if losses else "in range") for L in (losses or default_losses(a, b))
+    ]
+    c_big = extrapolate * c_max
+    targets.append(
+        (float(frontier_loss(fa, c_big)), f"A's loss at {extrapolate:g}x the largest budget")
+    )
+    rows = []
+    for L, where in targets:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m_point = compute_for_loss(fa, L) / compute_for_loss(fb, L)
+            m_boot = compute_for_loss(ba, L) / compute_for_loss(bb, L)
+        ca, cb = float(compute_for_loss(fa, L)), float(compute_for_loss(fb, L))
+        rows.append(
+            {
+                "loss": L,
+                "where": where,
+                "C_A": ca,
+                "C_B": cb,
+                # either frontier outside the runs' compute (default losses sit on its edges)
+                "extrapolated": bool(
+                    max(ca, cb) > c_max * (1 + 1e-9) or min(ca, cb) < c_min * (1 - 1e-9)
+                ),
+                "multiplier": _ci(m_point, m_boot, level),
+                "p_B_cheaper": float(np.mean(m_boot > 1.0)),
+            }
+        )
+    d_gamma = bb["gamma"] - ba["gamma"]
+    d_E = bb["E"] - ba["E"]
+    test = {
+        "gamma_A": _ci(fa["gamma"], ba["gamma"], level),
+        "gamma_B": _ci(fb["gamma"], bb["gamma"], level),
+        "d_gamma": _ci(fb["gamma"] - fa["gamma"], d_gamma, level),
+        "p_equal_gamma": _p_two_sided(d_gamma),
+        "E_A": _ci(fa["E"], ba["E"], level),
+        "E_B": _ci(fb["E"], bb["E"], level),
+        "d_E": _ci(fb["E"] - fa["E"], d_E, level),
+        "p_equal_E": _p_two_sided(d_E),
+    }
+    test["verdict"] = _verdict(test)
+    return {
+        "A": _side(a),
+        "B": _side(b),
+        "level": level,
+        "loss_unit": a.table.loss_unit,
+        "n_resamples": R,
+        "extrapolate": extrapolate,
+        "multipliers": rows,
+        "test": test,
+    }
+
+
+def _excludes_zero(d: dict) -> bool:
+    return d["lo"] > 0 or d["hi"] < 0
+
+
+def _verdict(t: dict) -> str:
+    lvl = int(round(t["d_gamma"]["level"] * 100))
+    if _excludes_zero(t["d_gamma"]):
+        faster = "B" if t["d_gamma"]["estimate"] > 0 else "A"
+        return (
+            f"exponents differ ({lvl}% CI of gamma_B - gamma_A excludes 0): {faster}'s loss falls "
+            "faster with compute, so the multiplier changes with scale"
+        )
+    if _excludes_zero(t["d_E"]):
+        return (
+            f"same exponent within the {lvl}% CI, but the irreducible losses E differ: the "
+            "multiplier changes with scale"
+        )
+    return (
+        f"offset only: exponent and E agree within their {lvl}% CIs, consistent with a "
+        "constant compute multiplier (the CIs bound how large a difference could hide)"
+    )
+
+
+def _side(s: SweepFit) -> dict:
+    return {
+        "label": s.label,
+        "source": s.table.source,
+        "n_runs": len(s.table),
+        "C_range": [float(s.table.C.min()), float(s.table.C.max())],
+        "params": s.fit.params,
+        "n_unconverged_resamples": s.boot.n_unconverged,
+    }
+
+
+def summary_lines(res: dict) -> list[str]:
+    """The console summary of `scaling compare`."""
+    A, B, lvl, unit = (
+        res["A"]["label"],
+        res["B"]["label"],
+        int(round(res["level"] * 100)),
+        res["loss_unit"],
+    )
+    out = [
+        f"compute multiplier of B = {B} over A = {A} ({lvl}% CIs, {res['n_resamples']} "
+        f"bootstrap resamples of whole runs per sweep); > 1 means B needs less compute:",
+    ]
+    for r in res["multipliers"]:
+        m = r["multiplier"]
+        tag = " (extrapolated)" if r["extrapolated"] else ""
+        out.append(
+            f"  loss {r['loss']:.4g} {unit}: A needs C = {r['C_A']:.3g}, B {r['C_B']:.3g}; "
+            f"multiplier {m['estimate']:.3g} [{m['lo']:.3g}, {m['hi']:.3g}]{tag}"
+        )
+    t = res["test"]
+    for k, name in (("gamma", "frontier exponent gamma"), ("E", "irreducible loss E")):
+        d = t[f"d_{k}"]
+        out.append(
+            f"  {name}: A {t[f'{k}_A']['estimate']:.4g}, B {t[f'{k}_B']['estimate']:.4g}; "
+            f"B - A = {d['estimate']:+.4g} [{d['lo']:+.4g}, {d['hi']:+.4g}] "
+            f"(bootstrap p = {t[f'p_equal_{k}']:.2f})"
+        )
+    out.append(f"  verdict: {t['verdict']}")
+    return out
+
+
+def figure(a: SweepFit, b: SweepFit, res: dict, out_dir: Path) -> list[str]:
+    """Both sweeps' runs and frontiers (bootstrap bands) on one axis, and m(L) with its CI."""
+    from analysis.plots import _plt, _save
+
+    plt = _plt()
+    level, R = res["level"], res["n_resamples"]
+    c_lo = min(a.table.C.min(), b.table.C.min())
+    c_max = max(a.table.C.max(), b.table.C.max())
+    Cg = np.geomspace(c_lo / 2, res["extrapolate"] * c_max, 200)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"wspace": 0.3})
+    fa = frontier_params(a.fit.params)
+    for s, col in ((a, "C0"), (b, "C3")):
+        f = frontier_params(s.fit.params)
+        fb = frontier_params({k: v[:R, None] for k, v in s.boot.params.items()})
+        lo, hi = percentile_ci(frontier_loss(fb, Cg[None, :]), level)
+        ax.fill_between(Cg, lo, hi, color=col, alpha=0.18, lw=0)
+        ax.plot(Cg, frontier_loss(f, Cg), color=col, label=f"{s.label}: frontier L*(C)")
+        ax.scatter(s.table.C, s.table.loss, s=18, color=col, edgecolor="k", lw=0.3, zorder=3)
+    ax.axvline(c_max, color="0.6", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C = 6ND (FLOPs)")
+    ax.set_ylabel(f"validation loss ({res['loss_unit']})")
+    ax.set_title(f"Compute-optimal frontiers ({int(level * 100)}% bootstrap bands)")
+    ax.legend(loc="upper right")
+    ax.grid(True, which="both", alpha=0.25)
+    # multiplier versus compute on A's frontier
+    ba = frontier_params({k: v[:R, None] for k, v in a.boot.params.items()})
+    bb = frontier_params({k: v[:R, None] for k, v in b.boot.params.items()})
+    fb0 = frontier_params(b.fit.params)
+    L_on_a = frontier_loss(fa, Cg)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = compute_for_loss(fa, L_on_a) / compute_for_loss(fb0, L_on_a)
+        mb = compute_for_loss(ba, L_on_a[None, :]) / compute_for_loss(bb, L_on_a[None, :])
+    lo, hi = percentile_ci(mb, level)
+    ax2.fill_between(Cg, lo, hi, color="C2", alpha=0.2, lw=0)
+    ax2.plot(Cg, m, color="C2", label=f"multiplier of {b.label} over {a.label}")
+    for r in res["multipliers"]:
+        mm = r["multiplier"]
+        ax2.errorbar(
+            r["C_A"],
+            mm["estimate"],
+            yerr=[[mm["estimate"] - mm["lo"]], [max(mm["hi"] - mm["estimate"], 0.0)]],
+            fmt="o",
+            color="k",
+            ms=4,
+            capsize=3,
+        )
+    ax2.axhline(1.0, color="k", lw=1)
+    ax2.axvline(c_max, color="0.6", ls=":", lw=1)
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel(f"compute {a.label} spends to reach the loss (FLOPs)")
+    ax2.set_ylabel(f"C({a.label}) / C({b.label}) at equal loss")
+    ax2.set_title("Compute multiplier (> 1: B is cheaper)")
+    ax2.legend(loc="best")
+    ax2.grid(True, which="both", alpha=0.25)
+    paths = _save(fig, out_dir, "compare")
+    plt.close(fig)
+    return paths
+
+
+def write(res: dict, a: SweepFit, b: SweepFit, out_dir: Path) -> dict:
+    """compare.json and the figure in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figs = figure(a, b, res, out_dir)
+    atomic_write(out_dir / "compare.json", json.dumps(res, indent=2) + "\n")
+    return {"json": str(out_dir / "compare.json"), "figures": figs}

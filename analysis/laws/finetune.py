@@ -1,0 +1,240 @@
+"""The fine-tuning law of Zhang et al. (ICLR 2024), L(X, D_f) = E + A * X^-alpha * D_f^-beta,
+fitted per (task, method) to the table `scaling finetune` writes (DIR/finetune/results.jsonl).
+
+X is the model size N (total parameters) or, for comparison, the pre-training tokens; D_f the
+number of fine-tuning examples; L the fine-tuned test loss (nats per target token). The fit is
+the pre-training laws' machinery: summed Huber (delta 1e-3) on log-residuals, a multi-start grid
+run through the batched L-BFGS and polished by scipy (analysis.laws.fit.multistart), then a
+bootstrap over fine-tuning rows (each row is its own fine-tuning run) refitted in one batch.
+Predictions at a larger N or D_f carry percentile CIs; the back-test refits without the largest
+model and predicts its rows. numpy/scipy only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from analysis.laws.bootstrap import resample_weights, summarize
+from analysis.laws.core import HUBER_DELTA, MultLogHuberObjective, mult_from_vec, mult_loss
+from analysis.laws.fit import Fit, check_finite, check_points, multistart
+from analysis.laws.lbfgs import lbfgs_batched
+from scaling.errors import UserError
+
+X_KINDS = {"N": "n_params", "D_pre": "pretrain_tokens"}
+
+
+def mult_grid() -> np.ndarray:
+    """Starts [e, a, alpha, beta]: e in -1..1, a in 0..25, alpha and beta in 0..2."""
+    rows = itertools.product(
+        np.arange(-1.0, 1.5, 0.5),
+        np.arange(0.0, 27.5, 2.5),
+        np.arange(0.0, 2.25, 0.25),
+        np.arange(0.0, 2.25, 0.25),
+    )
+    return np.array(list(rows), dtype=np.float64)
+
+
+def fit_mult(X, D_f, L, *, delta: float = HUBER_DELTA) -> Fit:
+    """Fit L = E + A X^-alpha D_f^-beta (summed log-Huber, multi-start, polished)."""
+    X, D_f, L = (np.asarray(v, dtype=np.float64) for v in (X, D_f, L))
+    what = "fine-tuning law L(X, D_f)"
+    check_points(L.size, 4, what)
+    obj = MultLogHuberObjective([np.log(X), np.log(D_f)], np.log(L), delta=delta)
+    best, fbest, g, diag = multistart(obj, mult_grid(), keep=32, kind="mult")
+    fit = Fit("mult", best, fbest, float(np.abs(g).max()), int(L.size), "grid", delta, diag)
+    return check_finite(fit, what)
+
+
+def bootstrap_mult(fit: Fit, X, D_f, L, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Parameter arrays (length R) refitted on row-level bootstrap resamples."""
+    X, D_f, L = (np.asarray(v, dtype=np.float64) for v in (X, D_f, L))
+    W = resample_weights(np.arange(L.size), n_resamples, np.random.default_rng(seed))
+    obj = MultLogHuberObjective([np.log(X), np.log(D_f)], np.log(L), weights=W, delta=fit.delta)
+    res = lbfgs_batched(obj, np.repeat(fit.vec[None], n_resamples, 0), ftol=1e-12, gtol=1e-8)
+    out = mult_from_vec(res.x)
+    out["n_unconverged"] = int((~res.converged).sum())
+    return out
+
+
+def load_rows(path: str | Path) -> list[dict]:
+    """Finished rows; of rows repeating (run, task, method, D_f), the last one written."""
+    rows: dict[tuple, dict] = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if r.get("status") == "done" and r.get("eval_loss"):
+                rows[(r["run_id"], r["task"], r["method"], r["d_f"])] = r
+    return list(rows.values())
+
+
+def _ci(point: float, samples: np.ndarray, level: float) -> dict:
+    q = 100.0 * (1.0 - level) / 2.0
+    lo, hi = np.nanpercentile(samples, [q, 100.0 - q])
+    return {"estimate": float(point), "lo": float(lo), "hi": float(hi), "level": level}
+
+
+def _arrays(rows: list[dict], x_kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    key = X_KINDS[x_kind]
+    return (
+        np.array([r[key] for r in rows], np.float64),
+        np.array([r["d_f"] for r in rows], np.float64),
+        np.array([r["eval_loss"] for r in rows], np.float64),
+    )
+
+
+def fit_group(rows: list[dict], x_kind: str, *, n_resamples: int, seed: int, level: float) -> dict:
+    """Fit, bootstrap CIs and predictions for one (task, method) and one choice of X."""
+    X, D, L = _arrays(rows, x_kind)
+    if np.unique(X).size < 2 or np.unique(D).size < 2:
+        raise UserError(
+            f"{np.unique(X).size} value(s) of {x_kind} and {np.unique(D).size} of D_f: the law "
+            "needs >= 2 of each; fine-tune more runs (--sizes) or more --df values"
+        )
+    fit = fit_mult(X, D, L)
+    boot = bootstrap_mult(fit, X, D, L, n_resamples=n_resamples, seed=seed)
+    n_bad = boot.pop("n_unconverged")
+    preds = []
+    for x, d in ((X.max(), 10 * D.max()), (10 * X.max(), D.max()), (10 * X.max(), 10 * D.max())):
+        pt = float(mult_loss(fit.params, x, d))
+        preds.append(
+            {x_kind: float(x), "d_f": float(d), "loss": _ci(pt, mult_loss(boot, x, d), level)}
+        )
+    return {
+        "x": x_kind,
+        "fit": fit.to_json(),
+        "params_ci": summarize(fit.params, boot, level),
+        "n_unconverged": n_bad,
+        "predictions": preds,
+        "points": {"X": X.tolist(), "d_f": D.tolist(), "loss": L.tolist()},
+    }
+
+
+def backtest_largest(rows: list[dict], *, n_resamples: int, seed: int, level: float) -> dict:
+    """Fit on every model but the largest N, predict the largest model's rows."""
+    X, D, L = _arrays(rows, "N")
+    held = X == X.max()
+    if np.unique(X[~held]).size < 2 or (~held).sum() < 4:
+        raise UserError("back-test needs >= 2 smaller models and >= 4 rows without the largest")
+    fit = fit_mult(X[~held], D[~held], L[~held])
+    boot = bootstrap_mult(fit, X[~held], D[~held], L[~held], n_resamples=n_resamples, seed=seed)
+    boot.pop("n_unconverged")
+    out = []
+    for x, d, actual in zip(X[held], D[held], L[held], strict=True):
+        pt, bs = float(mult_loss(fit.params, x, d)), mult_loss(boot, x, d)
+        out.append(
+            {
+                "N": float(x),
+                "d_f": float(d),
+                "actual": float(actual),
+                "predicted": _ci(pt, bs, level),
+                "rel_error": _ci(pt / actual - 1.0, bs / actual - 1.0, level),
+            }
+        )
+    mare = float(np.mean([abs(r["rel_error"]["estimate"]) for r in out]))
+    return {
+        "n_train": int((~held).sum()),
+        "held_out_N": float(X.max()),
+        "rows": out,
+        "mean_abs_rel_error": mare,
+    }
+
+
+def analyze(
+    path: str | Path, *, n_resamples: int = 1000, seed: int = 0, level: float = 0.9
+) -> dict:
+    """Every (task, method) group of the table: fits for X = N and X = D_pre, back-test."""
+    t0 = time.perf_counter()
+    rows = load_rows(path)
+    if not rows:
+        raise UserError(f"{path} holds no finished fine-tuning rows; run `scaling finetune` first")
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["method"]), []).append(r)
+    out: dict = {
+        "source": str(path),
+        "level": level,
+        "n_rows": len(rows),
+        "groups": [],
+        "notes": [],
+    }
+    for (task, method), g in sorted(groups.items()):
+        entry: dict = {"task": task, "method": method, "n_rows": len(g), "fits": {}}
+        entry["trainable_params"] = sorted({int(r["trainable_params"]) for r in g})
+        for x_kind in X_KINDS:
+            try:
+                entry["fits"][x_kind] = fit_group(
+                    g, x_kind, n_resamples=n_resamples, seed=seed, level=level
+                )
+            except UserError as e:
+                out["notes"].append(f"{task} / {method}, X = {x_kind}: not fitted ({e})")
+        try:
+            entry["backtest"] = backtest_largest(g, n_resamples=n_resamples, seed=seed, level=level)
+        except UserError as e:
+            out["notes"].append(f"{task} / {method}: back-test skipped ({e})")
+        entry["rows"] = g
+        out["groups"].append(entry)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _g(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def report_md(res: dict) -> str:
+    """The sweep report's fine-tuning section (markdown, without the heading)."""
+    lvl = int(round(100 * res["level"]))
+    L = [
+        f"{res['n_rows']} fine-tuning rows from `{res['source']}`. Law: L(X, D_f) = E + A X^-alpha "
+        f"D_f^-beta (Zhang et al. 2024), X = N (total parameters); loss = test-set nats per target "
+        f"token. {lvl}% CIs over row-level bootstrap resamples.",
+        "",
+        "| task | method | rows | trainable params | E | A | alpha (N) | beta (D_f) "
+        "| alpha (X = D_pre) | back-test error |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in res["groups"]:
+        f, fd = g["fits"].get("N"), g["fits"].get("D_pre")
+
+        def cell(fit, k):
+            if fit is None:
+                return "n/a"
+            c = fit["params_ci"][k]
+            return f"{_g(c['estimate'])} [{_g(c['lo'])}, {_g(c['hi'])}]"
+
+        tp = "-".join(_g(x) for x in (g["trainable_params"][0], g["trainable_params"][-1]))
+        bt = g.get("backtest")
+        bts = f"{bt['mean_abs_rel_error']:.2%}" if bt else "n/a"
+        L.append(
+            f"| {g['task']} | {g['method']} | {g['n_rows']} | {tp} | {cell(f, 'E')} | "
+            f"{cell(f, 'A')} | {cell(f, 'alpha')} | {cell(f, 'beta')} | {cell(fd, 'alpha')} "
+            f"| {bts} |"
+        )
+    L += [
+        "",
+        f"Predictions (X = N) [{lvl}% CI]:",
+        "",
+        "| task | method | N | D_f | loss |",
+        "|---|---|---|---|---|",
+    ]
+    for g in res["groups"]:
+        for p in (g["fits"].get("N") or {}).get("predictions", []):
+            c = p["loss"]
+            L.append(
+                f"| {g['task']} | {g['method']} | {_g(p['N'])} | {_g(p['d_f'])} | "
+                f"{_g(c['estimate'])} [{_g(c['lo'])}, {_g(c['hi'])}] |"
+            )
+    L += [
+        "",
+        "The back-test refits each law without the largest model and predicts that model's rows "
+        "(mean |relative error|). With few sizes and D_f values the exponents are loosely pinned: "
+        "read the CIs before the point estimates.",
+    ]
+    if res["notes"]:
+        L += [""] + [f"- {n}" for n in res["notes"]]
+    return "\n".join(L)

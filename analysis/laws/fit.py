@@ -1,0 +1,216 @@
+"""Multi-start fits of the joint law L(N, D) and of the one-variable law L(x) = E + A x^-alpha.
+
+The joint fit minimises the SUMMED Huber loss (delta 1e-3) of log-residuals in the log-sum-exp
+parametrisation, from Hoffmann et al.'s 4,500-start grid (alpha, beta in {0, .5, ..., 2},
+e in {-1, -.5, ..., 1}, a, b in {0, 5, ..., 25}), as in Besiroglu et al. 2024. All starts run
+together in a batched L-BFGS (analysis/laws/lbfgs.py); the best ``keep`` after a short first phase
+are run to tight convergence, and the best is polished with scipy's L-BFGS-B at tight tolerances.
+``method="varpro"`` (analysis/laws/varpro.py) searches only the exponents instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+
+from analysis.laws.core import (
+    FROM_VEC,
+    HUBER_DELTA,
+    JOINT_NAMES,
+    POWER_NAMES,
+    LogHuberObjective,
+)
+from analysis.laws.lbfgs import lbfgs_batched
+from scaling.errors import UserError
+
+
+def chinchilla_grid() -> np.ndarray:
+    """Hoffmann et al.'s 4,500 starts as rows [e, a, b, alpha, beta]."""
+    alpha = np.arange(0.0, 2.5, 0.5)
+    beta = np.arange(0.0, 2.5, 0.5)
+    e = np.arange(-1.0, 1.5, 0.5)
+    a = np.arange(0.0, 30.0, 5.0)
+    b = np.arange(0.0, 30.0, 5.0)
+    rows = [(ei, ai, bi, al, be) for al, be, ei, ai, bi in itertools.product(alpha, beta, e, a, b)]
+    return np.array(rows, dtype=np.float64)
+
+
+def power_grid() -> np.ndarray:
+    """Starts [e, a, alpha] for the one-variable law (same spacing as the joint grid)."""
+    rows = itertools.product(
+        np.arange(-1.0, 1.5, 0.5), np.arange(0.0, 30.0, 2.5), np.arange(0.0, 2.5, 0.25)
+    )
+    return np.array(list(rows), dtype=np.float64)
+
+
+@dataclass
+class Fit:
+    """A fitted law: full-precision parameters plus convergence diagnostics."""
+
+    kind: str  # "joint" or "power"
+    vec: np.ndarray  # log-space parameter vector ([e, a, b, alpha, beta] or [e, a, alpha])
+    objective: float
+    grad_norm: float  # inf-norm of the objective gradient at the optimum
+    n_points: int
+    method: str
+    delta: float
+    diagnostics: dict = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict:
+        """Natural parameters as python floats (E, A, B, alpha, beta) or (E, A, alpha)."""
+        d = FROM_VEC[self.kind](self.vec)
+        return {k: float(v) for k, v in d.items()}
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "params": self.params,
+            "log_params": [float(x) for x in self.vec],
+            "objective": self.objective,
+            "grad_inf_norm": self.grad_norm,
+            "n_points": self.n_points,
+            "method": self.method,
+            "huber_delta": self.delta,
+            "diagnostics": self.diagnostics,
+        }
+
+
+def check_points(n_points: int, n_params: int, what: str) -> None:
+    """UserError when there are fewer points than parameters."""
+    if n_points < n_params:
+        raise UserError(
+            f"{what}: {n_points} usable point(s) but the law has {n_params} parameters; "
+            f"add runs (at least {n_params}) or fit a smaller law"
+        )
+
+
+def check_finite(fit: Fit, what: str) -> Fit:
+    """UserError when the best fit sends a parameter to infinity (the data do not pin it down)."""
+    with np.errstate(over="ignore"):
+        bad = [k for k, v in fit.params.items() if not np.isfinite(v)]
+    if bad:
+        raise UserError(
+            f"{what}: the fit on {fit.n_points} point(s) diverged ({', '.join(bad)} -> infinity): "
+            "the data do not determine the law; add runs that vary N and D independently "
+            "(more compute budgets and model sizes)"
+        )
+    return fit
+
+
+def multistart(
+    obj: LogHuberObjective,
+    starts: np.ndarray,
+    *,
+    keep: int = 64,
+    phase1_iter: int = 30,
+    max_iter: int = 3000,
+    polish: bool = True,
+    agree_rtol: float = 1e-6,
+    kind: str = "joint",
+) -> tuple[np.ndarray, float, np.ndarray, dict]:
+    """Run all starts briefly, the best ``keep`` to convergence, polish the best one.
+
+    Returns (best_vec, best_f, grad, diagnostics).
+    """
+    t0 = time.perf_counter()
+    r1 = lbfgs_batched(obj, starts, max_iter=phase1_iter)
+    finite = np.flatnonzero(np.isfinite(r1.f))
+    if finite.size == 0:
+        raise UserError("every start of the fit gave a non-finite objective; check the data")
+    sel = finite[np.argsort(r1.f[finite])[:keep]]
+    r2 = lbfgs_batched(obj, r1.x[sel], max_iter=max_iter)
+    i = int(np.argmin(r2.f))
+    best, fbest = r2.x[i].copy(), float(r2.f[i])
+    polished = False
+    if polish:
+        one = np.zeros(1, dtype=np.int64)
+
+        def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+            f, g = obj(x[None, :], one)
+            return float(f[0]), g[0]
+
+        res = minimize(
+            fun,
+            best,
+            jac=True,
+            method="L-BFGS-B",
+            options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 20000, "maxcor": 20},
+        )
+        if np.isfinite(res.fun) and res.fun <= fbest:
+            best, fbest, polished = np.asarray(res.x, dtype=np.float64), float(res.fun), True
+    _, g = obj(best[None, :], np.zeros(1, dtype=np.int64))
+    tol = agree_rtol * abs(fbest) + 1e-14
+    agree = np.flatnonzero(r2.f <= fbest + tol)
+    diag = {
+        "n_starts": int(starts.shape[0]),
+        "n_refined": int(sel.size),
+        "n_refined_converged": int(r2.converged.sum()),
+        "n_agree": int(agree.size),
+        "agree_rtol": agree_rtol,
+        "polished": polished,
+        "iterations_phase1_max": int(r1.n_iter.max()),
+        "iterations_phase2_max": int(r2.n_iter.max()),
+        "spread_among_agreeing": _spread(r2.x[agree], best, kind),
+        "seconds": time.perf_counter() - t0,
+    }
+    return best, fbest, g[0], diag
+
+
+def _spread(vecs: np.ndarray, best: np.ndarray, kind: str) -> dict:
+    """Largest relative deviation of each natural parameter among the agreeing starts."""
+    if vecs.shape[0] == 0:
+        return {}
+    from_vec = FROM_VEC[kind]
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged fit is reported by the caller
+        nat, ref = from_vec(vecs), from_vec(best)
+        return {
+            k: float(np.max(np.abs(nat[k] - ref[k])) / max(abs(float(ref[k])), 1e-300)) for k in ref
+        }
+
+
+def fit_joint(
+    N: np.ndarray,
+    D: np.ndarray,
+    L: np.ndarray,
+    *,
+    method: str = "grid",
+    delta: float = HUBER_DELTA,
+    starts: np.ndarray | None = None,
+    keep: int = 64,
+    polish: bool = True,
+) -> Fit:
+    """Fit L = E + A/N^alpha + B/D^beta (summed log-Huber) by ``method`` "grid" or "varpro"."""
+    N, D, L = (np.asarray(x, dtype=np.float64) for x in (N, D, L))
+    check_points(L.size, 5, "joint law L(N, D)")
+    obj = LogHuberObjective([np.log(N), np.log(D)], np.log(L), delta=delta)
+    if method == "varpro":
+        from analysis.laws.varpro import varpro_starts
+
+        starts = varpro_starts(N, D, L, obj)
+    elif method != "grid":
+        raise UserError(f"unknown fit method {method!r}; use 'grid' or 'varpro'")
+    elif starts is None:
+        starts = chinchilla_grid()
+    best, fbest, g, diag = multistart(obj, starts, keep=keep, polish=polish)
+    fit = Fit("joint", best, fbest, float(np.abs(g).max()), int(L.size), method, delta, diag)
+    return check_finite(fit, "joint law L(N, D)")
+
+
+def fit_power(
+    x: np.ndarray, L: np.ndarray, *, delta: float = HUBER_DELTA, what: str = "L(x)"
+) -> Fit:
+    """Fit L(x) = E + A x^-alpha (summed log-Huber, multi-start grid, batched L-BFGS)."""
+    x, L = np.asarray(x, dtype=np.float64), np.asarray(L, dtype=np.float64)
+    check_points(L.size, 3, what)
+    obj = LogHuberObjective([np.log(x)], np.log(L), delta=delta)
+    best, fbest, g, diag = multistart(obj, power_grid(), keep=32, kind="power")
+    fit = Fit("power", best, fbest, float(np.abs(g).max()), int(L.size), "grid", delta, diag)
+    return check_finite(fit, what)
+
+
+__all__ = ["Fit", "fit_joint", "fit_power", "chinchilla_grid", "JOINT_NAMES", "POWER_NAMES"]

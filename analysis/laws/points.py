@@ -1,0 +1,114 @@
+"""`scaling predict --at POINTS`: many (N, D) or compute-budget points from one fit.
+
+A points file is a CSV, or JSON lines when its name ends in .jsonl/.ndjson. Columns (any order,
+other columns ignored except ``name``, which labels the rows):
+
+- ``N`` and ``D`` (or ``params`` and ``tokens``): loss of that model trained on that many tokens;
+- ``N`` and ``C`` (or ``flops``) without D: the same, with D = C / (6 N);
+- ``C`` alone: the loss at the compute-optimal (N, D) for that budget, with N_opt and D_opt.
+
+A file with N but neither D nor C, or with neither N nor C, is refused before any fitting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from analysis.tables import read_rows
+from scaling.errors import UserError
+
+ALIASES = {"N": ("N", "params"), "D": ("D", "tokens"), "C": ("C", "flops")}
+
+
+@dataclass(frozen=True)
+class Points:
+    """Points to predict at: ``kind`` is 'nd' (arrays N, D) or 'flops' (array C)."""
+
+    kind: str
+    names: list[str]
+    N: np.ndarray
+    D: np.ndarray
+    C: np.ndarray
+    source: str
+
+
+def read_points(path: str | Path) -> Points:
+    """Parse and validate a points file (UserError, one line, on anything wrong)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--at {path}: points file does not exist")
+    cols, rows = read_rows(path)
+    have = {k: next((a for a in names if a in cols), None) for k, names in ALIASES.items()}
+    if have["N"] is None and have["C"] is None:
+        raise UserError(f"--at {path}: needs a column N (with D or C) or C; columns are {cols}")
+    if have["N"] is not None and have["D"] is None and have["C"] is None:
+        raise UserError(f"--at {path}: has N but no D or C column; add tokens D (or FLOPs C)")
+    if not rows:
+        raise UserError(f"--at {path}: no points (the file has a header only)")
+    kind = "nd" if have["N"] is not None else "flops"
+    vals = {k: _column(rows, c, path) for k, c in have.items() if c is not None}
+    n = len(rows)
+    N = vals.get("N", np.full(n, np.nan))
+    C = vals.get("C", np.full(n, np.nan))
+    D = vals["D"] if "D" in vals else C / (6.0 * N)
+    if kind == "nd":
+        C = 6.0 * N * D
+    names = [str(r.get("name") or where.rsplit(":", 1)[1]) for where, r in rows]
+    return Points(kind, names, N, D, C, str(path))
+
+
+def _column(rows: list, col: str, path: Path) -> np.ndarray:
+    out = []
+    for where, r in rows:
+        raw = r.get(col)
+        try:
+            v = float(raw)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not np.isfinite(v) or v <= 0:
+            raise UserError(f"--at {where}: column {col!r} value {raw!r} is not a positive number")
+        out.append(v)
+    return np.array(out, dtype=np.float64)
+
+
+def predict_points(fit, boot, pts: Points, level: float, pred=None) -> list[dict]:
+    """One prediction dict per point (the same dicts as `predict --flops` / `--params`); with a
+    predictor (analysis.laws.predictive) the loss carries its predictive interval."""
+    from analysis.laws.predict import predict_flops, predict_nd
+
+    out = []
+    for i, name in enumerate(pts.names):
+        if pts.kind == "flops":
+            r = predict_flops(fit, boot, float(pts.C[i]), level, pred)
+        else:
+            r = predict_nd(fit, boot, float(pts.N[i]), float(pts.D[i]), level, pred)
+        out.append({"name": name, **r})
+    return out
+
+
+def points_lines(preds: list[dict], kind: str, loss_unit: str, level: float) -> list[str]:
+    """A plain-text table of ``predict_points`` output: the loss with its predictive interval
+    (as `predict` prints it), N_opt with its bootstrap CI."""
+    lvl = int(round(level * 100))
+
+    def ci(d: dict) -> str:
+        return f"{d['estimate']:.4g} [{d['lo']:.4g}, {d['hi']:.4g}]"
+
+    if kind == "flops":
+        loss = f"loss [{lvl}% predictive]"
+        head = f"{'point':<10} {'C':>10}  {loss:<28} N_opt [{lvl}% bootstrap CI]"
+        body = [
+            f"{p['name']:<10} {p['flops']:>10.3g}  {ci(p['loss']):<28} {ci(p['N_opt'])}"
+            for p in preds
+        ]
+    else:
+        head = f"{'point':<10} {'N':>10} {'D':>10} {'C':>10}  loss [{lvl}% predictive]"
+        body = [
+            f"{p['name']:<10} {p['params']:>10.3g} {p['tokens']:>10.3g} {p['flops']:>10.3g}  "
+            f"{ci(p['loss'])}"
+            for p in preds
+        ]
+    return [f"loss in {loss_unit}", head, *body]

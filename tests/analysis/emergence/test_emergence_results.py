@@ -1,0 +1,172 @@
+"""Emergence flagger on our own results.jsonl records (evals block in the contract's format)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from analysis.emergence.report import analyze_results
+from scaling.cli import main
+
+N_ITEMS = 400
+LOG_C = 10.0 + 0.5 * np.arange(7)  # 7 budgets, half a decade apart
+
+
+def _evals(rng, i: int) -> dict:
+    """copy: smooth per-token accuracy, exact match = p^20 (metric-induced jump);
+    add3: stays at chance (exact-match chance 0.001, token chance 0.1)."""
+    scores, chance = {}, {}
+    p = 1 - 0.6 * 10 ** (-0.5 * (LOG_C[i] - LOG_C[0]))
+    for task, em_p, tok_p, ch in (("copy", p**20, p, 0.01), ("add3", 0.001, 0.1, 0.001)):
+        scores[task] = {}
+        for k in (0, 1, 4):
+            scores[task][str(k)] = {
+                "exact_match": rng.binomial(N_ITEMS, em_p) / N_ITEMS,
+                "token_acc": rng.binomial(N_ITEMS * 20, tok_p) / (N_ITEMS * 20),
+                "logprob": float(20 * np.log(tok_p) + rng.normal(0, 0.05)),
+                "n_items": N_ITEMS,
+            }
+        chance[task] = {"exact_match": ch, "token_acc": 0.1}
+    return {"scores": scores, "chance": chance, "shots": [0, 1, 4], "seconds": 1.0}
+
+
+def _record(rng, i: int, seed: int, *, loss_offset: float = 0.0, evals: bool = True) -> dict:
+    c = 10 ** LOG_C[i]
+    n = 1e3 * 10 ** (0.25 * i)
+    return {
+        "run_id": f"r{i}-{seed}-{loss_offset}",
+        "sweep": "ladder",
+        "N_total": n,
+        "N_nonembed": 0.8 * n,
+        "D": c / (6 * n),
+        "C_6ND": c,
+        "C_exact": 1.1 * c,
+        "final_val_loss": 3.0 - 0.2 * i + loss_offset,
+        "best_val_loss": 3.0 - 0.2 * i,
+        "status": "done",
+        "seed": seed,
+        "config": {"train": {"seed": seed}},
+        "evals": _evals(rng, i) if evals else None,
+    }
+
+
+def _write(path, records) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_results_jsonl_end_to_end(tmp_path):
+    rng = np.random.default_rng(3)
+    recs = [_record(rng, i, s) for i in range(len(LOG_C)) for s in (0, 1)]
+    bad = _record(rng, 3, 0, loss_offset=1.0)  # same budget, worse model (IsoFLOP off-frontier)
+    bad["N_total"] *= 3
+    bad["evals"]["scores"]["add3"]["4"]["exact_match"] = 0.9  # would fake a jump if kept
+    diverged = dict(_record(rng, 5, 2), status="diverged")
+    _write(tmp_path / "results.jsonl", recs + [bad, diverged])
+    report = analyze_results(tmp_path / "results.jsonl", tmp_path / "out")
+    assert report is not None
+    saved = json.loads((tmp_path / "out" / "emergence.json").read_text())
+    assert saved["n_curves"] == report["n_curves"] == 2 * 3 * 3  # tasks x shots x metrics
+    by = {(c["task"], c["shots"], c["metric"]): c for c in saved["curves"]}
+    copy_em = by[("copy", 4, "exact_match")]
+    assert copy_em["n_seeds"] == [2.0] * len(LOG_C)  # seeds pooled, diverged run skipped
+    assert copy_em["n_items"] == [2.0 * N_ITEMS] * len(LOG_C)
+    assert copy_em["companions"] == ["token_acc", "logprob"]
+    assert copy_em["verdict"] == "emergent_metric_induced", copy_em["reason"]
+    assert "single_seed" not in copy_em["warnings"]
+    assert copy_em["loss_threshold"] is not None  # loss-threshold view from final_val_loss
+    assert copy_em["figure"].endswith(".png")
+    for k in (0, 1, 4):
+        assert by[("add3", k, "exact_match")]["verdict"] == "flat_at_chance"
+    assert by[("copy", 4, "logprob")]["bounded"] is False
+    assert {m["primary"] for m in saved["mirage_pairs"]} == {"exact_match"}
+
+
+def test_params_scale_and_no_evals(tmp_path):
+    rng = np.random.default_rng(4)
+    _write(tmp_path / "results.jsonl", [_record(rng, i, 0) for i in range(len(LOG_C))])
+    rep = analyze_results(tmp_path, tmp_path / "p", scale="params", figures=False)
+    x = rep["curves"][0]["log10_scale"]
+    assert np.allclose(np.diff(x), 0.25)  # N grows 10^0.25 per step
+    assert "single_seed" in rep["curves"][0]["warnings"]
+    _write(tmp_path / "results.jsonl", [_record(rng, i, 0, evals=False) for i in range(3)])
+    assert analyze_results(tmp_path / "results.jsonl", tmp_path / "none") is None
+
+
+def test_cli_sweep_dir(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    _write(tmp_path / "results.jsonl", [_record(rng, i, 0) for i in range(len(LOG_C))])
+    assert main(["emergence", str(tmp_path), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "flat_at_chance" in out and (tmp_path / "emergence" / "emergence.json").is_file()
+    assert main(["emergence", str(tmp_path / "missing")]) == 2
+    assert "no results file" in capsys.readouterr().err
+    assert main(["emergence"]) == 2
+
+
+def test_isoflop_cells_group_by_nominal_budget(tmp_path):
+    """Cells of one budget have exact FLOPs a little off the budget; they are one scale, and
+    only the lowest-loss shape of each budget stays on the curve."""
+    from analysis.emergence.sources import curves_from_results
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for i in range(len(LOG_C)):
+        for j, off in enumerate((0.3, 0.0, 0.2)):  # three shapes; the middle one is best
+            r = _record(rng, i, 0, loss_offset=off)
+            r["N_total"] *= 2.0**j
+            r["C_exact"] *= 1 + 0.003 * j
+            r["cell"] = {"kind": "isoflop", "budget": 10 ** LOG_C[i]}
+            recs.append(r)
+    _write(tmp_path / "results.jsonl", recs)
+    curve = next(c for c in curves_from_results(tmp_path) if c.task == "copy")
+    np.testing.assert_allclose(np.log10(curve.scale), LOG_C)
+    np.testing.assert_allclose(curve.loss, 3.0 - 0.2 * np.arange(len(LOG_C)))  # best shape kept
+
+
+def test_lr_variants_reduce_to_the_fits_choice(tmp_path):
+    """A grid with an lr axis runs each cell at several lrs; the curve keeps one point per
+    budget, the lowest-loss variant (as the scaling fits do), not every lr pooled as seeds."""
+    from analysis.emergence.sources import curves_from_results
+
+    rng = np.random.default_rng(1)
+    recs = []
+    for i in range(len(LOG_C)):
+        for lr, off in ((1e-3, 0.5), (1e-2, 0.0), (1e-1, 0.8)):  # 1e-2 is best
+            r = _record(rng, i, 0, loss_offset=off)
+            r["cell"] = {"kind": "isoflop", "budget": 10 ** LOG_C[i], "shape": "d16", "seed": 0}
+            r["cell"] |= {"lr": lr, "hp_axes": ["lr"]}
+            if lr != 1e-2:  # a worse lr with a fake jump: it must not reach the curve
+                r["evals"]["scores"]["add3"]["4"]["exact_match"] = 0.9
+            recs.append(r)
+    _write(tmp_path / "results.jsonl", recs)
+    curves = {(c.task, c.shots, c.metric): c for c in curves_from_results(tmp_path)}
+    curve = curves[("add3", 4, "exact_match")]
+    np.testing.assert_allclose(np.log10(curve.scale), LOG_C)
+    assert list(curve.n_seeds) == [1] * len(LOG_C)
+    np.testing.assert_allclose(curve.loss, 3.0 - 0.2 * np.arange(len(LOG_C)))
+    assert curve.y.max() < 0.05
+
+
+def test_csv_mapped_columns_and_families_must_exist(tmp_path):
+    """A typo in a mapped column or a family name is an error naming it, not a silent skip."""
+    import pytest
+
+    from analysis.emergence.sources import curves_from_table
+    from scaling.errors import UserError
+
+    f = tmp_path / "t.csv"
+    f.write_text(
+        "Model,Fam,FLOPs,acc,bleu\n"
+        + "".join(f"m{i},F,{10.0**i},{0.1 * i},{i}\n" for i in range(1, 6))
+    )
+    spec = {"family": "Fam", "compute": "FLOPs"}
+    good = {"acc": {"chance": 0.0, "n_items": 100}, "bleu": {}}
+    assert len(curves_from_table([str(f)], {**spec, "metrics": good})) == 2
+    typo = {"acc": {"chance": 0.0, "n_items": 100}, "blue": {}}
+    with pytest.raises(UserError, match="'blue' not found"):
+        curves_from_table([str(f)], {**spec, "metrics": typo})
+    with pytest.raises(UserError, match="family='Family' not found"):
+        curves_from_table([str(f)], {**spec, "family": "Family", "metrics": good})
+    with pytest.raises(UserError, match="no rows for 'G'"):
+        curves_from_table([str(f)], {**spec, "metrics": good}, families=["F", "G"])

@@ -1,0 +1,169 @@
+"""`scaling compare`: compute multiplier and exponent test on synthetic sweeps of known truth."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from analysis.laws import compare as cmp
+from analysis.laws.simulate import CHINCHILLA_TRUTH, isoflop_sweep
+from analysis.tables import RunTable
+from scaling.cli import main
+
+BUDGETS = (1e18, 1e19, 1e20, 1e21)
+
+
+def _table(truth: dict, seed: int, name: str, sigma: float = 0.01) -> RunTable:
+    rng = np.random.default_rng(seed)
+    s = isoflop_sweep(truth, budgets=BUDGETS, n_sizes=6, sigma=sigma, rng=rng)
+    n = s["N"].size
+    return RunTable(
+        [f"{name}{i}" for i in range(n)],
+        s["N"],
+        s["D"],
+        s["C"],
+        s["loss"],
+        s["budget"],
+        [None] * n,
+        source=name,
+    )
+
+
+def _planted(multiplier: float) -> dict:
+    """L_B(N, D) = L_A(m N, D): B's frontier is A's at m times the compute."""
+    t = dict(CHINCHILLA_TRUTH)
+    t["A"] = t["A"] / multiplier ** t["alpha"]
+    return t
+
+
+@pytest.fixture(scope="module")
+def base_fit():
+    return cmp.fit_sweep(_table(CHINCHILLA_TRUTH, 1, "a"), "A", n_resamples=300, seed=0)
+
+
+def test_frontier_closed_form_matches_numeric_minimum():
+    f = cmp.frontier_params(CHINCHILLA_TRUTH)
+    C = 1e21
+    N = np.geomspace(1e8, 1e11, 20001)
+    D = C / (6 * N)
+    from analysis.laws.core import joint_loss
+
+    assert cmp.frontier_loss(f, C) == pytest.approx(
+        joint_loss(CHINCHILLA_TRUTH, N, D).min(), rel=1e-7
+    )
+    assert cmp.compute_for_loss(f, cmp.frontier_loss(f, C)) == pytest.approx(C, rel=1e-9)
+    assert np.isinf(cmp.compute_for_loss(f, CHINCHILLA_TRUTH["E"] * 0.99))
+    # the planted law really is a 2x compute multiplier
+    g = cmp.frontier_params(_planted(2.0))
+    assert cmp.frontier_loss(g, C) == pytest.approx(cmp.frontier_loss(f, 2 * C), rel=1e-12)
+
+
+def test_planted_2x_multiplier_is_covered(base_fit):
+    b = cmp.fit_sweep(_table(_planted(2.0), 2, "b"), "B", n_resamples=300, seed=1)
+    res = cmp.compare(base_fit, b, level=0.9)
+    rows = res["multipliers"]
+    assert [r["extrapolated"] for r in rows] == [False, False, False, True]
+    c_min = min(base_fit.table.C.min(), b.table.C.min())
+    for r in rows[:3]:  # default losses: both frontiers reach them inside the runs' compute
+        assert c_min * (1 - 1e-9) <= min(r["C_A"], r["C_B"]), r
+    for r in rows:
+        m = r["multiplier"]
+        assert m["lo"] <= 2.0 <= m["hi"], r
+        if not r["extrapolated"]:  # inside the data it is clearly not "no difference"
+            assert m["lo"] > 1.0 and r["p_B_cheaper"] > 0.95, r
+    t = res["test"]
+    assert t["d_gamma"]["lo"] <= 0.0 <= t["d_gamma"]["hi"]
+    assert t["verdict"].startswith("offset only")
+    # reversed, B needs 2x A's compute: at the loss A reaches with 0.9x the largest budget,
+    # B's frontier runs past every run, so that multiplier is extrapolated too
+    c_max = max(base_fit.table.C.max(), b.table.C.max())
+    loss = float(cmp.frontier_loss(cmp.frontier_params(b.fit.params), 0.9 * c_max))
+    (row, _) = cmp.compare(b, base_fit, losses=[loss])["multipliers"]
+    assert row["C_A"] < c_max < row["C_B"] and row["extrapolated"]
+
+
+def test_identical_sweeps_cover_1(base_fit):
+    table = base_fit.table
+    b = cmp.fit_sweep(table, "A again", n_resamples=300, seed=7)  # independent resamples
+    res = cmp.compare(base_fit, b, losses=[2.4, 2.2])
+    for r in res["multipliers"]:
+        m = r["multiplier"]
+        assert m["estimate"] == pytest.approx(1.0)
+        assert m["lo"] < 1.0 < m["hi"], r
+    assert [r["loss"] for r in res["multipliers"][:2]] == [2.4, 2.2]
+    assert res["test"]["verdict"].startswith("offset only")
+
+
+def test_different_exponent_is_detected():
+    """A real exponent change (gamma 0.154 -> 0.237) is flagged, and its CI covers the truth.
+    The frontier exponent trades off against E, so this needs 0.5% noise to be detected."""
+    a = cmp.fit_sweep(_table(CHINCHILLA_TRUTH, 1, "a", 0.005), "A", n_resamples=300, seed=0)
+    truth = dict(CHINCHILLA_TRUTH, A=1500.0, B=1500.0, alpha=0.5, beta=0.45)
+    b = cmp.fit_sweep(_table(truth, 3, "b", 0.005), "B", n_resamples=300, seed=1)
+    res = cmp.compare(a, b)
+    d, g = res["test"]["d_gamma"], cmp.frontier_params
+    true_d = g(truth)["gamma"] - g(CHINCHILLA_TRUTH)["gamma"]
+    assert 0 < d["lo"] <= true_d <= d["hi"], d
+    assert res["test"]["verdict"].startswith("exponents differ")
+    assert res["test"]["p_equal_gamma"] < 0.1
+
+
+def _write_csv(path, table: RunTable) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["params", "flops", "loss"])
+        for row in zip(table.N, table.C, table.loss, strict=True):
+            w.writerow([repr(float(x)) for x in row])
+
+
+def test_cli_writes_json_and_figure(tmp_path, capsys):
+    ta, tb = _table(CHINCHILLA_TRUTH, 1, "a"), _table(_planted(2.0), 2, "b")
+    _write_csv(tmp_path / "rope.csv", ta)
+    _write_csv(tmp_path / "learned.csv", tb)
+    args = ["compare", str(tmp_path / "rope.csv"), str(tmp_path / "learned.csv")]
+    args += ["--map", "N=params", "--map", "C=flops", "--map", "loss=loss"]
+    assert main(args + ["--resamples", "100", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "compute multiplier of B = learned over A = rope" in out
+    res = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert res["A"]["n_runs"] == 24 and len(res["multipliers"]) == 4
+    assert (tmp_path / "out" / "compare.png").stat().st_size > 10_000
+    # one clear line for a bad request
+    assert main(["compare", str(tmp_path / "rope.csv"), str(tmp_path / "learned.csv")]) == 2
+    assert "--map" in capsys.readouterr().err
+    assert main(args + ["--losses", "2,x"]) == 2
+    assert capsys.readouterr().err.startswith("error: --losses")
+
+
+def _write_results(root, table: RunTable, tokenizer: str, dataset: str) -> None:
+    root.mkdir(parents=True)
+    recs = [
+        {
+            "run_id": rid,
+            "status": "done",
+            "N_total": float(n),
+            "D": float(d),
+            "final_val_loss": float(loss),
+            "final_val_bpb": float(loss) / np.log(2),
+            "tokenizer": tokenizer,
+            "config": {"data": {"dataset": dataset}},
+        }
+        for rid, n, d, loss in zip(table.run_id, table.N, table.D, table.loss, strict=True)
+    ]
+    (root / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_sweep_dirs_with_other_tokenizers_need_bits_per_byte(tmp_path, capsys):
+    _write_results(tmp_path / "a", _table(CHINCHILLA_TRUTH, 1, "a"), "utf8-bytes-v1", "x")
+    _write_results(tmp_path / "b", _table(_planted(2.0), 2, "b"), "spm-0123", "y")
+    args = ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--resamples", "50"]
+    assert main(args) == 2
+    assert "different tokenizers" in capsys.readouterr().err
+    assert main(args + ["--loss", "bpb", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["loss_unit"] == "bits/byte"
+    assert "trained on different data (x vs y)" in out.err
+    assert (tmp_path / "b" / "compare_a_vs_b" / "compare.json").is_file()

@@ -1,0 +1,119 @@
+"""The fine-tuning law L(X, D_f) = E + A X^-alpha D_f^-beta: recovery, CIs, back-test, report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis.laws import finetune as FL
+from analysis.laws.core import mult_loss
+from scaling.errors import UserError
+
+TRUE = {"E": 0.8, "A": 30.0, "alpha": 0.3, "beta": 0.25}
+NS = [1e4, 3e4, 1e5, 3e5]
+DFS = [16, 64, 256, 1024]
+
+
+def _synthetic(noise: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    N = np.repeat(NS, len(DFS)).astype(float)
+    D = np.tile(DFS, len(NS)).astype(float)
+    L = mult_loss(TRUE, N, D) * np.exp(noise * rng.standard_normal(N.size))
+    return N, D, L
+
+
+def test_fit_recovers_known_parameters_from_noisy_data():
+    N, D, L = _synthetic(0.01)
+    fit = FL.fit_mult(N, D, L)
+    p = fit.params
+    assert fit.grad_norm < 1e-6 and fit.diagnostics["n_agree"] >= 1
+    assert p["alpha"] == pytest.approx(0.3, abs=0.03) and p["beta"] == pytest.approx(0.25, abs=0.03)
+    assert p["E"] == pytest.approx(0.8, rel=0.05)
+    boot = FL.bootstrap_mult(fit, N, D, L, n_resamples=300, seed=1)
+    assert boot.pop("n_unconverged") == 0
+    for k, v in TRUE.items():  # the 95% percentile interval covers the truth
+        lo, hi = np.percentile(boot[k], [2.5, 97.5])
+        assert lo <= v <= hi, (k, lo, hi)
+
+
+def test_noise_free_fit_is_exact():
+    N, D, L = _synthetic(0.0)
+    p = FL.fit_mult(N, D, L).params
+    for k, v in TRUE.items():
+        assert p[k] == pytest.approx(v, rel=1e-5)
+
+
+def _rows(method: str, noise: float, seed: int) -> list[dict]:
+    N, D, L = _synthetic(noise, seed)
+    return [
+        {
+            "row_id": f"{method}{i}",
+            "run_id": f"run{int(n)}",
+            "task": "upper",
+            "method": method,
+            "n_params": n,
+            "pretrain_tokens": 100 * n,
+            "d_f": int(d),
+            "trainable_params": 10,
+            "eval_loss": float(loss),
+            "pre_eval_loss": float(loss) + 1,
+            "status": "done",
+        }
+        for i, (n, d, loss) in enumerate(zip(N, D, L, strict=True))
+    ]
+
+
+def test_analyze_table_backtest_predictions_and_report(tmp_path):
+    rows = _rows("full", 0.005, 0) + _rows("lora:r=4", 0.005, 1)
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = FL.analyze(path, n_resamples=200)
+    assert [g["method"] for g in res["groups"]] == ["full", "lora:r=4"]
+    for g in res["groups"]:
+        assert (
+            g["fits"]["N"]["params_ci"]["alpha"]["lo"]
+            < 0.3
+            < g["fits"]["N"]["params_ci"]["alpha"]["hi"]
+        )
+        bt = g["backtest"]
+        assert bt["held_out_N"] == 3e5 and len(bt["rows"]) == len(DFS)
+        assert bt["mean_abs_rel_error"] < 0.02  # the law extrapolates one size up
+        pred = g["fits"]["N"]["predictions"][1]  # 10x the largest N
+        assert pred["loss"]["lo"] < mult_loss(TRUE, 3e6, 1024) < pred["loss"]["hi"]
+    md = FL.report_md(res)
+    assert "| upper | full | 16 |" in md and "Predictions" in md
+    from analysis.finetune_plots import all_figures
+
+    figs = all_figures(res, tmp_path)
+    assert len(figs) == 2 and all(
+        (tmp_path / f"finetune_upper_{n}.png").stat().st_size > 5000
+        for n in ("loss_vs_df", "methods")
+    )
+
+
+def test_too_few_points_or_sizes_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="4 parameters"):
+        FL.fit_mult([1e4, 2e4, 3e4], [16, 16, 32], [2.0, 1.9, 1.8])
+    rows = [r for r in _rows("full", 0.0, 0) if r["n_params"] == 1e4]
+    path = tmp_path / "one.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = FL.analyze(path, n_resamples=50)
+    assert "N" not in res["groups"][0]["fits"]  # one model size: no law in N, with a note
+    assert any("needs >= 2" in n for n in res["notes"])
+
+
+def test_sweep_report_gets_a_finetuning_section(tmp_path):
+    from analysis.report import _finetune
+
+    table = tmp_path / "finetune" / "results.jsonl"
+    table.parent.mkdir()
+    table.write_text("".join(json.dumps(r) + "\n" for r in _rows("lora:r=4", 0.005, 2)))
+    res, figures = {"level": 0.9, "notes": []}, {}
+    _finetune(table, tmp_path / "report", res, figures)
+    assert "| upper | lora:r=4 | 16 |" in res["finetune_md"]
+    assert res["finetune"]["groups"][0]["fits"]["N"]["fit"]["kind"] == "mult"
+    assert set(figures) == {"fine-tuning upper: loss vs D_f", "fine-tuning upper: methods across N"}
+    _finetune(tmp_path / "absent.jsonl", tmp_path / "report", res2 := {"level": 0.9}, {})
+    assert "finetune" not in res2  # no table: no section

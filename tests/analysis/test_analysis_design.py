@@ -1,0 +1,123 @@
+"""Design detection: IsoFLOP sweeps, size ladders and N x D grids get only the analyses they
+support; checks that a design cannot answer say "not applicable" instead of [ok]."""
+
+import json
+
+import numpy as np
+
+from analysis.checks import main as checks_main
+from analysis.checks import study_checks
+from analysis.design import detect_design
+from analysis.laws.core import joint_loss
+from analysis.laws.select import holdout_rows, where
+from analysis.laws.simulate import CHINCHILLA_TRUTH, isoflop_sweep
+from analysis.report import fits_json, run_analysis
+from analysis.tables import RunTable, load_table
+from scaling.cli import main
+
+
+def _table(N, D, budget=None, seed=0):
+    N, D = np.asarray(N, float), np.asarray(D, float)
+    rng = np.random.default_rng(seed)
+    loss = joint_loss(CHINCHILLA_TRUTH, N, D) * np.exp(0.005 * rng.standard_normal(N.size))
+    b = np.full(N.size, np.nan) if budget is None else np.asarray(budget, float)
+    ids = [f"r{i}" for i in range(N.size)]
+    return RunTable(ids, N, D, 6 * N * D, loss, b, [None] * N.size, source="synthetic")
+
+
+def _grid():
+    N, M = np.meshgrid(np.geomspace(2e7, 1e9, 5), [5, 10, 20, 50, 100])
+    return _table(N.ravel(), (N * M).ravel())
+
+
+def test_synthetic_designs_are_told_apart():
+    sw = isoflop_sweep(budgets=(1e18, 1e19, 1e20), n_sizes=5)
+    assert detect_design(_table(sw["N"], sw["D"], sw["budget"])).kind == "isoflop"
+    assert detect_design(_table(sw["N"], sw["D"])).kind == "isoflop"  # budgets from C alone
+    N = np.geomspace(1e7, 1e9, 6)
+    ladder = detect_design(_table(N, 20 * N))
+    assert ladder.kind == "ladder" and not ladder.supports("approach2")
+    assert not ladder.supports("allocation") and "~20 tok/param" in ladder.description
+    grid = detect_design(_grid())
+    assert grid.kind == "grid" and grid.supports("joint") and not grid.supports("approach2")
+    assert "5 model sizes x 5 tokens-per-parameter" in grid.description
+    rng = np.random.default_rng(3)
+    scattered = _table(10 ** rng.uniform(7, 9, 30), 10 ** rng.uniform(9, 11, 30))
+    assert detect_design(scattered).kind == "scattered"
+
+
+def test_published_designs(shared_data):
+    olmo = load_table(
+        shared_data / "bhagia2024_olmo_ladder_final.csv",
+        {"N": "N", "D": "D", "loss": "loss_c4", "run": "run"},
+    )
+    d = detect_design(where(olmo, 'role == "ladder"'))
+    assert d.kind == "grid" and "5 model sizes x 5" in d.description
+    porian = load_table(
+        shared_data / "porian2024_isoflop.csv", {"N": "N", "D": "D", "loss": "loss"}
+    )
+    sub = where(porian, 'config_id == "rw_base_short_chinchilla_standard_val"')
+    assert detect_design(sub).kind == "isoflop"
+    epoch = load_table(
+        shared_data / "epoch_chinchilla_svg_extracted_data.csv",
+        {"N": "Model Size", "C": "Training FLOP", "loss": "loss"},
+    )
+    assert detect_design(epoch).kind == "isoflop"
+
+
+def test_grid_runs_no_approach2_and_checks_say_not_applicable(tmp_path, capsys):
+    t = _grid()
+    mask, desc = holdout_rows(t, "largest")  # the largest model size, not an invented budget
+    assert mask.sum() == 5 and np.all(t.N[mask] == t.N.max()) and "largest model size" in desc
+    res = run_analysis(t, n_resamples=40, need_approach2=True)  # no exit: the grid has no budgets
+    assert "approach2" not in res and res["design"]["kind"] == "grid"
+    assert any(n.startswith("Approach 2 skipped: not applicable") for n in res["notes"])
+    assert res["backtest"]["n_test"] == 5
+    fits = json.loads(json.dumps(fits_json(res)))
+    checks = {name: (ok, detail) for name, ok, detail in study_checks(fits)}
+    assert checks["IsoFLOP minima inside the grid"][0] is None
+    assert checks["frontier falls with compute"][1].startswith("not applicable: N x D grid")
+    path = tmp_path / "fits.json"
+    path.write_text(json.dumps(fits))
+    checks_main([str(path), "--max-backtest-error", "0.5"])
+    out = capsys.readouterr().out
+    assert "[n/a] IsoFLOP minima inside the grid: not applicable" in out and "[ok]" in out
+
+
+def test_ladder_notes_that_allocation_is_not_identified():
+    N = np.geomspace(1e7, 1e9, 8)
+    res = run_analysis(_table(N, 20 * N), n_resamples=40, holdout=None)
+    assert res["design"]["kind"] == "ladder"
+    assert any("not identified" in n for n in res["notes"])
+    checks = {name: ok for name, ok, _ in study_checks(json.loads(json.dumps(fits_json(res))))}
+    assert checks["allocation exponents identified"] is None
+
+
+def test_analyze_olmo_ladder_csv_end_to_end(shared_data, tmp_path, capsys):
+    """Without --no-approach2: a grid is not asked for IsoFLOP budgets it does not have."""
+    argv = [
+        "analyze",
+        "--csv",
+        str(shared_data / "bhagia2024_olmo_ladder_final.csv"),
+        "--map",
+        "N=N",
+        "--map",
+        "D=D",
+        "--map",
+        "loss=loss_c4",
+        "--map",
+        "run=run",
+        "--where",
+        'role == "ladder"',
+        "--resamples",
+        "40",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Design: N x D grid: 5 model sizes x 5")
+    fits = json.loads((tmp_path / "fits.json").read_text())
+    assert "approach2" not in fits and fits["design"]["kind"] == "grid"
+    assert {r["run_id"].split("-")[0] for r in fits["backtest"]["runs"]} == {"3B"}
+    assert not (tmp_path / "isoflop.png").exists()
