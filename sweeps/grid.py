@@ -23,6 +23,7 @@ from typing import Any
 
 from scaling import config as C
 from scaling.errors import UserError
+from scaling.overrides import apply as apply_overrides
 from sweeps import family as F
 
 GRID_DIR = Path(__file__).parent / "grids"
@@ -98,17 +99,7 @@ def load_grid(path_or_name: str | Path, overrides: list[str] | tuple[str, ...] =
     """Read a grid TOML and apply `table.key=value` overrides (e.g. shapes.scale=0.125)."""
     path = resolve_grid_path(path_or_name)
     raw = C.read_toml(path)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            raise UserError(f"--set {item!r}: expected table.key=value, e.g. shapes.scale=0.25")
-        node = raw
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set {item!r}: {part!r} is not a table in the grid")
-        node[parts[-1]] = C.parse_value(value.strip())
+    apply_overrides(raw, overrides, "table.key=value", "shapes.scale=0.25", "the grid")
     raw.setdefault("name", path.stem)
     return raw
 

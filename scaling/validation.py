@@ -1,0 +1,172 @@
+"""Checks of a resolved run config: `validate` (static, no devices needed: one function per
+section) and `validate_mesh` (against the visible device count). Each problem raises `UserError`
+naming the field and the fix. Re-exported by scaling.config. Never imports JAX.
+"""
+
+from __future__ import annotations
+
+from scaling.errors import UserError
+from scaling.runconfig import (
+    CHOICES,
+    DataConfig,
+    EvalConfig,
+    MeshConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Static checks (no devices needed). `validate_mesh` checks against the device count."""
+    _check_model(cfg.model)
+    _check_train(cfg.train)
+    _check_data(cfg.data, cfg.model, cfg.eval)
+    _check_eval_and_mesh(cfg.eval, cfg.mesh, cfg.model)
+
+
+def _check_model(m: ModelConfig) -> None:
+    for name in ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len"):
+        if getattr(m, name) <= 0:
+            raise UserError(f"model.{name} = {getattr(m, name)}: must be a positive integer")
+    if m.d_ff < 0 or m.n_kv_heads < 0:
+        raise UserError("model.d_ff and model.n_kv_heads must be >= 0 (0 means the default)")
+    if m.d_model % m.n_heads:
+        raise UserError(
+            f"model.n_heads = {m.n_heads} does not divide model.d_model = {m.d_model}; "
+            f"pick n_heads from the divisors of d_model"
+        )
+    if m.head_dim % 2 and m.pos == "rope":
+        raise UserError(
+            f"model.d_model / model.n_heads = {m.head_dim} is odd; RoPE needs an even head dim: "
+            f'choose n_heads so that d_model / n_heads is even, or set model.pos = "learned"'
+        )
+    if m.n_heads % m.kv_heads:
+        raise UserError(
+            f"model.n_kv_heads = {m.n_kv_heads} does not divide model.n_heads = {m.n_heads}"
+        )
+    for name, choices in CHOICES.items():
+        if getattr(m, name) not in choices:
+            raise UserError(f"model.{name} = {getattr(m, name)!r}: choose one of {choices}")
+    if m.init_std <= 0:
+        raise UserError(f"model.init_std = {m.init_std}: must be > 0")
+    if m.base_width < 0 or (m.param == "mup" and m.base_width == 0):
+        raise UserError(
+            f"model.base_width = {m.base_width}: muP needs the positive d_model at which the "
+            f"hyperparameters were tuned, e.g. model.base_width = 64"
+        )
+    if not m.rope_theta > 0:
+        raise UserError(f"model.rope_theta = {m.rope_theta}: must be > 0")
+
+
+def _check_train(t: TrainConfig) -> None:
+    if not t.grad_clip > 0:
+        raise UserError(f"train.grad_clip = {t.grad_clip}: must be > 0 (the global-norm cap)")
+    if t.weight_decay < 0:
+        raise UserError(f"train.weight_decay = {t.weight_decay}: must be >= 0")
+    for name in ("b1", "b2"):
+        if not 0 <= getattr(t, name) < 1:
+            raise UserError(f"train.{name} = {getattr(t, name)}: must be in [0, 1)")
+    if not t.eps > 0:
+        raise UserError(f"train.eps = {t.eps}: must be > 0")
+    if t.seed < 0:
+        raise UserError(f"train.seed = {t.seed}: must be an integer >= 0")
+    if t.steps <= 0:
+        raise UserError(f"train.steps = {t.steps}: must be a positive integer")
+    if t.batch_size <= 0:
+        raise UserError(f"train.batch_size = {t.batch_size}: must be a positive integer")
+    if not t.lr > 0:
+        raise UserError(f"train.lr = {t.lr}: must be > 0")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise UserError(f"train.min_lr_ratio = {t.min_lr_ratio}: must be in [0, 1]")
+    if t.warmup_steps >= t.steps:
+        raise UserError(
+            f"train.warmup_steps = {t.warmup_steps} must be < train.steps = {t.steps} "
+            f"(or -1 for automatic)"
+        )
+    for name in ("eval_every", "checkpoint_every"):
+        if getattr(t, name) < 0:
+            raise UserError(f"train.{name} = {getattr(t, name)}: must be >= 0 (0: automatic)")
+    if t.log_every < 1:
+        raise UserError(f"train.log_every = {t.log_every}: must be >= 1 (steps per metrics line)")
+    if t.keep_checkpoints < 1:
+        raise UserError(f"train.keep_checkpoints = {t.keep_checkpoints}: must be >= 1")
+    if t.steps_per_dispatch < 0:
+        raise UserError(
+            f"train.steps_per_dispatch = {t.steps_per_dispatch}: must be >= 0 "
+            f"(0: automatic, n: n updates per compiled call)"
+        )
+
+
+def _check_data(d: DataConfig, m: ModelConfig, e: EvalConfig) -> None:
+    if not 0 <= d.task_mix < 1:
+        raise UserError(f"data.task_mix = {d.task_mix}: must be in [0, 1)")
+    if d.val_tokens <= m.seq_len:
+        raise UserError(f"data.val_tokens = {d.val_tokens}: must exceed model.seq_len")
+    if not d.dataset:
+        raise UserError("data.dataset is empty: use python_source or a TFDS dataset name")
+    if d.dataset == "text_files" and not d.paths:
+        raise UserError('data.dataset = "text_files" needs data.paths, e.g. ["corpus/**/*.txt"]')
+    if d.paths and d.dataset != "text_files":
+        raise UserError(
+            f'data.paths is read only with data.dataset = "text_files" (now {d.dataset!r}); '
+            f"set the dataset or drop data.paths"
+        )
+    if d.tokenizer and e.enabled:
+        raise UserError(
+            f"data.tokenizer = {d.tokenizer!r}: the few-shot evals still encode with the byte "
+            f"tokenizer; set eval.enabled = false for a SentencePiece run"
+        )
+    if any(not isinstance(p, str) or not p for p in d.paths):
+        raise UserError(f"data.paths = {list(d.paths)!r}: give non-empty glob strings")
+
+
+def _check_eval_and_mesh(e: EvalConfig, mesh: MeshConfig, m: ModelConfig) -> None:
+    if any(k < 0 for k in e.shots) or e.n_items <= 0:
+        raise UserError("eval.shots must be >= 0 and eval.n_items > 0")
+    sizes = [mesh.data, mesh.fsdp, mesh.tensor]
+    if sum(s == -1 for s in sizes) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise UserError(
+            f"mesh = (data={sizes[0]}, fsdp={sizes[1]}, tensor={sizes[2]}): sizes must be "
+            f"positive, with at most one -1 (fill with the remaining devices)"
+        )
+    if mesh.tensor > 0 and (m.n_heads % mesh.tensor or m.kv_heads % mesh.tensor):
+        raise UserError(
+            f"mesh.tensor = {mesh.tensor} must divide model.n_heads = {m.n_heads} "
+            f"and the kv heads = {m.kv_heads}"
+        )
+
+
+def resolve_mesh(mesh: MeshConfig, n_devices: int) -> tuple[int, int, int]:
+    """Concrete (data, fsdp, tensor) for `n_devices`, or UserError saying what does not fit."""
+    sizes = [mesh.data, mesh.fsdp, mesh.tensor]
+    fixed = 1
+    for s in sizes:
+        if s != -1:
+            fixed *= s
+    if -1 in sizes:
+        if n_devices % fixed:
+            raise UserError(
+                f"mesh (data={mesh.data}, fsdp={mesh.fsdp}, tensor={mesh.tensor}) needs a "
+                f"multiple of {fixed} devices, but {n_devices} are visible; change the mesh sizes"
+            )
+        sizes[sizes.index(-1)] = n_devices // fixed
+    elif fixed != n_devices:
+        raise UserError(
+            f"mesh (data={mesh.data}, fsdp={mesh.fsdp}, tensor={mesh.tensor}) uses {fixed} "
+            f"devices, but {n_devices} are visible; set one size to -1 or match the device count"
+        )
+    return sizes[0], sizes[1], sizes[2]
+
+
+def validate_mesh(cfg: RunConfig, n_devices: int) -> tuple[int, int, int]:
+    """Mesh sizes for this run, checking the batch divides the data-parallel size."""
+    data, fsdp, tensor = resolve_mesh(cfg.mesh, n_devices)
+    if cfg.train.batch_size % (data * fsdp):
+        raise UserError(
+            f"train.batch_size = {cfg.train.batch_size} is not divisible by the data-parallel "
+            f"size data x fsdp = {data * fsdp}; use a multiple of {data * fsdp}"
+        )
+    if cfg.mesh.tensor == -1 and (cfg.model.n_heads % tensor or cfg.model.kv_heads % tensor):
+        raise UserError(f"mesh.tensor resolves to {tensor}, which does not divide the heads")
+    return data, fsdp, tensor
