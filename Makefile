@@ -53,6 +53,7 @@ validate-prior: $(STAMP)
 # about 10 minutes on 2 cores), then the fitting benchmark.
 bench: $(STAMP)
 	$(PY) -m scaling.bench --demo
+	$(PY) -m analysis.laws.bench
 
 # The fault suite of issue 12, for real (spawns training processes; a few minutes on 2 cores):
 # malformed inputs, damaged files, signals, a full disk (tmpfs, needs root), kill -9 and resume.

@@ -7,13 +7,13 @@ FLOPs per token from scaling.flops x tokens/s) and MFU against the device's peak
 stating the FLOP convention and XLA's own count of the compiled step (`cost_analysis()`).
 Compilation and `--warmup` steps are excluded from the timing. No dataset is needed.
 
-Then, if the analysis package provides it, runs the fitting benchmark `analysis.laws.bench.main()`.
+The fitting benchmark is a separate program, `python -m analysis.laws.bench`; `make bench` runs
+both (scaling/ never imports analysis/).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 
@@ -132,29 +132,12 @@ def format_result(r: dict) -> str:
     )
 
 
-def _analysis_bench() -> None:
-    """Run analysis.laws.bench.main() when that module exists (the fitting benchmark)."""
-    try:
-        mod = importlib.import_module("analysis.laws.bench")
-    except ModuleNotFoundError as e:
-        if e.name not in ("analysis", "analysis.laws.bench"):
-            raise
-        print("(analysis.laws.bench not available: fitting benchmark skipped)")
-        return
-    argv, sys.argv = sys.argv, sys.argv[:1]  # it parses its own (empty) command line
-    try:
-        mod.main()
-    finally:
-        sys.argv = argv
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scaling.bench", description=__doc__.split("\n")[0])
     p.add_argument("--config", default="small", help="small | gpt2-small | a TOML path/name")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default per config)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
-    p.add_argument("--no-analysis", action="store_true", help="skip analysis.laws.bench")
     p.add_argument(
         "--demo", action="store_true", help="also the demo-grid throughput benchmark (issue 13)"
     )
@@ -175,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         from scaling import bench_demo  # noqa: PLC0415
 
         bench_demo.run(args.previous, grid=not args.no_grid, max_runs=args.max_runs)
-    if not args.no_analysis:
-        _analysis_bench()
     return 0
 
 

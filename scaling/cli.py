@@ -1,8 +1,10 @@
-"""`scaling ...`: a thin dispatcher. Each command group registers its own subparsers.
+"""`scaling ...`: the one dispatcher, and the one module above all three packages.
 
-Heavy modules (JAX, matplotlib) are imported only inside the handler that needs them, so
+`COMMANDS` says which module owns each subcommand; that module holds the subcommand's parser
+(`register(sub)`) and its handler together. Those modules are light at import: JAX and
+matplotlib are imported only inside the handler that needs them, so `scaling --help`,
 `scaling sweep plan` and `scaling analyze` never import JAX. A `UserError` anywhere prints one
-line and exits with code 2.
+line and exits with code 2. Nothing imports this module but the console script and tests.
 """
 
 from __future__ import annotations
@@ -13,99 +15,33 @@ import logging
 import os
 import sys
 import threading
+from types import ModuleType
 from typing import NoReturn
 
-from scaling import signals
+from analysis import cli as analysis_cli
+from analysis import compare_cli
+from analysis.emergence import cli as emergence_cli
+from scaling import coordcheck_cli, launch, signals, tokenizer_cli, train_cli
 from scaling.errors import DiskFullError, UserError
 from scaling.fileio import is_disk_full
+from sweeps import ablate, finetune
+from sweeps import cli as sweeps_cli
 
-
-def _register_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one model from a TOML config")
-    p.add_argument("config", help="TOML path or built-in config name (e.g. tiny)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config field, e.g. --set model.d_model=128 (repeatable)",
-    )
-    p.add_argument("--out", default=None, help="run directory (default runs/<name>-<hash>)")
-    p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
-    g = p.add_argument_group(
-        "several processes (default: env JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
-        "JAX_PROCESS_ID, else a SLURM srun step, else one process)"
-    )
-    g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address")
-    g.add_argument("--num-processes", type=int, default=None, metavar="N")
-    g.add_argument("--process-id", type=int, default=None, metavar="I", help="0..N-1")
-    g.add_argument(
-        "--coordinator-timeout",
-        type=float,
-        default=None,
-        metavar="S",
-        help="seconds to wait for the coordinator (default 300)",
-    )
-    r = p.add_mutually_exclusive_group()
-    r.add_argument(
-        "--restart",
-        action="store_true",
-        help="start from step 0 even though checkpoints exist (they are kept as restarted-<step>)",
-    )
-    r.add_argument(
-        "--from-step",
-        type=int,
-        default=None,
-        metavar="N",
-        help="resume from checkpoint step N (newer steps are kept as discarded-<step>)",
-    )
-    p.set_defaults(handler=_train)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from scaling.train_cli import run_train_command  # imports JAX
-
-    return run_train_command(args)
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers like 1e-3,3e-3") from e
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected integers like 32,64,128") from e
-
-
-def _register_mup_check(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "mup-check",
-        help="muP coordinate check: activation RMS vs width under SP and muP (+ lr transfer)",
-    )
-    p.add_argument("--widths", type=_ints, default=[32, 64, 128, 256, 512], help="d_model list")
-    p.add_argument("--base-width", type=int, default=None, help="muP base width (default: min)")
-    p.add_argument("--lr", type=float, default=1e-2, help="peak lr of the coordinate check")
-    p.add_argument("--lrs", type=_floats, default=None, help="lr list: also plot loss vs lr")
-    p.add_argument("--steps", type=int, default=5, help="Adam updates per probe")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seeds", type=int, default=1, help="seeds averaged per point")
-    p.add_argument("--layers", type=int, default=2, help="n_layers of every probe")
-    p.add_argument("--dataset", default="python_source")
-    p.add_argument("--out", default="runs/mup-check", help="where the JSON and figures go")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_mup_check)
-
-
-def _mup_check(args: argparse.Namespace) -> int:
-    from scaling.coordcheck import run  # imports JAX
-
-    return run(args)
+# subcommand -> the module that owns its parser and handler, in `scaling --help` order.
+COMMANDS: dict[str, ModuleType] = {
+    "train": train_cli,
+    "mup-check": coordcheck_cli,
+    "launch": launch,
+    "sweep": sweeps_cli,
+    "ablate": ablate,
+    "finetune": finetune,
+    "predict": analysis_cli,
+    "plot": analysis_cli,
+    "analyze": analysis_cli,
+    "emergence": emergence_cli,
+    "compare": compare_cli,
+    "tokenizer": tokenizer_cli,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -121,25 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scaling-law sweeps: train, sweep, fit, predict, flag emergence.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _register_train(sub)
-    _register_mup_check(sub)
-    for module in (
-        "scaling.launch",
-        "sweeps.cli",
-        "sweeps.ablate",
-        "sweeps.finetune",
-        "analysis.cli",
-        "analysis.emergence.cli",
-        "analysis.compare_cli",
-        "scaling.tokenizer_cli",
-    ):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as e:  # a command group not built yet
-            if e.name != module:
-                raise
-            continue
-        mod.register(sub)
+    for module in dict.fromkeys(COMMANDS.values()):  # a module owning several registers them once
+        module.register(sub)
     return parser
 
 
@@ -148,7 +67,7 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
     2 bad input (`UserError`), 1 disk full, 130/143 SIGINT/SIGTERM (`scaling.signals`).
     `restore_signals=False` (the console script) keeps our handlers up to `entry`'s
     `signals.exit_quietly`, so no signal ever reaches Python's default KeyboardInterrupt."""
-    previous = signals.install()  # first: a signal while the command groups import is ours too
+    previous = signals.install()  # first: a signal while the parser is built is ours too
     hook, threading.excepthook = threading.excepthook, _quiet_disk_full(threading.excepthook)
     for name in ("absl", "asyncio"):  # Orbax's save threads log a full disk here, repeatedly
         logging.getLogger(name).addFilter(_drop_disk_full)

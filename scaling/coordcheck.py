@@ -9,12 +9,12 @@ are flat; under SP they grow with width. `coord_check` returns the records and
 
 lr transfer (`lrs`): the validation loss after `steps` updates for each (width, lr); under muP the
 best lr stays put as width grows, under SP it moves. Both write a JSON table and a figure.
+The command's parser and handler are in `scaling.coordcheck_cli` (no JAX at import).
 Training reuses `scaling.engine` (the same optimiser, muP partition included) on one device.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 from scaling import config as C
 from scaling import engine, optim, sharding
 from scaling.errors import UserError
-from scaling.fileio import atomic_write
 
 
 def _rms(x: jax.Array) -> jax.Array:
@@ -222,41 +221,3 @@ def _plot_lr_transfer(records: list[dict], params: list[str], lrs: list[float], 
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
-
-
-def _finite_or_none(table: dict[int, dict[float, float]]) -> dict[int, dict[float, Any]]:
-    return {
-        w: {lr: v if math.isfinite(v) else None for lr, v in d.items()} for w, d in table.items()
-    }
-
-
-def run(args: Any) -> int:
-    """CLI handler of `scaling mup-check` (parser in scaling.cli)."""
-    out = Path(args.out)
-    lrs = args.lrs or [args.lr]
-    coord_lr = args.lr if args.lr in lrs else lrs[0]
-    records = sweep(
-        args.widths, lrs, base_width=args.base_width, steps=args.steps, batch=args.batch,
-        seeds=args.seeds, progress=not args.no_progress, n_layers=args.layers,
-        dataset=args.dataset,
-    )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"records": records, "coord_lr": coord_lr}
-    for p in ("sp", "mup"):
-        ratio, layer = max_ratio(records, p, coord_lr)
-        summary[p] = {
-            "max_rms_ratio": ratio,
-            "layer": layer,
-            "best_lr": best_lr_by_width(records, p) if len(lrs) > 1 else None,
-            "loss_by_lr": _finite_or_none(mean_loss(records, p)) if len(lrs) > 1 else None,
-        }
-        line = f"{p.upper():>3}: RMS(widest)/RMS(narrowest) up to {ratio:.2f}x ({layer})"
-        if len(lrs) > 1:
-            line += "; best lr by width " + ", ".join(
-                f"d{w}: {lr:g}" for w, lr in summary[p]["best_lr"].items()
-            )
-        print(line)
-    atomic_write(out / "mup_check.json", json.dumps(summary, indent=2, default=str) + "\n")
-    for path in plot(records, out, coord_lr):
-        print(f"wrote {path}")
-    return 0

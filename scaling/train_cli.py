@@ -1,8 +1,10 @@
 """`scaling train CONFIG [--set section.key=value ...] [--out DIR] [--no-progress]
 [--coordinator HOST:PORT --num-processes N --process-id I]`.
 
-Loads and validates the config (UserError -> exit 2 before any compute), trains or resumes into
-the run directory, and prints where the outputs are. Imported only when the command runs.
+The parser and its handler. Loads and validates the config (UserError -> exit 2 before any
+compute), trains or resumes into the run directory, and prints where the outputs are. The module
+itself is light (the dispatcher imports it for `scaling --help`); JAX is imported by the handler,
+once the config is known to be valid.
 """
 
 from __future__ import annotations
@@ -13,6 +15,49 @@ from pathlib import Path
 
 from scaling import config as config_lib
 from scaling.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one model from a TOML config")
+    p.add_argument("config", help="TOML path or built-in config name (e.g. tiny)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config field, e.g. --set model.d_model=128 (repeatable)",
+    )
+    p.add_argument("--out", default=None, help="run directory (default runs/<name>-<hash>)")
+    p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    g = p.add_argument_group(
+        "several processes (default: env JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+        "JAX_PROCESS_ID, else a SLURM srun step, else one process)"
+    )
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address")
+    g.add_argument("--num-processes", type=int, default=None, metavar="N")
+    g.add_argument("--process-id", type=int, default=None, metavar="I", help="0..N-1")
+    g.add_argument(
+        "--coordinator-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds to wait for the coordinator (default 300)",
+    )
+    r = p.add_mutually_exclusive_group()
+    r.add_argument(
+        "--restart",
+        action="store_true",
+        help="start from step 0 even though checkpoints exist (they are kept as restarted-<step>)",
+    )
+    r.add_argument(
+        "--from-step",
+        type=int,
+        default=None,
+        metavar="N",
+        help="resume from checkpoint step N (newer steps are kept as discarded-<step>)",
+    )
+    p.set_defaults(handler=run_train_command)
 
 
 def default_out_dir(cfg: config_lib.RunConfig) -> Path:

@@ -1,0 +1,56 @@
+"""The `scaling` dispatcher: its table names the module that owns each subcommand (parser and
+handler together), and building the parser or planning a sweep never imports JAX."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from scaling import cli
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _handlers(parser: argparse.ArgumentParser) -> list:
+    """The handler of this (sub)command, or of each of its leaves."""
+    nested = _subcommands(parser)
+    if not nested:
+        return [parser.get_default("handler")]
+    return [h for p in nested.values() for h in _handlers(p)]
+
+
+def test_the_table_lists_every_subcommand_in_help_order():
+    assert list(_subcommands(cli.build_parser())) == list(cli.COMMANDS)
+
+
+def test_each_handler_lives_in_the_module_the_table_names():
+    parsers = _subcommands(cli.build_parser())
+    for name, module in cli.COMMANDS.items():
+        handlers = _handlers(parsers[name])
+        assert handlers and all(callable(h) for h in handlers), name
+        assert {h.__module__ for h in handlers} == {module.__name__}, name
+
+
+def test_help_and_plan_import_no_jax():
+    """`scaling --help`, the train and mup-check parsers and `scaling sweep plan demo` load
+    no JAX (their handlers import it when a run starts)."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from scaling.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['mup-check', '--help'],"
+        " ['sweep', 'plan', 'demo']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            assert main(argv) == 0, argv\n"
+        "        except SystemExit as e:\n"
+        "            assert e.code == 0, argv\n"
+        "bad = [m for m in ('jax', 'flax', 'optax', 'orbax', 'matplotlib') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
