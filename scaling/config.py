@@ -132,12 +132,13 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     return value
 
 
-def check_section(section: str, values: dict[str, Any]) -> None:
-    """UserError for an unknown field or a wrong type in one section (no cross-field checks:
-    a grid's [base.model] is completed by each shape before it is validated)."""
+def check_section(section: str, values: dict[str, Any]) -> Any:
+    """One section's dataclass from its fields (`preset` left out), or UserError for an unknown
+    field or a wrong type. No cross-field checks: a grid's [base.model] is completed by each
+    shape before it is validated."""
     if section not in SECTIONS:
         raise UserError(f"unknown config section [{section}]; valid: {', '.join(SECTIONS)}")
-    _build(SECTIONS[section], section, {k: v for k, v in values.items() if k != "preset"})
+    return _build(SECTIONS[section], section, {k: v for k, v in values.items() if k != "preset"})
 
 
 def from_dict(raw: dict[str, Any]) -> RunConfig:

@@ -1,4 +1,4 @@
-"""Model-shape families and per-size hyperparameter rules for sweep grids.
+"""Model-shape families of sweep grids: the [shapes] table, typed (`ShapeSpec`), and its rules.
 
 A grid never lists hand-written shapes unless it wants to: a *family rule* turns a requested
 parameter range [n_min, n_max] and a count into concrete (d_model, n_layers, n_heads) shapes.
@@ -14,30 +14,18 @@ Rules (the `[shapes]` table of a grid):
   the head dim times `scale`, head dim >= `head_dim`) and `depth_scale` (n_layers, default 1);
   `sizes` picks a subset by preset name.
 
-Per-size hyperparameters (the `[hparams]` table), see `lr_for_width` and `warmup_for`:
-- lr = lr * (lr_width / d_model) ** lr_exp, capped at lr_max (Adam's best lr falls roughly as
-  1 / width; lr_exp = 1 is the muP-style hidden-layer rule).
-- batch: `batch_size`, halved (never below `min_batch_size`, default: no halving; always a
-  multiple of `batch_multiple`) until a cell gets at least `min_steps` steps. With
-  batch_per = "budget" (isoflop) every cell of a budget shares the batch that gives its largest
-  model `min_steps`, so the batch grows with compute and is never confounded with N.
-- warmup: "params" = warmup tokens equal to N_total (Porian et al. 2024: a short warmup for
-  small models; long fixed warmups bias small-scale laws), capped at `warmup_max_frac` of the
-  steps; an integer = fixed steps; a float in (0, 1) = fraction of the steps.
-
-Hyperparameter axes (sweeps.grid.hparam_points): `lr = [..]` (absolute peak lrs, the width rule
-off), `lr_factors = [..]` (factors on the width rule's lr), `batch_size = [..]` (fixed batches,
-no halving) and `warmup = [..]` (any mix of the rules above) multiply every cell of any grid kind.
+The per-size hyperparameters and their axes (the [hparams] table) live in sweeps.hparams.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scaling.config import PRESETS, ModelConfig
 from scaling.errors import UserError
+from sweeps.tables import check_table, defaults_of, typed
 
 GPT3_SIZES = (
     "gpt3-small",
@@ -49,37 +37,7 @@ GPT3_SIZES = (
     "gpt3-13b",
     "gpt3-175b",
 )
-SHAPE_DEFAULTS: dict[str, Any] = dict(
-    rule="aspect",
-    aspect=16.0,
-    head_dim=8,
-    multiple=0,
-    min_layers=1,
-    ff_mult=4.0,
-    n_min=0.0,
-    n_max=0.0,
-    count=5,
-    count_by="total",
-    list=[],
-    scale=1.0,
-    depth_scale=0.0,
-    sizes=[],
-)
-HPARAM_DEFAULTS: dict[str, Any] = dict(
-    lr=3e-3,
-    lr_width=64.0,
-    lr_exp=1.0,
-    lr_max=1e-2,
-    batch_size=32,
-    min_batch_size=0,
-    batch_multiple=1,
-    min_steps=100,
-    batch_per="cell",
-    warmup="params",
-    warmup_max_frac=0.1,
-    lr_factors=[],
-)
-AXIS_KEYS = ("lr", "batch_size", "warmup")  # keys of [hparams] that may be lists (grid axes)
+SHAPE_RULES = ("aspect", "list", "gpt3")
 
 
 @dataclass(frozen=True)
@@ -103,6 +61,107 @@ class Shape:
         )
 
 
+@dataclass(frozen=True)
+class ShapeSpec:
+    """[shapes]: the family rule and its parameters (the module docstring documents the rules)."""
+
+    rule: str = "aspect"
+    aspect: float = 16.0
+    head_dim: int = 8
+    multiple: int = 0
+    min_layers: int = 1
+    ff_mult: float = 4.0
+    n_min: float = 0.0
+    n_max: float = 0.0
+    count: int = 5
+    count_by: str = "total"
+    list: tuple[Shape, ...] = ()
+    scale: float = 1.0
+    depth_scale: float = 0.0
+    sizes: tuple[str, ...] = ()
+
+
+def parse_shapes(table: Any) -> ShapeSpec:
+    """[shapes], with the parameters of its rule checked (the N range is checked where it is
+    used: centred isoflop grids ignore n_min and n_max)."""
+    table = check_table(table, defaults_of(ShapeSpec), "shapes")
+    rule = table["rule"]
+    if rule not in SHAPE_RULES:
+        raise UserError(f"grid [shapes] rule = {rule!r}; choose aspect, list or gpt3")
+    shapes, sizes = (), ()
+    if rule == "aspect":
+        _check_aspect(table)
+    elif rule == "list":
+        shapes = _list_shapes(table["list"])
+    else:
+        sizes = _gpt3_sizes(table)
+    return typed(ShapeSpec, table, list=shapes, sizes=sizes)
+
+
+def _check_aspect(table: dict[str, Any]) -> None:
+    head_dim = int(table["head_dim"])
+    multiple = int(table["multiple"]) or head_dim
+    aspect, count_by = float(table["aspect"]), table["count_by"]
+    if head_dim <= 0 or multiple % head_dim or aspect <= 0:
+        raise UserError(
+            f"grid [shapes]: multiple = {multiple} must be a positive multiple of head_dim = "
+            f"{head_dim}, and aspect = {aspect} > 0, so that heads divide d_model"
+        )
+    if count_by not in ("total", "nonembed"):
+        raise UserError(f"grid [shapes]: count_by = {count_by!r}; use 'total' or 'nonembed'")
+
+
+def _list_shapes(items: list[Any]) -> tuple[Shape, ...]:
+    """Explicit shapes from `[shapes] list = [{d_model, n_layers, n_heads[, d_ff]}, ...]`."""
+    shapes = []
+    for i, item in enumerate(items):
+        try:
+            shapes.append(
+                Shape(
+                    int(item["d_model"]),
+                    int(item["n_layers"]),
+                    int(item["n_heads"]),
+                    int(item.get("d_ff", 0)),
+                )
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(
+                f"grid [shapes] list[{i}] = {item!r}: each shape needs integer d_model, "
+                f"n_layers and n_heads (d_ff optional)"
+            ) from e
+    if not shapes:
+        raise UserError("grid [shapes] rule = 'list' needs a non-empty `list` of shapes")
+    return tuple(shapes)
+
+
+def _gpt3_sizes(table: dict[str, Any]) -> tuple[str, ...]:
+    """The GPT-3 sizes a gpt3 rule shrinks (all 8 when `sizes` is empty), scale checked."""
+    scale = float(table["scale"])
+    depth = float(table["depth_scale"]) or 1.0
+    if not (0 < scale <= 1 and 0 < depth <= 1):
+        raise UserError(
+            f"grid [shapes]: scale = {scale:g} and depth_scale = {depth:g} must lie in (0, 1]"
+        )
+    names = [
+        s if isinstance(s, str) and s.startswith("gpt3-") else f"gpt3-{s}" for s in table["sizes"]
+    ]
+    for name in names:
+        if name not in GPT3_SIZES:
+            raise UserError(f"grid [shapes] sizes: {name!r} is not one of {', '.join(GPT3_SIZES)}")
+    return tuple(names) or GPT3_SIZES
+
+
+def shapes_for(
+    spec: ShapeSpec, base_model: ModelConfig, n_range: tuple[float, float]
+) -> list[Shape]:
+    """The shapes of `spec`'s rule; the aspect rule places them over `n_range` (min N, max N)."""
+    if spec.rule == "list":
+        return list(spec.list)
+    if spec.rule == "gpt3":
+        return gpt3_shapes(spec)
+    return family_shapes(spec, base_model, n_range[0], n_range[1], spec.count)
+
+
 def n_params(model: ModelConfig, count_by: str = "total") -> int:
     """N of a model: total or non-embedding parameters (scaling.flops conventions)."""
     from scaling.flops import param_counts
@@ -111,89 +170,13 @@ def n_params(model: ModelConfig, count_by: str = "total") -> int:
     return counts.total if count_by == "total" else counts.nonembedding
 
 
-# Bounds of the numeric grid keys (inclusive). `count` is bounded so that a typo (1e9) fails
-# at once instead of enumerating a billion shapes.
-_RANGES: dict[str, tuple[float, float]] = dict(
-    aspect=(1e-9, math.inf),
-    head_dim=(1, 65536),
-    multiple=(0, 1 << 20),
-    min_layers=(1, 10_000),
-    ff_mult=(1e-9, 1e6),
-    n_min=(0, 1e16),
-    n_max=(0, 1e16),
-    count=(1, 1000),
-    scale=(1e-9, 1e6),
-    depth_scale=(0, 1e6),
-    lr=(1e-12, 1e6),
-    lr_width=(1e-9, math.inf),
-    lr_max=(0, 1e6),  # 0: no cap
-    batch_size=(1, 1 << 24),
-    min_batch_size=(0, 1 << 24),
-    batch_multiple=(1, 1 << 24),
-    min_steps=(0, 1e9),
-    warmup_max_frac=(0, 1),
-    tolerance=(0, 1),
-    center_tokens_per_param=(0, 1e9),
-    window=(1 + 1e-9, 1e12),
-    tokens_per_param=(1e-9, 1e12),
-)
-
-
-def check_table(table: Any, defaults: dict[str, Any], section: str) -> dict[str, Any]:
-    """Fill defaults and reject unknown keys and out-of-range numbers of a grid table."""
-    if not isinstance(table, dict):
-        raise UserError(
-            f"grid [{section}] = {table!r}: expected a table, e.g. [{section}] with its keys"
-        )
-    unknown = sorted(set(table) - set(defaults))
-    if unknown:
-        raise UserError(
-            f"grid [{section}]: unknown key {unknown[0]!r}; "
-            f"valid keys: {', '.join(sorted(defaults))}"
-        )
-    for key, value in table.items():
-        default = defaults[key]
-        if isinstance(value, list) and key in AXIS_KEYS and defaults is HPARAM_DEFAULTS:
-            continue  # a hyperparameter axis, checked by sweeps.grid.hparam_points
-        if isinstance(default, list) and not isinstance(value, list):
-            raise UserError(f"grid [{section}] {key} = {value!r}: expected a list")
-        if isinstance(default, bool) or not isinstance(default, int | float):
-            continue  # strings, lists and mixed-type keys are checked where they are used
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UserError(
-                f"grid [{section}] {key} = {value!r}: expected a number, e.g. {key} = {default!r}"
-            )
-        if not math.isfinite(value):
-            raise UserError(
-                f"grid [{section}] {key} = {value!r}: expected a finite number, "
-                f"e.g. {key} = {default!r}"
-            )
-        lo, hi = _RANGES.get(key, (-math.inf, math.inf))
-        if not lo <= value <= hi:
-            raise UserError(
-                f"grid [{section}] {key} = {value!r}: must be between {lo:g} and {hi:g}"
-            )
-        if isinstance(default, int) and not float(value).is_integer():
-            raise UserError(
-                f"grid [{section}] {key} = {value!r}: expected an integer, e.g. {key} = {default}"
-            )
-    return {**defaults, **table}
-
-
 def family_shapes(
-    spec: dict[str, Any], base_model: dict[str, Any], n_min: float, n_max: float, count: int
+    spec: ShapeSpec, base_model: ModelConfig, n_min: float, n_max: float, count: int
 ) -> list[Shape]:
     """`count` shapes of the aspect-ratio family whose N is log-spaced over [n_min, n_max]."""
-    head_dim = int(spec["head_dim"])
-    multiple = int(spec["multiple"]) or head_dim
-    aspect, count_by = float(spec["aspect"]), spec["count_by"]
-    if head_dim <= 0 or multiple % head_dim or aspect <= 0:
-        raise UserError(
-            f"grid [shapes]: multiple = {multiple} must be a positive multiple of head_dim = "
-            f"{head_dim}, and aspect = {aspect} > 0, so that heads divide d_model"
-        )
-    if count_by not in ("total", "nonembed"):
-        raise UserError(f"grid [shapes]: count_by = {count_by!r}; use 'total' or 'nonembed'")
+    head_dim = spec.head_dim
+    multiple = spec.multiple or head_dim
+    aspect, count_by = spec.aspect, spec.count_by
     if not 0 < n_min <= n_max or count < 1:
         raise UserError(
             f"grid [shapes]: need 0 < n_min <= n_max and count >= 1 "
@@ -202,9 +185,9 @@ def family_shapes(
     candidates: list[tuple[float, Shape]] = []
     width = multiple
     while True:
-        layers = max(int(spec["min_layers"]), round(width / aspect))
+        layers = max(spec.min_layers, round(width / aspect))
         shape = Shape(width, layers, width // head_dim, _ff(spec, width))
-        n = n_params(ModelConfig(**{**base_model, **shape.fields()}), count_by)
+        n = n_params(replace(base_model, **shape.fields()), count_by)
         candidates.append((n, shape))
         if n > 2 * n_max or len(candidates) > 4096:
             break
@@ -234,35 +217,11 @@ def family_shapes(
     return [c[1] for c in chosen]
 
 
-def _ff(spec: dict[str, Any], width: int) -> int:
-    mult = float(spec["ff_mult"])
-    return 0 if mult == 4.0 else max(1, round(mult * width))
+def _ff(spec: ShapeSpec, width: int) -> int:
+    return 0 if spec.ff_mult == 4.0 else max(1, round(spec.ff_mult * width))
 
 
-def list_shapes(spec: dict[str, Any]) -> list[Shape]:
-    """Explicit shapes from `[shapes] list = [{d_model, n_layers, n_heads[, d_ff]}, ...]`."""
-    shapes = []
-    for i, item in enumerate(spec["list"]):
-        try:
-            shapes.append(
-                Shape(
-                    int(item["d_model"]),
-                    int(item["n_layers"]),
-                    int(item["n_heads"]),
-                    int(item.get("d_ff", 0)),
-                )
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise UserError(
-                f"grid [shapes] list[{i}] = {item!r}: each shape needs integer d_model, "
-                f"n_layers and n_heads (d_ff optional)"
-            ) from e
-    if not shapes:
-        raise UserError("grid [shapes] rule = 'list' needs a non-empty `list` of shapes")
-    return shapes
-
-
-def gpt3_shapes(spec: dict[str, Any]) -> list[Shape]:
+def gpt3_shapes(spec: ShapeSpec) -> list[Shape]:
     """The GPT-3 paper's shapes shrunk uniformly in width (and optionally depth).
 
     d_model' = d_model * scale, rounded to a multiple of the head dim, whose size is the preset's
@@ -270,125 +229,12 @@ def gpt3_shapes(spec: dict[str, Any]) -> list[Shape]:
     depth_scale (default 1: depth kept, so every size's non-embedding N shrinks by the same
     factor scale^2 and the ladder keeps its size ratios).
     """
-    scale = float(spec["scale"])
-    depth = float(spec["depth_scale"]) or 1.0
-    if not (0 < scale <= 1 and 0 < depth <= 1):
-        raise UserError(
-            f"grid [shapes]: scale = {scale:g} and depth_scale = {depth:g} must lie in (0, 1]"
-        )
-    names = [s if s.startswith("gpt3-") else f"gpt3-{s}" for s in spec["sizes"]] or list(GPT3_SIZES)
+    scale, depth = spec.scale, spec.depth_scale or 1.0
     shapes = []
-    for name in names:
-        if name not in GPT3_SIZES:
-            raise UserError(f"grid [shapes] sizes: {name!r} is not one of {', '.join(GPT3_SIZES)}")
+    for name in spec.sizes:
         p = PRESETS[name]
-        head = max(int(spec["head_dim"]), round(p["d_model"] / p["n_heads"] * scale / 2) * 2)
+        head = max(spec.head_dim, round(p["d_model"] / p["n_heads"] * scale / 2) * 2)
         d_model = max(head, round(p["d_model"] * scale / head) * head)
         layers = max(1, round(p["n_layers"] * depth))
         shapes.append(Shape(d_model, layers, d_model // head, 4 * d_model, name=name))
     return shapes
-
-
-def lr_for_width(h: dict[str, Any], d_model: int) -> float:
-    """Peak learning rate for a width: lr * (lr_width / d_model)^lr_exp, capped at lr_max."""
-    lr = float(h["lr"]) * (float(h["lr_width"]) / d_model) ** float(h["lr_exp"])
-    return min(lr, float(h["lr_max"])) if float(h["lr_max"]) > 0 else lr
-
-
-def min_batch(h: dict[str, Any]) -> int:
-    """The smallest batch the rule may use (min_batch_size; 0 means batch_size: no halving)."""
-    return max(int(h["min_batch_size"]) or int(h["batch_size"]), int(h["batch_multiple"]))
-
-
-def batch_for(h: dict[str, Any], tokens: float, seq_len: int) -> int:
-    """Batch size: halve `batch_size` (keeping `batch_multiple`) until >= min_steps steps."""
-    mult = int(h["batch_multiple"])
-    batch = int(h["batch_size"])
-    floor = min_batch(h)
-    while tokens / (batch * seq_len) < int(h["min_steps"]) and batch // 2 >= floor:
-        if (batch // 2) % mult:
-            break
-        batch //= 2
-    return batch
-
-
-def warmup_for(h: dict[str, Any], n_total: int, steps: int, tokens_per_step: int) -> int:
-    """Warmup steps (see module docstring); always < steps."""
-    rule = h["warmup"]
-    if rule == "params":
-        warm = math.ceil(n_total / tokens_per_step)
-        warm = min(warm, int(float(h["warmup_max_frac"]) * steps))
-    elif (
-        isinstance(rule, bool)
-        or not isinstance(rule, int | float)
-        or not math.isfinite(rule)
-        or rule < 0
-        or (rule >= 1 and rule != int(rule))
-    ):
-        raise UserError(
-            f"grid [hparams] warmup = {rule!r}: use 'params', an integer number of steps or a "
-            f"fraction in (0, 1)"
-        )
-    elif isinstance(rule, float) and 0 < rule < 1:
-        warm = round(rule * steps)
-    else:
-        warm = int(rule)
-    return max(0, min(warm, steps - 1))
-
-
-def hparam_points(h: dict[str, Any]) -> list[dict[str, Any]]:
-    """The [hparams] axes as the list of their grid points ([{}] when the grid has none).
-
-    A point maps `lr` (absolute), `lr_factor`, `batch_size` and/or `warmup` to one value each;
-    the points are the cartesian product of the axes.
-    """
-    axes: dict[str, list[Any]] = {}
-    factors = h["lr_factors"]
-    if not isinstance(factors, list):
-        raise UserError(f"grid [hparams] lr_factors = {factors!r}: give a list, e.g. [0.5, 1, 2]")
-    if isinstance(h["lr"], list):
-        if factors:
-            raise UserError(
-                "grid [hparams]: give either lr = [..] (absolute lrs) or lr_factors = [..] "
-                "(factors on the per-width lr), not both"
-            )
-        axes["lr"] = _axis_values("lr", h["lr"], [1e-3, 3e-3, 1e-2])
-    elif factors:
-        axes["lr_factor"] = _axis_values("lr_factors", factors, [0.5, 1, 2])
-    if isinstance(h["batch_size"], list):
-        axes["batch_size"] = _axis_values("batch_size", h["batch_size"], [16, 32], integer=True)
-    if isinstance(h["warmup"], list):
-        if not h["warmup"]:
-            raise UserError('grid [hparams] warmup = []: give at least one rule, e.g. ["params"]')
-        axes["warmup"] = list(h["warmup"])
-    points: list[dict[str, Any]] = [{}]
-    for key, values in axes.items():
-        points = [{**p, key: v} for p in points for v in values]
-    return points
-
-
-def _axis_values(key: str, values: Any, example: list, integer: bool = False) -> list[Any]:
-    if not isinstance(values, list) or not values:
-        raise UserError(f"grid [hparams] {key} = {values!r}: give a non-empty list, e.g. {example}")
-    for v in values:
-        ok = not isinstance(v, bool) and isinstance(v, int | float) and v > 0
-        if not ok or (integer and not float(v).is_integer()):
-            kind = "positive integer" if integer else "positive number"
-            raise UserError(f"grid [hparams] {key}: {v!r} is not a {kind}")
-    if len(set(values)) != len(values):
-        raise UserError(f"grid [hparams] {key} = {values}: remove the repeated value")
-    return [int(v) if integer else float(v) for v in values]
-
-
-def point_hparams(h: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
-    """[hparams] with one axis point's values in place of the lists. An absolute `lr` turns the
-    width rule off; an axis `batch_size` is used as is (no halving, not shared per budget)."""
-    out = dict(h)
-    if "lr" in point:
-        out.update(lr=point["lr"], lr_exp=0.0, lr_max=0.0)
-    if "batch_size" in point:
-        out.update(batch_size=point["batch_size"], min_batch_size=point["batch_size"])
-        out.update(batch_multiple=1, batch_per="cell")
-    if "warmup" in point:
-        out["warmup"] = point["warmup"]
-    return out

@@ -15,9 +15,9 @@ import pytest
 from analysis.hparams import analyze_records, best_variants, parabola_optimum
 from scaling.cli import main
 from scaling.errors import UserError
-from sweeps import family as F
 from sweeps.fake import fake_loss
 from sweeps.grid import plan_grid
+from sweeps.hparams import Point, parse_hparams
 
 GRID = {
     "name": "ax",
@@ -201,4 +201,5 @@ def test_best_variants_is_the_fits_selection() -> None:
 
 
 def test_grid_without_axes_has_one_point() -> None:
-    assert F.hparam_points(F.HPARAM_DEFAULTS) == [{}]
+    assert parse_hparams({})[1] == (Point(),)
+    assert parse_hparams({"lr": 1e-2, "warmup": 0.05})[1] == (Point(),)

@@ -55,15 +55,15 @@ def test_builtin_isoflop_grids_hit_every_budget_within_1pct(name: str) -> None:
 
 
 def test_demo_grid_shape_and_range() -> None:
-    raw = load_grid("demo")
-    plan = plan_grid(raw)
+    spec = load_grid("demo")
+    plan = plan_grid(spec)
     budgets = {c.cell["budget"] for c in plan.cells}
     shapes = {c.cell["shape"] for c in plan.cells}
     assert len(budgets) >= 3 and len(shapes) >= 5
     assert all(c.config.data.dataset == "python_source" for c in plan.cells)
     assert all(c.config.model.vocab_size == 259 for c in plan.cells)
     assert all(c.steps >= 100 for c in plan.cells)
-    tpp = raw["isoflop"]["center_tokens_per_param"]
+    tpp = spec.study.center_tokens_per_param
     for b in sorted(budgets):  # each budget's window brackets its N_opt
         ns = [c.n_total for c in plan.cells if c.cell["budget"] == b]
         assert min(ns) < math.sqrt(b / (6 * tpp)) < max(ns)

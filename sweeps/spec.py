@@ -1,0 +1,203 @@
+"""The typed grid spec: a grid TOML (as a dict) -> frozen dataclasses, validated at load.
+
+`parse_grid` checks every table of a grid (unknown keys, types, ranges, the shape rule, the
+hyperparameter rules and axes, seeds, [base] and [[overrides]]) and raises `UserError` naming
+the key and the fix; planning (sweeps.grid), the shape families (sweeps.family) and the
+hyperparameter rules (sweeps.hparams) then work on typed values only.
+The README's grid reference documents every key. No JAX.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from scaling import config as C
+from scaling.errors import UserError
+from sweeps.family import ShapeSpec, parse_shapes
+from sweeps.hparams import Hparams, Point, parse_hparams
+from sweeps.tables import check_table, defaults_of, typed
+
+KINDS = ("isoflop", "nxd", "ladder")
+TOP_KEYS = {"name", "kind", "description", "seeds", "base", "shapes", "hparams", "overrides"}
+PLANNED_KEYS = ("train.steps", "train.batch_size", "train.seed")  # not overridable per cell
+
+
+@dataclass(frozen=True)
+class Isoflop:
+    """[isoflop]: every cell spends its budget, tokens = C / (training FLOPs per token)."""
+
+    budgets: tuple[float, ...] = ()
+    tolerance: float = 0.01
+    center_tokens_per_param: float = 0.0  # > 0: per-budget shapes around N_opt (see family)
+    window: float = 8.0
+
+
+@dataclass(frozen=True)
+class Nxd:
+    """[nxd]: a Kaplan-style factorial, every shape x every token count D."""
+
+    tokens: tuple[int, ...] = ()
+    tolerance: float = 0.01
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """[ladder]: every shape trained on tokens_per_param x N_total tokens."""
+
+    tokens_per_param: float = 20.0
+    tolerance: float = 0.01
+
+
+STUDIES: dict[str, type] = {"isoflop": Isoflop, "nxd": Nxd, "ladder": Ladder}
+
+
+@dataclass(frozen=True)
+class Override:
+    """One [[overrides]] table: config fields (`"section.field" = value`) set on every cell
+    whose coordinates match `where`."""
+
+    where: dict[str, Any]
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A whole grid, validated. `raw` is the TOML as loaded (kept in plan.json)."""
+
+    name: str
+    kind: str
+    study: Isoflop | Nxd | Ladder
+    shapes: ShapeSpec
+    hparams: Hparams
+    points: tuple[Point, ...]
+    seeds: tuple[int, ...]
+    base: dict[str, dict[str, Any]]  # [base.<section>] tables of run-config fields
+    base_model: C.ModelConfig  # [base.model] (GPT-3 block style for the gpt3 rule), no shape yet
+    overrides: tuple[Override, ...]
+    raw: dict[str, Any]
+
+
+def parse_grid(raw: dict[str, Any]) -> GridSpec:
+    """Validate a grid (its TOML as a dict, `name` filled in) into a GridSpec."""
+    unknown = sorted(set(raw) - TOP_KEYS - set(KINDS))
+    if unknown:
+        raise UserError(f"grid: unknown key {unknown[0]!r}; valid: {', '.join(sorted(TOP_KEYS))}")
+    name, kind = str(raw["name"]), raw.get("kind", "")
+    if kind not in KINDS:
+        raise UserError(f"grid {name!r}: kind = {kind!r}; choose one of {', '.join(KINDS)}")
+    study = _parse_study(kind, raw.get(kind, {}))
+    shapes = parse_shapes(raw.get("shapes", {}))
+    hparams, points = parse_hparams(raw.get("hparams", {}))
+    base = _parse_base(raw)
+    return GridSpec(
+        name=name,
+        kind=kind,
+        study=study,
+        shapes=shapes,
+        hparams=hparams,
+        points=points,
+        seeds=_parse_seeds(raw.get("seeds", [0]), name),
+        base=base,
+        base_model=_base_model(base, shapes.rule),
+        overrides=_parse_overrides(raw.get("overrides", [])),
+        raw=raw,
+    )
+
+
+def _parse_study(kind: str, table: Any) -> Isoflop | Nxd | Ladder:
+    """The kind's table ([isoflop], [nxd] or [ladder])."""
+    table = check_table(table, defaults_of(STUDIES[kind]), kind)
+    if kind == "isoflop":
+        budgets = _positive_list(table, "budgets", kind)
+        return typed(Isoflop, table, budgets=tuple(float(b) for b in budgets))
+    if kind == "nxd":
+        tokens = _positive_list(table, "tokens", kind)
+        return typed(Nxd, table, tokens=tuple(int(d) for d in tokens))
+    return typed(Ladder, table)
+
+
+def _positive_list(spec: dict[str, Any], key: str, kind: str) -> list[float]:
+    values = spec[key]
+    if not isinstance(values, list) or not values:
+        raise UserError(f"grid [{kind}] {key} is empty: give a list, e.g. {key} = [1e11, 3e11]")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1e30:
+            raise UserError(
+                f"grid [{kind}] {key}: {v!r} is not a positive finite number (below 1e30)"
+            )
+    return values
+
+
+def _parse_seeds(seeds: Any, name: str) -> tuple[int, ...]:
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise UserError(f"grid {name!r}: seeds = {seeds!r}; give a non-empty list of integers >= 0")
+    return tuple(seeds)
+
+
+def _parse_base(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """[base.<section>] tables, each field checked against its run-config section."""
+    base = raw.get("base", {})
+    if not isinstance(base, dict) or not all(isinstance(v, dict) for v in base.values()):
+        raise UserError(
+            f"grid [base] = {base!r}: expected tables of config fields, e.g. [base.model]"
+        )
+    base = copy.deepcopy(base)
+    for section, values in base.items():
+        try:
+            C.check_section(section, values)
+        except UserError as e:
+            raise UserError(f"grid [base.{section}]: {e}") from None
+    planned = sorted(set(base.get("train", {})) & {"steps", "batch_size", "seed", "lr"})
+    if planned:
+        raise UserError(
+            f"grid [base.train] {planned[0]}: the plan sets it for every cell (steps/batch from "
+            f"the budget or tokens and [hparams], lr from [hparams], seed from `seeds`); "
+            f"remove it and change [hparams] or `seeds` instead"
+        )
+    return base
+
+
+def _base_model(base: dict[str, dict[str, Any]], rule: str) -> C.ModelConfig:
+    """[base.model] as a ModelConfig (its `preset` is ignored); the gpt3 rule defaults to the
+    GPT-3 block style (LayerNorm, learned positions, GELU, tied embeddings)."""
+    model = dict(base.get("model", {}))
+    if rule == "gpt3":
+        style = {k: C.PRESETS["gpt3-small"][k] for k in ("norm", "pos", "mlp", "tie_embeddings")}
+        model = {**style, **model}
+    model.pop("preset", None)
+    return C.check_section("model", model)
+
+
+def _parse_overrides(overrides: Any) -> tuple[Override, ...]:
+    ok = isinstance(overrides, list) and all(
+        isinstance(o, dict)
+        and isinstance(o.get("where", {}), dict)
+        and isinstance(o.get("set", {}), dict)
+        for o in overrides
+    )
+    if not ok:
+        raise UserError(
+            "grid overrides: expected [[overrides]] tables, each with where = {...} and "
+            'set = {"section.field" = value}'
+        )
+    for i, ov in enumerate(overrides):
+        for key in ov.get("set", {}):
+            section, _, fld = key.partition(".")
+            if not fld or section == "model":
+                raise UserError(
+                    f"grid overrides[{i}] set {key!r}: use section.field keys outside "
+                    f"[model] (shapes come from [shapes], so FLOPs stay exact)"
+                )
+            if key in PLANNED_KEYS:
+                raise UserError(
+                    f"grid overrides[{i}] set {key!r}: the plan derives it (steps and batch "
+                    f"from the budget/tokens and [hparams], seed from `seeds`), so the cell's "
+                    f"D and FLOPs would be wrong; change [hparams] or `seeds` instead"
+                )
+    return tuple(Override(dict(o.get("where", {})), dict(o.get("set", {}))) for o in overrides)
