@@ -174,13 +174,6 @@ def create_sharded(fn: Callable[[], Any], mesh: Mesh, *, strict: bool = False) -
     return nnx.merge(graphdef, state)
 
 
-def create_sharded_model(model_cfg: Any, mesh: Mesh, seed: int = 0) -> nnx.Module:
-    """`Transformer(model_cfg, rngs=nnx.Rngs(seed))`, initialised sharded on `mesh`."""
-    from scaling.model import Transformer
-
-    return create_sharded(lambda: Transformer(model_cfg, rngs=nnx.Rngs(seed)), mesh)
-
-
 def make_mesh(cfg: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """Mesh ("data", "fsdp", "tensor") over all devices (of every process), sized by cfg.mesh
     (-1 fills); UserError, before anything compiles, when the sizes do not fit."""
