@@ -63,16 +63,10 @@ def engine(cfg: RunConfig, mesh: Any) -> Engine:
 
 
 def _build(cfg: RunConfig, mesh: Any) -> Engine:
+    """Trace the state's shapes, derive its shardings from the rules table, and jit init, the
+    step, the multi-step call and the two evals with those shardings."""
     tx = optim.make_optimizer(cfg.train, cfg.model)
-    abstract_model = nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0)))
-    graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
-
-    def init(key: jax.Array) -> dict[str, Any]:
-        model = Transformer(cfg.model, rngs=nnx.Rngs(params=key))
-        _, params, other = nnx.split(model, nnx.Param, ...)
-        step = jnp.zeros((), jnp.int32)
-        return {"params": params, "other": other, "opt": tx.init(params), "step": step}
-
+    graphdef, init = _state_fns(cfg, tx)
     abstract = jax.eval_shape(init, jax.random.key(0))
     state_sh = sharding.state_shardings(abstract, mesh)
     abstract_state = jax.tree.map(
@@ -80,39 +74,7 @@ def _build(cfg: RunConfig, mesh: Any) -> Engine:
     )
     batch_sh = sharding.batch_sharding(mesh)
     scalar_sh = NamedSharding(mesh, PartitionSpec())
-
-    def loss_fn(params, other, batch_BT1):
-        tokens_BT, targets_BT = batch_BT1[:, :-1], batch_BT1[:, 1:]
-        model = nnx.merge(graphdef, params, other)
-        return cross_entropy(model(tokens_BT), targets_BT, targets_BT != PAD)
-
-    def train_step(state, batch_BT1, lr):
-        def f(params):
-            return loss_fn(params, state["other"], batch_BT1)[0]
-
-        loss, grads = jax.value_and_grad(f)(state["params"])
-        updates, opt = tx.update(grads, state["opt"], state["params"])
-        params = jax.tree.map(lambda p, u: (p - lr * u).astype(p.dtype), state["params"], updates)
-        new = {"params": params, "other": state["other"], "opt": opt, "step": state["step"] + 1}
-        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-
-    def multi_step(state, batches_NBT1, lrs_N, k):
-        """Steps 0..k-1 of a chunk (k <= N, traced: one compile serves every chunk length);
-        metrics [N] (NaN past k). The loop body is the single step, bitwise."""
-
-        def body(i, carry):
-            st, loss_N, gnorm_N = carry
-            st, m = train_step(st, batches_NBT1[i], lrs_N[i])
-            return st, loss_N.at[i].set(m["loss"]), gnorm_N.at[i].set(m["grad_norm"])
-
-        nan_N = jnp.full(lrs_N.shape, jnp.nan, jnp.float32)
-        state, loss_N, gnorm_N = jax.lax.fori_loop(0, k, body, (state, nan_N, nan_N))
-        return state, {"loss": loss_N, "grad_norm": gnorm_N}
-
-    def eval_step(params, other, batch_BT1):
-        mean, n = loss_fn(params, other, batch_BT1)
-        return mean * n, n
-
+    train_step, multi_step, eval_step = _step_fns(graphdef, tx)
     step = jax.jit(
         train_step,
         in_shardings=(state_sh, batch_sh, scalar_sh),
@@ -152,6 +114,60 @@ def _build(cfg: RunConfig, mesh: Any) -> Engine:
         evaluate,
         evaluate_many,
     )
+
+
+def _state_fns(cfg: RunConfig, tx: optax.GradientTransformation) -> tuple[Any, Any]:
+    """The model's graphdef (from an abstract model: nothing is allocated) and `init(key)`, which
+    builds a fresh state pytree (layout in the module doc)."""
+    abstract_model = nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0)))
+    graphdef, _, _ = nnx.split(abstract_model, nnx.Param, ...)
+
+    def init(key: jax.Array) -> dict[str, Any]:
+        model = Transformer(cfg.model, rngs=nnx.Rngs(params=key))
+        _, params, other = nnx.split(model, nnx.Param, ...)
+        step = jnp.zeros((), jnp.int32)
+        return {"params": params, "other": other, "opt": tx.init(params), "step": step}
+
+    return graphdef, init
+
+
+def _step_fns(graphdef: Any, tx: optax.GradientTransformation) -> tuple[Any, Any, Any]:
+    """The un-jitted step functions: `train_step(state, batch, lr)`, `multi_step(state, batches,
+    lrs, k)` (k single steps in a loop) and `eval_step(params, other, batch)` (sum NLL, count)."""
+
+    def loss_fn(params, other, batch_BT1):
+        tokens_BT, targets_BT = batch_BT1[:, :-1], batch_BT1[:, 1:]
+        model = nnx.merge(graphdef, params, other)
+        return cross_entropy(model(tokens_BT), targets_BT, targets_BT != PAD)
+
+    def train_step(state, batch_BT1, lr):
+        def f(params):
+            return loss_fn(params, state["other"], batch_BT1)[0]
+
+        loss, grads = jax.value_and_grad(f)(state["params"])
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        params = jax.tree.map(lambda p, u: (p - lr * u).astype(p.dtype), state["params"], updates)
+        new = {"params": params, "other": state["other"], "opt": opt, "step": state["step"] + 1}
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+    def multi_step(state, batches_NBT1, lrs_N, k):
+        """Steps 0..k-1 of a chunk (k <= N, traced: one compile serves every chunk length);
+        metrics [N] (NaN past k). The loop body is the single step, bitwise."""
+
+        def body(i, carry):
+            st, loss_N, gnorm_N = carry
+            st, m = train_step(st, batches_NBT1[i], lrs_N[i])
+            return st, loss_N.at[i].set(m["loss"]), gnorm_N.at[i].set(m["grad_norm"])
+
+        nan_N = jnp.full(lrs_N.shape, jnp.nan, jnp.float32)
+        state, loss_N, gnorm_N = jax.lax.fori_loop(0, k, body, (state, nan_N, nan_N))
+        return state, {"loss": loss_N, "grad_norm": gnorm_N}
+
+    def eval_step(params, other, batch_BT1):
+        mean, n = loss_fn(params, other, batch_BT1)
+        return mean * n, n
+
+    return train_step, multi_step, eval_step
 
 
 def _init_options() -> dict[str, Any] | None:
