@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -271,6 +272,9 @@ def test_notes_about_skipped_runs_are_printed_when_the_fit_fails(tmp_path: Path,
 
 
 def _faults_script():
+    """scripts/faults.py loaded as a module (it puts scripts/ on sys.path), and its harness
+    scripts/faults_run.py."""
+    import importlib
     import importlib.util
     import sys
 
@@ -279,7 +283,7 @@ def _faults_script():
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
-    return module
+    return module, importlib.import_module("faults_run")
 
 
 def test_fault_suite_kills_a_hung_case_reports_it_and_goes_on(monkeypatch, capsys) -> None:
@@ -288,19 +292,19 @@ def test_fault_suite_kills_a_hung_case_reports_it_and_goes_on(monkeypatch, capsy
     crashing section is one [FAIL] line and the next section still runs."""
     import sys
 
-    faults = _faults_script()
-    proc = faults.spawn(
+    faults, harness = _faults_script()
+    proc = harness.spawn(
         [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
     )
-    ran = faults.finish(proc, 1)
+    ran = harness.finish(proc, 1)
     assert ran.returncode is None and ran.stdout == "up\n" and "hung" in ran.stderr
     assert proc.poll() is not None  # killed, not left running
 
     def crash(tmp: Path) -> None:
-        raise faults.subprocess.TimeoutExpired("scaling sweep run", 300)
+        raise subprocess.TimeoutExpired("scaling sweep run", 300)
 
     def fine(tmp: Path) -> None:
-        faults.record("disk full", "a case", True)
+        harness.record("disk full", "a case", True)
 
     monkeypatch.setattr(faults, "SECTIONS", [("signals", crash), ("disk full", fine)])
     monkeypatch.setattr(sys, "argv", ["faults.py"])
