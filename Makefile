@@ -50,9 +50,11 @@ validate-prior: $(STAMP)
 
 # The train step, the demo grid's throughput (issue 13: compile, step, loop overhead, efficiency
 # of its smallest and largest cell, and the whole grid against the previous implementation;
-# about 10 minutes on 2 cores), then the fitting benchmark.
+# about 10 minutes on 2 cores; `--previous REV` compares with a git revision), then the fitting
+# benchmark.
 bench: $(STAMP)
-	$(PY) -m scaling.bench --demo
+	$(PY) -m scaling.bench
+	$(PY) -m sweeps.bench_demo
 	$(PY) -m analysis.laws.bench
 
 # The fault suite of issue 12, for real (spawns training processes; a few minutes on 2 cores):

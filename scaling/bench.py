@@ -7,8 +7,9 @@ FLOPs per token from scaling.flops x tokens/s) and MFU against the device's peak
 stating the FLOP convention and XLA's own count of the compiled step (`cost_analysis()`).
 Compilation and `--warmup` steps are excluded from the timing. No dataset is needed.
 
-The fitting benchmark is a separate program, `python -m analysis.laws.bench`; `make bench` runs
-both (scaling/ never imports analysis/).
+`make bench` then runs the demo-grid throughput benchmark (`python -m sweeps.bench_demo`) and the
+fitting benchmark (`python -m analysis.laws.bench`), each its own program: scaling/ never imports
+sweeps/ or analysis/.
 """
 
 from __future__ import annotations
@@ -138,12 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default per config)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
-    p.add_argument(
-        "--demo", action="store_true", help="also the demo-grid throughput benchmark (issue 13)"
-    )
-    p.add_argument("--previous", metavar="REV", help="--demo: git revision to compare against")
-    p.add_argument("--no-grid", action="store_true", help="--demo: skip the whole-grid timing")
-    p.add_argument("--max-runs", type=int, default=None, help="--demo: time only N grid runs")
     args = p.parse_args(argv)
     from scaling.errors import UserError  # noqa: PLC0415
 
@@ -154,10 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_result(result), flush=True)
-    if args.demo:
-        from scaling import bench_demo  # noqa: PLC0415
-
-        bench_demo.run(args.previous, grid=not args.no_grid, max_runs=args.max_runs)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Small-model throughput benchmark on the demo grid (issue 13): `python -m scaling.bench --demo`.
+"""Small-model throughput benchmark on the demo grid (issue 13): `python -m sweeps.bench_demo`.
 
 For the demo's smallest and largest shape it trains the real cell (few-shot evals off: the
 training phase, validation and checkpoints included) in a fresh process and prints
@@ -19,10 +19,12 @@ the ratio. `--previous REV` runs a git revision's code as the previous implement
 (`train.steps_per_dispatch=1`, `SCALING_COMPILE_CACHE=off`).
 
 Absolute seconds depend on the machine's load (printed); the ratios are measured side by side.
+It lives in sweeps/ because it plans the demo grid; `make bench` runs it after `scaling.bench`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -208,7 +210,21 @@ def run(previous: str | None = None, grid: bool = True, max_runs: int | None = N
         )
 
 
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m sweeps.bench_demo", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--previous", metavar="REV", help="git revision to compare against")
+    p.add_argument("--no-grid", action="store_true", help="skip the whole-grid timing")
+    p.add_argument("--max-runs", type=int, default=None, help="time only N grid runs")
+    args = p.parse_args(argv)
+    run(args.previous, grid=not args.no_grid, max_runs=args.max_runs)
+    return 0
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "cell":
     here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     print(json.dumps(cell_child(int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]))))
+elif __name__ == "__main__":
+    sys.exit(main())
