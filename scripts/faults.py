@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "cli"), str(ROOT / "scripts")]
 
 from faults_files import bad_inputs, damaged_files, disk_full  # noqa: E402
 from faults_run import TALLY, record  # noqa: E402

@@ -1,5 +1,5 @@
 """The input and file sections of `make faults`: malformed inputs, damaged bookkeeping files,
-and a full disk. Imported by scripts/faults.py (which puts the repository and tests/ on
+and a full disk. Imported by scripts/faults.py (which puts the repository and tests/cli/ on
 sys.path first)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The harness of `make faults` (scripts/faults.py): the tally of every case, child processes
 (spawned in their own process group, killed when hung), and the small checks the cases share.
-Imported by the driver after it has put the repository and tests/ on sys.path.
+Imported by the driver after it has put the repository and tests/cli/ on sys.path.
 """
 
 from __future__ import annotations

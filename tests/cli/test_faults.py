@@ -313,3 +313,16 @@ def test_fault_suite_kills_a_hung_case_reports_it_and_goes_on(monkeypatch, capsy
     assert "[FAIL] signals: the section itself - crashed: TimeoutExpired" in out
     assert "signal cases clean             0/1 (0%)" in out
     assert "disk-full cases clear          1/1 (100%)" in out
+
+
+def test_fault_suite_starts_as_make_faults_runs_it() -> None:
+    """`python scripts/faults.py` in a fresh process (not under pytest's sys.path) finds its
+    modules and tests/cli/fuzz_cases.py; a section name that matches nothing runs no case."""
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "faults.py"
+    p = subprocess.run(
+        [sys.executable, str(script), "no-such-section"], capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "bad inputs handled             0/0 (n/a)" in p.stdout
