@@ -18,6 +18,7 @@ from analysis.laws.predict import backtest, predict_flops, table_predictor
 from analysis.tables import RunTable
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
+from scaling.results import clean_json
 
 
 def run_analysis(
@@ -121,15 +122,7 @@ def run_analysis(
 
 
 def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [_jsonable(v) for v in x.tolist()]
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    return x
+    return clean_json(x, keep_nonfinite=True)  # fits.json keeps NaN/Infinity
 
 
 def fits_json(res: dict) -> dict:

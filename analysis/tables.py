@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from analysis.hparams import analyze_records
+from scaling import results as R
 from scaling.errors import UserError
-from scaling.fileio import read_jsonl, read_text
+from scaling.fileio import read_text
 
 CSV_KEYS = ("N", "D", "C", "loss", "budget", "run")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -109,16 +110,16 @@ def load_results(
         raise UserError(f"--loss must be 'nats' or 'bpb', got {loss!r}")
     key_l = "final_val_loss" if loss == "nats" else "final_val_bpb"
     rows, notes, unit, extra, done = [], [], None, [], []
-    records = read_jsonl(path)  # damaged lines: reported once and skipped
+    records = R.read_records(path, required=())  # damaged lines: reported once and skipped
     _check_size(path, len(records))
     for lineno, rec in enumerate(records, 1):
         rid = str(rec.get("run_id", f"record{lineno}"))
         if rec.get("status", "done") != "done":
             notes.append(f"skipped run {rid}: status {rec.get('status')!r}")
             continue
-        key_n = "N_total" if n_kind == "total" else "N_nonembed"
-        key_c = "C_6ND" if flops == "6nd" else "C_exact"
-        missing = [k for k in (key_n, "D", key_l) if rec.get(k) is None]
+        key_n = R.N_TOTAL if n_kind == "total" else R.N_NONEMBED
+        key_c = R.C_6ND if flops == "6nd" else R.C_EXACT
+        missing = [k for k in (key_n, R.D, key_l) if rec.get(k) is None]
         if missing:
             hint = (
                 " (recorded before bits per byte existed: use --loss nats)" if loss == "bpb" else ""
@@ -131,7 +132,7 @@ def load_results(
                 raise UserError(f"{path}: run {rid}: {key} = {value!r} is not a number")
             return float(value)
 
-        N, D = num(key_n), num("D")
+        N, D = num(key_n), num(R.D)
         C = rec.get(key_c)
         C = 6.0 * N * D if C is None or (flops == "6nd" and n_kind == "nonembed") else num(key_c)
         cell = rec.get("cell") if isinstance(rec.get("cell"), dict) else {}

@@ -84,7 +84,7 @@ def n_validations(final_step: int, steps: int, every: int) -> int:
     return n + (1 if final_step == steps and steps % every else 0)
 
 
-# How `flops`, `flops_exact`, FLOP/s and `mfu` count (stated in result.json and the bench).
+# How `flops`, `C_exact`, FLOP/s and `mfu` count (stated in result.json and the bench).
 CONVENTION = (
     "model FLOPs of scaling.flops: 6*N_matmul + 6*L*T*D per trained token (forward + backward, "
     "causal attention halved, embedding gathers 0); validation counted apart (flops_val, "

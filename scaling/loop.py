@@ -41,17 +41,10 @@ from scaling import engine, optim, signals
 from scaling import flops as flops_lib
 from scaling.fileio import atomic_write, split_jsonl, writing
 from scaling.model import compute_dtype
+from scaling.results import clean_json
 
 MAX_AUTO = 32  # steps per call at most in auto mode, and the compiled loop's capacity
 TARGET_S = 0.2  # auto mode: about this much device time per call
-
-
-def json_default(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, tuple | set):
-        return list(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 class MetricsLog:
@@ -72,14 +65,14 @@ class MetricsLog:
         if resume_step > 0 and path.is_file():  # lines cut by a kill are dropped
             records, _ = split_jsonl(path.read_bytes())
             kept = [r for r in records if _step_of(r) <= resume_step]
-        atomic_write(path, "".join(json.dumps(r, default=json_default) + "\n" for r in kept))
+        atomic_write(path, "".join(_line(r) + "\n" for r in kept))
         with writing(path):
             self._fh = path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
             with writing(self.path):
-                self._fh.write(json.dumps(record, default=json_default) + "\n")
+                self._fh.write(_line(record) + "\n")
                 self._fh.flush()
             if self.on_write is not None:
                 self.on_write(record)
@@ -90,6 +83,10 @@ class MetricsLog:
                 self._fh.close()
             except OSError:  # the flush of a full disk: DiskFullError was raised already
                 pass
+
+
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(clean_json(record, keep_nonfinite=True))
 
 
 def _step_of(record: dict[str, Any]) -> float:

@@ -1,6 +1,9 @@
 """Train (or resume) one run: sharded state, jitted step, validation, checkpoints, result.json.
 
-`train(cfg, out_dir)` is a pure function of the resolved config: the batch of step k is
+`train(cfg, out_dir)` runs in three parts: `_setup` (every check before compute, the run
+directory, the engine and the initial or restored state), `_loop` (the steps, validation and
+checkpoints) and `_finish` (evals and result.json, in the names of `scaling.results`). It is a
+pure function of the resolved config: the batch of step k is
 `data.batch(k, batch_size, seed)`, params are initialised from `seed`, and no other randomness
 is used, so a run killed and resumed from a checkpoint ends bitwise equal (on CPU) to an
 uninterrupted one. The checkpoint holds params, optimizer state (Adam moments and count) and the
@@ -16,38 +19,34 @@ result.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
 from flax import nnx
 
-from scaling import compile_cache, engine, optim, sharding, signals, tracking
+from scaling import compile_cache, engine, optim, results, sharding, signals, tracking
 from scaling import config as config_lib
 from scaling import flops as flops_lib
 from scaling.checkpoint import Checkpointer
 from scaling.config import RunConfig
 from scaling.errors import UserError
-from scaling.fileio import atomic_write, read_json, warn
-from scaling.loop import Loop, json_default, run_evals
+from scaling.fileio import atomic_write, warn
+from scaling.loop import Loop, run_evals
 
 log = logging.getLogger(__name__)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temp file in the same directory, then os.replace (atomic)."""
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
 # ----------------------------------------------------------------------------- the run
 
 
 def _check_out_dir(out: Path, run_id: str) -> dict[str, Any] | None:
-    """UserError if `out` holds a different run; the stored result if this run already ended."""
+    """UserError if `out` holds a different run; the stored result if this run already ended
+    (`scaling.results.finished_result`)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory; pass a directory path")
     cfg_path = out / "config.toml"
@@ -67,17 +66,7 @@ def _check_out_dir(out: Path, run_id: str) -> dict[str, Any] | None:
                 f"{out} already holds a different run (config hash {other}, this run is "
                 f"{run_id}); pass another --out directory or delete that one"
             )
-    res_path = out / "result.json"
-    if res_path.is_file():
-        fix = "ignoring it: the run resumes from its newest checkpoint and rewrites it"
-        result = read_json(res_path, fix=fix, default=None)
-        if (
-            isinstance(result, dict)
-            and result.get("run_id") == run_id
-            and result.get("status") in ("done", "diverged")
-        ):
-            return result
-    return None
+    return results.finished_result(out, run_id)
 
 
 def train(
@@ -103,9 +92,39 @@ def train(
     (`scaling.checkpoint`). SIGINT/SIGTERM (`scaling.signals`) finish the dispatch in flight,
     save a checkpoint at its last step and raise `signals.Interrupted`.
     """
+    setup = _setup(cfg, Path(out_dir), progress=progress, restart=restart, from_step=from_step)
+    if isinstance(setup, dict):  # finished before: its stored result
+        return setup
+    run, state = setup
+    state, loop, tracker = _loop(run, state, tb_dir, progress, stop_after, should_stop)
+    return _finish(run, state, loop, tracker)
+
+
+@dataclass
+class _Run:
+    """What setup hands to the loop and to finish (the state goes apart: the loop owns it)."""
+
+    cfg: RunConfig
+    out: Path
+    run_id: str
+    is_main: bool
+    t_start: float
+    mesh: Any
+    data: Any
+    eng: engine.Engine
+    ckpt: Checkpointer
+    start: int
+    meta: dict[str, Any]
+    restored: Any
+
+
+def _setup(
+    cfg: RunConfig, out: Path, *, progress: bool, restart: bool, from_step: int | None
+) -> tuple[_Run, dict[str, Any]] | dict[str, Any]:
+    """Check everything before compute (UserError), then the run directory, the engine and the
+    initial (or restored) state; the stored result instead when this run already finished."""
     t_start = time.time()
     sharding.maybe_initialize_distributed()
-    out = Path(out_dir)
     is_main = jax.process_index() == 0
     run_id = config_lib.config_hash(cfg)
     mesh = sharding.make_mesh(cfg)  # UserError: mesh vs devices, batch vs data parallel
@@ -132,54 +151,77 @@ def train(
     except BaseException:
         ckpt.close()
         raise
-    warnings = list(meta.get("warnings", [])) + (restored.warnings if restored else [])
+    run = _Run(cfg, out, run_id, is_main, t_start, mesh, data, eng, ckpt, start, meta, restored)
+    return run, state
+
+
+def _loop(
+    run: _Run,
+    state: dict[str, Any],
+    tb_dir: str | Path | None,
+    progress: bool,
+    stop_after: int | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[dict[str, Any], Loop, tracking.Tracker]:
+    """Train from the initial state to the end (or a stop); always close Orbax and the logs.
+    Returns (state, loop, tracker); the tracker stays open for finish."""
+    cfg, restored = run.cfg, run.restored
+    warnings = list(run.meta.get("warnings", [])) + (restored.warnings if restored else [])
     tracker = loop = None
     try:  # a signal while the tracker opens (tensorboardX import) must still close Orbax
         tracker = tracking.Tracker(
-            Path(tb_dir) if tb_dir else out / "tensorboard",
+            Path(tb_dir) if tb_dir else run.out / "tensorboard",
             run_name=cfg.name,
-            run_id=run_id,
+            run_id=run.run_id,
             config=cfg.to_dict(),
-            resume_step=start,
-            enabled=is_main,
+            resume_step=run.start,
+            enabled=run.is_main,
         )
         loop = Loop(
             cfg,
-            eng,
-            data,
-            out,
-            start=start,
-            meta=meta,
+            run.eng,
+            run.data,
+            run.out,
+            start=run.start,
+            meta=run.meta,
             warnings=warnings,
             new_warnings=list(restored.warnings) if restored else [],
-            run_id=run_id,
-            t_start=t_start,
+            run_id=run.run_id,
+            t_start=run.t_start,
             tracker=tracker,
             progress=progress,
-            is_main=is_main,
-            ckpt=ckpt,
+            is_main=run.is_main,
+            ckpt=run.ckpt,
         )
-        state = loop.run(state, start, stop_after=stop_after, should_stop=should_stop)
+        state = loop.run(state, run.start, stop_after=stop_after, should_stop=should_stop)
     finally:
         with signals.graceful():  # a signal now must not skip stopping Orbax's threads
             if loop is not None:
                 loop.close()
             if tracker is not None:
                 tracker.flush()
-            ckpt.close()  # waits for pending saves, then stops Orbax's threads
-    status = loop.status
+            run.ckpt.close()  # waits for pending saves, then stops Orbax's threads
+    return state, loop, tracker
+
+
+def _finish(
+    run: _Run, state: dict[str, Any], loop: Loop, tracker: tracking.Tracker
+) -> dict[str, Any]:
+    """The evals of a finished run, result.json, and the result (or the stopped marker)."""
+    cfg, status = run.cfg, loop.status
     final_step = int(jax.device_get(state["step"])) if status == "done" else loop.diverged_at
     if loop.stopped:
         tracker.close()
-        return {"status": "stopped", "step": final_step, "run_id": run_id}
+        return {"status": "stopped", "step": final_step, "run_id": run.run_id}
     evals = None
     if cfg.eval.enabled and status == "done":
-        evals = run_evals(nnx.merge(eng.graphdef, state["params"], state["other"]), cfg, mesh)
+        model = nnx.merge(run.eng.graphdef, state["params"], state["other"])
+        evals = run_evals(model, cfg, run.mesh)
     tracker.log_evals(final_step or 0, evals)
     tracker.close()
-    result = _result(cfg, loop, data.info, final_step, evals, mesh, start)
-    if is_main:
-        write_json_atomic(out / "result.json", result)
+    result = _result(cfg, loop, run.data.info, final_step, evals, run.mesh, run.start)
+    if run.is_main:
+        results.write_result(run.out / "result.json", result)
     return result
 
 
@@ -207,7 +249,8 @@ def _result(
     mesh: Any,
     start: int,
 ) -> dict[str, Any]:
-    """result.json: the outcome, sizes, FLOPs (our formula, `scaling.flops`) and throughput."""
+    """result.json (keys: `scaling.results.RESULT_FIELDS`): the outcome, sizes, FLOPs (our
+    formula, `scaling.flops`) and throughput."""
     from scaling.data import val_bpb  # noqa: PLC0415
 
     m, t = cfg.model, cfg.train
@@ -237,14 +280,14 @@ def _result(
         "best_val_loss": loop.best_val,
         "final_val_bpb": val_bpb(loop.val_loss, info) if done else None,
         "best_val_bpb": val_bpb(loop.best_val, info),
-        "n_params_total": counts.total,
-        "n_params_embed": counts.embedding,
-        "n_params_nonembed": counts.nonembedding,
-        "tokens": tokens,
+        results.N_TOTAL: counts.total,
+        results.N_EMBED: counts.embedding,
+        results.N_NONEMBED: counts.nonembedding,
+        results.D: tokens,
         "flops_per_token": fpt,
-        "flops_exact": fpt * tokens,
-        "flops_6nd_total": flops_lib.flops_6nd(counts.total, tokens),
-        "flops_6nd_nonembed": flops_lib.flops_6nd(counts.nonembedding, tokens),
+        results.C_EXACT: fpt * tokens,
+        results.C_6ND: flops_lib.flops_6nd(counts.total, tokens),
+        results.C_6ND_NONEMBED: flops_lib.flops_6nd(counts.nonembedding, tokens),
         "flops_val": n_val * val_tokens * flops_lib.forward_flops_per_token(m),
         "flops_convention": flops_lib.CONVENTION,
         "wall_time_s": loop.meta.get("wall_time_s", 0.0) + t_end - loop.t_start,
@@ -279,12 +322,10 @@ def _check_vocab(cfg: RunConfig, tok_vocab: int | None = None) -> None:
 
 
 def _check_eval_tasks(cfg: RunConfig) -> None:
-    """UserError for an unknown eval.tasks name now, not after training (when evals exist)."""
+    """UserError for an unknown eval.tasks name now, not after training."""
     if not cfg.eval.enabled or not cfg.eval.tasks:
         return
-    try:
-        from scaling.evals import tasks  # noqa: PLC0415
-    except ModuleNotFoundError:
-        return
+    from scaling.evals import tasks  # noqa: PLC0415
+
     for name in cfg.eval.tasks:
         tasks.get_task(name)

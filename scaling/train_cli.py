@@ -114,9 +114,8 @@ def _summary(result: dict, out: Path) -> str:
         head,
         f"  val loss     {_fmt(result['final_val_loss'], '.4f')} nats/token "
         f"(best {_fmt(result['best_val_loss'], '.4f')})",
-        f"  params       {result['n_params_total']:,} total, "
-        f"{result['n_params_nonembed']:,} non-embedding",
-        f"  tokens       {result['tokens']:,}   FLOPs {result['flops_exact']:.3e}",
+        f"  params       {result['N_total']:,} total, {result['N_nonembed']:,} non-embedding",
+        f"  tokens       {result['D']:,}   FLOPs {result['C_exact']:.3e}",
         f"  throughput   {_fmt(result['tokens_per_s'], ',.0f')} tokens/s, "
         f"MFU {'n/a' if result['mfu'] is None else format(100 * result['mfu'], '.1f') + '%'} "
         f"on {result['n_devices']} x {result['device_kind']}",

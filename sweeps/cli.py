@@ -91,8 +91,8 @@ def _load(args: argparse.Namespace):
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from scaling.results import clean_json
     from sweeps.estimate import detect_device
-    from sweeps.registry import clean_json
     from sweeps.report import plan_table
 
     plan = _load(args)

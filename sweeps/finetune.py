@@ -24,6 +24,7 @@ from typing import Any
 from scaling import config as C
 from scaling.errors import UserError, check_interrupt
 from scaling.fileio import atomic_write, file_lock
+from scaling.results import clean_json, upgrade_result
 from sweeps import registry as R
 
 TABLE = "results.jsonl"
@@ -89,7 +90,7 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
                 continue
             d = R.run_dir(root, rec["run_id"])
             res = (
-                json.loads((d / "result.json").read_text())
+                upgrade_result(json.loads((d / "result.json").read_text()))
                 if (d / "result.json").is_file()
                 else rec
             )
@@ -98,7 +99,7 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
             raise UserError(f"{root} has no finished runs to fine-tune; run the sweep first")
         return out
     if (root / "result.json").is_file():
-        res = json.loads((root / "result.json").read_text())
+        res = upgrade_result(json.loads((root / "result.json").read_text()))
         if res.get("status") != "done":
             raise UserError(
                 f"run {root} did not finish (status {res.get('status')}); train it first"
@@ -125,8 +126,8 @@ def select_runs(runs: list[dict], ids: str, sizes: int) -> list[dict]:
     if sizes:
         best: dict[int, dict] = {}
         for r in runs:
-            n = int(r["result"]["n_params_total"])
-            if n not in best or r["result"]["tokens"] > best[n]["result"]["tokens"]:
+            n = int(r["result"]["N_total"])
+            if n not in best or r["result"]["D"] > best[n]["result"]["D"]:
                 best[n] = r
         ns = sorted(best)
         if sizes > len(ns):
@@ -135,7 +136,7 @@ def select_runs(runs: list[dict], ids: str, sizes: int) -> list[dict]:
             )
         picks = sorted({round(i * (len(ns) - 1) / max(1, sizes - 1)) for i in range(sizes)})
         runs = [best[ns[i]] for i in picks]
-    return sorted(runs, key=lambda r: (r["result"]["n_params_total"], r["run_id"]))
+    return sorted(runs, key=lambda r: (r["result"]["N_total"], r["run_id"]))
 
 
 def check_checkpoint(run: dict) -> None:
@@ -169,7 +170,7 @@ def read_rows(out: Path) -> list[dict[str, Any]]:
 
 def append_row(out: Path, row: dict[str, Any]) -> None:
     """Append one row atomically (lock + rewrite + os.replace); a duplicate id is dropped."""
-    line = json.dumps(R.clean_json(row), allow_nan=False) + "\n"
+    line = json.dumps(clean_json(row), allow_nan=False) + "\n"
     with file_lock(out / ".results.lock"):
         path = out / TABLE
         old = path.read_text() if path.is_file() else ""
@@ -259,7 +260,7 @@ def _train_rows(todo, cfgs, task: str, settings, out: Path, *, progress: bool) -
             )
             for _, m, d_f, rid in jobs:
                 check_interrupt()
-                bar.set_postfix_str(f"N={run['result']['n_params_total']} {m.label} D_f={d_f}")
+                bar.set_postfix_str(f"N={run['result']['N_total']} {m.label} D_f={d_f}")
                 t0 = time.time()
                 s = settings[m.label]
                 model, info = F.finetune(
@@ -284,10 +285,10 @@ def _row(rid, run, task, m, d_f, s, info, ev, pre, wall, settings) -> dict[str, 
         "method_kind": m.kind,
         "rank": m.spec.rank if m.spec else None,
         "quant": m.spec.quant if m.spec else "none",
-        "n_params": res["n_params_total"],
-        "n_params_nonembed": res.get("n_params_nonembed"),
-        "pretrain_tokens": res["tokens"],
-        "pretrain_flops": res.get("flops_6nd_total"),
+        "n_params": res["N_total"],
+        "n_params_nonembed": res.get("N_nonembed"),
+        "pretrain_tokens": res["D"],
+        "pretrain_flops": res.get("C_6ND"),
         "pretrain_val_loss": res.get("final_val_loss"),
         "d_f": d_f,
         **{k: v for k, v in info.items() if k != "train_s"},

@@ -6,9 +6,10 @@ Layout of DIR:
   runs/<run_id>/     train's out_dir: config.toml, metrics.jsonl, checkpoints/, result.json
   runs/<run_id>/failed.json   last failure (exception text), removed when the run finishes
   leases/            see sweeps.lease
-Records are appended under an exclusive flock on DIR/.results.lock by rewriting the file to a
-temp file and os.replace-ing it, so readers never see a partial line and a run id never appears
-twice, whichever launcher (or SLURM task) finishes it.
+Records (fields: `scaling.results.RECORD_FIELDS`) are appended by `scaling.results.append_record`,
+under an exclusive flock on DIR/.results.lock, by rewriting the file to a temp file and
+os.replace-ing it, so readers never see a partial line and a run id never appears twice,
+whichever launcher (or SLURM task) finishes it.
 
 Every file here is read through the tolerant readers of `scaling.fileio`: a damaged line of
 results.jsonl is reported and skipped (every intact record is kept; the next append moves the
@@ -20,22 +21,15 @@ failed.json counts as one earlier failure.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from scaling import results
 from scaling.errors import UserError
-from scaling.fileio import (
-    atomic_write,
-    file_lock,
-    read_json,
-    read_jsonl,
-    split_jsonl,
-    warn,
-    writing,
-)
+from scaling.fileio import atomic_write, read_json, warn
+from scaling.results import clean_json
 
 RESULTS = "results.jsonl"
 PLAN = "plan.json"
@@ -45,13 +39,9 @@ def run_dir(root: Path, run_id: str) -> Path:
     return Path(root) / "runs" / run_id
 
 
-def _results_lock(root: Path):
-    return file_lock(Path(root) / ".results.lock")
-
-
 def read_records(root: Path) -> list[dict[str, Any]]:
     """All records of DIR/results.jsonl (empty list when absent)."""
-    return read_jsonl(Path(root) / RESULTS, required=("run_id",))
+    return results.read_records(Path(root) / RESULTS)
 
 
 def finished_ids(root: Path) -> set[str]:
@@ -60,47 +50,7 @@ def finished_ids(root: Path) -> set[str]:
 
 def append_record(root: Path, record: dict[str, Any]) -> bool:
     """Append one record atomically; False (nothing written) if its run_id is already there."""
-    line = json.dumps(clean_json(record), allow_nan=False) + "\n"
-    with _results_lock(root):
-        path = Path(root) / RESULTS
-        old = path.read_bytes() if path.is_file() else b""
-        records, problems = split_jsonl(old, required=("run_id",))
-        if record["run_id"] in {r["run_id"] for r in records}:
-            return False
-        if problems:  # keep the damaged bytes beside the table, and only intact lines in it
-            kept = [x for x in old.split(b"\n") if _intact(x)]
-            damaged = [x for x in old.split(b"\n") if x.strip() and not _intact(x)]
-            with writing(path.with_name(RESULTS + ".damaged")):
-                with open(path.with_name(RESULTS + ".damaged"), "ab") as f:
-                    f.write(b"\n".join(damaged) + b"\n")
-            warn(
-                f"{path}: moved {len(damaged)} damaged line(s) to {RESULTS}.damaged "
-                f"({'; '.join(problems[:3])}); {len(records)} intact record(s) kept"
-            )
-            old = b"".join(x + b"\n" for x in kept if x.strip())
-        elif old and not old.endswith(b"\n"):
-            old += b"\n"
-        atomic_write(path, old + line.encode())
-    return True
-
-
-def _intact(raw: bytes) -> bool:
-    return bool(split_jsonl(raw + b"\n", required=("run_id",))[0])
-
-
-def clean_json(value: Any) -> Any:
-    """Make a value strict-JSON: non-finite floats -> None, tuples -> lists, paths -> str."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return clean_json(value.item())
-    return value
+    return results.append_record(Path(root) / RESULTS, record)
 
 
 def write_plan(root: Path, plan, *, replan: bool = False) -> None:

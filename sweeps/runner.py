@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from scaling import config as C
-from scaling import signals
+from scaling import results, signals
 from scaling.errors import DiskFullError, UserError
-from scaling.fileio import is_disk_full, read_json
+from scaling.fileio import is_disk_full
 from sweeps import registry as R
 from sweeps.lease import Lease, default_owner
 
@@ -37,19 +37,6 @@ def resolve_train_fn(spec: str | None) -> TrainFn:
     spec = spec or DEFAULT_TRAIN
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr or "train")
-
-
-def _finished_result(out: Path, run_id: str) -> dict[str, Any] | None:
-    """A result.json left by a run that finished but was not recorded (launcher died)."""
-    path = out / "result.json"
-    if not path.is_file():
-        return None
-    result = read_json(path, fix="ignoring it: the run resumes from its checkpoint", default=None)
-    if not isinstance(result, dict):
-        return None
-    if result.get("run_id") == run_id and result.get("status") in ("done", "diverged"):
-        return result
-    return None
 
 
 def run_cell(
@@ -85,7 +72,7 @@ def run_cell(
             return "skipped"
         out = R.run_dir(root, run_id)
         out.mkdir(parents=True, exist_ok=True)
-        result = _finished_result(out, run_id)
+        result = results.finished_result(out, run_id)  # finished, launcher died before recording
         if result is None:
             fn = resolve_train_fn(train_fn) if not callable(train_fn) else train_fn
             cfg = C.from_dict(summary["config"])

@@ -7,10 +7,7 @@ The verdict logic lives in analysis.emergence.flagger; this module only serialis
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-
-import numpy as np
 
 from analysis.emergence.flagger import (
     ALPHA,
@@ -24,19 +21,7 @@ from analysis.emergence.flagger import (
     onset_phrase,
 )
 from scaling.fileio import atomic_write
-
-
-def _clean(obj):
-    """JSON-safe copy: drop private keys, numpy -> python, NaN/inf -> None."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items() if not str(k).startswith("_")}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+from scaling.results import clean_json
 
 
 def settings() -> dict:
@@ -96,7 +81,7 @@ def write_report(
         ],
         "curves": results,
     }
-    report = _clean(report)
+    report = clean_json(report, drop_private=True)  # NaN/inf -> null
     atomic_write(out / "emergence.json", json.dumps(report, indent=1))
     return report
 

@@ -30,6 +30,7 @@ import numpy as np
 from scaling.errors import UserError
 from scaling.evals import removable as RM
 from scaling.fileio import atomic_write
+from scaling.results import upgrade_result
 
 
 @dataclass(frozen=True)
@@ -281,17 +282,17 @@ def summarize(run_dir, spec, cfg, step, imp, steps, chance, out: Path) -> dict[s
                 seed=spec.seed,
             )  # fmt: skip
         summary[kind]["all"] = _all_metrics(summary[kind], spec.level)
-    res = _read_json(run_dir / "result.json") or {}
+    res = upgrade_result(_read_json(run_dir / "result.json") or {})  # old names read too
     return {
         "run_id": res.get("run_id", run_dir.name),
         "name": res.get("name"),
         "run_dir": str(run_dir),
         "checkpoint_step": step,
         "final_step": res.get("step"),
-        "n_params_total": res.get("n_params_total"),
-        "n_params_nonembed": res.get("n_params_nonembed"),
-        "tokens": res.get("tokens"),
-        "flops_6nd_total": res.get("flops_6nd_total"),
+        "n_params_total": res.get("N_total"),
+        "n_params_nonembed": res.get("N_nonembed"),
+        "tokens": res.get("D"),
+        "flops_6nd_total": res.get("C_6ND"),
         "final_val_loss": res.get("final_val_loss"),
         "n_layers": cfg.model.n_layers,
         "n_heads": cfg.model.n_heads,

@@ -46,15 +46,13 @@ def test_finetune_writes_rows_and_resumes(run_dir: Path, tmp_path: Path, capsys)
     assert len(rows) == 4 and {r["d_f"] for r in rows} == {8, 24}
     result = json.loads((run_dir / "result.json").read_text())
     for r in rows:
-        assert (
-            r["n_params"] == result["n_params_total"] and r["pretrain_tokens"] == result["tokens"]
-        )
+        assert r["n_params"] == result["N_total"] and r["pretrain_tokens"] == result["D"]
         assert r["steps"] == 3 and r["n_eval_items"] == 32 and r["wall_time_s"] > 0
         assert r["eval_loss"] > 0 and 0 <= r["exact_match"] <= 1
         assert (out / "rows" / r["row_id"] / "checkpoints").is_dir()
     full = [r for r in rows if r["method"] == "full"]
     lo = [r for r in rows if r["method"] == "lora:r=2"]
-    assert all(r["trainable_params"] == result["n_params_total"] for r in full)
+    assert all(r["trainable_params"] == result["N_total"] for r in full)
     d, f, layers = 16, 64, 1  # cpu-3xs: q, k, v, o are d x d, gate/up d x f, down f x d
     assert all(r["trainable_params"] == layers * 2 * (4 * 2 * d + 3 * (d + f)) for r in lo)
     assert all(r["eval_loss"] < r["pre_eval_loss"] for r in full)  # fine-tuning helps

@@ -74,10 +74,10 @@ def test_auto_warmup_and_decay_mask() -> None:
 def test_run_outputs(reference: tuple[Path, dict]) -> None:
     out, r = reference
     assert r["status"] == "done" and r["step"] == 12 and r["diverged_at_step"] is None
-    assert r["tokens"] == 12 * 16 * 32
-    assert r["flops_exact"] == pytest.approx(r["flops_per_token"] * r["tokens"])
-    assert r["flops_6nd_total"] == pytest.approx(6 * r["n_params_total"] * r["tokens"])
-    assert r["n_params_total"] == r["n_params_embed"] + r["n_params_nonembed"]
+    assert r["D"] == 12 * 16 * 32
+    assert r["C_exact"] == pytest.approx(r["flops_per_token"] * r["D"])
+    assert r["C_6ND"] == pytest.approx(6 * r["N_total"] * r["D"])
+    assert r["N_total"] == r["N_embed"] + r["N_nonembed"]
     # validation compute apart from the budget: 3 validations x 4 batches of 16 x 32 tokens
     # ((2048 - 1) // 32 = 63 windows), forward only: a third of the training FLOPs per token
     assert r["flops_val"] == pytest.approx(3 * 4 * 16 * 32 * r["flops_per_token"] / 3)

@@ -51,7 +51,7 @@ def test_real_engine_sweep_records_divergence_and_is_idempotent(tmp_path: Path) 
     assert ok["steps_done"] == plan.cells[0].steps == 32
     assert (
         ok["N_total"]
-        == json.loads((root / "runs" / ok["run_id"] / "result.json").read_text())["n_params_total"]
+        == json.loads((root / "runs" / ok["run_id"] / "result.json").read_text())["N_total"]
     )
     assert (root / ok["curve"]).is_file() and ok["device_kind"]
     assert bad["status"] == "diverged" and bad["diverged_at_step"] is not None
