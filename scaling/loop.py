@@ -147,19 +147,10 @@ class Chunk:
     t_dispatch: float
 
 
-def run_evals(model: nnx.Module, cfg: Any, mesh: Any) -> dict[str, Any] | None:
-    """The few-shot evals block, or None while scaling.evals.score does not exist yet."""
-    try:
-        from scaling.evals.score import evaluate  # noqa: PLC0415 - optional, heavy
-    except ModuleNotFoundError as e:
-        if e.name not in ("scaling.evals", "scaling.evals.score"):
-            raise
-        import logging  # noqa: PLC0415
+def run_evals(model: nnx.Module, cfg: Any, mesh: Any) -> dict[str, Any]:
+    """The few-shot evals block of result.json (`scaling.evals.score.evaluate`)."""
+    from scaling.evals.score import evaluate  # noqa: PLC0415 - heavy, only when evals run
 
-        logging.getLogger(__name__).warning(
-            "scaling.evals.score is not available; result.json gets evals = null"
-        )
-        return None
     with jax.set_mesh(mesh):
         return evaluate(model, cfg)
 
