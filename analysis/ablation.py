@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.fmt import with_ci
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
 
@@ -149,7 +150,7 @@ def summarize(recs: list[dict], *, top_frac: float = 0.2, level: float = 0.9) ->
 
 
 def _fmt(d: dict | None) -> str:
-    return "at chance" if d is None else f"{d['estimate']:.2f} [{d['lo']:.2f}, {d['hi']:.2f}]"
+    return "at chance" if d is None else with_ci(d, ".2f")
 
 
 def _opt(v: float | None) -> str:
@@ -206,16 +207,11 @@ def report_md(summary: dict, metric: str = "logprob") -> str:
 
 
 def analyze(table: str | Path, out_dir: str | Path) -> dict:
-    """ablation.json, figures and the markdown section for the table at `table`."""
-    from analysis.ablation_plots import plot_curves, plot_removable  # matplotlib
-
+    """ablation.json and the markdown section for the table at `table`; returns
+    {"runs": records, "summary", "md"} (figures: `analysis.ablation_plots.all_figures`)."""
     recs = load_table(table)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(recs)
-    figures = {
-        "ablation removable fraction vs N and C": [str(plot_removable(recs, summary, out))],
-        "ablation pruning curves": [str(plot_curves(recs, out))],
-    }
     atomic_write(out / "ablation.json", json.dumps(summary, indent=2) + "\n")
-    return {"summary": summary, "md": report_md(summary), "figures": figures}
+    return {"runs": recs, "summary": summary, "md": report_md(summary)}

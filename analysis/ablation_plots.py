@@ -84,3 +84,12 @@ def plot_curves(recs: list[dict], out: Path, metric: str = "logprob") -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def all_figures(ab: dict, out: Path) -> dict[str, list[str]]:
+    """The report's ablation figures from `analysis.ablation.analyze`'s output."""
+    recs, summary = ab["runs"], ab["summary"]
+    return {
+        "ablation removable fraction vs N and C": [str(plot_removable(recs, summary, out))],
+        "ablation pruning curves": [str(plot_curves(recs, out))],
+    }

@@ -22,6 +22,7 @@ import math
 import sys
 from pathlib import Path
 
+from analysis.fmt import with_ci
 from scaling.errors import UserError
 
 
@@ -36,8 +37,17 @@ def coverage_check(name: str, inside: int, n: int, level: float) -> tuple[str, b
 def study_checks(fits: dict, max_backtest_error: float = 0.03) -> list[tuple[str, bool, str]]:
     """(name, passed, detail) for each check that the fits can answer; passed is None (printed
     [n/a]) for a check the study's design cannot answer (e.g. IsoFLOP minima of an N x D grid)."""
-    out: list[tuple[str, bool | None, str]] = []
-    design = fits.get("design") or {}
+    return [
+        *_not_applicable(fits.get("design") or {}),
+        *_isoflop_checks((fits.get("approach2") or {}).get("minima") or []),
+        *_frontier_check((fits.get("frontier_ci") or {}).get("alpha")),
+        *_backtest_checks(fits.get("backtest"), max_backtest_error),
+        *_rolling_check((fits.get("predictive") or {}).get("cross_coverage")),
+    ]
+
+
+def _not_applicable(design: dict) -> list[tuple[str, None, str]]:
+    out = []
     if design and "approach2" not in design.get("approaches", ["approach2"]):
         na = f"not applicable: {design['description']} has no IsoFLOP budgets"
         out += [
@@ -45,75 +55,63 @@ def study_checks(fits: dict, max_backtest_error: float = 0.03) -> list[tuple[str
             ("IsoFLOP minima inside the grid", None, na),
         ]
     if design and "allocation" not in design.get("approaches", ["allocation"]):
-        out.append(
-            (
-                "allocation exponents identified",
-                None,
-                f"not applicable: {design['description']} (N and D move together)",
-            )
-        )
-    minima = (fits.get("approach2") or {}).get("minima") or []
-    if minima:
-        best = [m["loss_min"] for m in sorted(minima, key=lambda m: m["budget"])]
-        falls = all(b < a for a, b in zip(best, best[1:], strict=False))
-        out.append(
-            (
-                "frontier falls with compute",
-                falls,
-                "IsoFLOP minima " + " > ".join(f"{x:.3f}" for x in best),
-            )
-        )
-        outside = [f"{m['budget']:.3g}" for m in minima if not m.get("inside_range", True)]
-        out.append(
-            (
-                "IsoFLOP minima inside the grid",
-                not outside,
-                "all interior" if not outside else "at the edge for budgets " + ", ".join(outside),
-            )
-        )
-    ci = (fits.get("frontier_ci") or {}).get("alpha")
-    if ci:
-        vals = (ci["estimate"], ci["lo"], ci["hi"])
-        ok = all(math.isfinite(v) and v > 0 for v in vals)
-        level = int(round(100 * ci.get("level", 0.9)))
-        out.append(
-            (
-                "frontier exponent finite and positive",
-                ok,
-                f"alpha = {vals[0]:.4g} [{vals[1]:.4g}, {vals[2]:.4g}] ({level}% CI)",
-            )
-        )
-    bt = fits.get("backtest")
-    if bt:
-        err = bt["mean_abs_rel_error"]["estimate"]
-        out.append(
-            (
-                f"back-test error below {max_backtest_error:.0%}",
-                err < max_backtest_error,
-                f"{err:.2%} on {bt['description']}",
-            )
-        )
-    if bt and bt.get("coverage", {}).get("n"):
-        cv = bt["coverage"]
-        out.append(
-            coverage_check(
-                "held-out runs inside their predictive intervals",
-                cv["inside"],
-                cv["n"],
-                cv["level"],
-            )
-        )
-    cc = (fits.get("predictive") or {}).get("cross_coverage")
-    if cc and cc.get("n"):
-        out.append(
-            coverage_check(
-                "rolling back-tests inside their predictive intervals",
-                cc["inside"],
-                cc["n"],
-                cc["level"],
-            )
-        )
+        na = f"not applicable: {design['description']} (N and D move together)"
+        out.append(("allocation exponents identified", None, na))
     return out
+
+
+def _isoflop_checks(minima: list[dict]) -> list[tuple[str, bool, str]]:
+    if not minima:
+        return []
+    best = [m["loss_min"] for m in sorted(minima, key=lambda m: m["budget"])]
+    falls = all(b < a for a, b in zip(best, best[1:], strict=False))
+    outside = [f"{m['budget']:.3g}" for m in minima if not m.get("inside_range", True)]
+    return [
+        (
+            "frontier falls with compute",
+            falls,
+            "IsoFLOP minima " + " > ".join(f"{x:.3f}" for x in best),
+        ),
+        (
+            "IsoFLOP minima inside the grid",
+            not outside,
+            "all interior" if not outside else "at the edge for budgets " + ", ".join(outside),
+        ),
+    ]
+
+
+def _frontier_check(ci: dict | None) -> list[tuple[str, bool, str]]:
+    if not ci:
+        return []
+    vals = (ci["estimate"], ci["lo"], ci["hi"])
+    ok = all(math.isfinite(v) and v > 0 for v in vals)
+    level = int(round(100 * ci.get("level", 0.9)))
+    return [("frontier exponent finite and positive", ok, f"alpha = {with_ci(ci)} ({level}% CI)")]
+
+
+def _backtest_checks(bt: dict | None, max_error: float) -> list[tuple[str, bool, str]]:
+    if not bt:
+        return []
+    err = bt["mean_abs_rel_error"]["estimate"]
+    out = [
+        (
+            f"back-test error below {max_error:.0%}",
+            err < max_error,
+            f"{err:.2%} on {bt['description']}",
+        )
+    ]
+    cv = bt.get("coverage", {})
+    if cv.get("n"):
+        name = "held-out runs inside their predictive intervals"
+        out.append(coverage_check(name, cv["inside"], cv["n"], cv["level"]))
+    return out
+
+
+def _rolling_check(cc: dict | None) -> list[tuple[str, bool, str]]:
+    if not cc or not cc.get("n"):
+        return []
+    name = "rolling back-tests inside their predictive intervals"
+    return [coverage_check(name, cc["inside"], cc["n"], cc["level"])]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from analysis.fmt import with_ci
 from scaling.errors import UserError
 
 
@@ -165,7 +166,7 @@ def interval_lines(pr: dict, predictor: dict) -> list[str]:
 
 
 def _fmt(d: dict) -> str:
-    return f"{d['estimate']:.4g}  [{d['lo']:.4g}, {d['hi']:.4g}]"
+    return with_ci(d, gap="  ")
 
 
 def _predict_targets(args: argparse.Namespace):
@@ -293,10 +294,7 @@ def _print_backtest(bt: dict, unit: str, lvl: int = 90) -> None:
     )
     print(f"  {bt['predictor']['choice']}")
     m = bt["mean_abs_rel_error"]
-    print(
-        f"  mean |rel. error| {m['estimate']:.2%} [{m['lo']:.2%}, {m['hi']:.2%}]; "
-        f"MAE {_fmt(bt['mae'])} {unit}"
-    )
+    print(f"  mean |rel. error| {with_ci(m, '.2%')}; MAE {_fmt(bt['mae'])} {unit}")
 
 
 def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from analysis.fmt import with_ci
 from analysis.laws.intervals import unsupported_reason
-
-
-def _ci(d: dict, fmt: str = ".4g") -> str:
-    return f"{d['estimate']:{fmt}} [{d['lo']:{fmt}}, {d['hi']:{fmt}}]"
 
 
 def summary_lines(res: dict) -> list[str]:
@@ -22,33 +19,33 @@ def summary_lines(res: dict) -> list[str]:
         f"Scaling law from {len(t)} runs ({lvl}% CIs over {res['boot'].n_resamples} "
         f"bootstrap resamples of whole runs); loss in {unit}:",
         "  L(N, D) = E + A / N^alpha + B / D^beta",
-        "    " + "   ".join(f"{k} = {_ci(p[k])}" for k in ("E", "alpha", "beta")),
-        "    " + "   ".join(f"{k} = {_ci(p[k])}" for k in ("A", "B")),
-        f"  compute-optimal allocation: N_opt ~ C^{_ci(p['a'], '.3f')}, "
-        f"D_opt ~ C^{_ci(p['b'], '.3f')}",
+        "    " + "   ".join(f"{k} = {with_ci(p[k])}" for k in ("E", "alpha", "beta")),
+        "    " + "   ".join(f"{k} = {with_ci(p[k])}" for k in ("A", "B")),
+        f"  compute-optimal allocation: N_opt ~ C^{with_ci(p['a'], '.3f')}, "
+        f"D_opt ~ C^{with_ci(p['b'], '.3f')}",
     ]
     if res.get("design"):
         out.insert(0, f"Design: {res['design']['description']}")
     co = res["compute_optimal"]
     out.append(
         f"  tokens per parameter at the largest budget (C = {co[0]['flops']:.3g}): "
-        f"{_ci(co[0]['tokens_per_param'], '.3g')}"
+        f"{with_ci(co[0]['tokens_per_param'], '.3g')}"
     )
     if "approach2_ci" in res:
-        a2 = _ci(res["approach2_ci"]["a"], ".3f")
+        a2 = with_ci(res["approach2_ci"]["a"], ".3f")
         out.append(f"  cross-check, IsoFLOP parabolas (Approach 2): a = {a2}")
     bt = res.get("backtest")
     if bt:
         m = bt["mean_abs_rel_error"]
         out.append(
             f"  back-test: fit on {bt['n_train']} runs, predict {bt['description']}:\n"
-            f"    mean |relative error| {m['estimate']:.2%} [{m['lo']:.2%}, {m['hi']:.2%}]"
+            f"    mean |relative error| {with_ci(m, '.2%')}"
         )
     big = co[-1]
     out.append(
         f"  prediction at 100x the largest budget (C = {big['flops']:.3g}):\n"
-        f"    loss {_ci(big['loss'])}, N_opt {_ci(big['N_opt'], '.3g')}, "
-        f"D_opt {_ci(big['D_opt'], '.3g')} tokens"
+        f"    loss {with_ci(big['loss'])}, N_opt {with_ci(big['N_opt'], '.3g')}, "
+        f"D_opt {with_ci(big['D_opt'], '.3g')} tokens"
     )
     t = big.get("interval_terms")
     if t:
@@ -87,7 +84,7 @@ def summary_lines(res: dict) -> list[str]:
             bt = g.get("backtest")
             tail = f", back-test on the largest N {bt['mean_abs_rel_error']:.2%}" if bt else ""
             out.append(
-                f"  {g['task']} {g['method']}: alpha = {_ci(ci['alpha'], '.3g')}, "
-                f"beta = {_ci(ci['beta'], '.3g')}, E = {_ci(ci['E'], '.3g')}{tail}"
+                f"  {g['task']} {g['method']}: alpha = {with_ci(ci['alpha'], '.3g')}, "
+                f"beta = {with_ci(ci['beta'], '.3g')}, E = {with_ci(ci['E'], '.3g')}{tail}"
             )
     return out

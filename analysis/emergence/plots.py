@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis.emergence.flagger import MARGIN  # noqa: E402
+from analysis.emergence.curves import MARGIN  # noqa: E402
 from analysis.emergence.stats import _logistic  # noqa: E402
 
 SCALE_LABEL = {"compute": "log10 training compute (FLOPs)", "params": "log10 parameters"}

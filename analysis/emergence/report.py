@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis.emergence.flagger import (
+from analysis.emergence.curves import (
     ALPHA,
     FLAGGED,
     JUMP_MARGIN,
@@ -17,9 +17,8 @@ from analysis.emergence.flagger import (
     MARGIN,
     MIN_PRE,
     Z_DROP,
-    analyze_curves,
-    onset_phrase,
 )
+from analysis.emergence.flagger import analyze_curves, onset_phrase
 from scaling.fileio import atomic_write
 from scaling.results import clean_json
 

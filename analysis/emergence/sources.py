@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.emergence.flagger import Curve
+from analysis.emergence.curves import Curve
 from analysis.emergence.published import BUILTIN_SPECS
 from analysis.hparams import best_variants
 from scaling.errors import UserError

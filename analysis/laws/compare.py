@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.fmt import with_ci
 from analysis.laws.bootstrap import Bootstrap, bootstrap_fit, percentile_ci
 from analysis.laws.core import compute_optimal
 from analysis.laws.fit import Fit, fit_joint
@@ -251,14 +252,14 @@ def summary_lines(res: dict) -> list[str]:
         tag = " (extrapolated)" if r["extrapolated"] else ""
         out.append(
             f"  loss {r['loss']:.4g} {unit}: A needs C = {r['C_A']:.3g}, B {r['C_B']:.3g}; "
-            f"multiplier {m['estimate']:.3g} [{m['lo']:.3g}, {m['hi']:.3g}]{tag}"
+            f"multiplier {with_ci(m, '.3g')}{tag}"
         )
     t = res["test"]
     for k, name in (("gamma", "frontier exponent gamma"), ("E", "irreducible loss E")):
         d = t[f"d_{k}"]
         out.append(
             f"  {name}: A {t[f'{k}_A']['estimate']:.4g}, B {t[f'{k}_B']['estimate']:.4g}; "
-            f"B - A = {d['estimate']:+.4g} [{d['lo']:+.4g}, {d['hi']:+.4g}] "
+            f"B - A = {with_ci(d, '+.4g')} "
             f"(bootstrap p = {t[f'p_equal_{k}']:.2f})"
         )
     out.append(f"  verdict: {t['verdict']}")

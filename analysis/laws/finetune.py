@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.fmt import with_ci
 from analysis.laws.bootstrap import resample_weights, summarize
 from analysis.laws.core import HUBER_DELTA, MultLogHuberObjective, mult_from_vec, mult_loss
 from analysis.laws.fit import Fit, check_finite, check_points, multistart
@@ -204,8 +205,7 @@ def report_md(res: dict) -> str:
         def cell(fit, k):
             if fit is None:
                 return "n/a"
-            c = fit["params_ci"][k]
-            return f"{_g(c['estimate'])} [{_g(c['lo'])}, {_g(c['hi'])}]"
+            return with_ci(fit["params_ci"][k])
 
         tp = "-".join(_g(x) for x in (g["trainable_params"][0], g["trainable_params"][-1]))
         bt = g.get("backtest")
@@ -224,10 +224,9 @@ def report_md(res: dict) -> str:
     ]
     for g in res["groups"]:
         for p in (g["fits"].get("N") or {}).get("predictions", []):
-            c = p["loss"]
             L.append(
                 f"| {g['task']} | {g['method']} | {_g(p['N'])} | {_g(p['d_f'])} | "
-                f"{_g(c['estimate'])} [{_g(c['lo'])}, {_g(c['hi'])}] |"
+                f"{with_ci(p['loss'])} |"
             )
     L += [
         "",

@@ -57,47 +57,13 @@ def lbfgs_batched(
     n_iter = np.zeros(B, dtype=np.int64)
     converged = np.abs(g).max(axis=1) < gtol
     active = ~converged & np.isfinite(f)
-    c1 = 1e-4
     for it in range(max_iter):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
         gA = g[idx]
-        # Two-loop recursion, newest pair first (ring buffer position = iteration mod history).
-        q = gA.copy()
-        order = [(it - 1 - j) % history for j in range(min(it, history))]
-        alphas = []
-        for j in order:
-            a_j = rho[j, idx] * np.einsum("bp,bp->b", S[j, idx], q)
-            q -= a_j[:, None] * Y[j, idx]
-            alphas.append(a_j)
-        r = gamma[idx, None] * q
-        for j, a_j in zip(reversed(order), reversed(alphas), strict=True):
-            b_j = rho[j, idx] * np.einsum("bp,bp->b", Y[j, idx], r)
-            r += (a_j - b_j)[:, None] * S[j, idx]
-        d = -r
-        gd = np.einsum("bp,bp->b", gA, d)
-        bad = ~(gd < 0) | ~np.isfinite(gd)
-        if bad.any():  # not a descent direction: restart this row from steepest descent
-            d[bad] = -gamma[idx[bad], None] * gA[bad]
-            gd[bad] = np.einsum("bp,bp->b", gA[bad], d[bad])
-            rho[:, idx[bad]] = 0.0
-        # Backtracking line search, vectorised over the rows still searching.
-        t = np.ones(idx.size)
-        f_new = np.full(idx.size, np.inf)
-        g_new = np.zeros_like(gA)
-        todo = np.arange(idx.size)
-        for _ in range(max_ls):
-            if todo.size == 0:
-                break
-            Xt = X[idx[todo]] + t[todo, None] * d[todo]
-            ft, gt = fg(Xt, idx[todo])
-            ok = np.isfinite(ft) & (ft <= f[idx[todo]] + c1 * t[todo] * gd[todo])
-            f_new[todo[ok]] = ft[ok]
-            g_new[todo[ok]] = gt[ok]
-            nxt = todo[~ok]
-            t[nxt] *= np.where(np.isfinite(ft[~ok]), 0.5, 0.1)
-            todo = nxt
+        d, gd = _direction(gA, S, Y, rho, gamma, idx, it)
+        t, f_new, g_new, todo = _line_search(fg, X, f, idx, d, gd, max_ls)
         failed = np.zeros(idx.size, dtype=bool)
         failed[todo] = True
         good = ~failed
@@ -126,3 +92,50 @@ def lbfgs_batched(
         active[idx[failed]] = False  # stopped: no further decrease found (see gradient norm)
         converged[idx[failed]] = np.abs(g[idx[failed]]).max(axis=1) < 1e3 * gtol
     return BatchResult(x=X, f=f, g=g, n_iter=n_iter, converged=converged)
+
+
+def _direction(gA, S, Y, rho, gamma, idx, it: int) -> tuple[np.ndarray, np.ndarray]:
+    """The L-BFGS direction of the active rows (two-loop recursion, newest pair first: ring
+    buffer position = iteration mod history), and its slope; a row whose direction is not a
+    descent restarts from steepest descent (its history is dropped in ``rho``)."""
+    history = S.shape[0]
+    q = gA.copy()
+    order = [(it - 1 - j) % history for j in range(min(it, history))]
+    alphas = []
+    for j in order:
+        a_j = rho[j, idx] * np.einsum("bp,bp->b", S[j, idx], q)
+        q -= a_j[:, None] * Y[j, idx]
+        alphas.append(a_j)
+    r = gamma[idx, None] * q
+    for j, a_j in zip(reversed(order), reversed(alphas), strict=True):
+        b_j = rho[j, idx] * np.einsum("bp,bp->b", Y[j, idx], r)
+        r += (a_j - b_j)[:, None] * S[j, idx]
+    d = -r
+    gd = np.einsum("bp,bp->b", gA, d)
+    bad = ~(gd < 0) | ~np.isfinite(gd)
+    if bad.any():
+        d[bad] = -gamma[idx[bad], None] * gA[bad]
+        gd[bad] = np.einsum("bp,bp->b", gA[bad], d[bad])
+        rho[:, idx[bad]] = 0.0
+    return d, gd
+
+
+def _line_search(fg: Objective, X, f, idx, d, gd, max_ls: int, c1: float = 1e-4):
+    """Backtracking Armijo line search, vectorised over the rows still searching: (step t,
+    f and g at the accepted step, the rows (positions in ``idx``) that found no decrease)."""
+    t = np.ones(idx.size)
+    f_new = np.full(idx.size, np.inf)
+    g_new = np.zeros_like(d)
+    todo = np.arange(idx.size)
+    for _ in range(max_ls):
+        if todo.size == 0:
+            break
+        Xt = X[idx[todo]] + t[todo, None] * d[todo]
+        ft, gt = fg(Xt, idx[todo])
+        ok = np.isfinite(ft) & (ft <= f[idx[todo]] + c1 * t[todo] * gd[todo])
+        f_new[todo[ok]] = ft[ok]
+        g_new[todo[ok]] = gt[ok]
+        nxt = todo[~ok]
+        t[nxt] *= np.where(np.isfinite(ft[~ok]), 0.5, 0.1)
+        todo = nxt
+    return t, f_new, g_new, todo

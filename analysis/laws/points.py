@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.fmt import with_ci
 from analysis.tables import read_rows
 from scaling.errors import UserError
 
@@ -94,21 +95,18 @@ def points_lines(preds: list[dict], kind: str, loss_unit: str, level: float) -> 
     (as `predict` prints it), N_opt with its bootstrap CI."""
     lvl = int(round(level * 100))
 
-    def ci(d: dict) -> str:
-        return f"{d['estimate']:.4g} [{d['lo']:.4g}, {d['hi']:.4g}]"
-
     if kind == "flops":
         loss = f"loss [{lvl}% predictive]"
         head = f"{'point':<10} {'C':>10}  {loss:<28} N_opt [{lvl}% bootstrap CI]"
         body = [
-            f"{p['name']:<10} {p['flops']:>10.3g}  {ci(p['loss']):<28} {ci(p['N_opt'])}"
+            f"{p['name']:<10} {p['flops']:>10.3g}  {with_ci(p['loss']):<28} {with_ci(p['N_opt'])}"
             for p in preds
         ]
     else:
         head = f"{'point':<10} {'N':>10} {'D':>10} {'C':>10}  loss [{lvl}% predictive]"
         body = [
             f"{p['name']:<10} {p['params']:>10.3g} {p['tokens']:>10.3g} {p['flops']:>10.3g}  "
-            f"{ci(p['loss'])}"
+            f"{with_ci(p['loss'])}"
             for p in preds
         ]
     return [f"loss in {loss_unit}", head, *body]

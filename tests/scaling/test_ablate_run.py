@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from analysis.ablation import analyze, load_table
+from analysis.ablation_plots import all_figures
 from scaling import config
 from scaling.cli import main
 from scaling.evals.ablate import AblateSpec, ablate_run
@@ -89,6 +90,6 @@ def test_sweep_command_table_and_report_section(run_dir, capsys):
     res = analyze(sweep / "ablation.jsonl", sweep / "report")
     run_id = json.loads((run_dir / "result.json").read_text())["run_id"]
     assert f"| {run_id} |" in res["md"] and "not fitted" in res["md"]  # one run: no trend
-    for paths in res["figures"].values():
+    for paths in all_figures(res, sweep / "report").values():
         assert Path(paths[0]).stat().st_size > 10_000
     assert json.loads((sweep / "report" / "ablation.json").read_text())["runs"][0]["run_id"]

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from analysis.emergence.flagger import Curve, analyze_curves
+from analysis.emergence.curves import Curve
+from analysis.emergence.flagger import analyze_curves
 from analysis.emergence.report import write_report
 from analysis.emergence.sources import parse_metric_flag
 from analysis.emergence.stats import chance_level
