@@ -20,8 +20,9 @@ from typing import Any
 
 from scaling import config as C
 from scaling.errors import UserError
-from scaling.fileio import atomic_write, read_json, read_jsonl
+from scaling.fileio import atomic_write, read_jsonl
 from scaling.flops import flops_per_token, param_counts
+from scaling.results import finished_result
 
 FAKE_DIVERGE_LR = 1.0
 
@@ -36,10 +37,9 @@ def fake_train(cfg: C.RunConfig, out_dir: str | Path, *, progress: bool = False)
     out.mkdir(parents=True, exist_ok=True)
     run_id = C.config_hash(cfg)
     done = out / "result.json"
-    if done.is_file():
-        old = read_json(done, fix="ignoring it: the run resumes and rewrites it", default=None)
-        if isinstance(old, dict) and old.get("run_id") == run_id:
-            return old
+    old = finished_result(out, run_id)
+    if old is not None:
+        return old
     with open(out / "train_calls.log", "a") as f:
         f.write(f"{os.getpid()}\n")
     t0 = time.time()

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from scaling import config as C
+from scaling import results
 from scaling.errors import UserError, check_interrupt
-from scaling.fileio import atomic_write, file_lock
-from scaling.results import clean_json, upgrade_result
+from scaling.results import upgrade_result
 from sweeps import registry as R
 
 TABLE = "results.jsonl"
@@ -162,21 +162,12 @@ def row_id(run_id: str, task: str, method: str, d_f: int, settings: dict) -> str
 
 
 def read_rows(out: Path) -> list[dict[str, Any]]:
-    path = out / TABLE
-    if not path.is_file():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return results.read_records(out / TABLE, required=("row_id",))
 
 
 def append_row(out: Path, row: dict[str, Any]) -> None:
-    """Append one row atomically (lock + rewrite + os.replace); a duplicate id is dropped."""
-    line = json.dumps(clean_json(row), allow_nan=False) + "\n"
-    with file_lock(out / ".results.lock"):
-        path = out / TABLE
-        old = path.read_text() if path.is_file() else ""
-        if any(json.loads(x)["row_id"] == row["row_id"] for x in old.splitlines() if x.strip()):
-            return
-        atomic_write(path, old + ("" if not old or old.endswith("\n") else "\n") + line)
+    """Append one row atomically (`scaling.results.append_record`); a duplicate id is dropped."""
+    results.append_record(out / TABLE, row, key="row_id")
 
 
 # ----------------------------------------------------------------------------- the command
