@@ -33,8 +33,13 @@ DEFAULT_TRAIN = "scaling.train:train"
 
 
 def resolve_train_fn(spec: str | None) -> TrainFn:
-    """`module:attr` -> callable (the default engine when spec is None or empty)."""
-    spec = spec or DEFAULT_TRAIN
+    """`module:attr` -> callable. The engine (spec None, empty or DEFAULT_TRAIN) is imported
+    normally, so the import graph shows it; only another train function, named by the user or
+    a test (a name is what crosses into a SLURM task), is loaded by its name."""
+    if not spec or spec == DEFAULT_TRAIN:
+        from scaling.train import train  # JAX from here on
+
+        return train
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr or "train")
 
