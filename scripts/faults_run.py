@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweeps import registry as R
+from scaling.fileio import read_jsonl
 
 ENV = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
 TRAIN_SETS = [
@@ -132,7 +132,7 @@ def train_argv(out: Path, steps: int, *extra: str) -> list[str]:
 
 
 def last_step(metrics: Path) -> int:
-    recs = R.read_jsonl(metrics, quiet=True) if metrics.is_file() else []
+    recs = read_jsonl(metrics, quiet=True) if metrics.is_file() else []
     return max((r.get("step", 0) for r in recs), default=0)
 
 

@@ -28,7 +28,7 @@ from faults_run import (
     wait_for,
 )
 
-from sweeps import registry as R
+from scaling.fileio import read_jsonl
 
 
 def signal_cases(tmp: Path) -> None:
@@ -118,7 +118,7 @@ def kill_and_resume(tmp: Path) -> None:
     if p.returncode != 0:
         raise RuntimeError(f"the uninterrupted reference run failed: {p.stderr[-300:]}")
     want = json.loads((ref / "result.json").read_text())
-    want_losses = [(r["step"], r["train_loss"]) for r in R.read_jsonl(ref / "metrics.jsonl")]
+    want_losses = [(r["step"], r["train_loss"]) for r in read_jsonl(ref / "metrics.jsonl")]
 
     def scenario(name: str, stop: Callable[[subprocess.Popen, Path], str], sig: int) -> None:
         """Stop a run with `sig` (`stop` says why it could not, e.g. never saw a save), then
@@ -139,7 +139,7 @@ def kill_and_resume(tmp: Path) -> None:
         ck, at = ckpt_steps(out), last_step(out / "metrics.jsonl")
         p = call(train_argv(out, steps))
         got = json.loads((out / "result.json").read_text()) if p.returncode == 0 else {}
-        losses = [(r["step"], r["train_loss"]) for r in R.read_jsonl(out / "metrics.jsonl")]
+        losses = [(r["step"], r["train_loss"]) for r in read_jsonl(out / "metrics.jsonl")]
         why = ""
         if sig != signal.SIGKILL and ck[-1:] != [at]:
             why = f"newest checkpoint {ck[-1:]} is not the interrupt step {at}"
