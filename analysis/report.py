@@ -184,11 +184,9 @@ def fits_json(res: dict) -> dict:
 
 
 def _emergence(results_path: Path, out_dir: Path, res: dict, figures: dict) -> None:
-    """Call analysis.emergence.report.analyze_results when that module exists."""
-    try:
-        from analysis.emergence.report import analyze_results
-    except ImportError:
-        return
+    """The emergence section and figures of a sweep whose runs were scored on few-shot tasks."""
+    from analysis.emergence.report import analyze_results
+
     em = analyze_results(results_path, out_dir)
     if not em:
         return

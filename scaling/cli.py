@@ -1,6 +1,6 @@
 """`scaling ...`: the one dispatcher, and the one module above all three packages.
 
-`COMMANDS` says which module owns each subcommand; that module holds the subcommand's parser
+`commands()` says which module owns each subcommand; that module holds the subcommand's parser
 (`register(sub)`) and its handler together. Those modules are light at import: JAX and
 matplotlib are imported only inside the handler that needs them, so `scaling --help`,
 `scaling sweep plan` and `scaling analyze` never import JAX. A `UserError` anywhere prints one
@@ -18,30 +18,36 @@ import threading
 from types import ModuleType
 from typing import NoReturn
 
-from analysis import cli as analysis_cli
-from analysis import compare_cli
-from analysis.emergence import cli as emergence_cli
-from scaling import coordcheck_cli, launch, signals, tokenizer_cli, train_cli
+from scaling import signals
 from scaling.errors import DiskFullError, UserError
 from scaling.fileio import is_disk_full
-from sweeps import ablate, finetune
-from sweeps import cli as sweeps_cli
 
-# subcommand -> the module that owns its parser and handler, in `scaling --help` order.
-COMMANDS: dict[str, ModuleType] = {
-    "train": train_cli,
-    "mup-check": coordcheck_cli,
-    "launch": launch,
-    "sweep": sweeps_cli,
-    "ablate": ablate,
-    "finetune": finetune,
-    "predict": analysis_cli,
-    "plot": analysis_cli,
-    "analyze": analysis_cli,
-    "emergence": emergence_cli,
-    "compare": compare_cli,
-    "tokenizer": tokenizer_cli,
-}
+
+def commands() -> dict[str, ModuleType]:
+    """The table: subcommand -> the module that owns its parser and handler, in `scaling --help`
+    order. Its modules are imported here, when `main` builds the parser, so that a Ctrl-C while
+    they load already meets `main`'s signal handlers."""
+    from analysis import cli as analysis_cli
+    from analysis import compare_cli
+    from analysis.emergence import cli as emergence_cli
+    from scaling import coordcheck_cli, launch, tokenizer_cli, train_cli
+    from sweeps import ablate, finetune
+    from sweeps import cli as sweeps_cli
+
+    return {
+        "train": train_cli,
+        "mup-check": coordcheck_cli,
+        "launch": launch,
+        "sweep": sweeps_cli,
+        "ablate": ablate,
+        "finetune": finetune,
+        "predict": analysis_cli,
+        "plot": analysis_cli,
+        "analyze": analysis_cli,
+        "emergence": emergence_cli,
+        "compare": compare_cli,
+        "tokenizer": tokenizer_cli,
+    }
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scaling-law sweeps: train, sweep, fit, predict, flag emergence.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in dict.fromkeys(COMMANDS.values()):  # a module owning several registers them once
+    for module in dict.fromkeys(commands().values()):  # a module owning several registers them once
         module.register(sub)
     return parser
 

@@ -26,12 +26,12 @@ def _handlers(parser: argparse.ArgumentParser) -> list:
 
 
 def test_the_table_lists_every_subcommand_in_help_order():
-    assert list(_subcommands(cli.build_parser())) == list(cli.COMMANDS)
+    assert list(_subcommands(cli.build_parser())) == list(cli.commands())
 
 
 def test_each_handler_lives_in_the_module_the_table_names():
     parsers = _subcommands(cli.build_parser())
-    for name, module in cli.COMMANDS.items():
+    for name, module in cli.commands().items():
         handlers = _handlers(parsers[name])
         assert handlers and all(callable(h) for h in handlers), name
         assert {h.__module__ for h in handlers} == {module.__name__}, name
