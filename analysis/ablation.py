@@ -22,6 +22,7 @@ import numpy as np
 from analysis.fmt import with_ci
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
+from scaling.results import C_6ND, N_TOTAL, upgrade_result
 
 KINDS = ("heads", "ffn", "both")
 METRICS = ("exact_match", "token_acc", "logprob", "all")  # all: every eligible metric at once
@@ -29,14 +30,15 @@ MIN_TREND_DECADES = 0.3  # a removable-fraction trend needs runs spanning at lea
 
 
 def load_table(path: str | Path) -> list[dict]:
-    """Records of DIR/ablation.jsonl (or the file itself), smallest model first."""
+    """Records of DIR/ablation.jsonl (or the file itself), smallest model first, in today's names
+    (a table written before the record schema was unified is upgraded on read)."""
     p = Path(path)
     if p.is_dir():
         p = p / "ablation.jsonl"
     if not p.is_file():
         raise UserError(f"no ablation table at {p}; run `scaling ablate DIR` first")
-    recs = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
-    return sorted(recs, key=lambda r: (r.get("n_params_total") or 0, r["run_id"]))
+    recs = [upgrade_result(json.loads(x)) for x in p.read_text().splitlines() if x.strip()]
+    return sorted(recs, key=lambda r: (r.get(N_TOTAL) or 0, r["run_id"]))
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
@@ -93,7 +95,7 @@ def induction_correlation(rec: dict) -> dict:
 
 
 def _x(rec: dict, axis: str) -> float | None:
-    return rec.get("n_params_total") if axis == "N" else rec.get("flops_6nd_total")
+    return rec.get(N_TOTAL) if axis == "N" else rec.get(C_6ND)
 
 
 def suite(rec: dict, kind: str, metric: str) -> dict | None:
@@ -133,7 +135,7 @@ def trend(recs: list[dict], kind: str, metric: str, axis: str = "N", *, resample
 def summarize(recs: list[dict], *, top_frac: float = 0.2, level: float = 0.9) -> dict:
     rows = []
     for r in recs:
-        row = {"run_id": r["run_id"], "N": r.get("n_params_total"), "C": r.get("flops_6nd_total"),
+        row = {"run_id": r["run_id"], "N": r.get(N_TOTAL), "C": r.get(C_6ND),
                "heads": r["n_layers"] * r["n_heads"], "ffn": r["n_layers"],
                "overlap": overlap(r, top_frac), "induction_corr": induction_correlation(r),
                "removable": {}}  # fmt: skip

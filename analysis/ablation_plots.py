@@ -9,6 +9,7 @@ import numpy as np
 
 from analysis.ablation import KINDS, suite
 from analysis.plots import _plt
+from scaling.results import C_6ND, N_TOTAL
 
 COLORS = {"heads": "tab:blue", "ffn": "tab:orange", "both": "tab:green"}
 
@@ -19,8 +20,8 @@ def plot_removable(recs: list[dict], summary: dict, out: Path, metric: str = "lo
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, axis, key, label in (
-        (axes[0], "N", "n_params_total", "parameters N"),
-        (axes[1], "C", "flops_6nd_total", "training compute C = 6ND (FLOPs)"),
+        (axes[0], "N", N_TOTAL, "parameters N"),
+        (axes[1], "C", C_6ND, "training compute C = 6ND (FLOPs)"),
     ):
         for j, kind in enumerate(KINDS):
             pts = [(r[key], suite(r, kind, metric)) for r in recs if r.get(key)]
@@ -60,7 +61,7 @@ def plot_curves(recs: list[dict], out: Path, metric: str = "logprob") -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, len(KINDS), figsize=(13, 4), sharey=True)
     cmap = plt.get_cmap("viridis")
-    Ns = np.log10([r.get("n_params_total") or 1 for r in recs])
+    Ns = np.log10([r.get(N_TOTAL) or 1 for r in recs])
     span = np.ptp(Ns) or 1.0
     for ax, kind in zip(axes, KINDS, strict=True):
         for r, n in zip(recs, Ns, strict=True):
@@ -70,7 +71,7 @@ def plot_curves(recs: list[dict], out: Path, metric: str = "logprob") -> Path:
             x = r["curves"][kind]["actual"]
             y = [np.nan if v is None else v for v in s["retained"]]
             ax.plot(x, y, "o-", ms=3, color=cmap((n - Ns.min()) / span),
-                    label=f"N={r.get('n_params_total', 0):.2g}")  # fmt: skip
+                    label=f"N={r.get(N_TOTAL, 0):.2g}")  # fmt: skip
         tol = recs[0]["spec"]["tol"] if recs else 0.05
         ax.axhline(1 - tol, color="grey", ls="--", lw=1)
         lo, hi = ax.get_ylim()

@@ -3,8 +3,10 @@
 Both records name one quantity one way: `N_total`, `N_nonembed`, `D`, `C_6ND`, `C_exact` (the
 names the analysis reads). `result.json` files written before that carried the engine's own names
 (`n_params_total`, `tokens`, `flops_exact`, ...); `upgrade_result` renames them on read, so old run
-directories still load. JAX-free: `scaling.train` writes through it, `sweeps` and `analysis` read
-through it.
+directories still load. An ablation record (`scaling.evals.ablate`, RUN/ablation/<key>/result.json
+and DIR/ablation.jsonl) copies its run's N_total, N_nonembed, D and C_6ND under these names too,
+and is upgraded the same way when read. JAX-free: `scaling.train` writes through it, `sweeps` and
+`analysis` read through it.
 
 - `clean_json`: THE JSON cleaner (numpy scalars and arrays, tuples, sets, paths; non-finite
   floats -> null unless kept).
@@ -65,7 +67,8 @@ OLD_RESULT_NAMES = {
     "flops_6nd_total": C_6ND,
     "flops_6nd_nonembed": C_6ND_NONEMBED,
 }
-"""result.json names before the schema was unified -> today's names (read, never written)."""
+"""result.json (and ablation record) names before the schema was unified -> today's names (read,
+never written)."""
 
 # ----------------------------------------------------------------------------- JSON
 
@@ -106,7 +109,8 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
 
 
 def upgrade_result(result: dict[str, Any]) -> dict[str, Any]:
-    """`result` with the pre-unification names renamed to today's (a copy; others untouched)."""
+    """`result` (a result.json or an ablation record) with the pre-unification names renamed to
+    today's (a copy; other keys untouched)."""
     out = dict(result)
     for old, new in OLD_RESULT_NAMES.items():
         if old in out:

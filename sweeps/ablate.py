@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analysis.fmt import with_ci
 from scaling.errors import UserError
+from scaling.results import N_TOTAL, upgrade_result
 
 TABLE = "ablation.jsonl"
 
@@ -116,7 +118,7 @@ def select_runs(
         records = [r for r in records if any(r["run_id"].startswith(p) for p in ids)]
     if not records:
         raise UserError(f"no finished runs to ablate in {root}")
-    records.sort(key=lambda r: (r.get("N_total", 0), r["run_id"]))
+    records.sort(key=lambda r: (r.get(N_TOTAL, 0), r["run_id"]))
     if 0 < sizes < len(records):
         keep = sorted({round(i * (len(records) - 1) / max(sizes - 1, 1)) for i in range(sizes)})
         records = [records[i] for i in keep]
@@ -152,24 +154,25 @@ def run_ablation(
 
 
 def collect(root: Path, key: str) -> list[dict[str, Any]]:
-    """Every finished ablation of spec `key` under root/runs, smallest model first."""
+    """Every finished ablation of spec `key` under root/runs, smallest model first, in today's
+    names (one written before the record schema was unified is upgraded)."""
     records = []
     for path in sorted(root.glob(f"runs/*/ablation/{key}/result.json")):
         try:
-            records.append(json.loads(path.read_text()))
+            records.append(upgrade_result(json.loads(path.read_text())))
         except json.JSONDecodeError:
             continue  # cannot happen with atomic writes; never let one file sink the table
-    return sorted(records, key=lambda r: (r.get("n_params_total") or 0, r["run_id"]))
+    return sorted(records, key=lambda r: (r.get(N_TOTAL) or 0, r["run_id"]))
 
 
 def _fmt(s: dict | None) -> str:
     if not s or s.get("estimate") is None:
         return "  n/a (at chance)"
-    return f"{s['estimate']:.2f} [{s['lo']:.2f}, {s['hi']:.2f}]"
+    return with_ci(s, ".2f")
 
 
 def _line(rec: dict[str, Any]) -> str:
-    parts = [f"{rec['run_id']} N={rec['n_params_total']:.3g}"]
+    parts = [f"{rec['run_id']} N={rec[N_TOTAL]:.3g}"]
     for kind, by_metric in rec["removable"].items():
         lp, em = by_metric["logprob"]["suite"], by_metric["exact_match"]["suite"]
         parts.append(f"{kind}: logprob {_fmt(lp)}, exact {_fmt(em)}")

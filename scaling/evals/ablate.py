@@ -30,7 +30,7 @@ import numpy as np
 from scaling.errors import UserError
 from scaling.evals import removable as RM
 from scaling.fileio import atomic_write
-from scaling.results import upgrade_result
+from scaling.results import C_6ND, N_NONEMBED, N_TOTAL, D, upgrade_result
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,13 @@ def _read_json(path: Path) -> Any | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None  # absent, or cut by a crash before the atomic rename (cannot happen)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """An ablation result.json in today's names (one written before the record schema was
+    unified says n_params_total, tokens, ...: `upgrade_result` renames them); None when absent."""
+    rec = _read_json(path)
+    return upgrade_result(rec) if isinstance(rec, dict) else None
 
 
 def load_model(run_dir: Path):
@@ -194,7 +201,7 @@ def ablate_run(
     run_dir = Path(run_dir)
     spec = spec.check()
     out = run_dir / "ablation" / spec.key()
-    done = _read_json(out / "result.json")
+    done = read_record(out / "result.json")
     if done is not None:
         return done
     check_run(run_dir)
@@ -236,7 +243,7 @@ def ablate_run(
     record = summarize(run_dir, spec, cfg, step, imp, steps, chance, out)
     record["seconds"] = time.perf_counter() - t0
     _write_json(out / "result.json", record)
-    return _read_json(out / "result.json")  # as a rerun will read it (lists, not tuples)
+    return read_record(out / "result.json")  # as a rerun will read it (lists, not tuples)
 
 
 def _all_metrics(by_metric: dict, level: float) -> dict:
@@ -289,10 +296,10 @@ def summarize(run_dir, spec, cfg, step, imp, steps, chance, out: Path) -> dict[s
         "run_dir": str(run_dir),
         "checkpoint_step": step,
         "final_step": res.get("step"),
-        "n_params_total": res.get("N_total"),
-        "n_params_nonembed": res.get("N_nonembed"),
-        "tokens": res.get("D"),
-        "flops_6nd_total": res.get("C_6ND"),
+        N_TOTAL: res.get(N_TOTAL),
+        N_NONEMBED: res.get(N_NONEMBED),
+        D: res.get(D),
+        C_6ND: res.get(C_6ND),
         "final_val_loss": res.get("final_val_loss"),
         "n_layers": cfg.model.n_layers,
         "n_heads": cfg.model.n_heads,

@@ -93,3 +93,44 @@ def test_sweep_command_table_and_report_section(run_dir, capsys):
     for paths in all_figures(res, sweep / "report").values():
         assert Path(paths[0]).stat().st_size > 10_000
     assert json.loads((sweep / "report" / "ablation.json").read_text())["runs"][0]["run_id"]
+
+
+# The names an ablation record carried before the record schema was unified (issue 18).
+OLD_NAMES = {
+    "N_total": "n_params_total",
+    "N_nonembed": "n_params_nonembed",
+    "D": "tokens",
+    "C_6ND": "flops_6nd_total",
+}
+
+
+def test_old_format_ablation_records_still_load(run_dir, tmp_path, capsys):
+    """A record in the old names (as `scaling ablate` wrote it before) gives the same record,
+    table, ablation.json, report section and figures as today's, read back by every reader."""
+    from sweeps.ablate import _line, collect
+
+    new = ablate_run(run_dir, SPEC)
+    assert set(OLD_NAMES) <= set(new) and not set(OLD_NAMES.values()) & set(new)
+    assert new["N_total"] > 0 and new["C_6ND"] == pytest.approx(6 * new["N_total"] * new["D"])
+    old = {OLD_NAMES.get(k, k): v for k, v in new.items()}
+    out = {}
+    for kind, rec in (("new", new), ("old", old)):
+        sweep = tmp_path / kind
+        run = sweep / "runs" / run_dir.name
+        shutil.copytree(run_dir, run)
+        rec = {**rec, "run_dir": new["run_dir"]}
+        (run / "ablation" / SPEC.check().key() / "result.json").write_text(json.dumps(rec))
+        (sweep / "ablation.jsonl").write_text(json.dumps(rec, sort_keys=True) + "\n")
+        assert ablate_run(run, SPEC) == new  # read back, nothing recomputed
+        assert collect(sweep, SPEC.check().key()) == [new]
+        assert load_table(sweep) == [new]
+        res = analyze(sweep / "ablation.jsonl", sweep / "report")
+        figs = all_figures(res, sweep / "report")
+        out[kind] = (
+            res["md"],
+            (sweep / "report" / "ablation.json").read_text(),
+            [Path(p[0]).read_bytes() for p in figs.values()],
+            _line(collect(sweep, SPEC.check().key())[0]),
+        )
+    assert out["old"] == out["new"]
+    assert f"N={new['N_total']:.3g}" in out["old"][3]

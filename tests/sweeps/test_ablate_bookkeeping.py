@@ -151,7 +151,7 @@ def test_select_runs_by_budget_and_sizes(tmp_path):
 
 def _ablation_record(n: float, c: float, est: float) -> dict:
     s = {"estimate": est, "lo": est - 0.1, "hi": est + 0.1, "eligible": True}
-    return {"n_params_total": n, "flops_6nd_total": c,
+    return {"N_total": n, "C_6ND": c,
             "removable": {"heads": {"logprob": {"suite": s, "suite_draws": [est]}}}}  # fmt: skip
 
 
@@ -165,7 +165,7 @@ def test_trend_needs_runs_spanning_a_range_not_one_budget():
     t = A.trend(recs, "heads", "logprob", "N")
     assert t is not None and t["slope"] > 0
     assert A.trend(recs, "heads", "logprob", "C") is None
-    rows = [{"N": r["n_params_total"], "C": r["flops_6nd_total"]} for r in recs]
+    rows = [{"N": r["N_total"], "C": r["C_6ND"]} for r in recs]
     (line,) = A.narrow_axes(rows)
     assert "vs log10 C: not fitted: the runs span 0.01 decades of C" in line
     wide = [{"N": 1e4, "C": 1e11}, {"N": 2e4, "C": 4e11}, {"N": 4e4, "C": 1.6e12}]
