@@ -126,8 +126,8 @@ def select_runs(runs: list[dict], ids: str, sizes: int) -> list[dict]:
     if sizes:
         best: dict[int, dict] = {}
         for r in runs:
-            n = int(r["result"]["N_total"])
-            if n not in best or r["result"]["D"] > best[n]["result"]["D"]:
+            n = int(r["result"][results.N_TOTAL])
+            if n not in best or r["result"][results.D] > best[n]["result"][results.D]:
                 best[n] = r
         ns = sorted(best)
         if sizes > len(ns):
@@ -136,7 +136,7 @@ def select_runs(runs: list[dict], ids: str, sizes: int) -> list[dict]:
             )
         picks = sorted({round(i * (len(ns) - 1) / max(1, sizes - 1)) for i in range(sizes)})
         runs = [best[ns[i]] for i in picks]
-    return sorted(runs, key=lambda r: (r["result"]["N_total"], r["run_id"]))
+    return sorted(runs, key=lambda r: (r["result"][results.N_TOTAL], r["run_id"]))
 
 
 def check_checkpoint(run: dict) -> None:
@@ -251,7 +251,7 @@ def _train_rows(todo, cfgs, task: str, settings, out: Path, *, progress: bool) -
             )
             for _, m, d_f, rid in jobs:
                 check_interrupt()
-                bar.set_postfix_str(f"N={run['result']['N_total']} {m.label} D_f={d_f}")
+                bar.set_postfix_str(f"N={run['result'][results.N_TOTAL]} {m.label} D_f={d_f}")
                 t0 = time.time()
                 s = settings[m.label]
                 model, info = F.finetune(
@@ -276,10 +276,12 @@ def _row(rid, run, task, m, d_f, s, info, ev, pre, wall, settings) -> dict[str, 
         "method_kind": m.kind,
         "rank": m.spec.rank if m.spec else None,
         "quant": m.spec.quant if m.spec else "none",
-        "n_params": res["N_total"],
-        "n_params_nonembed": res.get("N_nonembed"),
-        "pretrain_tokens": res["D"],
-        "pretrain_flops": res.get("C_6ND"),
+        # the base run's N_total, N_nonembed, D, C_6ND under the row's own names: analysis copies
+        # the rows verbatim into fits.json ("finetune" -> groups -> rows), whose keys stay fixed
+        "n_params": res[results.N_TOTAL],
+        "n_params_nonembed": res.get(results.N_NONEMBED),
+        "pretrain_tokens": res[results.D],
+        "pretrain_flops": res.get(results.C_6ND),
         "pretrain_val_loss": res.get("final_val_loss"),
         "d_f": d_f,
         **{k: v for k, v in info.items() if k != "train_s"},

@@ -27,6 +27,8 @@ from analysis.laws.lbfgs import lbfgs_batched
 from scaling.errors import UserError
 
 X_KINDS = {"N": "n_params", "D_pre": "pretrain_tokens"}
+"""X -> the row field holding it: the base run's N_total and D (`scaling.results`) under the names
+the rows have always had; the rows are copied into fits.json verbatim, so those keys stay."""
 
 
 def mult_grid() -> np.ndarray:
