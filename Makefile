@@ -63,12 +63,12 @@ faults: $(STAMP)
 	$(PY) scripts/faults.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check scaling sweeps analysis tests
-	$(VENV)/bin/ruff format --check scaling sweeps analysis tests
+	$(VENV)/bin/ruff check scaling sweeps analysis tests scripts
+	$(VENV)/bin/ruff format --check scaling sweeps analysis tests scripts
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format scaling sweeps analysis tests
-	$(VENV)/bin/ruff check --fix scaling sweeps analysis tests
+	$(VENV)/bin/ruff format scaling sweeps analysis tests scripts
+	$(VENV)/bin/ruff check --fix scaling sweeps analysis tests scripts
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
