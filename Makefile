@@ -44,7 +44,7 @@ demo: $(STAMP)
 validate: $(STAMP)
 	$(PY) -m analysis.laws.validate
 
-# Re-derive analysis/interval_prior.json (the extrapolation prior) from the same back-tests.
+# Re-derive analysis/laws/interval_prior.json (the extrapolation prior) from the same back-tests.
 validate-prior: $(STAMP)
 	$(PY) -m analysis.laws.validate --write-prior
 

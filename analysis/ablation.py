@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.fmt import with_ci
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
+from scaling.fmt import with_ci
 from scaling.results import C_6ND, N_TOTAL, upgrade_result
 
 KINDS = ("heads", "ffn", "both")

@@ -22,8 +22,8 @@ import math
 import sys
 from pathlib import Path
 
-from analysis.fmt import with_ci
 from scaling.errors import UserError
+from scaling.fmt import with_ci
 
 
 def coverage_check(name: str, inside: int, n: int, level: float) -> tuple[str, bool, str]:

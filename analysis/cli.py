@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from analysis.fmt import with_ci
 from scaling.errors import UserError
+from scaling.fmt import with_ci
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:

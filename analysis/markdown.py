@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.fmt import with_ci
 from analysis.laws.intervals import unsupported_reason
+from scaling.fmt import with_ci
 
 
 def _g(x: float) -> str:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from analysis.fmt import with_ci
 from analysis.laws.intervals import unsupported_reason
+from scaling.fmt import with_ci
 
 
 def summary_lines(res: dict) -> list[str]:

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analysis.fmt import with_ci
 from scaling.errors import UserError
-from scaling.results import N_TOTAL, upgrade_result
+from scaling.fmt import with_ci
+from scaling.results import N_TOTAL, read_records, upgrade_result
 
 TABLE = "ablation.jsonl"
 
@@ -97,7 +97,7 @@ def select_runs(
     path = root / "results.jsonl"
     if not path.is_file():
         raise UserError(f"no results.jsonl in {root}; pass a sweep directory (scaling sweep run)")
-    records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    records = read_records(path)  # a damaged line: reported once and skipped
     records = [r for r in records if r.get("status", "done") == "done"]
     if budget:
         budgets = sorted({float(r["cell"]["budget"]) for r in records if "budget" in r["cell"]})

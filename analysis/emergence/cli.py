@@ -108,7 +108,7 @@ def _print_table(report: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.emergence import flagger as emergence
+    from analysis.emergence import flagger
     from analysis.emergence import report as emergence_report
 
     if args.csv and args.dir:
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
     else:
         raise UserError("pass a sweep DIR, or --csv FILE with a column map (--map/--metric)")
-    results = emergence.analyze_curves(curves)
+    results = flagger.analyze_curves(curves)
     report = emergence_report.write_report(
         results, out, scale=args.scale, source=source, figures=not args.no_figures
     )

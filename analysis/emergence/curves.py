@@ -65,7 +65,7 @@ class Curve:
 
 
 def chance_floor(c: Curve) -> tuple[float, str, bool]:
-    """(chance level, why, inferred) of a bounded curve: see emergence_stats.chance_level."""
+    """(chance level, why, inferred) of a bounded curve: see stats.chance_level."""
     if not c.higher_is_better:
         return float(c.chance), f"nominal chance {c.chance:g}", False
     return st.chance_level(c.chance, c.majority, np.asarray(c.y, float), c.n_items)

@@ -20,13 +20,14 @@ import numpy as np
 from analysis.emergence.curves import Curve
 from analysis.emergence.published import BUILTIN_SPECS
 from analysis.hparams import best_variants
+from scaling import results as R
 from scaling.errors import UserError
-from scaling.fileio import read_jsonl, read_text
+from scaling.fileio import read_text
 
-COMPUTE_KEYS = ("C_exact", "C_6ND", "flops_exact", "flops_6nd_total")
-PARAMS_KEYS = ("N_total", "n_params_total")
+COMPUTE_KEYS = (R.C_EXACT, R.C_6ND)  # older names are renamed on read (R.upgrade_result)
+PARAMS_KEYS = (R.N_TOTAL,)
 LOSS_KEYS = ("final_val_loss", "best_val_loss")
-TOKENS_KEYS = ("D", "tokens")
+TOKENS_KEYS = (R.D,)
 COMPANIONS = {"exact_match": ["token_acc", "logprob"]}
 
 
@@ -51,7 +52,8 @@ def read_records(path: str | Path) -> list[dict]:
         p = p / "results.jsonl"
     if not p.is_file():
         raise UserError(f"no results file at {p}: pass a sweep directory containing results.jsonl")
-    return read_jsonl(p)  # damaged lines: reported once and skipped, intact records kept
+    # damaged lines: reported once and skipped, intact records kept
+    return [R.upgrade_result(r) for r in R.read_records(p, required=())]
 
 
 def _scale_of(rec: dict, scale_keys: tuple[str, ...]) -> float | None:

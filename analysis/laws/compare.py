@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.fmt import with_ci
 from analysis.laws.bootstrap import Bootstrap, bootstrap_fit, percentile_ci
 from analysis.laws.core import compute_optimal
 from analysis.laws.fit import Fit, fit_joint
 from analysis.tables import RunTable
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
+from scaling.fmt import with_ci
 
 
 @dataclass

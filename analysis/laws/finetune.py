@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.fmt import with_ci
 from analysis.laws.bootstrap import resample_weights, summarize
 from analysis.laws.core import HUBER_DELTA, MultLogHuberObjective, mult_from_vec, mult_loss
 from analysis.laws.fit import Fit, check_finite, check_points, multistart
 from analysis.laws.lbfgs import lbfgs_batched
 from scaling.errors import UserError
+from scaling.fmt import with_ci
 
 X_KINDS = {"N": "n_params", "D_pre": "pretrain_tokens"}
 """X -> the row field holding it: the base run's N_total and D (`scaling.results`) under the names

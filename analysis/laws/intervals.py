@@ -16,8 +16,8 @@ spans `span` decades the half-width in log loss is
 with h_param the run-level bootstrap half-width of the chosen predictor (a floor: the back-test
 errors already contain parameter noise) and f the spread of the stacked forms at the target.
 Where the user's back-tests are few, a conservative prior learned from published sweeps
-(analysis/interval_prior.json, written by `make validate-prior`) shrinks the extrapolation term on
-the log scale: h_x = h_user^w h_prior^(1-w), w = n_origins / (n_origins + 3), with
+(analysis/laws/interval_prior.json, written by `make validate-prior`) shrinks the extrapolation
+term on the log scale: h_x = h_user^w h_prior^(1-w), w = n_origins / (n_origins + 3), with
 h_prior(x) = q_prior (p0 + p1 x); with no usable back-test, w = 0. These choices (median
 regression, prior strength 3, the geometric blend, the bootstrap as a floor) were compared
 leave-one-data-set-out on the published sweeps (see README, Validation). Beyond the largest

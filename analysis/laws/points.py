@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.fmt import with_ci
 from analysis.tables import read_rows
 from scaling.errors import UserError
+from scaling.fmt import with_ci
 
 ALIASES = {"N": ("N", "params"), "D": ("D", "tokens"), "C": ("C", "flops")}
 

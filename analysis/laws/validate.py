@@ -6,8 +6,8 @@ their median half-width; a second table gives, on the same splits, the mean erro
 single-form Chinchilla fit, of each law form alone and of the chosen predictor. The
 extrapolation prior of each data set is learned from the OTHER data sets' rolling back-tests only
 (leave one data set out), so no data set calibrates its own intervals. `--write-prior` stores the
-prior learned from all of them in analysis/interval_prior.json (numbers only; the data are never
-copied into the repository).
+prior learned from all of them in analysis/laws/interval_prior.json (numbers only; the data are
+never copied into the repository).
 
     python -m analysis.laws.validate [--data ../shared/data] [--resamples 100] [--write-prior]
 """
