@@ -22,7 +22,7 @@ import numpy as np
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
 from scaling.fmt import with_ci
-from scaling.results import C_6ND, N_TOTAL, upgrade_result
+from scaling.results import C_6ND, N_TOTAL, read_records, upgrade_result
 
 KINDS = ("heads", "ffn", "both")
 METRICS = ("exact_match", "token_acc", "logprob", "all")  # all: every eligible metric at once
@@ -37,7 +37,8 @@ def load_table(path: str | Path) -> list[dict]:
         p = p / "ablation.jsonl"
     if not p.is_file():
         raise UserError(f"no ablation table at {p}; run `scaling ablate DIR` first")
-    recs = [upgrade_result(json.loads(x)) for x in p.read_text().splitlines() if x.strip()]
+    # a damaged line is reported once and skipped (the table is rebuilt by `scaling ablate`)
+    recs = [upgrade_result(r) for r in read_records(p)]
     return sorted(recs, key=lambda r: (r.get(N_TOTAL) or 0, r["run_id"]))
 
 

@@ -127,10 +127,7 @@ def load_results(
             raise UserError(f"{path}: run {rid} lacks field(s) {missing}{hint}")
 
         def num(key: str, rec: dict = rec, rid: str = rid) -> float:
-            value = rec[key]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise UserError(f"{path}: run {rid}: {key} = {value!r} is not a number")
-            return float(value)
+            return R.number(rec, key, f"{path}: run {rid}")
 
         N, D = num(key_n), num(R.D)
         C = rec.get(key_c)

@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from scaling.errors import UserError
 from scaling.fileio import (
     atomic_write,
     file_lock,
@@ -149,6 +150,15 @@ def finished_result(out: Path, run_id: str) -> dict[str, Any] | None:
 
 
 # ----------------------------------------------------------------------------- results.jsonl
+
+
+def number(record: dict[str, Any], key: str, where: str) -> float:
+    """A record's numeric field as a float; a UserError naming `where` (the file and run), the
+    field and its value when it is not a number (a bool is not a number here)."""
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{where}: {key} = {value!r} is not a number")
+    return float(value)
 
 
 def read_records(path: Path, *, required: tuple[str, ...] = (RUN_ID,)) -> list[dict[str, Any]]:

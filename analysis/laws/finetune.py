@@ -13,7 +13,6 @@ model and predicts its rows. numpy/scipy only.
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from analysis.laws.fit import Fit, check_finite, check_points, multistart
 from analysis.laws.lbfgs import lbfgs_batched
 from scaling.errors import UserError
 from scaling.fmt import with_ci
+from scaling.results import read_records
 
 X_KINDS = {"N": "n_params", "D_pre": "pretrain_tokens"}
 """X -> the row field holding it: the base run's N_total and D (`scaling.results`) under the names
@@ -67,11 +67,9 @@ def bootstrap_mult(fit: Fit, X, D_f, L, *, n_resamples: int = 1000, seed: int = 
 def load_rows(path: str | Path) -> list[dict]:
     """Finished rows; of rows repeating (run, task, method, D_f), the last one written."""
     rows: dict[tuple, dict] = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            if r.get("status") == "done" and r.get("eval_loss"):
-                rows[(r["run_id"], r["task"], r["method"], r["d_f"])] = r
+    for r in read_records(Path(path), required=()):  # a damaged line: reported, skipped
+        if r.get("status") == "done" and r.get("eval_loss"):
+            rows[(r["run_id"], r["task"], r["method"], r["d_f"])] = r
     return list(rows.values())
 
 

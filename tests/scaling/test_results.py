@@ -13,6 +13,7 @@ import pytest
 
 from analysis.tables import load_results
 from scaling import results as R
+from scaling.errors import UserError
 from sweeps import registry
 from sweeps.grid import load_grid, plan_grid
 from sweeps.runner import run_cell
@@ -186,3 +187,43 @@ def test_old_results_jsonl_rows_still_load(tmp_path):
 def test_each_name_once(fields):
     assert len(set(fields)) == len(fields)
     assert not set(R.OLD_RESULT_NAMES) & set(fields)
+
+
+def test_a_field_that_is_not_a_number_names_the_run_the_field_and_the_value(tmp_path):
+    assert R.number({"D": 3}, "D", "x") == 3.0
+    for bad in (True, "1e6", None):
+        with pytest.raises(UserError, match=rf"^runs.jsonl: run r1: D = {bad!r} is not a number"):
+            R.number({"D": bad}, "D", "runs.jsonl: run r1")
+    table = tmp_path / "results.jsonl"
+    row = {"run_id": "r1", "status": "done", "N_total": 10, "D": "lots", "final_val_loss": 2.0}
+    table.write_text(json.dumps(row) + "\n")
+    with pytest.raises(UserError, match=r"run r1: D = 'lots' is not a number"):
+        load_results(table)
+
+
+def test_ablation_and_finetune_tables_skip_a_damaged_line_with_a_warning(tmp_path, capsys):
+    """A torn line (a crash mid-write on a filesystem without atomic rename) costs that line
+    only: the other records load, and the reader says what it skipped."""
+    from analysis.ablation import load_table
+    from analysis.laws.finetune import load_rows
+
+    ablation = tmp_path / "ablation.jsonl"
+    old = {"run_id": "b", "n_params_total": 100, "tokens": 10}  # before the schema's names
+    ablation.write_text(
+        json.dumps({"run_id": "a", "N_total": 200}) + "\n{torn\n" + json.dumps(old) + "\n"
+    )
+    recs = load_table(tmp_path)
+    assert [(r["run_id"], r["N_total"]) for r in recs] == [("b", 100), ("a", 200)]
+    assert recs[0]["D"] == 10
+    assert "1 damaged line(s) skipped" in capsys.readouterr().err
+
+    rows = tmp_path / "finetune.jsonl"
+    row = {"run_id": "a", "task": "t", "method": "full", "d_f": 16, "status": "done"}
+    rows.write_text(
+        json.dumps({**row, "eval_loss": 2.0})
+        + "\n{torn\n"
+        + json.dumps({**row, "eval_loss": 1.5})  # the same row again: the last one wins
+        + "\n"
+    )
+    assert [r["eval_loss"] for r in load_rows(rows)] == [1.5]
+    assert "1 damaged line(s) skipped" in capsys.readouterr().err
