@@ -13,11 +13,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (default: one per core; 0 runs it in
+# this process, which `pytest -x`/`--pdb` debugging needs). tests/conftest.py keeps the tests
+# that share the SLURM cluster or one reference run in one group, run in turn.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" --durations=30
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The demo: a 20-run IsoFLOP sweep on the CPU (with few-shot evals), an ablation of three runs
 # (smallest, middle, largest) at the largest budget (which heads / MLP blocks the few-shot tasks

@@ -32,6 +32,14 @@ def fake_loss(n: float, d: float, seed: int = 0) -> float:
     return 0.9 + 60.0 / n**0.34 + 90.0 / d**0.3 + 0.002 * seed
 
 
+def _hold(path: str | None, limit_s: float = 600.0) -> None:
+    """Tests: with SWEEP_FAKE_HOLD=PATH, a run stays in training (after its metrics, before
+    its result) until PATH exists, so "while the first run trains" does not depend on timing."""
+    deadline = time.monotonic() + limit_s
+    while path and not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def fake_train(cfg: C.RunConfig, out_dir: str | Path, *, progress: bool = False) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,6 +79,7 @@ def fake_train(cfg: C.RunConfig, out_dir: str | Path, *, progress: bool = False)
             f.write("\n")
         if math.isnan(loss):
             break
+    _hold(os.environ.get("SWEEP_FAKE_HOLD"))
     diverged = diverge_at is not None
     final = fake_loss(counts.total, t.steps * tokens_per_step, t.seed)
     result = dict(

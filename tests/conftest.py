@@ -85,3 +85,19 @@ def slurm_cluster() -> str:
         pytest.skip(f"no local SLURM cluster: {p.stdout.strip() or p.stderr.strip()}")
     conf = subprocess.run([str(script), "env"], capture_output=True, text=True).stdout
     return conf.strip().split("=", 1)[1]
+
+
+# ----------------------------------------------------------------------------- parallel workers
+# `make test` runs the suite on pytest-xdist workers with `--dist loadgroup`. Tests that share
+# one thing outside their tmp_path run in one group, in turn, on one worker:
+# - the SLURM cluster: one test's `scancel` of every queued job would cancel another's;
+# - the 1-process x 4-device reference run (`mp_reference`, session-scoped, so per worker):
+#   the launcher and srun tests then compute it once, not once per worker.
+SERIAL_GROUP = "cluster-and-mp-reference"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.get_closest_marker("slurm") or "mp_reference" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP))

@@ -152,8 +152,9 @@ def test_scancel_then_resubmit_resumes_from_checkpoint(tmp_path: Path, slurm_clu
         "a first checkpoint",
     )
     assert ckpt
-    jobs = slurm("squeue", "-h", "-o", "%i", conf=slurm_cluster).split()
-    slurm("scancel", *jobs, conf=slurm_cluster)
+    # only this test's job (named sweep-<grid>): an earlier test's array may still hold queued
+    # tasks that skip and end at any moment, and `scancel` of an ended job exits 1
+    slurm("scancel", "--name", "sweep-cancel", conf=slurm_cluster)
     o, e = waiter.communicate(timeout=120)  # --wait must come back, with a clear status
     assert waiter.returncode == 1, o + e
     assert "stopped: job" in o and "resubmit to resume from checkpoint step" in o, o + e
@@ -210,9 +211,21 @@ def test_duplicate_submission_skips(tmp_path: Path, slurm_cluster: str) -> None:
     path, root = grid(tmp_path, "dup", tokens="[2e4]"), tmp_path / "sweep"
     plan = plan_grid(load_grid(path))
     outs = [R.run_dir(root, c.run_id) for c in plan.cells]
-    first = start(sweep_cmd(path, root, "--wait"), slurm_cluster, SWEEP_FAKE_SECONDS="6")
+    release = tmp_path / "release"  # the first submission's cells train until it exists
+    env = dict(SWEEP_FAKE_SECONDS="1", SWEEP_FAKE_HOLD=str(release))
+    first = start(sweep_cmd(path, root, "--wait"), slurm_cluster, **env)
     wait_until(lambda: all(metric_steps(o) for o in outs), 300, "the first submission running")
-    rc, log = run(sweep_cmd(path, root, "--wait"), slurm_cluster)  # while the first runs
+    second = start(sweep_cmd(path, root, "--wait"), slurm_cluster)  # while the first runs
+
+    def arrays() -> set[str]:  # the array jobs of this grid in the queue
+        return set(
+            slurm("squeue", "-h", "--name", "sweep-dup", "-o", "%F", conf=slurm_cluster).split()
+        )
+
+    wait_until(lambda: len(arrays()) >= 2, 300, "the second submission in the queue")
+    release.touch()  # the first's cells finish; the second's tasks (queued behind them) start
+    o, e = second.communicate(timeout=300)
+    rc, log = second.returncode, o + e
     assert rc in (0, 1), log
     second = [x for x in log.splitlines() if " job " in x]
     assert len(second) == 2 and all(x.split()[-1] in ("busy", "skipped") for x in second), log
