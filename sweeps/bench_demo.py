@@ -14,8 +14,9 @@ for the previous implementation (one step per dispatch, no persistent compilatio
 the current defaults, cold (empty compilation cache) and warm (a rerun of the same shape). Then
 it runs the whole demo grid's training phase (`scaling sweep run demo`, few-shot evals off)
 with each, one after the other in fresh processes, and prints their CPU and wall seconds and
-the ratio. `--previous REV` runs a git revision's code as the previous implementation instead
-(e.g. the commit before issue 13); by default it is emulated with this code
+the ratio; then the current code again with `sweep run --workers 2` (two cells at once).
+`--previous REV` runs a git revision's code as the previous implementation instead (e.g. the
+commit before issue 13); by default it is emulated with this code
 (`train.steps_per_dispatch=1`, `SCALING_COMPILE_CACHE=off`).
 
 Absolute seconds depend on the machine's load (printed); the ratios are measured side by side.
@@ -134,8 +135,9 @@ def _cell(tree: Path, cache: str, index: int, overrides: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _grid(tree: Path, cache: str, sets: list[str], max_runs: int | None) -> dict:
-    """The demo grid's training phase (few-shot evals off) in one fresh process."""
+def _grid(tree: Path, cache: str, sets: list[str], max_runs: int | None, workers: int = 1) -> dict:
+    """The demo grid's training phase (few-shot evals off) in fresh processes (`workers` of
+    them with --workers: their CPU time is counted too)."""
     with tempfile.TemporaryDirectory(prefix="bench-grid-") as out:
         cmd = [sys.executable, "-c", "import sys; from scaling.cli import main; sys.exit(main())"]
         cmd += ["sweep", "run", "demo", "--out", out, "--no-progress"]
@@ -143,6 +145,8 @@ def _grid(tree: Path, cache: str, sets: list[str], max_runs: int | None) -> dict
             cmd += ["--set", item]
         if max_runs is not None:
             cmd += ["--max-runs", str(max_runs)]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.run(
@@ -170,7 +174,12 @@ def _load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run(previous: str | None = None, grid: bool = True, max_runs: int | None = None) -> None:
+def run(
+    previous: str | None = None,
+    grid: bool = True,
+    max_runs: int | None = None,
+    workers: int = 2,
+) -> None:
     """Print the benchmark (see the module doc)."""
     from sweeps.grid import load_grid, plan_grid  # noqa: PLC0415
 
@@ -208,6 +217,13 @@ def run(previous: str | None = None, grid: bool = True, max_runs: int | None = N
         print(
             f"  speed-up    {speed:.2f}x in CPU-s, {old['wall_s'] / new['wall_s']:.2f}x in wall s"
         )
+        if workers > 1 and max_runs is None:  # --max-runs counts one launcher's runs
+            par = _grid(ROOT, str(Path(tmp) / "xla-workers"), [], None, workers)
+            print(
+                f"  new, --workers {workers} {par['cpu_s']:8.1f} CPU-s {par['wall_s']:8.1f} wall s "
+                f"({_load()}): {old['wall_s'] / par['wall_s']:.2f}x the previous in wall s, "
+                f"{new['wall_s'] / par['wall_s']:.2f}x one launcher"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,8 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--previous", metavar="REV", help="git revision to compare against")
     p.add_argument("--no-grid", action="store_true", help="skip the whole-grid timing")
     p.add_argument("--max-runs", type=int, default=None, help="time only N grid runs")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also time the grid with `sweep run --workers N` (default 2; 1 skips it)",
+    )
     args = p.parse_args(argv)
-    run(args.previous, grid=not args.no_grid, max_runs=args.max_runs)
+    run(args.previous, grid=not args.no_grid, max_runs=args.max_runs, workers=args.workers)
     return 0
 
 

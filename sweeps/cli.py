@@ -30,6 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="print the plan as JSON instead")
     q.set_defaults(handler=_plan)
 
+    _run_parser(ss, grid_args)
+
+    q = ss.add_parser("status", help="done/running/failed/diverged/pending and FLOPs spent")
+    q.add_argument("dir", metavar="DIR")
+    q.add_argument("--json", action="store_true", help="print rows and counts as JSON")
+    q.set_defaults(handler=_status)
+
+
+def _run_parser(ss, grid_args) -> None:
     q = ss.add_parser("run", help="launch (or resume) a grid into DIR")
     grid_args(q)
     q.add_argument("--out", required=True, metavar="DIR", help="sweep directory")
@@ -48,6 +57,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--wait", action="store_true", help="slurm: wait for every task to finish")
     q.add_argument("--max-runs", type=int, default=None, help="local: stop after N trainings")
+    q.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="local: train N cells at once, in N launcher processes sharing DIR (default 1; "
+        "on a CPU with tiny cells, e.g. the demo, 2 per 2 cores; on one GPU keep 1)",
+    )
+    q.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # --workers
     q.add_argument(
         "--replan",
         action="store_true",
@@ -77,11 +95,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--train-fn", default=None, help=argparse.SUPPRESS)  # tests: module:attr
     q.set_defaults(handler=_run)
-
-    q = ss.add_parser("status", help="done/running/failed/diverged/pending and FLOPs spent")
-    q.add_argument("dir", metavar="DIR")
-    q.add_argument("--json", action="store_true", help="print rows and counts as JSON")
-    q.set_defaults(handler=_status)
 
 
 def _load(args: argparse.Namespace):
@@ -116,6 +129,9 @@ def _run(args: argparse.Namespace) -> int:
         from scaling.errors import UserError
 
         raise UserError(f"--max-runs {args.max_runs}: must be >= 0 (the number of runs to train)")
+    from sweeps.workers import check_workers
+
+    check_workers(args.workers, args.backend, args.max_runs)
     params = _slurm_params(args)  # validated for every backend: a typo fails before work
     plan = _load(args)
     root = Path(args.out)
@@ -141,6 +157,8 @@ def _run(args: argparse.Namespace) -> int:
                 f"config with `scaling launch -n N -- scaling train ...`"
             )
 
+        if args.workers > 1:
+            return _run_workers(args, root, plan, progress)
         counts = run_local(
             root,
             plan,
@@ -150,10 +168,9 @@ def _run(args: argparse.Namespace) -> int:
             progress=progress,
             max_runs=args.max_runs,
         )
-        summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-        print(f"sweep {plan.name!r} in {root}: {summary or 'nothing to do'}", file=sys.stderr)
-        print(f"see `scaling sweep status {root}`", file=sys.stderr)
-        return 1 if counts.get("failed") else 0
+        if args.worker_of is not None:  # one of --workers: the first launcher sums up
+            return 1 if counts.get("failed") else 0
+        return _summary(plan, root, counts)
     from sweeps.slurm import submit
 
     out = submit(
@@ -180,6 +197,51 @@ def _run(args: argparse.Namespace) -> int:
         return 1 if bad else 0
     print(f"track with `scaling sweep status {root}`", file=sys.stderr)
     return 0
+
+
+def _summary(plan, root, counts: dict[str, int]) -> int:
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    print(f"sweep {plan.name!r} in {root}: {summary or 'nothing to do'}", file=sys.stderr)
+    print(f"see `scaling sweep status {root}`", file=sys.stderr)
+    return 1 if counts.get("failed") else 0
+
+
+def _run_workers(args: argparse.Namespace, root, plan, progress: bool) -> int:
+    """`--workers N`: this launcher and N-1 more on the same directory (sweeps.workers)."""
+    import os
+    import signal
+    import time
+
+    from scaling import signals
+    from sweeps import workers as W
+    from sweeps.runner import run_local
+
+    lease_ttl = args.lease_ttl or 120.0
+    t0 = time.time()
+    argv = W.worker_argv(args.grid, root, args.overrides, lease_ttl, args.train_fn, os.getpid())
+    procs = W.start(args.workers - 1, argv)
+    try:
+        run_local(
+            root,
+            plan,
+            train_fn=args.train_fn,
+            lease_ttl=lease_ttl,
+            wait=not args.no_wait,
+            progress=progress,
+            failed_since=t0,
+        )
+    except signals.Interrupted as e:
+        W.stop(procs, e.signum)  # each saves a checkpoint and releases its lease
+        W.wait(procs)
+        raise
+    except BaseException:  # bad input, a full disk: the workers stop as on SIGTERM
+        W.stop(procs, signal.SIGTERM)
+        W.wait(procs)
+        raise
+    codes = W.wait(procs)
+    counts = W.outcome(root, [c.run_id for c in plan.cells], t0)
+    code = _summary(plan, root, counts)
+    return 2 if 2 in codes else code
 
 
 def _slurm_params(args: argparse.Namespace) -> dict:

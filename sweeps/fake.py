@@ -6,7 +6,8 @@ atomically and returns the result dict. The loss follows a Chinchilla-like form 
 IsoFLOP curves have interior minima. Each call appends one line to out_dir/train_calls.log (the
 tests count trainings per cell with it). Runs with train.lr > FAKE_DIVERGE_LR diverge.
 
-Environment: SWEEP_FAKE_SECONDS (wall time per run, default 0.05).
+Environment (tests): SWEEP_FAKE_SECONDS (wall time per run, default 0.05); SWEEP_FAKE_FAIL=RUN_ID
+(that run raises); SWEEP_FAKE_HOLD=PATH (runs stay in training until PATH exists).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def fake_train(cfg: C.RunConfig, out_dir: str | Path, *, progress: bool = False)
         return old
     with open(out / "train_calls.log", "a") as f:
         f.write(f"{os.getpid()}\n")
+    if out.name == os.environ.get("SWEEP_FAKE_FAIL"):  # tests: this run fails
+        raise RuntimeError(f"SWEEP_FAKE_FAIL={out.name}")
     t0 = time.time()
     m, t = cfg.model, cfg.train
     counts = param_counts(m)

@@ -179,5 +179,12 @@ def read_failure(root: Path, run_id: str) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else damaged
 
 
+def failed_since(root: Path, run_id: str, since: float) -> bool:
+    """Whether the run's last failure was recorded at or after `since` (a time.time())."""
+    info = read_failure(root, run_id)
+    t = info.get("time") if info else None
+    return isinstance(t, int | float) and t >= since
+
+
 def clear_failure(root: Path, run_id: str) -> None:
     (run_dir(root, run_id) / "failed.json").unlink(missing_ok=True)

@@ -136,12 +136,14 @@ def run_local(
     poll_s: float = 1.0,
     progress: bool = True,
     max_runs: int | None = None,
+    failed_since: float | None = None,
 ) -> dict[str, int]:
     """Run every unfinished cell in sequence in this process; returns outcome counts.
 
     Cells leased by another live launcher are skipped; with `wait`, this launcher then polls
-    until they are recorded or their lease goes stale (and takes them over).
-    """
+    until they are recorded or their lease goes stale (and takes them over). A cell whose
+    failure another launcher recorded since `failed_since` (a time.time()) is not tried again
+    (`--workers`: one attempt per call, as with one launcher)."""
     from tqdm import tqdm
 
     root = Path(root)
@@ -168,6 +170,9 @@ def run_local(
             bar.refresh()
             for s in summaries:
                 if s["run_id"] in finished or s["run_id"] in failed:
+                    continue
+                if failed_since is not None and R.failed_since(root, s["run_id"], failed_since):
+                    failed.add(s["run_id"])
                     continue
                 if max_runs is not None and started >= max_runs:
                     break
