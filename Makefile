@@ -13,10 +13,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
-# The suite runs on TEST_WORKERS pytest-xdist workers (default: one per core; 0 runs it in
-# this process, which `pytest -x`/`--pdb` debugging needs). tests/conftest.py keeps the tests
-# that share the SLURM cluster or one reference run in one group, run in turn.
-TEST_WORKERS ?= auto
+# The suite runs on TEST_WORKERS pytest-xdist workers (default: one per core, at most 4: each
+# worker is a JAX process with 8 fake devices, and the serial group below is the critical path
+# by then; 0 runs it in this process, which `pytest -x`/`--pdb` debugging needs).
+# tests/conftest.py keeps the tests that share the SLURM cluster or one reference run in one
+# group, run in turn.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 4 ] && n=4; echo $$n)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=30
