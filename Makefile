@@ -16,15 +16,15 @@ $(STAMP): pyproject.toml
 # The suite runs on TEST_WORKERS pytest-xdist workers (default: one per core, at most 4: each
 # worker is a JAX process with 8 fake devices, and the serial group below is the critical path
 # by then; 0 runs it in this process, which `pytest -x`/`--pdb` debugging needs).
-# tests/conftest.py keeps the tests that share the SLURM cluster or one reference run in one
-# group, run in turn.
+# `--dist loadfile`: a file's tests run on one worker in order, so the SLURM tests (all in
+# tests/sweeps/test_slurm.py, which tests/conftest.py enforces) never overlap.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 4 ] && n=4; echo $$n)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=30
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The demo: a 20-run IsoFLOP sweep on the CPU (with few-shot evals; two cells at once, as 2
 # launchers: 1.53x sooner than one on 2 cores, same losses bitwise), an ablation of three runs

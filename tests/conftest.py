@@ -88,16 +88,22 @@ def slurm_cluster() -> str:
 
 
 # ----------------------------------------------------------------------------- parallel workers
-# `make test` runs the suite on pytest-xdist workers with `--dist loadgroup`. Tests that share
-# one thing outside their tmp_path run in one group, in turn, on one worker:
-# - the SLURM cluster: one test's `scancel` of every queued job would cancel another's;
-# - the 1-process x 4-device reference run (`mp_reference`, session-scoped, so per worker):
-#   the launcher and srun tests then compute it once, not once per worker.
-SERIAL_GROUP = "cluster-and-mp-reference"
+# `make test` runs the suite on pytest-xdist workers with `--dist loadfile`: each test file runs
+# on one worker, its tests in order. The SLURM tests share one cluster (one test's `scancel`
+# or a full node would disturb another's), so they must all live in one file, run in turn;
+# this hook enforces that. (`--dist loadgroup` with xdist_group marks would allow any layout,
+# but xdist 3.8 cannot tag the node ids of pytest 9.2, so its groups are silently ignored.)
+SLURM_FILE = "tests/sweeps/test_slurm.py"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
-    for item in items:
-        if item.get_closest_marker("slurm") or "mp_reference" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP))
+    stray = [
+        i.nodeid
+        for i in items
+        if i.get_closest_marker("slurm") and i.nodeid.split("::")[0] != SLURM_FILE
+    ]
+    if stray:
+        raise pytest.UsageError(
+            f"tests marked slurm must live in {SLURM_FILE} (make test's workers run one file "
+            f"in order, and the SLURM tests must not overlap): move {stray[0]}"
+        )
