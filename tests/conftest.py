@@ -41,6 +41,26 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# A six-cell grid (2 budgets x 3 sizes, tiny, evals off) for the sweep tests with the fake
+# trainer (sweeps.fake).
+GRID6 = """name = "six"
+kind = "nxd"
+[nxd]
+tokens = [2e4, 4e4]
+[shapes]
+n_min = 3e3
+n_max = 2e4
+count = 3
+[hparams]
+batch_size = 8
+min_steps = 1
+[base.model]
+seq_len = 32
+[base.eval]
+enabled = false
+"""
+
+
 # ----------------------------------------------------------------------------- several processes
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -12,34 +12,19 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import GRID6
 
 from scaling.cli import main
 from sweeps import registry as R
 from sweeps.grid import load_grid, plan_grid
 
 FAKE = "sweeps.fake:fake_train"
-GRID = """name = "six"
-kind = "nxd"
-[nxd]
-tokens = [2e4, 4e4]
-[shapes]
-n_min = 3e3
-n_max = 2e4
-count = 3
-[hparams]
-batch_size = 8
-min_steps = 1
-[base.model]
-seq_len = 32
-[base.eval]
-enabled = false
-"""
 
 
 @pytest.fixture
 def six(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     grid = tmp_path / "six.toml"
-    grid.write_text(GRID)
+    grid.write_text(GRID6)
     return grid, tmp_path / "sweep", [c.run_id for c in plan_grid(load_grid(grid)).cells]
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import GRID6
 
 from scaling.cli import main
 from sweeps import registry as R
@@ -22,22 +23,6 @@ from sweeps.runner import run_local
 from sweeps.status import collect
 
 FAKE = "sweeps.fake:fake_train"
-GRID6 = """name = "six"
-kind = "nxd"
-[nxd]
-tokens = [2e4, 4e4]
-[shapes]
-n_min = 3e3
-n_max = 2e4
-count = 3
-[hparams]
-batch_size = 8
-min_steps = 1
-[base.model]
-seq_len = 32
-[base.eval]
-enabled = false
-"""
 
 
 def _six(tmp_path: Path, extra: str = "") -> Path:
