@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The suite runs on TEST_WORKERS pytest-xdist workers (default: one per core, at most 4: each
-# worker is a JAX process with 8 fake devices, and the serial group below is the critical path
-# by then; 0 runs it in this process, which `pytest -x`/`--pdb` debugging needs).
+# worker is a JAX process with 8 fake devices, and tests/sweeps/test_slurm.py, which runs on
+# one worker, is the critical path by then; 0 runs it in this process, for `--pdb`).
 # `--dist loadfile`: a file's tests run on one worker in order, so the SLURM tests (all in
 # tests/sweeps/test_slurm.py, which tests/conftest.py enforces) never overlap.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 4 ] && n=4; echo $$n)

@@ -230,13 +230,9 @@ def _run_workers(args: argparse.Namespace, root, plan, progress: bool) -> int:
             progress=progress,
             failed_since=t0,
         )
-    except signals.Interrupted as e:
-        W.stop(procs, e.signum)  # each saves a checkpoint and releases its lease
-        W.wait(procs)
-        raise
-    except BaseException:  # bad input, a full disk: the workers stop as on SIGTERM
-        W.stop(procs, signal.SIGTERM)
-        W.wait(procs)
+    except BaseException as e:  # a signal is passed on; bad input or a full disk: SIGTERM
+        W.stop(procs, e.signum if isinstance(e, signals.Interrupted) else signal.SIGTERM)
+        W.wait(procs)  # each saves a checkpoint and releases its lease
         raise
     codes = W.wait(procs)
     counts = W.outcome(root, [c.run_id for c in plan.cells], t0)

@@ -15,7 +15,7 @@ Stopping is the same as with one launcher:
   releases its lease, and this launcher waits for them before it exits 128 + signum.
 - If this launcher dies without that (`kill -9`), Linux sends each worker SIGTERM
   (PR_SET_PDEATHSIG), so no training goes on without its launcher.
-- A worker that stops on bad input (exit 2) stops the sweep the same way.
+- A worker that stops on bad input (exit 2) makes the whole sweep exit 2.
 
 Nothing here imports JAX: the workers are started before this launcher trains anything.
 """
