@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = ss.add_parser("plan", help="print the resolved runs, FLOPs and estimated time")
     grid_args(q)
     q.add_argument("--json", action="store_true", help="print the plan as JSON instead")
+    q.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="estimate the wall time of `sweep run --workers N` (default 1)",
+    )
     q.set_defaults(handler=_plan)
 
     _run_parser(ss, grid_args)
@@ -107,13 +114,15 @@ def _plan(args: argparse.Namespace) -> int:
     from scaling.results import clean_json
     from sweeps.estimate import detect_device
     from sweeps.report import plan_table
+    from sweeps.workers import check_workers
 
+    check_workers(args.workers, "local", None)
     plan = _load(args)
     if args.json:
         cells = [c.summary() for c in plan.cells]
         print(json.dumps(clean_json(dict(sweep=plan.name, kind=plan.kind, cells=cells)), indent=1))
     else:
-        print(plan_table(plan, detect_device()))
+        print(plan_table(plan, detect_device(), args.workers))
     return 0
 
 

@@ -15,6 +15,12 @@ Throughput:
   Override with SCALING_FLOPS_PER_S (a single number for every size).
 - GPU/TPU: `scaling.flops.peak_flops(kind, "bfloat16") * ASSUMED_MFU * n_devices`.
   Unknown devices print "?" rather than a made-up number.
+- `--workers N` (N launchers on one machine): the cells are list-scheduled in plan order (each
+  launcher takes the next cell nobody holds as soon as it is free, as `sweeps.workers` does), each
+  one slowed by the launchers' contention for the cores: one demo launcher keeps
+  `CPU_LAUNCHER_CORES` busy (measured: the demo sweep took 879 s with one launcher and 576 s with
+  two on the 2-core machine, 2026-12-03, so one launcher's share of 2 cores is 2 x 576 / 879).
+  On a GPU/TPU the launchers share the devices, so N gives no gain in the estimate.
 The device is taken from SCALING_DEVICE_KIND, else `nvidia-smi`, else "cpu".
 """
 
@@ -32,6 +38,7 @@ CPU_STEP_OVERHEAD_S = 6.0e-3
 CPU_COMPILE_S = 7.1
 CPU_RUN_S = 11.7  # per run: data, saves and (when eval.enabled) the few-shot evaluation
 CPU_EVAL_S = 0.0  # inside CPU_RUN_S for tiny models
+CPU_LAUNCHER_CORES = 1.31  # cores one launcher of tiny cells keeps busy (see the module doc)
 ASSUMED_MFU = 0.3
 GPU_STEP_OVERHEAD_S = 5e-3
 GPU_COMPILE_S = 30.0
@@ -105,6 +112,25 @@ def estimate_seconds(cells: Sequence, device: tuple[str, int]) -> list[float | N
         t = compile_s * first + run_s + c.steps * overhead + (c.c_exact + val_flops) / rate
         out.append(t + (eval_s if cfg.eval.enabled else 0.0))
     return out
+
+
+def wall_seconds(
+    per_cell: Sequence[float], workers: int, device: tuple[str, int], cores: int | None = None
+) -> float:
+    """Wall time of the cells (`estimate_seconds`, plan order) run by `workers` launchers on one
+    machine with `cores` CPU cores (default: this machine's), see the module doc."""
+    if workers <= 1:
+        return float(sum(per_cell))
+    if device[0].lower() == "cpu":
+        n = max(1, cores or os.cpu_count() or 1)
+        slow = max(1.0, workers * CPU_LAUNCHER_CORES / n) / max(1.0, CPU_LAUNCHER_CORES / n)
+    else:
+        slow = float(workers)  # they share the accelerators
+    free = [0.0] * workers  # when each launcher is next free
+    for t in per_cell:
+        i = free.index(min(free))
+        free[i] += t * slow
+    return max(free)
 
 
 def fmt_seconds(s: float | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sweeps.estimate import estimate_seconds, fmt_seconds
+from sweeps.estimate import estimate_seconds, fmt_seconds, wall_seconds
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -17,8 +17,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def plan_table(plan, device: tuple[str, int]) -> str:
-    """The plan as a table plus totals (FLOPs and estimated wall time on `device`)."""
+def plan_table(plan, device: tuple[str, int], workers: int = 1) -> str:
+    """The plan as a table plus totals (FLOPs and estimated wall time on `device`, with
+    `workers` launchers)."""
     est = estimate_seconds(plan.cells, device)
     rows = []
     for c, t in zip(plan.cells, est, strict=True):
@@ -58,6 +59,11 @@ def plan_table(plan, device: tuple[str, int]) -> str:
     ]
     known = [t for t in est if t is not None]
     total_t = fmt_seconds(sum(known)) if len(known) == len(est) else "?"
+    how = "sequential, local backend"
+    if workers > 1 and len(known) == len(est):
+        par = fmt_seconds(wall_seconds(known, workers, device))
+        total_t = f"{par} with --workers {workers}, {total_t} sequential"
+        how = "local backend"
     n = [c.n_total for c in plan.cells]
     head = (
         f"sweep {plan.name!r} ({plan.kind}): {len(plan.cells)} runs, "
@@ -67,7 +73,7 @@ def plan_table(plan, device: tuple[str, int]) -> str:
         f"total {plan.total_flops:.4g} FLOPs (exact), "
         f"{sum(c.c_6nd for c in plan.cells):.4g} (6ND); "
         f"estimated wall time on {device[0]} x{device[1]}: {total_t} "
-        f"(sequential, local backend; see sweeps/estimate.py)"
+        f"({how}; see sweeps/estimate.py)"
     )
     return "\n".join([head, "", table(headers, rows), "", foot])
 

@@ -184,6 +184,24 @@ def test_plan_cli_prints_table(capsys) -> None:
     assert "total 5.994e+09 FLOPs" in out
 
 
+def test_workers_estimate_list_schedules_with_core_contention(capsys) -> None:
+    from sweeps.estimate import CPU_LAUNCHER_CORES, wall_seconds
+
+    cpu, gpu = ("cpu", 1), ("NVIDIA H100 80GB HBM3", 1)
+    assert wall_seconds([3.0, 1.0, 2.0], 1, cpu, cores=2) == 6.0
+    # 2 launchers on 2 cores: plan order [3, 1, 2] -> launcher A takes 3, B takes 1 then 2
+    slow = 2 * CPU_LAUNCHER_CORES / 2
+    assert wall_seconds([3.0, 1.0, 2.0], 2, cpu, cores=2) == pytest.approx(3.0 * slow)
+    assert wall_seconds([3.0, 1.0, 2.0], 2, cpu, cores=16) == 3.0  # no contention
+    assert wall_seconds([3.0, 1.0, 2.0], 2, gpu) == pytest.approx(6.0)  # one GPU, shared
+
+    assert main(["sweep", "plan", "demo", "--workers", "2"]) == 0
+    foot = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "with --workers 2, " in foot and " sequential (local backend" in foot
+    assert main(["sweep", "plan", "demo", "--workers", "0"]) == 2
+    assert "--workers 0: must be >= 1" in capsys.readouterr().err
+
+
 IMPOSSIBLE = {
     "below-one-step": (
         'kind = "isoflop"\n[isoflop]\nbudgets = [1e6]\n[shapes]\nn_min = 3e3\nn_max = 9e3\n'
