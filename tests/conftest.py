@@ -41,16 +41,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# A six-cell grid (2 budgets x 3 sizes, tiny, evals off) for the sweep tests with the fake
-# trainer (sweeps.fake).
-GRID6 = """name = "six"
+def tiny_grid(
+    name: str, tokens: str = "[2e4, 4e4]", n_max: str = "2e4", count: int = 3, extra: str = ""
+) -> str:
+    """The TOML of a tiny N x D grid (sizes 3e3..n_max, batch 8 x 32 tokens, few-shot evals off)
+    for sweep tests; `extra` adds tables (e.g. a real dataset for the engine)."""
+    return f"""name = "{name}"
 kind = "nxd"
 [nxd]
-tokens = [2e4, 4e4]
+tokens = {tokens}
 [shapes]
 n_min = 3e3
-n_max = 2e4
-count = 3
+n_max = {n_max}
+count = {count}
 [hparams]
 batch_size = 8
 min_steps = 1
@@ -58,7 +61,11 @@ min_steps = 1
 seq_len = 32
 [base.eval]
 enabled = false
-"""
+{extra}"""
+
+
+# A six-cell grid (2 budgets x 3 sizes) for the sweep tests with the fake trainer (sweeps.fake).
+GRID6 = tiny_grid("six")
 
 
 # ----------------------------------------------------------------------------- several processes

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tiny_grid
 
 from scaling import config as C
 from scaling import fileio
@@ -26,22 +27,7 @@ from sweeps.grid import load_grid, plan_grid
 from sweeps.lease import HOST, Lease, is_stale
 
 FAKE = "sweeps.fake:fake_train"
-GRID = """name = "faults"
-kind = "nxd"
-[nxd]
-tokens = [2e4, 4e4]
-[shapes]
-n_min = 3e3
-n_max = 9e3
-count = 2
-[hparams]
-batch_size = 8
-min_steps = 1
-[base.model]
-seq_len = 32
-[base.eval]
-enabled = false
-"""
+GRID = tiny_grid("faults", n_max="9e3", count=2)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import tiny_grid
 
 from scaling import signals
 
@@ -117,31 +118,19 @@ SETS = [
     "eval.enabled=false",
     "mesh.data=1",
 ]
-GRID = "\n".join(
-    [
-        'name = "sig"',
-        'kind = "nxd"',
-        "[nxd]",
-        "tokens = [5e7]",
-        "[shapes]",
-        "n_min = 3e3",
-        "n_max = 3e3",
-        "count = 1",
-        "[hparams]",
-        "batch_size = 8",
-        "min_steps = 1",
-        "[base.model]",
-        "seq_len = 32",
-        "[base.data]",
-        'dataset = "python_source/small"',
-        "val_tokens = 2048",
-        "task_mix = 0.0",
-        "[base.train]",
-        "log_every = 1",
-        "checkpoint_every = 25",
-        "[base.eval]",
-        "enabled = false",
-    ]
+GRID = tiny_grid(
+    "sig",
+    tokens="[5e7]",
+    n_max="3e3",
+    count=1,
+    extra="""[base.data]
+dataset = "python_source/small"
+val_tokens = 2048
+task_mix = 0.0
+[base.train]
+log_every = 1
+checkpoint_every = 25
+""",
 )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_grid
 
 from analysis.tables import load_results
 from scaling import results as R
@@ -38,22 +39,7 @@ OLD_RESULT = {
     "evals": None,
 }
 
-GRID = """name = "tiny"
-kind = "nxd"
-[nxd]
-tokens = [2e4]
-[shapes]
-n_min = 3e3
-n_max = 3e3
-count = 1
-[hparams]
-batch_size = 8
-min_steps = 1
-[base.model]
-seq_len = 32
-[base.eval]
-enabled = false
-"""
+GRID = tiny_grid("tiny", tokens="[2e4]", n_max="3e3", count=1)
 
 
 def test_clean_json_converts_numpy_paths_and_containers():

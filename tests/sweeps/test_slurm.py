@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import scaling_env
+from conftest import scaling_env, tiny_grid
 
 from sweeps import registry as R
 from sweeps.grid import load_grid, plan_grid
@@ -22,22 +22,6 @@ from sweeps.slurm import queued_jobs
 
 pytestmark = pytest.mark.slurm
 FAKE = "sweeps.fake:fake_train"
-GRID = """name = "{name}"
-kind = "nxd"
-[nxd]
-tokens = {tokens}
-[shapes]
-n_min = 3e3
-n_max = 2e4
-count = {count}
-[hparams]
-batch_size = 8
-min_steps = 1
-[base.model]
-seq_len = 32
-[base.eval]
-enabled = false
-"""
 REAL = """[base.data]
 dataset = "python_source/small"
 val_tokens = 2048
@@ -51,7 +35,7 @@ eval_every = 1000000
 
 def grid(tmp_path: Path, name: str, tokens: str = "[2e4, 4e4]", count: int = 2) -> Path:
     path = tmp_path / f"{name}.toml"
-    path.write_text(GRID.format(name=name, tokens=tokens, count=count))
+    path.write_text(tiny_grid(name, tokens, count=count))
     return path
 
 
