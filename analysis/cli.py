@@ -85,7 +85,14 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from analysis.tables import drop_highest_loss, load_csv, load_results, parse_map
+    from analysis.tables import drop_highest_loss
+
+    return drop_highest_loss(_filtered(args), args.drop_highest)
+
+
+def _filtered(args: argparse.Namespace):
+    """The table of --csv or DIR, after --where (not yet --drop-highest)."""
+    from analysis.tables import load_csv, load_results, parse_map
 
     if args.csv:
         table = load_csv(
@@ -113,7 +120,7 @@ def _load(args: argparse.Namespace):
         raise UserError(f"--level must be between 0 and 1, got {args.level}")
     if args.resamples < 10:
         raise UserError(f"--resamples must be at least 10, got {args.resamples}")
-    return drop_highest_loss(table, args.drop_highest)
+    return table
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -300,8 +307,10 @@ def _print_backtest(bt: dict, unit: str, lvl: int = 90) -> None:
 def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:
     from analysis.plots import all_figures
     from analysis.report import run_analysis, write_report
+    from analysis.tables import drop_highest_loss
 
-    table = _load(args)
+    kept = _filtered(args)
+    table = drop_highest_loss(kept, args.drop_highest)
     out = _out_dir(args)  # before any compute: a bad --out fails fast
     holdout = None if figures_only or args.holdout in (None, "none") else args.holdout
     if holdout and holdout != "largest":  # a hold-out the user asked for: check it before fitting
@@ -328,7 +337,9 @@ def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:
         for name, paths in figs.items():
             print(f"{name}: {', '.join(paths)}")
         return 0
-    paths = write_report(res, out, _results_path(args))
+    # --where selects runs for the emergence section too (--drop-highest and --holdout are the
+    # fits' business: a high-loss small model is still a point of an emergence curve)
+    paths = write_report(res, out, _results_path(args), set(kept.run_id) if args.where else None)
     from analysis.summary import summary_lines
 
     print("\n".join(summary_lines(res)))

@@ -183,11 +183,13 @@ def fits_json(res: dict) -> dict:
     return _jsonable(out)
 
 
-def _emergence(results_path: Path, out_dir: Path, res: dict, figures: dict) -> None:
+def _emergence(
+    results_path: Path, out_dir: Path, res: dict, figures: dict, run_ids: set[str] | None
+) -> None:
     """The emergence section and figures of a sweep whose runs were scored on few-shot tasks."""
     from analysis.emergence.report import analyze_results
 
-    em = analyze_results(results_path, out_dir)
+    em = analyze_results(results_path, out_dir, run_ids=run_ids)
     if not em:
         return
     res["emergence"] = _jsonable({k: v for k, v in em.items() if k != "curves"})
@@ -229,8 +231,11 @@ def _finetune(table: Path, out_dir: Path, res: dict, figures: dict) -> None:
     figures.update(finetune_plots.all_figures(ft, out_dir))
 
 
-def write_report(res: dict, out_dir: Path, results_path: Path | None = None) -> dict:
-    """Figures, fits.json and report.md in ``out_dir``; returns {"report", "fits", "figures"}."""
+def write_report(
+    res: dict, out_dir: Path, results_path: Path | None = None, run_ids: set[str] | None = None
+) -> dict:
+    """Figures, fits.json and report.md in ``out_dir``; returns {"report", "fits", "figures"}.
+    `run_ids` (`analyze --where`) limits the emergence section to those runs, as the fits are."""
     from analysis.plots import all_figures
 
     out_dir = Path(out_dir)
@@ -243,7 +248,7 @@ def write_report(res: dict, out_dir: Path, results_path: Path | None = None) -> 
             if paths := hparams.figure(hp, out_dir, axis):
                 figures[f"loss_vs_{axis}"] = paths
     if results_path is not None:
-        _emergence(results_path, out_dir, res, figures)
+        _emergence(results_path, out_dir, res, figures, run_ids)
         _ablation(Path(results_path), out_dir, res, figures)
         _finetune(Path(results_path).parent / "finetune" / "results.jsonl", out_dir, res, figures)
     fits = fits_json(res)

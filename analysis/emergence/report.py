@@ -7,6 +7,7 @@ The verdict logic lives in analysis.emergence.flagger; this module only serialis
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 from analysis.emergence.curves import (
@@ -86,12 +87,18 @@ def write_report(
 
 
 def analyze_results(
-    results_path: str | Path, out_dir: str | Path, *, scale: str = "compute", figures: bool = True
+    results_path: str | Path,
+    out_dir: str | Path,
+    *,
+    scale: str = "compute",
+    figures: bool = True,
+    run_ids: Collection[str] | None = None,
 ) -> dict | None:
-    """Flag emergence in a sweep's results.jsonl. None when no record carries an evals block."""
+    """Flag emergence in a sweep's results.jsonl (only the runs in `run_ids` when given). None
+    when no record carries an evals block."""
     from analysis.emergence.sources import curves_from_results
 
-    curves = curves_from_results(results_path, scale=scale)
+    curves = curves_from_results(results_path, scale=scale, run_ids=run_ids)
     if not curves:
         return None
     results = analyze_curves(curves)

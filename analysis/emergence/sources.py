@@ -13,6 +13,7 @@ import json
 import math
 import tomllib
 from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,11 @@ def _frontier(recs: list[dict], scale_keys: tuple[str, ...]) -> list[dict]:
     return [r for _, rs in best.values() for r in rs]
 
 
-def curves_from_results(path: str | Path, *, scale: str = "compute") -> list[Curve]:
-    """One Curve per (task, metric, shots, family) from results.jsonl records with evals."""
+def curves_from_results(
+    path: str | Path, *, scale: str = "compute", run_ids: Collection[str] | None = None
+) -> list[Curve]:
+    """One Curve per (task, metric, shots, family) from results.jsonl records with evals (only
+    the runs in `run_ids` when given: `scaling analyze --where`)."""
     keys = {"compute": COMPUTE_KEYS, "params": PARAMS_KEYS}.get(scale)
     if keys is None:
         raise UserError(f"--scale {scale!r} is not one of compute, params")
@@ -97,6 +101,7 @@ def curves_from_results(path: str | Path, *, scale: str = "compute") -> list[Cur
         r
         for r in read_records(path)
         if r.get("evals") and r.get("status", "done") == "done" and _scale_of(r, keys)
+        if run_ids is None or r.get("run_id") in run_ids
     ]
     if not recs:
         return []

@@ -170,3 +170,17 @@ def test_csv_mapped_columns_and_families_must_exist(tmp_path):
         curves_from_table([str(f)], {**spec, "family": "Family", "metrics": good})
     with pytest.raises(UserError, match="no rows for 'G'"):
         curves_from_table([str(f)], {**spec, "metrics": good}, families=["F", "G"])
+
+
+def test_analyze_where_limits_emergence_to_the_kept_runs(tmp_path, capsys):
+    """`scaling analyze DIR --where 'seed == 0'` fits seed 0 alone; its emergence section must
+    not pool seed 1's evals (it did: the section read every record of results.jsonl)."""
+    rng = np.random.default_rng(6)
+    recs = [_record(rng, i, s) for i in range(len(LOG_C)) for s in (0, 1)]
+    _write(tmp_path / "results.jsonl", recs)
+    for where, seeds in ((None, 2.0), ("seed == 0", 1.0)):
+        out = tmp_path / f"report-{seeds:g}"
+        argv = ["analyze", str(tmp_path), "--out", str(out), "--resamples", "20"]
+        assert main([*argv, *(["--where", where] if where else [])]) == 0, capsys.readouterr()
+        curves = json.loads((out / "emergence.json").read_text())["curves"]
+        assert {s for c in curves for s in c["n_seeds"]} == {seeds}
