@@ -66,6 +66,12 @@ enabled = false
 
 # A six-cell grid (2 budgets x 3 sizes) for the sweep tests with the fake trainer (sweeps.fake).
 GRID6 = tiny_grid("six")
+# The grid tables that make its cells train for real on the small embedded corpus.
+SMALL_DATA = """[base.data]
+dataset = "python_source/small"
+val_tokens = 2048
+task_mix = 0.0
+"""
 
 
 # ----------------------------------------------------------------------------- several processes

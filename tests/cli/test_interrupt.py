@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import tiny_grid
+from conftest import SMALL_DATA, tiny_grid
 
 from scaling import signals
 
@@ -123,14 +123,7 @@ GRID = tiny_grid(
     tokens="[5e7]",
     n_max="3e3",
     count=1,
-    extra="""[base.data]
-dataset = "python_source/small"
-val_tokens = 2048
-task_mix = 0.0
-[base.train]
-log_every = 1
-checkpoint_every = 25
-""",
+    extra=SMALL_DATA + "[base.train]\nlog_every = 1\ncheckpoint_every = 25\n",
 )
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import scaling_env, tiny_grid
+from conftest import SMALL_DATA, scaling_env, tiny_grid
 
 from sweeps import registry as R
 from sweeps.grid import load_grid, plan_grid
@@ -22,15 +22,14 @@ from sweeps.slurm import queued_jobs
 
 pytestmark = pytest.mark.slurm
 FAKE = "sweeps.fake:fake_train"
-REAL = """[base.data]
-dataset = "python_source/small"
-val_tokens = 2048
-task_mix = 0.0
-[base.train]
+REAL = (
+    SMALL_DATA
+    + """[base.train]
 checkpoint_every = 100
 log_every = 100
 eval_every = 1000000
 """
+)
 
 
 def grid(tmp_path: Path, name: str, tokens: str = "[2e4, 4e4]", count: int = 2) -> Path:
