@@ -114,6 +114,13 @@ def estimate_seconds(cells: Sequence, device: tuple[str, int]) -> list[float | N
     return out
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, as `nproc` counts them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def wall_seconds(
     per_cell: Sequence[float], workers: int, device: tuple[str, int], cores: int | None = None
 ) -> float:
@@ -122,7 +129,7 @@ def wall_seconds(
     if workers <= 1:
         return float(sum(per_cell))
     if device[0].lower() == "cpu":
-        n = max(1, cores or os.cpu_count() or 1)
+        n = max(1, cores or _usable_cores())
         slow = max(1.0, workers * CPU_LAUNCHER_CORES / n) / max(1.0, CPU_LAUNCHER_CORES / n)
     else:
         slow = float(workers)  # they share the accelerators
