@@ -72,7 +72,8 @@ def _run_parser(ss, grid_args) -> None:
         help="local: train N cells at once, in N launcher processes sharing DIR (default 1; "
         "on a CPU with tiny cells, e.g. the demo, 2 per 2 cores; on one GPU keep 1)",
     )
-    q.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # --workers
+    # one of --workers' extra launchers; T = the first launcher's start (time.time())
+    q.add_argument("--worker-since", type=float, default=None, help=argparse.SUPPRESS)
     q.add_argument(
         "--replan",
         action="store_true",
@@ -176,8 +177,9 @@ def _run(args: argparse.Namespace) -> int:
             wait=not args.no_wait,
             progress=progress,
             max_runs=args.max_runs,
+            failed_since=args.worker_since,  # a cell another launcher failed is not retried
         )
-        if args.worker_of is not None:  # one of --workers: the first launcher sums up
+        if args.worker_since is not None:  # one of --workers: the first launcher sums up
             return 1 if counts.get("failed") else 0
         return _summary(plan, root, counts)
     from sweeps.slurm import submit
@@ -217,7 +219,6 @@ def _summary(plan, root, counts: dict[str, int]) -> int:
 
 def _run_workers(args: argparse.Namespace, root, plan, progress: bool) -> int:
     """`--workers N`: this launcher and N-1 more on the same directory (sweeps.workers)."""
-    import os
     import signal
     import time
 
@@ -227,7 +228,7 @@ def _run_workers(args: argparse.Namespace, root, plan, progress: bool) -> int:
 
     lease_ttl = args.lease_ttl or 120.0
     t0 = time.time()
-    argv = W.worker_argv(args.grid, root, args.overrides, lease_ttl, args.train_fn, os.getpid())
+    argv = W.worker_argv(args.grid, root, args.overrides, lease_ttl, args.train_fn, t0)
     procs = W.start(args.workers - 1, argv)
     try:
         run_local(

@@ -5,7 +5,7 @@ machine busy: on the 2-core machine the demo grid's sweep ran at a load of about
 two launchers the whole 20-run sweep finished 1.53x sooner (879 s -> 576 s, same losses; the
 README has the figures). Launchers can already share a sweep directory: each cell is leased
 (`sweeps.lease`), trained once and recorded once. So `--workers N` starts N-1 more launchers
-of the same grid beside this one (`sweep run ... --no-wait --no-progress --worker-of PID`),
+of the same grid beside this one (`sweep run ... --no-wait --no-progress --worker-since T`),
 each taking the next cell nobody holds, and this launcher keeps the progress bar, waits for
 every cell and prints one summary for all of them.
 
@@ -56,15 +56,16 @@ def worker_argv(
     overrides: list[str],
     lease_ttl: float,
     train_fn: str | None,
-    parent: int,
+    since: float,
 ) -> list[str]:
     """The command of one extra launcher: the same grid and directory, no bar, no waiting for
-    cells the others hold (this launcher waits for them)."""
+    cells the others hold (this launcher waits for them), and no retry of a cell another
+    launcher failed since `since` (this call's start, a time.time())."""
     argv = [sys.executable, "-m", "scaling.cli", "sweep", "run", grid, "--out", str(root)]
     for item in overrides:
         argv += ["--set", item]
     argv += ["--lease-ttl", repr(lease_ttl), "--no-wait", "--no-progress"]
-    argv += ["--worker-of", str(parent)]
+    argv += ["--worker-since", repr(since)]
     if train_fn:
         argv += ["--train-fn", train_fn]
     return argv

@@ -84,6 +84,16 @@ def test_a_worker_failure_is_counted_once_and_not_retried(six, capsys, monkeypat
     assert len(R.read_records(root)) == 5
 
 
+def test_a_cell_the_first_launcher_failed_is_not_retried_by_a_worker(six, monkeypatch) -> None:
+    grid, root, ids = six
+    monkeypatch.setenv("SWEEP_FAKE_FAIL", ids[0])  # the first launcher's first cell fails at
+    monkeypatch.setenv("SWEEP_FAKE_SECONDS", "1")  # once; the worker, starting, comes to it
+    argv = ["sweep", "run", str(grid), "--out", str(root), "--workers", "2", "--train-fn", FAKE]
+    assert main([*argv, "--no-progress"]) == 1
+    assert len(pids(root, ids[0])) == 1  # one attempt in this call
+    assert len(R.read_records(root)) == 5
+
+
 def test_sigterm_to_the_launcher_stops_every_worker(six) -> None:
     grid, root, ids = six
     release = root.parent / "release"  # cells train until it exists
