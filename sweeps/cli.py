@@ -153,35 +153,7 @@ def _run(args: argparse.Namespace) -> int:
     R.write_plan(root, plan, replan=args.replan)
     progress = not args.no_progress
     if args.backend == "local":
-        from scaling import distributed
-        from sweeps.runner import run_local
-
-        setup = distributed.resolve()
-        if setup.multi:
-            from scaling.errors import UserError
-
-            raise UserError(
-                f"--backend local trains each cell in one process, but this is one of "
-                f"{setup.num_processes} processes ({setup.source}); run the sweep once, with "
-                f"--backend slurm --tasks-per-node N for multi-process cells, or train one "
-                f"config with `scaling launch -n N -- scaling train ...`"
-            )
-
-        if args.workers > 1:
-            return _run_workers(args, root, plan, progress)
-        counts = run_local(
-            root,
-            plan,
-            train_fn=args.train_fn,
-            lease_ttl=args.lease_ttl or 120.0,
-            wait=not args.no_wait,
-            progress=progress,
-            max_runs=args.max_runs,
-            failed_since=args.worker_since,  # a cell another launcher failed is not retried
-        )
-        if args.worker_since is not None:  # one of --workers: the first launcher sums up
-            return 1 if counts.get("failed") else 0
-        return _summary(plan, root, counts)
+        return _run_local(args, root, plan, progress)
     from sweeps.slurm import submit
 
     out = submit(
@@ -210,6 +182,40 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_local(args: argparse.Namespace, root, plan, progress: bool) -> int:
+    """The local backend: this launcher (and its --workers) trains the cells in turn."""
+    from scaling import distributed
+    from sweeps.runner import run_local
+
+    setup = distributed.resolve()
+    if setup.multi:
+        from scaling.errors import UserError
+
+        raise UserError(
+            f"--backend local trains each cell in one process, but this is one of "
+            f"{setup.num_processes} processes ({setup.source}); run the sweep once, with "
+            f"--backend slurm --tasks-per-node N for multi-process cells, or train one "
+            f"config with `scaling launch -n N -- scaling train ...`"
+        )
+
+    lease_ttl = args.lease_ttl or 120.0
+    if args.workers > 1:
+        return _run_workers(args, root, plan, progress, lease_ttl)
+    counts = run_local(
+        root,
+        plan,
+        train_fn=args.train_fn,
+        lease_ttl=lease_ttl,
+        wait=not args.no_wait,
+        progress=progress,
+        max_runs=args.max_runs,
+        failed_since=args.worker_since,  # a cell another launcher failed is not retried
+    )
+    if args.worker_since is not None:  # one of --workers: the first launcher sums up
+        return 1 if counts.get("failed") else 0
+    return _summary(plan, root, counts)
+
+
 def _summary(plan, root, counts: dict[str, int]) -> int:
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     print(f"sweep {plan.name!r} in {root}: {summary or 'nothing to do'}", file=sys.stderr)
@@ -217,7 +223,7 @@ def _summary(plan, root, counts: dict[str, int]) -> int:
     return 1 if counts.get("failed") else 0
 
 
-def _run_workers(args: argparse.Namespace, root, plan, progress: bool) -> int:
+def _run_workers(args: argparse.Namespace, root, plan, progress: bool, lease_ttl: float) -> int:
     """`--workers N`: this launcher and N-1 more on the same directory (sweeps.workers)."""
     import signal
     import time
@@ -226,7 +232,6 @@ def _run_workers(args: argparse.Namespace, root, plan, progress: bool) -> int:
     from sweeps import workers as W
     from sweeps.runner import run_local
 
-    lease_ttl = args.lease_ttl or 120.0
     t0 = time.time()
     argv = W.worker_argv(args.grid, root, args.overrides, lease_ttl, args.train_fn, t0)
     procs = W.start(args.workers - 1, argv)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import GRID6
+from conftest import GRID6, tiny_grid
 
 from scaling.cli import main
 from sweeps import registry as R
@@ -233,7 +233,7 @@ def test_sweep_out_is_a_file_exits_2(tmp_path: Path, capsys) -> None:
 def test_submitit_local_executor_runs_two_cells(tmp_path: Path) -> None:
     extra = '[[overrides]]\nwhere = {tokens = 40000}\nset = {"train.lr" = 50.0}\n'
     path = tmp_path / "two.toml"
-    path.write_text(GRID6.replace("count = 3", "count = 1").replace('"six"', '"two"') + extra)
+    path.write_text(tiny_grid("two", count=1, extra=extra))
     root = tmp_path / "sweep"
     rc = main(
         [
