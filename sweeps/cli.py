@@ -199,18 +199,24 @@ def _run_local(args: argparse.Namespace, root, plan, progress: bool) -> int:
         )
 
     lease_ttl = args.lease_ttl or 120.0
+
+    def launcher(failed_since: float | None) -> dict[str, int]:
+        """This launcher's pass over the cells; one failed by another launcher since
+        `failed_since` is not retried."""
+        return run_local(
+            root,
+            plan,
+            train_fn=args.train_fn,
+            lease_ttl=lease_ttl,
+            wait=not args.no_wait,
+            progress=progress,
+            max_runs=args.max_runs,
+            failed_since=failed_since,
+        )
+
     if args.workers > 1:
-        return _run_workers(args, root, plan, progress, lease_ttl)
-    counts = run_local(
-        root,
-        plan,
-        train_fn=args.train_fn,
-        lease_ttl=lease_ttl,
-        wait=not args.no_wait,
-        progress=progress,
-        max_runs=args.max_runs,
-        failed_since=args.worker_since,  # a cell another launcher failed is not retried
-    )
+        return _run_workers(args, root, plan, lease_ttl, launcher)
+    counts = launcher(args.worker_since)
     if args.worker_since is not None:  # one of --workers: the first launcher sums up
         return 1 if counts.get("failed") else 0
     return _summary(plan, root, counts)
@@ -223,28 +229,20 @@ def _summary(plan, root, counts: dict[str, int]) -> int:
     return 1 if counts.get("failed") else 0
 
 
-def _run_workers(args: argparse.Namespace, root, plan, progress: bool, lease_ttl: float) -> int:
-    """`--workers N`: this launcher and N-1 more on the same directory (sweeps.workers)."""
+def _run_workers(args: argparse.Namespace, root, plan, lease_ttl: float, launcher) -> int:
+    """`--workers N`: this launcher (`launcher(failed_since)`) and N-1 more on the same
+    directory (sweeps.workers)."""
     import signal
     import time
 
     from scaling import signals
     from sweeps import workers as W
-    from sweeps.runner import run_local
 
     t0 = time.time()
     argv = W.worker_argv(args.grid, root, args.overrides, lease_ttl, args.train_fn, t0)
     procs = W.start(args.workers - 1, argv)
     try:
-        run_local(
-            root,
-            plan,
-            train_fn=args.train_fn,
-            lease_ttl=lease_ttl,
-            wait=not args.no_wait,
-            progress=progress,
-            failed_since=t0,
-        )
+        launcher(t0)
     except BaseException as e:  # a signal is passed on; bad input or a full disk: SIGTERM
         W.stop(procs, e.signum if isinstance(e, signals.Interrupted) else signal.SIGTERM)
         W.wait(procs)  # each saves a checkpoint and releases its lease
