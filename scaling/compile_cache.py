@@ -11,9 +11,10 @@ new JAX/XLA version, device, or flag) compiles. Cached executables are the same 
 results are unchanged. The directory can be deleted at any time.
 
 The cache is kept under a size cap, 2 GiB by default ($SCALING_COMPILE_CACHE_MAX_MB to change
-it): when a process opens a cache that has grown past the cap, it deletes the least recently used
-entries (by access or modification time, whichever is later) until the cache is under 80% of it.
-A deleted entry only costs one recompilation.
+it): whenever a run starts (`enable` is called per run, so a long sweep in one process is
+checked before each cell, not only at its first) and the cache has grown past the cap, the least
+recently used entries (by access or modification time, whichever is later) are deleted until it
+is under 80% of it. A deleted entry only costs one recompilation.
 
 `cache_events()` counts JAX's compilation-cache monitoring events (hits, misses) since the
 first call to `enable`, which is how tests check that a rerun compiled nothing.
@@ -61,9 +62,9 @@ def enable(data_dir: Path) -> Path | None:
             jax.config.update("jax_compilation_cache_dir", None)
             cc.reset_cache()
         return None
+    path.mkdir(parents=True, exist_ok=True)
+    prune(path, max_bytes())  # every run: the cells of one process add entries too
     if current != str(path):
-        path.mkdir(parents=True, exist_ok=True)
-        prune(path, max_bytes())
         jax.config.update("jax_compilation_cache_dir", str(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -110,6 +110,25 @@ def test_prune_keeps_the_cache_under_its_cap_removing_least_recently_used(tmp_pa
             compile_cache.max_bytes()
 
 
+def test_the_cap_is_kept_at_every_run_not_only_when_the_cache_opens(tmp_path, monkeypatch):
+    """A long sweep in one process: the cache it already uses is pruned before the next cell."""
+    cache = tmp_path / "xla"
+    previous = jax.config.jax_compilation_cache_dir
+    monkeypatch.setenv(compile_cache.ENV, str(cache))
+    try:
+        assert compile_cache.enable(tmp_path) == cache  # opened (empty): nothing to prune
+        for i in range(10):  # then the cells of this process add 1 MB of entries
+            f = cache / f"entry{i}-cache"
+            f.write_bytes(b"x" * 102400)
+            os.utime(f, (1_000_000 + i, 1_000_000 + i))
+        monkeypatch.setenv(compile_cache.MAX_ENV, "0.5")  # 512 KiB: keep 80%, 4 entries
+        assert compile_cache.enable(tmp_path) == cache  # the next run, same directory
+        assert sorted(f.name for f in cache.iterdir()) == [f"entry{i}-cache" for i in range(6, 10)]
+    finally:
+        monkeypatch.setenv(compile_cache.ENV, previous or "off")
+        compile_cache.enable(tmp_path)
+
+
 def test_prune_skips_entries_it_may_not_delete(tmp_path, monkeypatch):
     """A shared, read-only cache over the cap: pruning deletes what it can and never raises
     (a PermissionError here stopped every run with a traceback before it trained)."""
