@@ -142,13 +142,16 @@ def collect(root: Path) -> dict[str, Any]:
     counts = Counter(r["state"] for r in rows)
     spent = sum(r["_spent"] for r in rows)
     planned = sum(c["C_exact"] for c in plan["cells"])
+    at_once = max(1, counts.get("running", 0))
+    eta = _sweep_eta(records.values(), planned - spent)
     return dict(
         sweep=plan["sweep"],
         rows=rows,
         counts=counts,
         spent=spent,
         planned=planned,
-        eta_s=_sweep_eta(records.values(), planned - spent),
+        eta_s=None if eta is None else eta / at_once,
+        eta_at_once=at_once,
     )
 
 
@@ -163,7 +166,8 @@ def _loss_str(prog: dict[str, Any]) -> str:
 
 
 def _sweep_eta(records, remaining_flops: float) -> float | None:
-    """Remaining FLOPs at the FLOP rate of the finished runs (None before the first one)."""
+    """Remaining FLOPs at the FLOP rate of the finished runs, one run at a time (None before
+    the first one); `collect` divides it by the runs in flight (launchers, array tasks)."""
     done = [
         r for r in records if r.get("status", "done") == "done" and (r.get("wall_time_s") or 0) > 0
     ]
@@ -180,5 +184,7 @@ def format_status(info: dict[str, Any]) -> str:
     pct = 100 * info["spent"] / info["planned"] if info["planned"] else 0.0
     foot = f"FLOPs spent {info['spent']:.4g} of {info['planned']:.4g} planned ({pct:.1f}%)"
     if info.get("eta_s") is not None and pct < 100:
-        foot += f"; about {fmt_duration(info['eta_s'])} left at the finished runs' FLOP rate"
+        n = info.get("eta_at_once", 1)
+        how = f"{n} runs at a time, as now" if n > 1 else "one run at a time"
+        foot += f"; about {fmt_duration(info['eta_s'])} left at the finished runs' FLOP rate, {how}"
     return "\n".join([head, "", status_table(info["rows"]), "", foot])

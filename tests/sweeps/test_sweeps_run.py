@@ -143,6 +143,29 @@ def test_failed_run_is_marked_and_retried(tmp_path: Path) -> None:
     assert R.read_failure(root, bad) is None
 
 
+def test_status_eta_counts_the_runs_in_flight(tmp_path: Path) -> None:
+    """With two cells running at once (two launchers, or array tasks) the sweep's time left is
+    half the one-at-a-time figure, and the footer says which it assumed."""
+    from sweeps.status import format_status
+
+    grid, root = _six(tmp_path), tmp_path / "sweep"
+    plan = plan_grid(load_grid(grid))
+    assert run_local(root, plan, train_fn=fake_train, progress=False, max_runs=2)["done"] == 2
+    R.write_plan(root, plan)
+    alone = collect(root)
+    assert alone["eta_at_once"] == 1 and alone["eta_s"] > 0
+    assert "one run at a time" in format_status(alone)
+    pending = [c.run_id for c in plan.cells if c.run_id not in R.finished_ids(root)]
+    held = [
+        Lease(root / "leases", rid, f"launcher{i}", ttl=60) for i, rid in enumerate(pending[:2])
+    ]
+    assert all(lease.acquire() for lease in held)
+    busy = collect(root)
+    assert busy["counts"]["running"] == 2 and busy["eta_at_once"] == 2
+    assert busy["eta_s"] == pytest.approx(alone["eta_s"] / 2)
+    assert "2 runs at a time, as now" in format_status(busy)
+
+
 def test_leases_exclusive_expire_and_stolen(tmp_path: Path) -> None:
     a = Lease(tmp_path, "r1", "A", ttl=30)
     b = Lease(tmp_path, "r1", "B", ttl=30)
