@@ -5,13 +5,16 @@ time(cell) = compile (once per distinct static shape) + per-run cost + steps * s
 
 Throughput:
 - CPU: log-linear interpolation in N_total through `CPU_FLOPS_PER_S`, plus a per-step overhead,
-  a compile cost and a per-run cost (opening the data, the saves, the few-shot evaluation of a
-  tiny model: one constant, as the fit cannot tell them apart), fitted by least squares to the
-  per-run wall times of a fresh-clone `make demo` sweep (20 runs, max error 13 s per run, total
-  exact) on the 2-core development machine, quiet (load average ~1.5), JAX 0.10 CPU, f32,
-  2026-12-02. Machines sold as the same kind differ by 2-2.5x on this workload (the same demo
-  sweep took 309 s on another one), so read the estimate as the slow end. The points above 1e5
-  params follow an earlier probe (40-45 GFLOP/s at 1-5M params).
+  a compile cost and a per-run cost (opening the data, the saves and, when `eval.enabled`, the
+  few-shot evaluation: one constant in the fit, which cannot tell them apart), fitted by least
+  squares to the per-run wall times of a fresh-clone `make demo` sweep (20 runs, max error 13 s
+  per run, total exact) on the 2-core development machine, quiet (load average ~1.5), JAX 0.10
+  CPU, f32, 2026-12-02. The few-shot part (`CPU_EVAL_S`) was then measured on its own, so that
+  a plan with evals off is not charged for it: 2.6-2.9 s a run the first time a process meets a
+  shape, 0.7-1.5 s after (demo cells d8, d20, d44; 2026-12-03, load average 0.3-0.8).
+  Machines sold as the same kind differ by 2-2.5x on this workload (the same demo sweep took
+  309 s on another one), so read the estimate as the slow end. The points above 1e5 params
+  follow an earlier probe (40-45 GFLOP/s at 1-5M params).
   Override with SCALING_FLOPS_PER_S (a single number for every size).
 - GPU/TPU: `scaling.flops.peak_flops(kind, "bfloat16") * ASSUMED_MFU * n_devices`.
   Unknown devices print "?" rather than a made-up number.
@@ -36,8 +39,8 @@ from functools import lru_cache
 CPU_FLOPS_PER_S = [(3e3, 18.4e9), (3e4, 16.5e9), (1.3e5, 20.7e9), (1e6, 42e9), (5e6, 45e9)]
 CPU_STEP_OVERHEAD_S = 6.0e-3
 CPU_COMPILE_S = 7.1
-CPU_RUN_S = 11.7  # per run: data, saves and (when eval.enabled) the few-shot evaluation
-CPU_EVAL_S = 0.0  # inside CPU_RUN_S for tiny models
+CPU_RUN_S = 9.7  # per run: data, saves (fitted with CPU_EVAL_S as one 11.7 s constant)
+CPU_EVAL_S = 2.0  # per run with eval.enabled: the few-shot evaluation of a tiny model
 CPU_LAUNCHER_CORES = 1.31  # cores one launcher of tiny cells keeps busy (see the module doc)
 ASSUMED_MFU = 0.3
 GPU_STEP_OVERHEAD_S = 5e-3

@@ -202,6 +202,16 @@ def test_workers_estimate_list_schedules_with_core_contention(capsys) -> None:
     assert "--workers 0: must be >= 1" in capsys.readouterr().err
 
 
+def test_estimate_charges_the_few_shot_evals_only_when_they_run() -> None:
+    from sweeps.estimate import CPU_EVAL_S, estimate_seconds
+
+    cpu = ("cpu", 1)
+    on = estimate_seconds(plan_grid(load_grid("demo")).cells, cpu)
+    off = estimate_seconds(plan_grid(load_grid("demo", ["base.eval.enabled=false"])).cells, cpu)
+    assert CPU_EVAL_S > 0
+    assert [a - b for a, b in zip(on, off, strict=True)] == pytest.approx([CPU_EVAL_S] * len(on))
+
+
 IMPOSSIBLE = {
     "below-one-step": (
         'kind = "isoflop"\n[isoflop]\nbudgets = [1e6]\n[shapes]\nn_min = 3e3\nn_max = 9e3\n'
