@@ -5,7 +5,8 @@ C = 6 N D FLOPs (``flops="exact"`` uses the engine's exact count C_exact), loss 
 validation loss. Runs whose status is not "done" are skipped with a note. Bad values raise
 UserError naming the row and column. A sweep with hyperparameter axes (lr, batch, warmup lists in
 its grid) contributes one row per cell, its best variant (analysis.hparams); the per-axis
-optima land in `RunTable.hparams`.
+optima land in `RunTable.hparams`. Its rows are sorted by (C, N, D, run id): the lines of a
+results.jsonl come in the order runs finished, and the fits must not depend on it.
 
 Besides the canonical columns every table keeps its other scalar columns in ``RunTable.extra``
 (CSV/JSONL columns whose names are identifiers, ``--map NAME=COLUMN`` aliases, and for
@@ -147,6 +148,10 @@ def load_results(
         done.append(dict(rec, run_id=rid))
     if not rows:
         raise UserError(f"{path}: no finished runs to analyse ({len(notes)} skipped)")
+    # One order for one set of runs: launchers append in the order their runs finish, and the
+    # fits' sums and bootstrap resamples follow row order (CI bounds moved by up to 15%).
+    order = sorted(range(len(rows)), key=lambda i: (rows[i][3], rows[i][1], rows[i][2], rows[i][0]))
+    rows, extra, done = ([xs[i] for i in order] for xs in (rows, extra, done))
     hp = analyze_records(done, n_key=key_n, loss_key=key_l)
     if hp is not None:
         dropped = set(hp["dropped"])

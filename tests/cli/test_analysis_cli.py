@@ -124,6 +124,19 @@ def test_predict_json_and_text(sweep_dir, capsys):
     assert "mean |rel. error|" in text and "inside their 90% predictive intervals" in text
 
 
+def test_the_order_runs_finished_in_changes_nothing(sweep_dir, capsys):
+    """Launchers append to results.jsonl as their runs finish, so one sweep's lines come in
+    different orders; its prediction, bootstrap included, must be the same (it was not)."""
+    argv = ["predict", str(sweep_dir), "--flops", "1e21", "--json", "--resamples", "50"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    path = sweep_dir / "results.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[1::2] + lines[::-2]) + "\n")  # another order, same runs
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == first
+
+
 def test_predict_says_when_the_data_cannot_support_the_distance(sweep_dir, capsys):
     assert main(["predict", str(sweep_dir), "--flops", "1e26", "--resamples", "20"]) == 0
     assert "the data cannot support this distance" in capsys.readouterr().out
