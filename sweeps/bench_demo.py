@@ -12,6 +12,9 @@ training phase, validation and checkpoints included) in a fresh process and prin
     CPU eff.       the same in CPU seconds of the process (pure step CPU x steps / cell CPU): on
                    a machine whose speed drifts (a shared VM), time stolen from the process
                    inflates wall but not CPU seconds, so read this one when the two disagree
+    val FLOPs      the run's validation forward FLOPs (`flops_val`) over its training FLOPs
+                   (`C_exact`): work the loop does besides training steps, so the efficiency
+                   cannot pass about 1 / (1 + this) (a forward runs at the step's FLOP rate)
 
 for the previous implementation (one step per dispatch, no persistent compilation cache) and
 the current defaults, cold (empty compilation cache) and warm (a rerun of the same shape). Then
@@ -116,7 +119,19 @@ def cell_child(index: int, out: str, overrides: list[str]) -> dict:
         "overhead_ms": 1e3 * (wall - compiled - pure * steps) / steps,
         "efficiency": pure * steps / wall,
         "cpu_efficiency": pure_cpu * steps / cpu,
+        "val_share": _val_share(result),
     }
+
+
+def _val_share(result: dict) -> float | None:
+    """flops_val / training FLOPs; None where the implementation does not count them."""
+    train = result.get("C_exact") or result.get("flops_exact")  # or its older name
+    val = result.get("flops_val")
+    return val / train if val is not None and train else None
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -198,7 +213,8 @@ def run(
         cache = str(Path(tmp) / "xla")
         print(f"demo throughput benchmark ({label}; {_load()})", flush=True)
         head = f"  {'cell':28} {'impl':12} {'steps':>6} {'compile s':>9} {'pure step ms':>12}"
-        print(head + f" {'overhead ms':>11} {'efficiency':>10} {'CPU eff.':>8} {'cell wall s':>11}")
+        head += f" {'overhead ms':>11} {'efficiency':>10} {'CPU eff.':>8} {'val FLOPs':>9}"
+        print(head + f" {'cell wall s':>11}")
         for i in picks:
             rows = [("previous", _cell(old_tree, "off", i, old_sets))]
             rows.append(("new (cold)", _cell(ROOT, cache, i, [])))
@@ -208,6 +224,7 @@ def run(
                     f"  {r['label']:28} {impl:12} {r['steps']:>6} {r['compile_s']:>9.2f} "
                     f"{r['pure_step_ms']:>12.2f} {r['overhead_ms']:>11.2f} "
                     f"{r['efficiency']:>10.2f} {r['cpu_efficiency']:>8.2f} "
+                    f"{_pct(r.get('val_share')):>9} "
                     f"{r['cell_wall_s']:>11.1f}",
                     flush=True,
                 )
