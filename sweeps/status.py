@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from scaling.results import finished_result
 from sweeps import registry as R
 from sweeps.lease import live_leases
 from sweeps.report import status_table
@@ -121,7 +122,9 @@ def collect(root: Path) -> dict[str, Any]:
             note = f"{fail.get('attempts', 1)} attempt(s): {msg[-1][:60] if msg else ''}"
         else:
             state = "pending"
-            if step:
+            if finished_result(out, rid) is not None:  # its launcher died before recording it
+                note = "trained, not yet recorded: sweep run records it without training"
+            elif step:
                 ckpt = last_checkpoint(out / "checkpoints")
                 note = f"partial, resumes at step {ckpt}" if ckpt else "partial, no checkpoint yet"
         frac = min(1.0, step / c["steps"]) if c["steps"] else 0.0

@@ -166,6 +166,23 @@ def test_status_eta_counts_the_runs_in_flight(tmp_path: Path) -> None:
     assert "2 runs at a time, as now" in format_status(busy)
 
 
+def test_status_names_a_trained_run_its_launcher_did_not_record(tmp_path: Path) -> None:
+    """Killed between result.json and results.jsonl: status says the next sweep run records the
+    run without training it, and it does."""
+    grid, root = _six(tmp_path), tmp_path / "sweep"
+    plan = plan_grid(load_grid(grid))
+    assert run_local(root, plan, train_fn=fake_train, progress=False)["done"] == 6
+    R.write_plan(root, plan)
+    lines = (root / "results.jsonl").read_text().splitlines()
+    (root / "results.jsonl").write_text("\n".join(lines[1:]) + "\n")  # the first one unrecorded
+    lost = json.loads(lines[0])["run_id"]
+    row = next(r for r in collect(root)["rows"] if r["run_id"] == lost)
+    assert row["state"] == "pending" and row["note"].startswith("trained, not yet recorded")
+    run_local(root, plan, train_fn=fake_train, progress=False)
+    _one_record_per_cell(root, plan)
+    assert _calls(root, lost) == 1  # recorded from its result.json, not trained again
+
+
 def test_leases_exclusive_expire_and_stolen(tmp_path: Path) -> None:
     a = Lease(tmp_path, "r1", "A", ttl=30)
     b = Lease(tmp_path, "r1", "B", ttl=30)
