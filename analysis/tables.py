@@ -5,8 +5,9 @@ C = 6 N D FLOPs (``flops="exact"`` uses the engine's exact count C_exact), loss 
 validation loss. Runs whose status is not "done" are skipped with a note. Bad values raise
 UserError naming the row and column. A sweep with hyperparameter axes (lr, batch, warmup lists in
 its grid) contributes one row per cell, its best variant (analysis.hparams); the per-axis
-optima land in `RunTable.hparams`. Its rows are sorted by (C, N, D, run id): the lines of a
-results.jsonl come in the order runs finished, and the fits must not depend on it.
+optima land in `RunTable.hparams`. Every table's rows are sorted by (C, N, D, loss, run id)
+(`canonical_order`): the lines of a results.jsonl come in the order runs finished, a CSV in
+whatever order it was assembled, and the fits must not depend on either.
 
 Besides the canonical columns every table keeps its other scalar columns in ``RunTable.extra``
 (CSV/JSONL columns whose names are identifiers, ``--map NAME=COLUMN`` aliases, and for
@@ -148,9 +149,7 @@ def load_results(
         done.append(dict(rec, run_id=rid))
     if not rows:
         raise UserError(f"{path}: no finished runs to analyse ({len(notes)} skipped)")
-    # One order for one set of runs: launchers append in the order their runs finish, and the
-    # fits' sums and bootstrap resamples follow row order (CI bounds moved by up to 15%).
-    order = sorted(range(len(rows)), key=lambda i: (rows[i][3], rows[i][1], rows[i][2], rows[i][0]))
+    order = canonical_order(rows)
     rows, extra, done = ([xs[i] for i in order] for xs in (rows, extra, done))
     hp = analyze_records(done, n_key=key_n, loss_key=key_l)
     if hp is not None:
@@ -164,6 +163,18 @@ def load_results(
     table = _to_table(rows, unit or "nats/token", str(path), notes, extra)
     table.hparams = hp
     return table
+
+
+def canonical_order(rows: list[tuple]) -> list[int]:
+    """Row indices sorted by (C, N, D, loss, run): one order for one set of runs. The lines of a
+    results.jsonl come in the order runs finished, and the fits' sums and the bootstrap's
+    resamples follow row order (reordering the demo's lines moved CI bounds by up to 15%)."""
+
+    def key(i: int) -> tuple:
+        rid, N, D, C, L = rows[i][:5]
+        return C, N, D, L, rid
+
+    return sorted(range(len(rows)), key=key)
 
 
 def _check_size(path: Path, rows: int) -> None:
@@ -346,6 +357,8 @@ def load_table(path: str | Path, mapping: dict, *, loss_unit: str = "nats/token"
         extra.append(ex)
     if not rows:
         raise UserError(f"{path}: no data rows")
+    order = canonical_order(rows)
+    rows, extra = [rows[i] for i in order], [extra[i] for i in order]
     return _to_table(rows, loss_unit, str(path), [], extra)
 
 

@@ -126,7 +126,8 @@ def test_predict_json_and_text(sweep_dir, capsys):
 
 def test_the_order_runs_finished_in_changes_nothing(sweep_dir, capsys):
     """Launchers append to results.jsonl as their runs finish, so one sweep's lines come in
-    different orders; its prediction, bootstrap included, must be the same (it was not)."""
+    different orders; its prediction, bootstrap included, must be the same (it was not), and
+    so must a CSV table's whatever the order of its rows."""
     argv = ["predict", str(sweep_dir), "--flops", "1e21", "--json", "--resamples", "20"]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out)
@@ -135,6 +136,17 @@ def test_the_order_runs_finished_in_changes_nothing(sweep_dir, capsys):
     path.write_text("\n".join(lines[1::2] + lines[::-2]) + "\n")  # another order, same runs
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out) == first
+    # a CSV table too: its rows in two orders give one answer
+    recs = [json.loads(x) for x in lines if json.loads(x)["status"] == "done"]
+    rows = [f"{r['run_id']},{r['N_total']},{r['D']},{r['final_val_loss']}" for r in recs]
+    answers = []
+    for order in (rows, rows[::-1]):
+        (sweep_dir / "t.csv").write_text("run,N,D,loss\n" + "\n".join(order) + "\n")
+        table = ["--table", str(sweep_dir / "t.csv"), "--map", "N=N", "--map", "D=D"]
+        table += ["--map", "loss=loss", "--map", "run=run"]
+        assert main(["predict", *table, *argv[2:]]) == 0
+        answers.append(json.loads(capsys.readouterr().out))
+    assert answers[0] == answers[1]
 
 
 def test_predict_says_when_the_data_cannot_support_the_distance(sweep_dir, capsys):
