@@ -138,16 +138,6 @@ def compute_optimal(p: dict, C) -> dict:
     return {"N_opt": N, "D_opt": D, "tokens_per_param": D / N, "loss": joint_loss(p, N, D)}
 
 
-def L_of_N(p: dict, N) -> np.ndarray:
-    """Infinite-data limit of the joint law: L(N) = E + A / N^alpha."""
-    return p["E"] + p["A"] / np.power(np.asarray(N, dtype=np.float64), p["alpha"])
-
-
-def L_of_D(p: dict, D) -> np.ndarray:
-    """Infinite-model limit of the joint law: L(D) = E + B / D^beta."""
-    return p["E"] + p["B"] / np.power(np.asarray(D, dtype=np.float64), p["beta"])
-
-
 class MultLogHuberObjective:
     """Summed Huber loss of log-residuals for L = E + exp(a - alpha u_1 - beta u_2) (the
     multiplicative law; u_1 = log X, u_2 = log D_f). Same calling convention, weights and
