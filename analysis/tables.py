@@ -170,7 +170,6 @@ def canonical_order(rows: list[tuple]) -> list[int]:
     """Row indices sorted by (C, N, D, loss, run): one order for one set of runs. The lines of a
     results.jsonl come in the order runs finished, and the fits' sums and the bootstrap's
     resamples follow row order (reordering the demo's lines moved CI bounds by up to 15%)."""
-
     key = itemgetter(3, 1, 2, 4, 0)  # a row is (run, N, D, C, loss, ...)
     return sorted(range(len(rows)), key=lambda i: key(rows[i]))
 
