@@ -24,6 +24,7 @@ os.environ["SCALING_COMPILE_CACHE"] = _XLA_CACHE
 atexit.register(shutil.rmtree, _XLA_CACHE, True)
 
 import json  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -91,6 +92,32 @@ def scaling_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def spawn(cmd: list[str], **env: str) -> subprocess.Popen:
+    """Start `scaling_env(**env)`'s `cmd` in a process group of its own, output captured, so
+    that `finish` can stop it together with every process it started."""
+    return subprocess.Popen(
+        cmd,
+        env=scaling_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    """(exit code, stdout + stderr) of a `spawn`ed process. Past `timeout` s the test fails with
+    the output so far, after killing the process group: a launcher's children (which hold its
+    pipes open) would otherwise keep the worker waiting forever on a hung collective."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"still running after {timeout:g} s, killed: {p.args}\n{(out + err)[-3000:]}")
+    return p.returncode, out + err
+
+
 @pytest.fixture(scope="session")
 def mp_reference(tmp_path_factory) -> dict:
     """result.json and metrics of `scaling train mp-check` on 1 process x 4 CPU devices (run
@@ -99,8 +126,8 @@ def mp_reference(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("mp-1x4") / "run"
     cmd = ["scaling", "launch", "-n", "1", "--devices-per-process", "4", "--"]
     cmd += ["scaling", "train", "mp-check", "--out", str(out), "--no-progress"]
-    p = subprocess.run(cmd, env=scaling_env(), capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, p.stdout + p.stderr
+    rc, log = finish(spawn(cmd))
+    assert rc == 0, log
     lines = (out / "metrics.jsonl").read_text().splitlines()
     return {
         "result": json.loads((out / "result.json").read_text()),

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_DATA, scaling_env, tiny_grid
+from conftest import SMALL_DATA, finish, scaling_env, spawn, tiny_grid
 
 from sweeps import registry as R
 from sweeps.grid import load_grid, plan_grid
@@ -46,19 +46,11 @@ def sweep_cmd(path: Path, root: Path, *flags: str, fake: bool = True) -> list[st
 
 
 def start(cmd: list[str], conf: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd,
-        env=scaling_env(SLURM_CONF=conf, **env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn(cmd, SLURM_CONF=conf, **env)
 
 
 def run(cmd: list[str], conf: str, timeout: float = 300, **env: str) -> tuple[int, str]:
-    p = start(cmd, conf, **env)
-    out, err = p.communicate(timeout=timeout)
-    return p.returncode, out + err
+    return finish(start(cmd, conf, **env), timeout)
 
 
 def job_ids(log: str) -> list[str]:
@@ -138,10 +130,10 @@ def test_scancel_then_resubmit_resumes_from_checkpoint(tmp_path: Path, slurm_clu
     # only this test's job (named sweep-<grid>): an earlier test's array may still hold queued
     # tasks that skip and end at any moment, and `scancel` of an ended job exits 1
     slurm("scancel", "--name", "sweep-cancel", conf=slurm_cluster)
-    o, e = waiter.communicate(timeout=120)  # --wait must come back, with a clear status
-    assert waiter.returncode == 1, o + e
-    assert "stopped: job" in o and "resubmit to resume from checkpoint step" in o, o + e
-    assert "1 of 1 cell(s) did not finish" in e
+    rc, log = finish(waiter, 120)  # --wait must come back, with a clear status
+    assert rc == 1, log
+    assert "stopped: job" in log and "resubmit to resume from checkpoint step" in log, log
+    assert "1 of 1 cell(s) did not finish" in log
     assert not R.read_records(root)
     assert not (root / "leases" / f"{cell.run_id}.json").exists()  # released on SIGTERM
     logs = "".join(p.read_text() for p in (root / "slurm").rglob("*.err"))
@@ -181,8 +173,8 @@ def test_usr2_preemption_and_scontrol_requeue_resume(tmp_path: Path, slurm_clust
     assert sorted(by_cell) == [0, 1], (tasks, by_cell)
     slurm("scancel", "--signal=USR2", by_cell[0], conf=slurm_cluster)
     slurm("scontrol", "requeue", by_cell[1], conf=slurm_cluster)
-    o, e = waiter.communicate(timeout=300)
-    assert waiter.returncode == 0, o + e
+    rc, log = finish(waiter)
+    assert rc == 0, log
     records_once(root, path)
     for out in outs:
         assert calls(out) == 2  # trained in two sessions: before and after the requeue
@@ -207,13 +199,12 @@ def test_duplicate_submission_skips(tmp_path: Path, slurm_cluster: str) -> None:
 
     wait_until(lambda: len(arrays()) >= 2, 300, "the second submission in the queue")
     release.touch()  # the first's cells finish; the second's tasks (queued behind them) start
-    o, e = second.communicate(timeout=300)
-    rc, log = second.returncode, o + e
+    rc, log = finish(second)
     assert rc in (0, 1), log
     second = [x for x in log.splitlines() if " job " in x]
     assert len(second) == 2 and all(x.split()[-1] in ("busy", "skipped") for x in second), log
-    o, e = first.communicate(timeout=300)
-    assert first.returncode == 0, o + e
+    rc, log = finish(first)
+    assert rc == 0, log
     records_once(root, path)
     assert [calls(out) for out in outs] == [1, 1]  # the duplicates trained nothing
 
