@@ -15,6 +15,7 @@ from analysis.laws.fit import fit_joint, fit_power
 from analysis.laws.frontier import approach2, envelope
 from analysis.laws.predict import backtest, predict_flops, table_predictor
 from analysis.markdown import emergence_md, report_md
+from analysis.progress import stage
 from analysis.tables import RunTable
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
@@ -46,11 +47,16 @@ def run_analysis(
             "along the ladder only"
         )
     groups = np.asarray(table.run_id)  # resample whole runs (a run may have several rows)
+    stage(f"joint law L(N, D) and its bootstrap ({n_resamples} resamples of {len(table)} runs)")
     _joint(res, table, groups, method=method, n_resamples=n_resamples, seed=seed)
+    stage("Approach 1: envelope and frontier L(C)")
     _frontier(res, table, n_resamples=n_resamples, seed=seed)
     W = resample_weights(groups, min(n_resamples, 1000), np.random.default_rng(seed + 1))
+    stage("Approach 2: IsoFLOP parabolas")
     _approach2(res, table, design, W, required=need_approach2)
     t1 = time.perf_counter()
+    if intervals:
+        stage("law forms, their bootstraps and rolling back-tests")
     pred = (
         table_predictor(table, n_resamples=min(n_resamples, 100), seed=seed) if intervals else None
     )
@@ -63,6 +69,7 @@ def run_analysis(
             for c in (Cmax, 10 * Cmax, 100 * Cmax)
         ]
     if holdout:
+        stage(f"back-test: refit without the held-out runs ({holdout})")
         try:
             bt = backtest(
                 table, holdout, n_resamples=n_resamples, seed=seed, level=level, method=method
@@ -239,6 +246,7 @@ def write_report(
     from analysis.plots import all_figures
 
     out_dir = Path(out_dir)
+    stage("figures")
     figures = all_figures(res, out_dir)
     hp = getattr(res["table"], "hparams", None)
     if hp:
@@ -248,8 +256,11 @@ def write_report(
             if paths := hparams.figure(hp, out_dir, axis):
                 figures[f"loss_vs_{axis}"] = paths
     if results_path is not None:
+        stage("emergence of the few-shot scores")
         _emergence(results_path, out_dir, res, figures, run_ids)
+        stage("ablation")
         _ablation(Path(results_path), out_dir, res, figures)
+        stage("fine-tuning law")
         _finetune(Path(results_path).parent / "finetune" / "results.jsonl", out_dir, res, figures)
     fits = fits_json(res)
     md = report_md(res, figures, out_dir)

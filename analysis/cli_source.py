@@ -1,0 +1,120 @@
+"""The input flags every analysis command shares (a sweep directory or a table, --map, --where,
+the fit's options) and the table they select."""
+
+from __future__ import annotations
+
+import argparse
+
+from scaling.errors import UserError
+
+
+def source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", nargs="?", default=None, help="sweep directory containing results.jsonl")
+    p.add_argument(
+        "--table",
+        "--csv",
+        dest="csv",
+        default=None,
+        metavar="FILE",
+        help="fit a CSV table instead (e.g. published data); .jsonl/.ndjson is read as JSON lines",
+    )
+    p.add_argument(
+        "--map",
+        dest="mapping",
+        action="append",
+        default=[],
+        metavar="KEY=COLUMN",
+        help="table column for KEY in N, D, C, loss, budget, run, or any other NAME (an extra "
+        "column for --where/--holdout); repeatable; D = C/(6N) when D is not mapped",
+    )
+    p.add_argument(
+        "--where",
+        default=None,
+        metavar="EXPR",
+        help="keep only rows matching EXPR, e.g. 'N > 1e8 and data == \"c4\"' "
+        "(comparisons, and/or/not; any column)",
+    )
+    p.add_argument(
+        "--loss-unit", default=None, help="loss unit label for a CSV (default nats/token)"
+    )
+    p.add_argument(
+        "--drop-highest",
+        type=int,
+        default=0,
+        metavar="K",
+        help="drop the K highest-loss rows first (Epoch's Chinchilla refit uses 5)",
+    )
+    p.add_argument(
+        "--n-kind",
+        choices=("total", "nonembed"),
+        default="total",
+        help="which parameter count is N (results.jsonl only; default total)",
+    )
+    p.add_argument(
+        "--flops-kind",
+        choices=("6nd", "exact"),
+        default="6nd",
+        help="C = 6ND (default) or the engine's exact FLOPs (results.jsonl only)",
+    )
+    p.add_argument(
+        "--loss",
+        dest="loss_kind",
+        choices=("nats", "bpb"),
+        default="nats",
+        help="results.jsonl only: validation loss per token in nats (default) or in bits per "
+        "byte, which compares runs with different tokenizers",
+    )
+    p.add_argument(
+        "--method",
+        choices=("grid", "varpro"),
+        default="grid",
+        help="joint-fit solver: 4,500-start grid (default) or variable projection",
+    )
+    p.add_argument("--resamples", type=int, default=4000, help="bootstrap resamples (default 4000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--level", type=float, default=0.9, help="CI level (default 0.9)")
+    p.add_argument("--out", default=None, help="output directory (default DIR/report)")
+    p.add_argument(
+        "--no-approach2",
+        action="store_true",
+        help="do not require >= 2 IsoFLOP budgets (skip Approach 2 with a note)",
+    )
+
+
+def load_source(args: argparse.Namespace):
+    from analysis.tables import drop_highest_loss
+
+    return drop_highest_loss(filtered(args), args.drop_highest)
+
+
+def filtered(args: argparse.Namespace):
+    """The table of --csv or DIR, after --where (not yet --drop-highest)."""
+    from analysis.tables import load_csv, load_results, parse_map
+
+    if args.csv:
+        table = load_csv(
+            args.csv, parse_map(args.mapping), loss_unit=args.loss_unit or "nats/token"
+        )
+    elif args.dir:
+        if args.mapping:
+            raise UserError(
+                "--map applies to --table/--csv files only (a sweep directory names its own "
+                "columns; filter them with --where)"
+            )
+        table = load_results(
+            args.dir, n_kind=args.n_kind, flops=args.flops_kind, loss=args.loss_kind
+        )
+        if args.loss_unit:
+            table.loss_unit = args.loss_unit
+    else:
+        raise UserError(
+            "give a sweep directory (containing results.jsonl) or --table FILE.csv|.jsonl --map ..."
+        )
+    from analysis.laws.select import where
+
+    table = where(table, args.where)
+    if not 0 < args.level < 1:
+        raise UserError(f"--level must be between 0 and 1, got {args.level}")
+    if args.resamples < 10:
+        raise UserError(f"--resamples must be at least 10, got {args.resamples}")
+    return table

@@ -1,0 +1,179 @@
+"""`scaling predict`: the loss of a compute budget, an (N, D) or a points file, from one fit of
+the table (or of it without `--holdout`'s runs, which are then back-tested)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from analysis.cli_source import load_source
+from scaling.errors import UserError
+from scaling.fmt import with_ci
+
+
+def interval_lines(pr: dict, predictor: dict) -> list[str]:
+    """How far the prediction extrapolates, what each interval term adds, which predictor."""
+    t = pr["interval_terms"]
+    cal = predictor["calibration"]
+    out = [
+        f"  extrapolation: {t['distance_decades']:.2f} decades beyond the fitted runs "
+        f"(x{10 ** t['distance_decades']:.3g} in compute or size)",
+        f"  interval half-width (log loss): parameter {t['param']:.2%}, form {t['form']:.2%}, "
+        f"extrapolation {t['extrapolation']:.2%} -> total {t['total']:.2%}",
+        f"  {predictor['choice']}",
+        f"  extrapolation term calibrated on {cal['n_pairs']} back-test predictions from "
+        f"{cal['n_origins']} origins (weight {cal['weight_user']:.0%}; the rest from the "
+        "published-sweep prior)",
+    ]
+    if t.get("why_unsupported") == "overfitting":
+        out.append(
+            f"  WARNING: this target repeats its data at least "
+            f"{predictor.get('overfit_onset_epochs') or 0:.3g} times, where fitted runs overfit "
+            "(loss rising with more training); no law form describes that: the interval rests on "
+            "the published-sweep prior and is a rough guess, not a calibrated one"
+        )
+    elif not t["supported"]:
+        out.append(
+            f"  WARNING: your back-tests reach {cal['d_max']:.2f} decades, this asks for "
+            f"{t['distance_decades']:.2f}: the data cannot support this distance; the interval "
+            "rests on the published-sweep prior and is a rough guess, not a calibrated one"
+        )
+    return out
+
+
+def _fmt(d: dict) -> str:
+    return with_ci(d, gap="  ")
+
+
+def _predict_targets(args: argparse.Namespace):
+    """Validate what to predict (before loading or fitting); the --at points when given."""
+    nd = args.params is not None or args.tokens is not None
+    given = [
+        f
+        for f, on in (
+            ("--flops", args.flops is not None),
+            ("--params/--tokens", nd),
+            ("--at", args.at is not None),
+        )
+        if on
+    ]
+    if len(given) > 1:
+        raise UserError(
+            f"give one of --flops, --params/--tokens or --at, not {' and '.join(given)}"
+        )
+    if nd and (args.params is None or args.tokens is None):
+        raise UserError("--params and --tokens go together (or give --flops)")
+    for flag in ("flops", "params", "tokens"):
+        value = getattr(args, flag)
+        if value is not None and not 0 < value < float("inf"):
+            raise UserError(f"--{flag} {value}: must be a positive finite number, e.g. 1e21")
+    if not given and not args.holdout:
+        raise UserError(
+            "say what to predict: --flops C, --params N --tokens D, --at POINTS.csv, or --holdout"
+        )
+    if args.at is not None:
+        from analysis.laws.points import read_points
+
+        return read_points(args.at)
+    return None
+
+
+def predict(args: argparse.Namespace) -> int:
+    """`scaling predict`: loss (with its predictive interval) at C, (N, D) or many points."""
+    import numpy as np
+
+    from analysis.laws.bootstrap import bootstrap_fit
+    from analysis.laws.fit import fit_joint
+    from analysis.laws.points import points_lines, predict_points
+    from analysis.laws.predict import backtest, predict_flops, predict_nd, table_predictor
+    from analysis.progress import stage, status
+
+    points = _predict_targets(args)
+    table = load_source(args)
+    out: dict = {"source": table.source, "n_runs": len(table), "loss_unit": table.loss_unit}
+    fit = boot = pred = None
+    with status(f"scaling predict ({len(table)} runs)"):
+        if args.holdout:  # the prediction, too, comes from the fit without the held-out runs
+            stage(f"back-test: fit without the held-out runs ({args.holdout})")
+            bt = backtest(
+                table,
+                args.holdout,
+                n_resamples=args.resamples,
+                seed=args.seed,
+                level=args.level,
+                method=args.method,
+            )
+            fit, boot, pred = bt.pop("fit"), bt.pop("boot"), bt.pop("pred")
+            out["backtest"] = bt
+        n_fit = out["backtest"]["n_train"] if args.holdout else len(table)
+        if args.flops is not None or args.params is not None or points is not None:
+            if fit is None:
+                stage(f"joint law, its bootstrap ({args.resamples} resamples) and the law forms")
+                fit = fit_joint(table.N, table.D, table.loss, method=args.method)
+                boot = bootstrap_fit(
+                    fit,
+                    [np.log(table.N), np.log(table.D)],
+                    np.log(table.loss),
+                    np.asarray(table.run_id),  # resample whole runs (a run may have several rows)
+                    n_resamples=args.resamples,
+                    seed=args.seed,
+                )
+                pred = table_predictor(table, n_resamples=min(args.resamples, 100), seed=args.seed)
+            out["params"] = fit.params
+            out["n_fit"] = n_fit
+            out["predictor"] = pred.to_json(args.level)
+            if points is not None:
+                out["predictions"] = predict_points(fit, boot, points, args.level, pred)
+            elif args.flops is not None:
+                out["prediction"] = predict_flops(fit, boot, args.flops, args.level, pred)
+            else:
+                nd = (args.params, args.tokens)
+                out["prediction"] = predict_nd(fit, boot, *nd, args.level, pred)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    lvl = int(round(args.level * 100))
+    held = f" (held out: {out['backtest']['description']})" if args.holdout else ""
+    if "params" in out:
+        print(f"fit on {n_fit} runs of {table.source}{held}; loss intervals are {lvl}% predictive")
+    pr = out.get("prediction")
+    if pr:
+        print(f"C = {pr['flops']:.4g} FLOPs")
+        print(f"  predicted loss ({table.loss_unit}): {_fmt(pr['loss'])}  ({lvl}% predictive)")
+        print("\n".join(interval_lines(pr, out["predictor"])))
+        fr = pr.get("frontier_L_opt")
+        if fr:
+            err = fr["out_of_sample_error"]
+            print(
+                f"  cross-check, Approach 2 frontier L_opt(C) on per-budget minima: {_fmt(fr)} "
+                f"({lvl}% bootstrap"
+                + (f"; out-of-sample error {err:.2%})" if err is not None else ")")
+            )
+        if "N_opt" in pr:
+            print(f"  compute-optimal N (Chinchilla law, {lvl}% bootstrap CI): {_fmt(pr['N_opt'])}")
+            print(f"  compute-optimal D: {_fmt(pr['D_opt'])} tokens")
+            print(f"  tokens per parameter: {_fmt(pr['tokens_per_param'])}")
+    if points is not None:
+        print("\n".join(points_lines(out["predictions"], points.kind, table.loss_unit, args.level)))
+    if "backtest" in out:
+        _print_backtest(out["backtest"], table.loss_unit, lvl)
+    return 0
+
+
+def _print_backtest(bt: dict, unit: str, lvl: int = 90) -> None:
+    print(f"back-test: fit on {bt['n_train']} runs, predict {bt['description']}")
+    for r in bt["runs"]:
+        e = r["rel_error"]
+        print(
+            f"  {r['run_id']}: actual {r['actual']:.4g}, predicted {_fmt(r['predicted'])}, "
+            f"rel. error {e['estimate']:+.2%}, {r['distance_decades']:.2f} decades out"
+            + ("" if r["inside"] else "  (outside the interval)")
+        )
+    cv = bt["coverage"]
+    print(
+        f"  {cv['inside']}/{cv['n']} held-out runs inside their {lvl}% predictive intervals "
+        f"(the bootstrap-only interval covered {bt['bootstrap_coverage']:.0%})"
+    )
+    print(f"  {bt['predictor']['choice']}")
+    m = bt["mean_abs_rel_error"]
+    print(f"  mean |rel. error| {with_ci(m, '.2%')}; MAE {_fmt(bt['mae'])} {unit}")
