@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import finish, spawn
+from conftest import assert_same_run, finish, spawn
 
 from scaling import cli, distributed
 from scaling.distributed import ProcessSetup, resolve
@@ -32,24 +32,6 @@ def launch(n: int, k: int, out: Path, *extra: str) -> subprocess.Popen:
     sets = [x for s in extra for x in ("--set", s)]
     cmd = ["scaling", "launch", "-n", str(n), "--devices-per-process", str(k), "--"]
     return spawn([*cmd, "scaling", "train", CONFIG, *sets, "--out", str(out), "--no-progress"])
-
-
-def assert_same_run(r1: dict, m1: list[dict], out: Path) -> None:
-    """The multi-process run in `out` equals the 1 x 4 reference (r1, m1): loss curve and final
-    loss to 1e-6, few-shot scores, and one metrics line per logged step (process 0 alone)."""
-    r2 = json.loads((out / "result.json").read_text())
-    m2 = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert r1["n_devices"] == r2["n_devices"] == 4
-    assert r2["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1}
-    assert abs(r1["final_val_loss"] - r2["final_val_loss"]) < 1e-6
-    assert [x["step"] for x in m2] == [x["step"] for x in m1]
-    assert [x["train_loss"] for x in m2] == pytest.approx([x["train_loss"] for x in m1], abs=1e-6)
-    s1, s2 = r1["evals"]["scores"], r2["evals"]["scores"]  # evals ran in every process
-    assert set(s2) == set(s1) == {"copy", "add2"}
-    for task in s1:
-        for k in s1[task]:
-            assert s2[task][k]["logprob"] == pytest.approx(s1[task][k]["logprob"], abs=1e-4)
-            assert s2[task][k]["exact_match"] == s1[task][k]["exact_match"]
 
 
 def test_two_processes_match_one_with_evals_and_resume(tmp_path: Path, mp_reference) -> None:

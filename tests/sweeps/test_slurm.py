@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_DATA, finish, scaling_env, spawn, tiny_grid
+from conftest import SMALL_DATA, assert_same_run, finish, scaling_env, spawn, tiny_grid
 
 from sweeps import registry as R
 from sweeps.grid import load_grid, plan_grid
@@ -212,8 +212,6 @@ def test_duplicate_submission_skips(tmp_path: Path, slurm_cluster: str) -> None:
 def test_srun_two_tasks_match_one_process(tmp_path: Path, slurm_cluster, mp_reference) -> None:
     """`srun -n 2 scaling train mp-check`: 2 SLURM tasks x 2 CPU devices, jax.distributed from
     the SLURM environment, few-shot evals on; equal to 1 process x 4 devices to 1e-6."""
-    from test_multiprocess import assert_same_run
-
     out = tmp_path / "run"
     cmd = ["srun", "-n", "2", "scaling", "train", "mp-check", "--out", str(out), "--no-progress"]
     # the reference's flags (conftest's -O1 included), with 2 devices per task
