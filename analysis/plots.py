@@ -256,13 +256,12 @@ def residuals(res: dict, out_dir: Path) -> list[str]:
     return paths
 
 
-def reliability(
-    rel: dict, out_dir: Path, name: str, title: str, back: tuple | None = None
-) -> list[str]:
-    """Nominal vs observed coverage ({level: coverage}); with ``back`` = (distance, |log err|,
-    d_grid, half-width(d_grid), level) a second panel shows the errors against the interval."""
+def reliability(rel: dict, out_dir: Path, name: str, title: str, back: dict | None = None):
+    """Nominal vs observed coverage ({level: coverage}); with ``back`` a second panel shows the
+    back-test errors against the interval's half-width (keys x, err, xg, hg, level, x_support,
+    targets: [(x, half-width, label)] of the report's own predictions)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2 if back else 1, figsize=(9.5 if back else 4.6, 4.2))
+    fig, axes = plt.subplots(1, 2 if back else 1, figsize=(10.5 if back else 4.6, 4.2))
     ax = axes[0] if back else axes
     lv = sorted(float(k) for k, v in rel.items() if v is not None)
     ax.plot([0.4, 1], [0.4, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
@@ -276,31 +275,68 @@ def reliability(
     ax.set_title(title)
     ax.legend(loc="lower right")
     if back:
-        d, e, dg, hg, level = back
-        ax2 = axes[1]
-        ax2.scatter(d, 100 * np.asarray(e), s=12, alpha=0.6, label="back-test |log error|")
-        ax2.plot(dg, 100 * np.asarray(hg), color="C3", label=f"{level:.0%} half-width")
-        ax2.set(xlabel="distance / sqrt(decades fitted)", ylabel="percent of loss")
-        ax2.set_title("Errors grow with distance; so does the interval")
-        ax2.legend(loc="upper left")
+        _distance_panel(axes[1], back)
     paths = _save(fig, out_dir, name)
     plt.close(fig)
     return paths
 
 
+def _distance_panel(ax, b: dict) -> None:
+    """Back-test |log error| and the half-width against the relative distance; past the
+    support limit (shaded) the interval is at least the published-sweeps prior's."""
+    xg, hg, xs = np.asarray(b["xg"]), 100 * np.asarray(b["hg"]), b["x_support"]
+    ax.scatter(b["x"], 100 * np.asarray(b["err"]), s=12, alpha=0.6, label="back-test |log error|")
+    ok = xg <= xs
+    ax.plot(xg[ok], hg[ok], color="C3", label=f"{b['level']:.0%} half-width")
+    if (~ok).any():
+        ax.plot(xg[~ok], hg[~ok], color="C3", ls="--", label="half-width, prior (unsupported)")
+        ax.axvspan(xs, xg[-1], color="0.9", zorder=0)
+        note = " data cannot support\n this distance"
+        tr = ax.get_xaxis_transform()  # x in data, y in axes units
+        ax.text(xs, 0.03, note, transform=tr, va="bottom", fontsize=8, color="0.35")
+    for i, (x, h, label) in enumerate(b["targets"]):
+        right = x > 0.6 * xg[-1]  # label on the side with room
+        lab = "this report's predictions" if i == 0 else None  # the line: median form spread
+        ax.plot([x], [100 * h], "kD", ms=5, zorder=3, label=lab)
+        ax.annotate(label, (x, 100 * h), xytext=(-5 if right else 5, 4), fontsize=8,
+                    textcoords="offset points", ha="right" if right else "left")  # fmt: skip
+    xlim = (-0.02 * xg[-1], xg[-1])
+    ax.set(xlabel="distance / sqrt(decades fitted)", ylabel="percent of loss", xlim=xlim)
+    ax.set_ylim(bottom=0)
+    ax.set_title("Errors grow with distance; so does the interval")
+    ax.legend(loc="upper left", fontsize=8)
+
+
 def predictor_reliability(res: dict, out_dir: Path) -> list[str]:
-    """The report's reliability figure from the rolling back-tests of the user's runs."""
+    """The report's reliability figure from the rolling back-tests of the user's runs, with the
+    report's predictions (the largest budget, 10x and 100x) placed on the distance axis."""
     pred, level = res["predictor"], res["level"]
     rel = pred.to_json(level)["reliability"]
-    rb, cal = pred.rolling, pred.calibration(level)
-    from analysis.laws.intervals import SPAN_POWER, relative_distance
-
-    x = relative_distance(rb.dist, rb.span)
-    xg = np.linspace(0.0, max(float(x.max()) if x.size else 0.0, 1.0) * 1.1, 50)
-    f = np.median(rb.form_spread()) if rb.row.size else 0.0
-    hg = [cal.terms(xi * cal.span**SPAN_POWER, 0.0, f)["total"] for xi in xg]
-    back = (x, np.abs(rb.errors()), xg, hg, level) if rb.row.size else None
+    back = distance_panel_data(res) if pred.rolling.row.size else None
     return reliability(rel, out_dir, "interval_reliability", "Rolling back-tests", back)
+
+
+def distance_panel_data(res: dict) -> dict:
+    """What the distance panel draws: back-test (x, |log error|), the half-width on a grid of x
+    (at the back-tests' median form spread), the x where support ends, and the report's
+    compute-optimal predictions as (x, half-width, label)."""
+    from analysis.laws.intervals import SPAN_POWER, SUPPORT_MARGIN, relative_distance
+
+    pred, level = res["predictor"], res["level"]
+    rb, cal = pred.rolling, pred.calibration(level)
+    x = relative_distance(rb.dist, rb.span)
+    targets = []
+    for co, label in zip(res.get("compute_optimal") or [], ("", "10x ", "100x "), strict=False):
+        t = co.get("interval_terms") or {}
+        if t.get("relative_distance") is not None:
+            targets.append((t["relative_distance"], t["total"], f"{label}Cmax"))
+    x_max = max([float(x.max()), 1.0] + [t[0] for t in targets]) * 1.08
+    xg = np.linspace(0.0, x_max, 200)
+    f = np.median(rb.form_spread())
+    hg = [cal.terms(xi * cal.span**SPAN_POWER, 0.0, f)["total"] for xi in xg]
+    x_support = float(relative_distance(cal.d_max + SUPPORT_MARGIN, cal.span))
+    back = dict(x=x, err=np.abs(rb.errors()), xg=xg, hg=hg, level=level)
+    return back | dict(x_support=x_support, targets=targets)
 
 
 def all_figures(res: dict, out_dir: Path) -> dict:
