@@ -94,7 +94,7 @@ def predict(args: argparse.Namespace) -> int:
     fit = boot = pred = None
     with status(f"scaling predict ({len(table)} runs)"):
         if args.holdout:  # the prediction, too, comes from the fit without the held-out runs
-            stage(f"back-test: fit without the held-out runs ({args.holdout})")
+            stage(f"back-test without the held-out runs ({args.holdout})")
             bt = backtest(
                 table,
                 args.holdout,
@@ -108,7 +108,7 @@ def predict(args: argparse.Namespace) -> int:
         n_fit = out["backtest"]["n_train"] if args.holdout else len(table)
         if args.flops is not None or args.params is not None or points is not None:
             if fit is None:
-                stage(f"joint law, its bootstrap ({args.resamples} resamples) and the law forms")
+                stage(f"law fits and bootstraps ({args.resamples} resamples)")
                 fit = fit_joint(table.N, table.D, table.loss, method=args.method)
                 boot = bootstrap_fit(
                     fit,

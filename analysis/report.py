@@ -47,7 +47,7 @@ def run_analysis(
             "along the ladder only"
         )
     groups = np.asarray(table.run_id)  # resample whole runs (a run may have several rows)
-    stage(f"joint law L(N, D) and its bootstrap ({n_resamples} resamples of {len(table)} runs)")
+    stage(f"joint law and its bootstrap ({n_resamples} resamples)")
     _joint(res, table, groups, method=method, n_resamples=n_resamples, seed=seed)
     stage("Approach 1: envelope and frontier L(C)")
     _frontier(res, table, n_resamples=n_resamples, seed=seed)
@@ -56,7 +56,7 @@ def run_analysis(
     _approach2(res, table, design, W, required=need_approach2)
     t1 = time.perf_counter()
     if intervals:
-        stage("law forms, their bootstraps and rolling back-tests")
+        stage("law forms and rolling back-tests")
     pred = (
         table_predictor(table, n_resamples=min(n_resamples, 100), seed=seed) if intervals else None
     )
@@ -69,7 +69,7 @@ def run_analysis(
             for c in (Cmax, 10 * Cmax, 100 * Cmax)
         ]
     if holdout:
-        stage(f"back-test: refit without the held-out runs ({holdout})")
+        stage(f"back-test without the held-out runs ({holdout})")
         try:
             bt = backtest(
                 table, holdout, n_resamples=n_resamples, seed=seed, level=level, method=method
