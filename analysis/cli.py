@@ -63,7 +63,8 @@ def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:
                 # the fits' business: a high-loss small model is still on an emergence curve)
                 ids = set(kept.run_id) if args.where else None
                 paths = write_report(res, out, _results_path(args), ids)
-    except UserError:  # the fit failed: the notes (e.g. skipped diverged runs) still matter
+    except UserError:  # the fit (or the report) failed: the notes (e.g. skipped diverged runs)
+        # still matter
         for note in table.notes:
             print(f"  note: {note}", file=sys.stderr)
         raise

@@ -11,7 +11,7 @@ marks its stages with `stage("...")`, a no-op when no status line is open:
 
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 import threading
 import time
@@ -37,8 +37,9 @@ class _Line:
         with self.lock:
             if self.done.is_set():
                 return
-            msg = f"{self.label}: {self.what} ({time.monotonic() - self.t0:.0f} s)"
-            msg = msg[: shutil.get_terminal_size().columns - 1]  # a wrapped line can't be redrawn
+            secs = f" ({time.monotonic() - self.t0:.0f} s)"
+            msg = f"{self.label}: {self.what}"[: max(0, _columns(self.stream) - 1 - len(secs))]
+            msg += secs  # cut to the terminal: a wrapped line can't be redrawn
             self.stream.write("\r" + msg.ljust(self.width))
             self.stream.flush()
             self.width = len(msg)
@@ -49,7 +50,16 @@ class _Line:
             if self.width:
                 self.stream.write("\r" + " " * self.width + "\r")
                 self.stream.flush()
-        self.ticker.join()
+        if self.ticker.ident is not None:  # started
+            self.ticker.join()
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal `stream` writes to (80 when it cannot be told)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 80
 
 
 @contextmanager
@@ -65,9 +75,9 @@ def status(
         yield
         return
     line = _active = _Line(label, stream, every)
-    line.draw()
-    line.ticker.start()
     try:
+        line.draw()
+        line.ticker.start()
         yield
     finally:
         _active = None

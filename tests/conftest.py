@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices, set before anything imports JAX."""
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -105,15 +106,19 @@ def spawn(cmd: list[str], **env: str) -> subprocess.Popen:
     )
 
 
-def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+def finish(p: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
     """(exit code, stdout + stderr) of a `spawn`ed process. Past `timeout` s the test fails with
     the output so far, after killing the process group: a launcher's children (which hold its
     pipes open) would otherwise keep the worker waiting forever on a hung collective."""
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate()
+        with contextlib.suppress(ProcessLookupError):  # it may have ended in between
+            os.killpg(p.pid, signal.SIGKILL)
+        try:
+            out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # a process outside the group holds the pipes
+            out, err = "", "(no output: its pipes are still held open)"
         pytest.fail(f"still running after {timeout:g} s, killed: {p.args}\n{(out + err)[-3000:]}")
     return p.returncode, out + err
 
@@ -144,7 +149,7 @@ def mp_reference(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("mp-1x4") / "run"
     cmd = ["scaling", "launch", "-n", "1", "--devices-per-process", "4", "--"]
     cmd += ["scaling", "train", "mp-check", "--out", str(out), "--no-progress"]
-    rc, log = finish(spawn(cmd))
+    rc, log = finish(spawn(cmd), timeout=900)
     assert rc == 0, log
     lines = (out / "metrics.jsonl").read_text().splitlines()
     return {

@@ -101,9 +101,11 @@ def _direction(gA, S, Y, rho, gamma, idx, it: int) -> tuple[np.ndarray, np.ndarr
     history = S.shape[0]
     q = gA.copy()
     order = [(it - 1 - j) % history for j in range(min(it, history))]
-    # the active rows' history, gathered once (not once per pair and loop): the same values in
-    # the same layout, so the same arithmetic, about 30% less time here
-    S_A, Y_A, rho_A = (S[:, idx], Y[:, idx], rho[:, idx]) if order else (S, Y, rho)
+    # the active rows' history (the slots in use: 0..m-1), gathered once rather than once per
+    # pair and loop; each row's P values stay contiguous, so the arithmetic and the results are
+    # bitwise the same, in about 30% less time once the history is full
+    m = len(order)
+    S_A, Y_A, rho_A = S[:m, idx], Y[:m, idx], rho[:m, idx]
     alphas = []
     for j in order:
         a_j = rho_A[j] * np.einsum("bp,bp->b", S_A[j], q)
