@@ -117,11 +117,7 @@ def _frontier(res: dict) -> list[str]:
             "is indistinguishable from a pure power law, so its irreducible loss is not "
             "identified (read the joint law's E instead).",
         ]
-    return L + [
-        "",
-        "(CI from resampling envelope points.) L(N) = E + A/N^alpha and "
-        "L(D) = E + B/D^beta are the joint law's infinite-data and infinite-model limits.",
-    ]
+    return L + ["", "(CIs from resampling the envelope points.)"]
 
 
 def _backtest(res: dict) -> list[str]:
