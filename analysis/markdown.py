@@ -7,6 +7,7 @@ numbers at full precision); nothing here computes.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -163,16 +164,55 @@ def _convergence(res: dict) -> list[str]:
     ]
 
 
+# the emergence table's order: verdicts to look at first
+_VERDICT_ORDER = ("emergent", "emergent_metric_induced", "non_monotone", "insufficient_resolution")
+
+
 def emergence_md(summary: list[dict]) -> str:
-    """The emergence section: one row per curve (the full output is emergence.json)."""
-    keys = ("task", "metric", "shots", "family", "verdict", "reason")
+    """The emergence section: the verdict counts, a row per curve that leaves chance (flagged
+    verdicts first; curves that differ only in shots share a row), and the curves flat at chance
+    grouped by task and metric in one line (emergence.json has every curve in full)."""
+    counts = Counter(str(r.get("verdict")) for r in summary)
     md = [
-        "Full output: `emergence.json`.",
-        "",
-        "| task | metric | shots | family | verdict | reason |",
-        "|---|---|---|---|---|---|",
+        f"{len(summary)} curves (task x metric x shots): "
+        + ", ".join(f"{n} {v}" for v, n in counts.most_common())
+        + ". Full output: `emergence.json`.",
     ]
-    md += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in summary]
+    rank = {v: i for i, v in enumerate(_VERDICT_ORDER)}
+    shown = sorted(
+        (r for r in summary if r.get("verdict") != "flat_at_chance"),
+        key=lambda r: (rank.get(r.get("verdict"), len(rank)), str(r.get("task"))),
+    )  # stable: within a verdict and task, the flagger's order (metric, shots)
+    rows: dict[tuple, list[str]] = {}  # curves that differ only in shots share a row
+    for r in shown:
+        key = tuple(str(r.get(k, "")) for k in ("task", "metric", "family", "verdict", "reason"))
+        rows.setdefault(key, []).append(str(r.get("shots", "")))
+    if rows:
+        md += [
+            "",
+            "| task | metric | shots | family | verdict | reason |",
+            "|---|---|---|---|---|---|",
+        ]
+        for (task, metric, fam, verdict, why), shots in rows.items():
+            md.append(f"| {task} | {metric} | {', '.join(shots)} | {fam} | {verdict} | {why} |")
+    flat: dict[tuple, list[str]] = {}
+    for r in summary:
+        if r.get("verdict") == "flat_at_chance":
+            flat.setdefault((r.get("task"), r.get("metric"), r.get("family")), []).append(
+                str(r.get("shots"))
+            )
+    if flat:
+        one_family = len({k[2] for k in flat}) == 1
+        groups = [
+            f"{t} {m} (shots {', '.join(k)}{'' if one_family else f'; {fam}'})"
+            for (t, m, fam), k in flat.items()
+        ]
+        md += [
+            "",
+            f"Flat at chance ({sum(map(len, flat.values()))} curves: at no scale does the 95% CI's "
+            "lower bound clear the curve's chance level by the margin; each level is in "
+            "emergence.json): " + "; ".join(groups) + ".",
+        ]
     return "\n".join(md)
 
 
