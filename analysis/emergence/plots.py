@@ -82,7 +82,8 @@ def plot_curve(r: dict, companions: list[dict], out_dir: Path, *, scale: str) ->
     ax.set_ylabel("chance-normalised score" if r["bounded"] else r["metric"])
     shots = "" if r["shots"] is None else f", {r['shots']}-shot"
     ax.set_title(f"{r['family']}: {r['task']}{shots}\nverdict: {r['verdict']}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
+    # below the axes: inside, it covered the smallest scales' points and error bars
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     col = 1
     if companions:
         ax2 = axes[0][col]
@@ -119,6 +120,6 @@ def plot_curve(r: dict, companions: list[dict], out_dir: Path, *, scale: str) ->
     fig.tight_layout()
     name = _slug(f"emergence_{r['family']}_{r['task']}_{r['metric']}_{r['shots']}") + ".png"
     path = Path(out_dir) / name
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps the legend below the axes
     plt.close(fig)
     return path
