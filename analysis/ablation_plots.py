@@ -73,7 +73,7 @@ def plot_curves(recs: list[dict], out: Path, metric: str = "logprob") -> Path:
             ax.plot(x, y, "o-", ms=3, color=cmap((n - Ns.min()) / span),
                     label=f"N={r.get(N_TOTAL, 0):.2g}")  # fmt: skip
         tol = recs[0]["spec"]["tol"] if recs else 0.05
-        ax.axhline(1 - tol, color="grey", ls="--", lw=1)
+        ax.axhline(1 - tol, color="grey", ls="--", lw=1, label=f"{tol:.0%} drop (removable)")
         lo, hi = ax.get_ylim()
         ax.set_ylim(max(lo, -0.5), max(hi, 1.05))  # a collapsed curve would squash the rest
         ax.set_title(kind)
