@@ -76,6 +76,7 @@ def _label(src: str) -> str:
 
 def _compare(args: argparse.Namespace) -> int:
     from analysis.laws import compare as cmp
+    from analysis.progress import stage, status
 
     if not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}")
@@ -101,11 +102,16 @@ def _compare(args: argparse.Namespace) -> int:
             f"{', '.join(sorted(data_b))}); the multiplier then mixes the change with the data",
             file=sys.stderr,
         )
-    a = cmp.fit_sweep(ta, la, n_resamples=args.resamples, seed=args.seed, method=args.method)
-    b = cmp.fit_sweep(tb, lb, n_resamples=args.resamples, seed=args.seed + 1, method=args.method)
-    res = cmp.compare(a, b, losses=losses, extrapolate=args.extrapolate, level=args.level)
     out = _default_out(args, (la, lb))
-    paths = cmp.write(res, a, b, out)
+    kw = dict(n_resamples=args.resamples, method=args.method)
+    with status(f"scaling compare ({len(ta)} + {len(tb)} runs)"):
+        stage(f"{la}: fit, {args.resamples} bootstraps")
+        a = cmp.fit_sweep(ta, la, seed=args.seed, **kw)
+        stage(f"{lb}: fit, {args.resamples} bootstraps")
+        b = cmp.fit_sweep(tb, lb, seed=args.seed + 1, **kw)
+        stage("multiplier, exponent test, figure")
+        res = cmp.compare(a, b, losses=losses, extrapolate=args.extrapolate, level=args.level)
+        paths = cmp.write(res, a, b, out)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

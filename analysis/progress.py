@@ -55,11 +55,13 @@ class _Line:
 
 
 def _columns(stream: TextIO) -> int:
-    """The width of the terminal `stream` writes to (80 when it cannot be told)."""
+    """The width of the terminal `stream` writes to: $COLUMNS, else the terminal's, else 80
+    (a pseudo-terminal may report 0)."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        cols = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
-        return 80
+        cols = 0
+    return cols if cols > 0 else 80
 
 
 @contextmanager

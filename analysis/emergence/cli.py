@@ -110,6 +110,7 @@ def _print_table(report: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from analysis.emergence import flagger
     from analysis.emergence import report as emergence_report
+    from analysis.progress import stage, status
 
     if args.csv and args.dir:
         raise UserError("give either a sweep DIR or --csv tables, not both")
@@ -129,10 +130,13 @@ def run(args: argparse.Namespace) -> int:
             return 0
     else:
         raise UserError("pass a sweep DIR, or --csv FILE with a column map (--map/--metric)")
-    results = flagger.analyze_curves(curves)
-    report = emergence_report.write_report(
-        results, out, scale=args.scale, source=source, figures=not args.no_figures
-    )
+    with status(f"scaling emergence ({len(curves)} curves)"):
+        stage("flagging the curves")
+        results = flagger.analyze_curves(curves)
+        stage("report and figures")
+        report = emergence_report.write_report(
+            results, out, scale=args.scale, source=source, figures=not args.no_figures
+        )
     _print_table(report)
     for m in report["mirage_pairs"]:
         comp = ", ".join(f"{k}: {v}" for k, v in m["companion_verdicts"].items())
