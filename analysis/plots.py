@@ -335,8 +335,15 @@ def distance_panel_data(res: dict) -> dict:
     f = np.median(rb.form_spread())
     hg = [cal.terms(xi * cal.span**SPAN_POWER, 0.0, f)["total"] for xi in xg]
     x_support = float(relative_distance(cal.d_max + SUPPORT_MARGIN, cal.span))
-    back = dict(x=x, err=np.abs(rb.errors()), xg=xg, hg=hg, level=level)
-    return back | dict(x_support=x_support, targets=targets)
+    return dict(
+        x=x,
+        err=np.abs(rb.errors()),
+        xg=xg,
+        hg=hg,
+        level=level,
+        x_support=x_support,
+        targets=targets,
+    )
 
 
 def all_figures(res: dict, out_dir: Path) -> dict:

@@ -55,11 +55,10 @@ def run_analysis(
     stage("Approach 2: IsoFLOP parabolas")
     _approach2(res, table, design, W, required=need_approach2)
     t1 = time.perf_counter()
+    pred = None
     if intervals:
         stage("law forms and rolling back-tests")
-    pred = (
-        table_predictor(table, n_resamples=min(n_resamples, 100), seed=seed) if intervals else None
-    )
+        pred = table_predictor(table, n_resamples=min(n_resamples, 100), seed=seed)
     res["predictor"] = pred
     res["timings"]["predictor_s"] = time.perf_counter() - t1
     Cmax = float(table.C.max())
