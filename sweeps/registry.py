@@ -1,7 +1,9 @@
 """The sweep directory: plan.json, results.jsonl, per-run folders and failure markers.
 
 Layout of DIR:
-  plan.json          the resolved plan, written at launch (status compares against it)
+  plan.json          the resolved plan, written at launch (status compares against it), under
+                     an exclusive flock on DIR/.plan.lock (one grid per DIR, however many
+                     launchers start at once)
   results.jsonl      one record per finished run (done or diverged), append-only, no duplicates
   runs/<run_id>/     train's out_dir: config.toml, metrics.jsonl, checkpoints/, result.json
   runs/<run_id>/failed.json   last failure (exception text), removed when the run finishes
@@ -28,11 +30,12 @@ from typing import Any
 
 from scaling import results
 from scaling.errors import UserError
-from scaling.fileio import atomic_write, read_json, warn
+from scaling.fileio import atomic_write, file_lock, read_json, warn
 from scaling.results import clean_json
 
 RESULTS = "results.jsonl"
 PLAN = "plan.json"
+PLAN_LOCK = ".plan.lock"
 
 
 def run_dir(root: Path, run_id: str) -> Path:
@@ -54,8 +57,15 @@ def append_record(root: Path, record: dict[str, Any]) -> bool:
 
 
 def write_plan(root: Path, plan, *, replan: bool = False) -> None:
-    """Store the plan as DIR/plan.json; refuse to mix a different grid into DIR."""
-    path = Path(root) / PLAN
+    """Store the plan as DIR/plan.json; refuse to mix a different grid into DIR. The read,
+    compare and write hold an exclusive flock on DIR/.plan.lock, so of two launchers started
+    at once on a fresh DIR with different grids the second sees the first's plan and refuses."""
+    with file_lock(Path(root) / PLAN_LOCK):
+        _write_plan_locked(Path(root), plan, replan)
+
+
+def _write_plan_locked(root: Path, plan, replan: bool) -> None:
+    path = root / PLAN
     ids = [c.run_id for c in plan.cells]
     old = _read_plan_file(path, rewrite=True) if path.is_file() else None
     if old is not None:

@@ -1,0 +1,63 @@
+"""The sweep directory's guards: one plan per DIR even when two launchers race to write it, and
+`sweep status` on a path that is not a sweep directory names what it is."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from conftest import GRID6, tiny_grid
+
+from scaling.errors import UserError
+from sweeps import registry as R
+from sweeps.grid import load_grid, plan_grid
+
+
+def _plan(tmp_path: Path, name: str, toml: str):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(toml)
+    return plan_grid(load_grid(path))
+
+
+def test_two_launchers_racing_on_a_fresh_dir_leave_one_plan(tmp_path: Path, monkeypatch) -> None:
+    """Launcher A is held between reading plan.json (absent) and writing it while launcher B,
+    with a different grid, tries the same DIR: B must see A's plan and refuse, not overwrite it."""
+    plan_a = _plan(tmp_path, "six", GRID6)
+    plan_b = _plan(tmp_path, "other", tiny_grid("other", tokens="[3e4, 6e4]"))
+    assert {c.run_id for c in plan_a.cells}.isdisjoint(c.run_id for c in plan_b.cells)
+    root = tmp_path / "sweep"
+    root.mkdir()
+    a_paused, b_done = threading.Event(), threading.Event()
+    real_write = R.atomic_write
+
+    def slow_write(path, data):  # A only: give B every chance to slip in before A writes
+        if threading.current_thread().name == "A":
+            a_paused.set()
+            b_done.wait(timeout=1.0)  # without the lock B finishes here; with it B waits on A
+        real_write(path, data)
+
+    monkeypatch.setattr(R, "atomic_write", slow_write)
+    errors: dict[str, BaseException] = {}
+
+    def launch(name: str, plan) -> None:
+        try:
+            R.write_plan(root, plan)
+        except BaseException as e:  # noqa: BLE001 - collected for the assertions below
+            errors[name] = e
+        finally:
+            if name == "B":
+                b_done.set()
+
+    a = threading.Thread(target=launch, args=("A", plan_a), name="A")
+    a.start()
+    assert a_paused.wait(timeout=30)
+    b = threading.Thread(target=launch, args=("B", plan_b), name="B")
+    b.start()
+    a.join(timeout=30)
+    b.join(timeout=30)
+    assert "A" not in errors
+    assert isinstance(errors.get("B"), UserError), errors
+    assert "different set of runs" in str(errors["B"])
+    stored = R.read_plan(root)
+    assert stored["sweep"] == "six"
+    assert [c["run_id"] for c in stored["cells"]] == [c.run_id for c in plan_a.cells]
