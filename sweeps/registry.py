@@ -91,11 +91,28 @@ def _write_plan_locked(root: Path, plan, replan: bool) -> None:
 def read_plan(root: Path) -> dict[str, Any]:
     path = Path(root) / PLAN
     if not path.is_file():
-        raise UserError(
-            f"{root} has no {PLAN}: it is not a sweep directory; launch one with "
-            f"`scaling sweep run GRID --out {root}`"
-        )
+        raise UserError(_not_a_sweep(Path(root)))
     return _read_plan_file(path)
+
+
+def _not_a_sweep(root: Path) -> str:
+    """Why `root` (no plan.json) is not a sweep directory, and what to pass instead."""
+    expects = "expects a sweep directory (the DIR of `scaling sweep run GRID --out DIR`)"
+    if root.is_file():
+        return f"{root} is a file; `scaling sweep status` {expects}"
+    one_run = ("result.json", "config.toml", "metrics.jsonl")
+    if not (root / RESULTS).exists() and any((root / n).is_file() for n in one_run):
+        sweep = root.parent.parent
+        if root.parent.name == "runs" and (sweep / PLAN).is_file():
+            return f"{root} is one run of the sweep in {sweep}; run `scaling sweep status {sweep}`"
+        return (
+            f"{root} is a single run's directory (`scaling train` output: its result is "
+            f"result.json there), not a sweep; `scaling sweep status` {expects}"
+        )
+    return (
+        f"{root} has no {PLAN}: it is not a sweep directory; launch one with "
+        f"`scaling sweep run GRID --out {root}`"
+    )
 
 
 def _read_plan_file(path: Path, rewrite: bool = False) -> dict[str, Any] | None:

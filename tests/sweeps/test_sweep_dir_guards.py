@@ -8,6 +8,7 @@ from pathlib import Path
 
 from conftest import GRID6, tiny_grid
 
+from scaling.cli import main
 from scaling.errors import UserError
 from sweeps import registry as R
 from sweeps.grid import load_grid, plan_grid
@@ -61,3 +62,35 @@ def test_two_launchers_racing_on_a_fresh_dir_leave_one_plan(tmp_path: Path, monk
     stored = R.read_plan(root)
     assert stored["sweep"] == "six"
     assert [c["run_id"] for c in stored["cells"]] == [c.run_id for c in plan_a.cells]
+
+
+def _status(path: Path, capsys) -> str:
+    assert main(["sweep", "status", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_status_of_a_path_that_is_not_a_sweep_dir_says_what_it_is(tmp_path: Path, capsys) -> None:
+    file = tmp_path / "results.csv"
+    file.write_text("N,D,loss\n")
+    err = _status(file, capsys)
+    assert f"{file} is a file" in err and "expects a sweep directory" in err
+    assert "launch one" not in err
+    # A `scaling train` run directory: config.toml and result.json, no plan.json/results.jsonl.
+    run = tmp_path / "train-run"
+    run.mkdir()
+    (run / "config.toml").write_text("[model]\n")
+    (run / "result.json").write_text("{}\n")
+    err = _status(run, capsys)
+    assert "single run's directory" in err and "launch one" not in err
+    # A run folder inside a sweep names the sweep directory above it.
+    plan = _plan(tmp_path, "six", GRID6)
+    root = tmp_path / "sweep"
+    R.write_plan(root, plan)
+    cell = R.run_dir(root, plan.cells[0].run_id)
+    cell.mkdir(parents=True)
+    (cell / "config.toml").write_text("[model]\n")
+    assert f"scaling sweep status {root}" in _status(cell, capsys)
+    # An empty or absent directory: nothing launched yet, so the launch hint stays.
+    assert f"scaling sweep run GRID --out {tmp_path / 'new'}" in _status(tmp_path / "new", capsys)
