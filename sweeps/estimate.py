@@ -15,7 +15,7 @@ Throughput:
   Machines sold as the same kind differ by 2-2.5x on this workload (the same demo sweep took
   309 s on another one), so read the estimate as the slow end. The points above 1e5 params
   follow an earlier probe (40-45 GFLOP/s at 1-5M params).
-  Override with SCALING_FLOPS_PER_S (a single number for every size).
+  Override with SCALING_FLOPS_PER_S (a single number for every size; > 0, or exit 2).
 - GPU/TPU: `scaling.flops.peak_flops(kind, "bfloat16") * ASSUMED_MFU * n_devices`.
   Unknown devices print "?" rather than a made-up number.
 - `--workers N` (N launchers on one machine): the cells are list-scheduled in plan order (each
@@ -24,7 +24,8 @@ Throughput:
   `CPU_LAUNCHER_CORES` busy (measured: the demo sweep took 879 s with one launcher and 576 s with
   two on the 2-core machine, 2026-12-03, so one launcher's share of 2 cores is 2 x 576 / 879).
   On a GPU/TPU the launchers share the devices, so N gives no gain in the estimate.
-The device is taken from SCALING_DEVICE_KIND, else `nvidia-smi`, else "cpu".
+The device is taken from SCALING_DEVICE_KIND (with SCALING_DEVICE_COUNT, a whole number >= 1,
+default 1), else `nvidia-smi`, else "cpu".
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from functools import lru_cache
+
+from scaling.errors import UserError
 
 CPU_FLOPS_PER_S = [(3e3, 18.4e9), (3e4, 16.5e9), (1.3e5, 20.7e9), (1e6, 42e9), (5e6, 45e9)]
 CPU_STEP_OVERHEAD_S = 6.0e-3
@@ -54,7 +57,10 @@ def detect_device() -> tuple[str, int]:
     """(device kind, device count) of this machine, without importing JAX."""
     kind = os.environ.get("SCALING_DEVICE_KIND", "").strip()
     if kind:
-        return kind, int(os.environ.get("SCALING_DEVICE_COUNT", "1"))
+        count = _env_positive(
+            "SCALING_DEVICE_COUNT", int, "a whole number of devices", "8", "1 device"
+        )
+        return kind, int(count or 1)
     if shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(
@@ -72,11 +78,33 @@ def detect_device() -> tuple[str, int]:
     return "cpu", 1
 
 
+def _env_positive(name: str, cast: type, what: str, example: str, unset: str) -> float | None:
+    """The number in $name (None when unset or empty), or UserError unless it is > 0."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = cast(raw)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise UserError(
+            f"{name}={raw!r}: must be {what} > 0, e.g. {name}={example}, or unset it ({unset})"
+        )
+    return value
+
+
 def throughput(n_total: float, device: tuple[str, int]) -> float | None:
     """Sustained training FLOP/s for a model of n_total params on `device`, or None."""
-    forced = os.environ.get("SCALING_FLOPS_PER_S")
+    forced = _env_positive(
+        "SCALING_FLOPS_PER_S",
+        float,
+        "a finite FLOP/s figure",
+        "4e10",
+        "the built-in throughput model",
+    )
     if forced:
-        return float(forced)
+        return forced
     kind, count = device
     if kind.lower() == "cpu":
         pts = CPU_FLOPS_PER_S

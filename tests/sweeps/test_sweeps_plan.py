@@ -297,3 +297,58 @@ def test_sweeps_import_no_jax() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "env, bad",
+    [
+        (
+            {"SCALING_DEVICE_KIND": "H100", "SCALING_DEVICE_COUNT": "abc"},
+            "SCALING_DEVICE_COUNT='abc'",
+        ),
+        ({"SCALING_DEVICE_KIND": "H100", "SCALING_DEVICE_COUNT": "0"}, "SCALING_DEVICE_COUNT='0'"),
+        (
+            {"SCALING_DEVICE_KIND": "H100", "SCALING_DEVICE_COUNT": "-2"},
+            "SCALING_DEVICE_COUNT='-2'",
+        ),
+        ({"SCALING_FLOPS_PER_S": "abc"}, "SCALING_FLOPS_PER_S='abc'"),
+        ({"SCALING_FLOPS_PER_S": "-1"}, "SCALING_FLOPS_PER_S='-1'"),
+        ({"SCALING_FLOPS_PER_S": "0"}, "SCALING_FLOPS_PER_S='0'"),
+        ({"SCALING_FLOPS_PER_S": "inf"}, "SCALING_FLOPS_PER_S='inf'"),
+    ],
+)
+def test_plan_with_a_bad_estimate_env_var_exits_2(env, bad, monkeypatch, capsys) -> None:
+    """A device count or throughput that is not a positive number names the variable, its value
+    and the valid range, instead of a traceback or a negative wall time."""
+    from sweeps.estimate import detect_device
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    detect_device.cache_clear()
+    try:
+        assert main(["sweep", "plan", "cpu-small"]) == 2
+    finally:
+        detect_device.cache_clear()
+    out = capsys.readouterr()
+    err = out.err.strip()
+    assert len(err.splitlines()) == 1 and bad in err and "> 0" in err, err
+    assert "estimated" not in out.out
+
+
+def test_plan_with_good_estimate_env_vars_scales_the_wall_time(monkeypatch, capsys) -> None:
+    from sweeps.estimate import detect_device, estimate_seconds
+
+    cells = plan_grid(load_grid("cpu-small")).cells
+    monkeypatch.setenv("SCALING_DEVICE_KIND", "H100")
+    for count in ("1", "4"):
+        monkeypatch.setenv("SCALING_DEVICE_COUNT", count)
+        detect_device.cache_clear()
+        assert detect_device() == ("H100", int(count))
+    detect_device.cache_clear()
+    one, four = (estimate_seconds(cells, ("H100", n)) for n in (1, 4))
+    assert all(a > b > 0 for a, b in zip(one, four, strict=True))
+    monkeypatch.setenv("SCALING_FLOPS_PER_S", "1e9")
+    slow = estimate_seconds(cells, ("cpu", 1))
+    monkeypatch.setenv("SCALING_FLOPS_PER_S", "2e9")
+    fast = estimate_seconds(cells, ("cpu", 1))
+    assert all(a > b > 0 for a, b in zip(slow, fast, strict=True))
