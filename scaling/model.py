@@ -39,6 +39,7 @@ from flax import nnx
 
 from scaling import mup
 from scaling.config import ModelConfig
+from scaling.errors import UserError
 from scaling.sharding import constrain
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -51,6 +52,24 @@ def compute_dtype(cfg: ModelConfig) -> jnp.dtype:
     return jnp.dtype(_DTYPES[cfg.compute_dtype])
 
 
+ATTENTION_ENV = "SCALING_ATTENTION"
+ATTENTION_IMPLS = ("xla", "cudnn", "einsum")
+
+
+def forced_attention() -> str | None:
+    """The kernel $SCALING_ATTENTION forces (None: unset, the automatic rule), or UserError for
+    an unknown name. `scaling.train` calls it at setup, so a typo stops the run before compute."""
+    raw = os.environ.get(ATTENTION_ENV, "")
+    forced = raw.strip().lower()
+    if forced and forced not in ATTENTION_IMPLS:
+        raise UserError(
+            f"{ATTENTION_ENV}={raw!r}: unknown attention implementation; use one of "
+            f"{', '.join(ATTENTION_IMPLS)} (einsum only without grouped K/V), or unset it for "
+            f"the automatic choice"
+        )
+    return forced or None
+
+
 def attention_implementation(dtype: jnp.dtype, head_dim: int, grouped: bool = False) -> str:
     """The attention kernel for a shape on this backend (the small rule of issue 13):
     "cudnn" (flash attention) on GPU for bf16/fp16 with a supported head dim; "einsum" on CPU
@@ -60,7 +79,7 @@ def attention_implementation(dtype: jnp.dtype, head_dim: int, grouped: bool = Fa
 
     Override with the environment variable SCALING_ATTENTION=xla|cudnn|einsum.
     """
-    forced = os.environ.get("SCALING_ATTENTION", "").strip().lower()
+    forced = forced_attention()
     if forced in ("xla", "cudnn") or (forced == "einsum" and not grouped):
         return forced
     half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))

@@ -37,6 +37,7 @@ from scaling.config import RunConfig
 from scaling.errors import UserError
 from scaling.fileio import atomic_write, warn
 from scaling.loop import Loop, run_evals
+from scaling.model import forced_attention
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def _setup(
     _check_eval_tasks(cfg)
     tracking.requested_backends()  # UserError for an unknown $SCALING_TRACK name, before compute
     compile_cache.max_bytes()  # and for a bad $SCALING_COMPILE_CACHE_MAX_MB
+    forced_attention()  # and for an unknown $SCALING_ATTENTION kernel
     done = _check_out_dir(out, run_id)
     if done is not None:
         log.info("run %s in %s already finished (%s)", run_id, out, done["status"])

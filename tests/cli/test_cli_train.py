@@ -62,6 +62,22 @@ def test_bad_config_exits_2_before_compute(
     assert engine._CACHE == compiled_before  # ... and nothing compiled
 
 
+def test_unknown_attention_override_exits_2_before_compute(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SCALING_ATTENTION=flash used to be ignored silently (the automatic choice ran)."""
+    from scaling import engine  # noqa: PLC0415 - loaded after cli, like the real command
+
+    compiled_before = dict(engine._CACHE)
+    monkeypatch.setenv("SCALING_ATTENTION", "flash")
+    out = tmp_path / "run"
+    assert cli.main(_argv(out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "SCALING_ATTENTION='flash'" in err and "xla, cudnn, einsum" in err, err
+    assert not out.exists() and engine._CACHE == compiled_before
+
+
 def test_out_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "a_file"
     out.write_text("x")

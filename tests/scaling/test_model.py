@@ -11,6 +11,7 @@ from flax import nnx
 
 from scaling import flops
 from scaling.config import ModelConfig
+from scaling.errors import UserError
 from scaling.model import MLP, Attention, Transformer, compute_dtype, cross_entropy
 
 SMALL = dict(d_model=32, n_layers=2, n_heads=4, vocab_size=61, seq_len=16, d_ff=48)
@@ -177,3 +178,8 @@ def test_fast_causal_attention_equals_the_reference(head_dim, monkeypatch):
     assert M.attention_implementation(jnp.float32, head_dim, grouped=True) == "xla"
     monkeypatch.setenv("SCALING_ATTENTION", "xla")
     assert M.attention_implementation(jnp.float32, head_dim) == "xla"
+    monkeypatch.setenv("SCALING_ATTENTION", " Einsum ")  # case and spaces do not matter
+    assert M.attention_implementation(jnp.float32, head_dim) == "einsum"
+    monkeypatch.setenv("SCALING_ATTENTION", "flash")  # an unknown name is an error, not ignored
+    with pytest.raises(UserError, match=r"SCALING_ATTENTION='flash'.*xla, cudnn, einsum"):
+        M.attention_implementation(jnp.float32, head_dim)
