@@ -8,13 +8,34 @@ from pathlib import Path
 import numpy as np
 
 from analysis.ablation import KINDS, suite
+from analysis.plot_axes import tidy_log_axes
 from analysis.plots import _plt
 from scaling.results import C_6ND, N_TOTAL
 
 COLORS = {"heads": "tab:blue", "ffn": "tab:orange", "both": "tab:green"}
+# the kinds sit side by side at one run's x, DODGE of the runs' log10 span apart (the runs of
+# one compute budget span a few percent in C: a fixed step would be as wide as the data)
+DODGE = 0.03
+DODGE_ONE_X = 0.01  # decades, when every run has the same x
+
+
+def dodge_step(xs: list[float]) -> float:
+    """The decades between neighbouring kinds at one x: DODGE of the data's log10 span."""
+    span = float(np.ptp(np.log10(xs))) if len(xs) else 0.0
+    return DODGE * span if span > 0 else DODGE_ONE_X
 
 
 def plot_removable(recs: list[dict], summary: dict, out: Path, metric: str = "logprob") -> Path:
+    """ablation_removable.png: see `removable_figure`."""
+    plt = _plt()
+    fig = removable_figure(recs, summary, metric)
+    path = out / "ablation_removable.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def removable_figure(recs: list[dict], summary: dict, metric: str = "logprob"):
     """Two panels (x = N, x = C): removable fraction per run with its CI, one colour per kind,
     the fitted line where a trend was fitted."""
     plt = _plt()
@@ -23,9 +44,10 @@ def plot_removable(recs: list[dict], summary: dict, out: Path, metric: str = "lo
         (axes[0], "N", N_TOTAL, "parameters N"),
         (axes[1], "C", C_6ND, "training compute C = 6ND (FLOPs)"),
     ):
+        step = dodge_step([r[key] for r in recs if r.get(key)])
         for j, kind in enumerate(KINDS):
             pts = [(r[key], suite(r, kind, metric)) for r in recs if r.get(key)]
-            pts = [(x * (1 + 0.03 * (j - 1)), s) for x, s in pts if s is not None]
+            pts = [(x * 10 ** (step * (j - 1)), s) for x, s in pts if s is not None]
             if not pts:
                 continue
             x = np.array([p[0] for p in pts])
@@ -49,10 +71,8 @@ def plot_removable(recs: list[dict], summary: dict, out: Path, metric: str = "lo
     axes[0].set_ylabel(f"fraction removable (<= {tol:.0%} drop, {metric})")
     axes[0].legend(loc="best")
     fig.suptitle("How much of each model can be removed without hurting the few-shot suite")
-    path = out / "ablation_removable.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    tidy_log_axes(fig)  # C of one budget spans a few percent: few, distinct tick labels
+    return fig
 
 
 def plot_curves(recs: list[dict], out: Path, metric: str = "logprob") -> Path:

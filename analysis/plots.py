@@ -11,6 +11,7 @@ import numpy as np
 
 from analysis.laws.bootstrap import percentile_ci
 from analysis.laws.core import compute_optimal, joint_loss, power_loss
+from analysis.plot_axes import place_legend, tidy_log_axes
 from scaling.fileio import writing
 
 STYLE = {
@@ -33,32 +34,9 @@ def _plt():
     return plt
 
 
-def _tidy_log_axes(fig) -> None:
-    """Matplotlib labels minor log ticks on axes spanning under ~1.5 decades, and the labels
-    collide. Label only 1-2-5 ticks there (fewer on long axes), and never the minor ones."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    def sci(x: float, _pos: int) -> str:
-        exp = int(np.floor(np.log10(x) + 1e-9))
-        mant = round(x / 10**exp)
-        return f"$10^{{{exp}}}$" if mant == 1 else f"${mant}\\times10^{{{exp}}}$"
-
-    for ax in fig.axes:
-        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-            if scale != "log":
-                continue
-            lo, hi = sorted(axis.get_view_interval())
-            if lo <= 0 or hi / lo > 10**1.5:
-                continue
-            subs = (1.0, 2.0, 5.0) if hi / lo > 4 else (1.0, 2.0, 3.0, 5.0, 7.0)
-            axis.set_major_locator(LogLocator(base=10, subs=subs))
-            axis.set_major_formatter(FuncFormatter(sci))
-            axis.set_minor_formatter(NullFormatter())
-
-
 def _save(fig, out_dir: Path, name: str) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    _tidy_log_axes(fig)
+    tidy_log_axes(fig)
     paths = []
     for ext in ("png", "svg"):
         p = out_dir / f"{name}.{ext}"
@@ -72,6 +50,15 @@ def loss_vs_compute(res: dict, out_dir: Path) -> list[str]:
     """Every run coloured by N, the Approach-1 envelope, the L(C) fit, the joint law's
     compute-optimal loss with its bootstrap band out to 100x the largest budget, and the printed
     predictions with their predictive intervals."""
+    fig = loss_vs_compute_figure(res)
+    paths = _save(fig, out_dir, "loss_vs_compute")
+    _plt().close(fig)
+    return paths
+
+
+def loss_vs_compute_figure(res: dict):
+    """The loss-versus-compute figure (open, for `loss_vs_compute` to save); its legend sits
+    where it covers no run, line or prediction."""
     plt = _plt()
     from matplotlib.colors import LogNorm
 
@@ -119,11 +106,10 @@ def loss_vs_compute(res: dict, out_dir: Path) -> list[str]:
     ax.set_xlabel("training compute C = 6ND (FLOPs)")
     ax.set_ylabel(f"validation loss ({t.loss_unit})")
     ax.set_title("Loss versus compute (dotted: largest budget run)")
-    ax.legend(loc="upper right")
     ax.grid(True, which="both", alpha=0.25)
-    paths = _save(fig, out_dir, "loss_vs_compute")
-    plt.close(fig)
-    return paths
+    tidy_log_axes(fig)  # the tick labels are final before the legend looks for room
+    place_legend(ax)
+    return fig
 
 
 def _predictive_points(ax, rows: list[dict], level: float) -> None:
@@ -287,7 +273,9 @@ def _distance_panel(ax, b: dict) -> None:
     xg, hg, xs = np.asarray(b["xg"]), 100 * np.asarray(b["hg"]), b["x_support"]
     ax.scatter(b["x"], 100 * np.asarray(b["err"]), s=12, alpha=0.6, label="back-test |log error|")
     ok = xg <= xs
-    ax.plot(xg[ok], hg[ok], color="C3", label=f"{b['level']:.0%} half-width")
+    # the line is drawn at the back-tests' median form spread; each diamond is a printed
+    # interval's half-width at that prediction's own form spread, so it need not sit on the line
+    ax.plot(xg[ok], hg[ok], color="C3", label=f"{b['level']:.0%} half-width at median form spread")
     if (~ok).any():
         ax.plot(xg[~ok], hg[~ok], color="C3", ls="--", label="half-width, prior (unsupported)")
         ax.axvspan(xs, xg[-1], color="0.9", zorder=0)
@@ -296,7 +284,7 @@ def _distance_panel(ax, b: dict) -> None:
         ax.text(xs, 0.03, note, transform=tr, va="bottom", fontsize=8, color="0.35")
     for i, (x, h, label) in enumerate(b["targets"]):
         right = x > 0.6 * xg[-1]  # label on the side with room
-        lab = "this report's predictions" if i == 0 else None  # the line: median form spread
+        lab = "report's predictions (own form spread)" if i == 0 else None
         ax.plot([x], [100 * h], "kD", ms=5, zorder=3, label=lab)
         ax.annotate(label, (x, 100 * h), xytext=(-5 if right else 5, 4), fontsize=8,
                     textcoords="offset points", ha="right" if right else "left")  # fmt: skip
@@ -304,7 +292,7 @@ def _distance_panel(ax, b: dict) -> None:
     ax.set(xlabel="distance / sqrt(decades fitted)", ylabel="percent of loss", xlim=xlim)
     ax.set_ylim(bottom=0)
     ax.set_title("Errors grow with distance; so does the interval")
-    ax.legend(loc="upper left", fontsize=8)
+    place_legend(ax, fontsize=8)
 
 
 def predictor_reliability(res: dict, out_dir: Path) -> list[str]:

@@ -1,20 +1,25 @@
 """The report's distance panel: where its own predictions fall and where support ends."""
 
 import numpy as np
+import pytest
 
 from analysis.laws.intervals import SPAN_POWER, SUPPORT_MARGIN
 from analysis.laws.simulate import isoflop_sweep
-from analysis.plots import distance_panel_data, predictor_reliability
+from analysis.plots import _distance_panel, _plt, distance_panel_data, predictor_reliability
 from analysis.report import run_analysis
 from analysis.tables import RunTable
 
 
-def test_the_reports_predictions_and_the_support_limit_are_on_the_distance_axis(tmp_path):
+@pytest.fixture(scope="module")
+def res() -> dict:
     s = isoflop_sweep(budgets=(1e18, 3e18, 1e19, 3e19, 1e20), n_sizes=5)
     n = s["N"].size
     table = RunTable([f"r{i}" for i in range(n)], s["N"], s["D"], s["C"], s["loss"],
                      s["budget"], [None] * n, source="simulated")  # fmt: skip
-    res = run_analysis(table, n_resamples=40, holdout=None)
+    return run_analysis(table, n_resamples=40, holdout=None)
+
+
+def test_the_reports_predictions_and_the_support_limit_are_on_the_distance_axis(res, tmp_path):
     b = distance_panel_data(res)
     cal = res["predictor"].calibration(res["level"])
     # C_max, 10x and 100x: 0, 1 and 2 decades out, in units of decades / sqrt(decades fitted)
@@ -31,3 +36,22 @@ def test_the_reports_predictions_and_the_support_limit_are_on_the_distance_axis(
     assert np.all(np.diff(hg) >= -1e-12)  # the half-width never narrows further out
     figs = predictor_reliability(res, tmp_path)
     assert [p.rsplit(".", 1)[1] for p in figs] == ["png", "svg"]
+
+
+def test_the_legend_says_which_form_spread_the_line_and_the_diamonds_use(res):
+    """The line is the half-width at the back-tests' median form spread, each diamond a printed
+    interval at its own: the legend says so (a diamond off the line is no error), and it sits
+    over no back-test point or diamond."""
+    b = distance_panel_data(res)
+    fig, ax = _plt().subplots(figsize=(5.2, 4.2))
+    _distance_panel(ax, b)
+    leg = ax.get_legend()
+    labels = [t.get_text() for t in leg.get_texts()]
+    assert f"{b['level']:.0%} half-width at median form spread" in labels
+    assert "report's predictions (own form spread)" in labels
+    fig.draw_without_rendering()
+    pts = np.r_[
+        np.c_[b["x"], 100 * np.asarray(b["err"])], [(x, 100 * h) for x, h, _ in b["targets"]]
+    ]
+    assert not leg.get_window_extent().count_contains(ax.transData.transform(pts))
+    _plt().close(fig)
