@@ -142,7 +142,7 @@ def load_results(
         curve = rec.get("curve") or rec.get("curve_path") or rec.get("metrics_path")
         if curve and not Path(curve).is_absolute():
             curve = str(path.parent / curve)
-        unit = unit or ("bits/byte" if loss == "bpb" else _unit_of(rec))
+        unit = unit or ("bits/byte" if loss == "bpb" else loss_unit_of(rec))
         if loss == "bpb":
             curve = None  # the metrics curves are in nats per token
         rows.append((rid, N, D, C, num(key_l), budget, str(curve) if curve else None))
@@ -185,7 +185,7 @@ def _check_size(path: Path, rows: int) -> None:
         )
 
 
-def _unit_of(rec: dict) -> str:
+def loss_unit_of(rec: dict) -> str:
     if rec.get("loss_unit"):
         return str(rec["loss_unit"])
     vocab = ((rec.get("config") or {}).get("model") or {}).get("vocab_size")

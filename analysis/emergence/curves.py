@@ -51,6 +51,7 @@ class Curve:
     n_seeds: np.ndarray | None = None
     seed_var: np.ndarray | None = None  # variance of the seed-mean (0 with one seed)
     loss: np.ndarray | None = None
+    loss_unit: str | None = None  # e.g. nats/byte; None when unknown or mixed
     companions: list[str] = field(default_factory=list)
     labels: list[str] | None = None
     higher_is_better: bool = True

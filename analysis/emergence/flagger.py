@@ -155,6 +155,7 @@ def analyze_curve(c: Curve) -> dict:
     if c.loss is not None:
         loss = np.asarray(c.loss, float)[p["order"]]
         res["loss"] = loss.tolist()
+        res["loss_unit"] = c.loss_unit
         res["loss_threshold"] = st.hinge_fit(loss, s)
     drops = _drops(s, v, p["noise_sd"])
     res["drops"] = drops

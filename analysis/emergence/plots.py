@@ -15,6 +15,7 @@ from analysis.emergence.curves import MARGIN  # noqa: E402
 from analysis.emergence.stats import _logistic  # noqa: E402
 
 SCALE_LABEL = {"compute": "log10 training compute (FLOPs)", "params": "log10 parameters"}
+MIN_BELOW = 3  # points below a loss threshold before its hinge is drawn: one or two fit anything
 
 
 def _slug(text: str) -> str:
@@ -102,24 +103,35 @@ def plot_curve(r: dict, companions: list[dict], out_dir: Path, *, scale: str) ->
         )
         ax2.legend(fontsize=7, loc="upper left")
     if r.get("loss_threshold"):
-        ax3 = axes[0][col]
-        loss = np.asarray(r["loss"])
-        ax3.plot(loss, s, "o", color="tab:blue")
-        h = r["loss_threshold"]
-        ll = np.linspace(np.nanmin(loss), np.nanmax(loss), 100)
-        ax3.plot(
-            ll,
-            h["floor"] + h["slope_below_threshold"] * np.maximum(0, h["threshold_loss"] - ll),
-            color="tab:red",
-        )
-        ax3.axvline(h["threshold_loss"], color="tab:red", ls=":", lw=0.8)
-        ax3.invert_xaxis()
-        ax3.set_xlabel("validation loss")
-        ax3.set_ylabel("chance-normalised score")
-        ax3.set_title(f"loss threshold ≈ {h['threshold_loss']:.3g}", fontsize=10)
+        loss_panel(axes[0][col], r)
     fig.tight_layout()
     name = _slug(f"emergence_{r['family']}_{r['task']}_{r['metric']}_{r['shots']}") + ".png"
     path = Path(out_dir) / name
     fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps the legend below the axes
     plt.close(fig)
     return path
+
+
+def loss_panel(ax, r: dict) -> None:
+    """Score against validation loss (in the runs' unit where known), with the hinge of the
+    loss-threshold fit drawn only when at least MIN_BELOW points lie below the threshold."""
+    loss, s = np.asarray(r["loss"]), np.asarray(r["score_norm"])
+    h = r["loss_threshold"]
+    ax.plot(loss, s, "o", color="tab:blue")
+    if h["n_below_threshold"] >= MIN_BELOW:
+        ll = np.linspace(np.nanmin(loss), np.nanmax(loss), 100)
+        ax.plot(
+            ll,
+            h["floor"] + h["slope_below_threshold"] * np.maximum(0, h["threshold_loss"] - ll),
+            color="tab:red",
+        )
+        ax.axvline(h["threshold_loss"], color="tab:red", ls=":", lw=0.8)
+        title = f"loss threshold ≈ {h['threshold_loss']:.3g}"
+    else:
+        n = h["n_below_threshold"]
+        title = f"loss threshold not identified ({n} point{'s' * (n != 1)} below, need {MIN_BELOW})"
+    ax.invert_xaxis()
+    unit = r.get("loss_unit")
+    ax.set_xlabel(f"validation loss ({unit})" if unit else "validation loss")
+    ax.set_ylabel("chance-normalised score" if r["bounded"] else r["metric"])
+    ax.set_title(title, fontsize=10)

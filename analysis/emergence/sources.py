@@ -21,6 +21,7 @@ import numpy as np
 from analysis.emergence.curves import Curve
 from analysis.emergence.published import BUILTIN_SPECS
 from analysis.hparams import best_variants
+from analysis.tables import loss_unit_of
 from scaling import results as R
 from scaling.errors import UserError
 from scaling.fileio import read_text
@@ -132,8 +133,11 @@ def curves_from_results(
                         mj = (ev.get("majority") or {}).get(task, {}).get(metric)
                         if mj is not None:
                             majority[(task, metric)] = float(mj)
+        units = {loss_unit_of(r) for r in rs}  # mixed units: the loss axis says none
+        unit = units.pop() if len(units) == 1 else None
         for (task, metric, shot), pts in sorted(cells.items()):
             c = _pool(task, metric, shot, fam, pts, chance.get((task, metric)))
+            c.loss_unit = unit
             c.majority = majority.get((task, metric)) if c.bounded else None
             curves.append(c)
     return curves

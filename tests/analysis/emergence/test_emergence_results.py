@@ -75,6 +75,7 @@ def test_results_jsonl_end_to_end(tmp_path):
     assert copy_em["verdict"] == "emergent_metric_induced", copy_em["reason"]
     assert "single_seed" not in copy_em["warnings"]
     assert copy_em["loss_threshold"] is not None  # loss-threshold view from final_val_loss
+    assert copy_em["loss_unit"] == "nats/token"  # no byte-level vocabulary in these records
     assert copy_em["figure"].endswith(".png")
     for k in (0, 1, 4):
         assert by[("add3", k, "exact_match")]["verdict"] == "flat_at_chance"
