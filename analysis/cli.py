@@ -71,6 +71,8 @@ def _analyze(args: argparse.Namespace, figures_only: bool = False) -> int:
     if figures_only:
         for name, fig_paths in figs.items():
             print(f"{name}: {', '.join(fig_paths)}")
+        for note in table.notes:  # what the input held (runs skipped, repeated, off the plan)
+            print(f"  note: {note}", file=sys.stderr)
         return 0
     from analysis.summary import summary_lines
 

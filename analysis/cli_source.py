@@ -4,6 +4,7 @@ the fit's options) and the table they select."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from scaling.errors import UserError
 
@@ -82,9 +83,14 @@ def source_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_source(args: argparse.Namespace):
+    """The table `scaling predict` fits; its notes (runs skipped, repeated or off the plan, rows
+    kept by --where) go to stderr here, since predict's output has no place for them."""
     from analysis.tables import drop_highest_loss
 
-    return drop_highest_loss(filtered(args), args.drop_highest)
+    table = drop_highest_loss(filtered(args), args.drop_highest)
+    for note in table.notes:
+        print(f"  note: {note}", file=sys.stderr)
+    return table
 
 
 def filtered(args: argparse.Namespace):

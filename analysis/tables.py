@@ -2,7 +2,8 @@
 
 Conventions: N = total parameters (``n_kind="nonembed"`` for non-embedding), D = training tokens,
 C = 6 N D FLOPs (``flops="exact"`` uses the engine's exact count C_exact), loss = final
-validation loss. Runs whose status is not "done" are skipped with a note. Bad values raise
+validation loss. Runs whose status is not "done" are skipped with a note, and so are repeated
+run ids; runs DIR/plan.json does not list get a note too (analysis.records). Bad values raise
 UserError naming the row and column. A sweep with hyperparameter axes (lr, batch, warmup lists in
 its grid) contributes one row per cell, its best variant (analysis.hparams); the per-axis
 optima land in `RunTable.hparams`. Every table's rows are sorted by (C, N, D, loss, run id)
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.hparams import analyze_records
+from analysis.records import check_records, loss_unit_of
 from scaling import results as R
 from scaling.errors import UserError
 from scaling.fileio import read_text
@@ -112,9 +114,10 @@ def load_results(
     if loss not in ("nats", "bpb"):
         raise UserError(f"--loss must be 'nats' or 'bpb', got {loss!r}")
     key_l = "final_val_loss" if loss == "nats" else "final_val_bpb"
-    rows, notes, unit, extra, done = [], [], None, [], []
+    rows, unit, extra, done = [], None, [], []
     records = R.read_records(path, required=())  # damaged lines: reported once and skipped
     _check_size(path, len(records))
+    records, notes, planned = check_records(records, path)  # repeated run ids; runs off plan
     for lineno, rec in enumerate(records, 1):
         rid = str(rec.get("run_id", f"record{lineno}"))
         if rec.get("status", "done") != "done":
@@ -146,7 +149,7 @@ def load_results(
         if loss == "bpb":
             curve = None  # the metrics curves are in nats per token
         rows.append((rid, N, D, C, num(key_l), budget, str(curve) if curve else None))
-        extra.append(flatten(rec))
+        extra.append(flatten(rec) | ({} if planned is None else {"in_plan": rid in planned}))
         done.append(dict(rec, run_id=rid))
     if not rows:
         raise UserError(f"{path}: no finished runs to analyse ({len(notes)} skipped)")
@@ -183,13 +186,6 @@ def _check_size(path: Path, rows: int) -> None:
             f"alone would hold about {gib:.0f} GiB at 4000 resamples); aggregate or sample the "
             f"table, e.g. one row per run"
         )
-
-
-def loss_unit_of(rec: dict) -> str:
-    if rec.get("loss_unit"):
-        return str(rec["loss_unit"])
-    vocab = ((rec.get("config") or {}).get("model") or {}).get("vocab_size")
-    return "nats/byte" if vocab == 259 else "nats/token"
 
 
 def _to_table(

@@ -21,7 +21,7 @@ import numpy as np
 from analysis.emergence.curves import Curve
 from analysis.emergence.published import BUILTIN_SPECS
 from analysis.hparams import best_variants
-from analysis.tables import loss_unit_of
+from analysis.records import dedupe, loss_unit_of
 from scaling import results as R
 from scaling.errors import UserError
 from scaling.fileio import read_text
@@ -48,14 +48,15 @@ def _seed(rec: dict) -> int:
 
 
 def read_records(path: str | Path) -> list[dict]:
-    """Parse results.jsonl; skip blank lines; UserError names the bad line."""
+    """Parse results.jsonl; skip blank lines; UserError names the bad line. A run id on several
+    lines counts once, its last line (analysis.records: the law table notes the repeats)."""
     p = Path(path)
     if p.is_dir():
         p = p / "results.jsonl"
     if not p.is_file():
         raise UserError(f"no results file at {p}: pass a sweep directory containing results.jsonl")
     # damaged lines: reported once and skipped, intact records kept
-    return [R.upgrade_result(r) for r in R.read_records(p, required=())]
+    return [R.upgrade_result(r) for r in dedupe(R.read_records(p, required=()), p.name)[0]]
 
 
 def _scale_of(rec: dict, scale_keys: tuple[str, ...]) -> float | None:

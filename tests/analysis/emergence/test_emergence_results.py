@@ -185,3 +185,15 @@ def test_analyze_where_limits_emergence_to_the_kept_runs(tmp_path, capsys):
     assert main([*argv, "--where", "seed == 0"]) == 0, capsys.readouterr()
     curves = json.loads((out / "emergence.json").read_text())["curves"]
     assert curves and {s for c in curves for s in c["n_seeds"]} == {1.0}
+
+
+def test_a_repeated_line_is_one_run_not_two_seeds(tmp_path):
+    """results.jsonl concatenated twice: each run still counts once (as in the scaling fits),
+    not as two seeds with twice the items."""
+    from analysis.emergence.sources import curves_from_results
+
+    rng = np.random.default_rng(2)
+    recs = [_record(rng, i, 0) for i in range(len(LOG_C))]
+    _write(tmp_path / "results.jsonl", recs + recs)
+    curve = next(c for c in curves_from_results(tmp_path) if c.task == "copy")
+    assert list(curve.n_seeds) == [1] * len(LOG_C)
