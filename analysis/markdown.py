@@ -169,9 +169,10 @@ _VERDICT_ORDER = ("emergent", "emergent_metric_induced", "non_monotone", "insuff
 
 
 def emergence_md(summary: list[dict]) -> str:
-    """The emergence section: the verdict counts, a row per curve that leaves chance (flagged
-    verdicts first; curves that differ only in shots share a row), and the curves flat at chance
-    grouped by task and metric in one line (emergence.json has every curve in full)."""
+    """The emergence section: the verdict counts, a row per curve that was tested and leaves
+    chance (flagged verdicts first; curves that differ only in shots share a row), the curves
+    flat at chance and the untested continuous ones grouped by task and metric in one line
+    each, and the warnings with the curves they concern (emergence.json has every curve)."""
     counts = Counter(str(r.get("verdict")) for r in summary)
     md = [
         f"{len(summary)} curves (task x metric x shots): "
@@ -180,7 +181,7 @@ def emergence_md(summary: list[dict]) -> str:
     ]
     rank = {v: i for i, v in enumerate(_VERDICT_ORDER)}
     shown = sorted(
-        (r for r in summary if r.get("verdict") != "flat_at_chance"),
+        (r for r in summary if r.get("verdict") not in _GROUPED),
         key=lambda r: (rank.get(r.get("verdict"), len(rank)), str(r.get("task"))),
     )  # stable: within a verdict and task, the flagger's order (metric, shots)
     rows: dict[tuple, list[str]] = {}  # curves that differ only in shots share a row
@@ -195,25 +196,49 @@ def emergence_md(summary: list[dict]) -> str:
         ]
         for (task, metric, fam, verdict, why), shots in rows.items():
             md.append(f"| {task} | {metric} | {', '.join(shots)} | {fam} | {verdict} | {why} |")
-    flat: dict[tuple, list[str]] = {}
+    for verdict, intro in _GROUPED.items():
+        line = _grouped(summary, verdict, intro)
+        md += ["", line] if line else []
+    return "\n".join(md + _warnings(summary))
+
+
+# verdicts listed in one line, grouped by task and metric, with what they mean
+_GROUPED = {
+    "flat_at_chance": "Flat at chance ({n} curves: at no scale does the 95% CI's lower bound "
+    "clear the curve's chance level by the margin; each level is in emergence.json)",
+    "not_tested": "Not tested for a jump ({n} curves: a continuous metric has no chance level, "
+    "so no onset; it is tested only as the companion of the mirage check)",
+}
+
+
+def _grouped(summary: list[dict], verdict: str, intro: str) -> str:
+    groups: dict[tuple, list[str]] = {}
     for r in summary:
-        if r.get("verdict") == "flat_at_chance":
-            flat.setdefault((r.get("task"), r.get("metric"), r.get("family")), []).append(
-                str(r.get("shots"))
-            )
-    if flat:
-        one_family = len({k[2] for k in flat}) == 1
-        groups = [
-            f"{t} {m} (shots {', '.join(k)}{'' if one_family else f'; {fam}'})"
-            for (t, m, fam), k in flat.items()
-        ]
-        md += [
-            "",
-            f"Flat at chance ({sum(map(len, flat.values()))} curves: at no scale does the 95% CI's "
-            "lower bound clear the curve's chance level by the margin; each level is in "
-            "emergence.json): " + "; ".join(groups) + ".",
-        ]
-    return "\n".join(md)
+        if r.get("verdict") == verdict:
+            key = (r.get("task"), r.get("metric"), r.get("family"))
+            groups.setdefault(key, []).append(str(r.get("shots")))
+    if not groups:
+        return ""
+    one_family = len({k[2] for k in groups}) == 1
+    parts = [
+        f"{t} {m} (shots {', '.join(k)}{'' if one_family else f'; {fam}'})"
+        for (t, m, fam), k in groups.items()
+    ]
+    return intro.format(n=sum(map(len, groups.values()))) + ": " + "; ".join(parts) + "."
+
+
+def _warnings(summary: list[dict]) -> list[str]:
+    """One line per warning: on every curve, or on which (task metric shots)."""
+    by: dict[str, list[str]] = {}
+    for r in summary:
+        for w in r.get("warnings") or ():
+            by.setdefault(str(w), []).append(f"{r.get('task')} {r.get('metric')} {r.get('shots')}")
+    lines = [
+        f"- `{w}`: "
+        + (f"all {len(who)} curves" if len(who) == len(summary) else ", ".join(who))
+        for w, who in by.items()
+    ]
+    return ["", "Warnings:", *lines] if lines else []
 
 
 def intervals_md(res: dict) -> list[str]:

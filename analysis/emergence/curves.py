@@ -26,6 +26,7 @@ VERDICTS = (
     "flat_at_chance",
     "non_monotone",
     "insufficient_resolution",
+    "not_tested",
 )
 
 

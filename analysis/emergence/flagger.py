@@ -19,6 +19,9 @@ Decisive rules (all constants below, documented in the README):
 5. Mirage check: repeat the LFO on each continuous companion metric at the same points. If no
    companion jumps (p < ALPHA and excess >= JUMP_MARGIN of its normalised range), the verdict is
    emergent_metric_induced.
+6. A continuous metric (no n_items or chance: logprob, BLEU) has no onset, so it is never tested
+   on its own: not_tested (unless it falls back by half its range: non_monotone). It is tested
+   only as a companion, step 5.
 Sigmoid-vs-linear ΔBIC, BIG-bench linearity/breakthroughness and the loss-threshold hinge fit
 are reported, never decisive.
 """
@@ -266,6 +269,11 @@ def _verdict(res: dict) -> tuple[str, str]:
         return "smooth", (
             f"leaves chance at index {res['onset_index']}: fewer than {MIN_PRE} earlier points "
             "to test a jump against"
+        )
+    if not res["bounded"]:
+        return "not_tested", (
+            "continuous metric: no chance level, so no onset to test a jump at (it is tested "
+            "as the mirage check's companion of the bounded metrics)"
         )
     return "smooth", "no significant departure from the earlier trend"
 

@@ -38,3 +38,22 @@ def test_several_families_are_named_in_the_flat_line_and_an_all_flat_study_has_n
     md = emergence_md(summary)
     assert "| task |" not in md
     assert md.endswith(": mmlu acc (shots 5; a); mmlu acc (shots 5; b).")
+
+
+def test_untested_continuous_curves_are_a_line_and_warnings_name_their_curves():
+    summary = [
+        _curve("add2", "logprob", k, "not_tested", "continuous metric") | {"warnings": w}
+        for k, w in ((0, ["single_seed"]), (1, ["single_seed", "jump_between_adjacent_scales"]))
+    ]
+    summary.append(_curve("add2", "token_acc", 0, "smooth", "above chance") | {"warnings": []})
+    md = emergence_md(summary).splitlines()
+    assert [x for x in md if x.startswith("| add2")] == [
+        "| add2 | token_acc | 0 | demo | smooth | above chance |"
+    ]  # the untested curves are not in the table of tested ones
+    line = next(x for x in md if x.startswith("Not tested for a jump (2 curves: "))
+    assert line.endswith(": add2 logprob (shots 0, 1).")
+    assert md[-3:] == [
+        "Warnings:",
+        "- `single_seed`: add2 logprob 0, add2 logprob 1",
+        "- `jump_between_adjacent_scales`: add2 logprob 1",
+    ]

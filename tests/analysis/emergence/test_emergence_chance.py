@@ -87,6 +87,8 @@ def test_above_chance_from_the_smallest_scale_is_said_in_words(tmp_path):
     em = next(r for r in res if r["metric"] == "exact_match")
     assert em["verdict"] == "smooth" and em["onset_index"] == 0
     assert em["reason"] == "above chance from the smallest scale: no flat phase to jump from"
+    b = next(r for r in res if r["metric"] == "bleu")  # continuous: no onset, no test of its own
+    assert b["verdict"] == "not_tested" and not b["testable"] and b["p_holm"] is None
     report = write_report(res, tmp_path, scale="compute", source="test", figures=False)
     assert report["mirage_pairs"][0]["onset"] == "above chance from the smallest scale"
     assert json.loads((tmp_path / "emergence.json").read_text())["curves"][0]["chance_level"] == 0
