@@ -154,7 +154,9 @@ def predict(args: argparse.Namespace) -> int:
             print(f"  compute-optimal D: {_fmt(pr['D_opt'])} tokens")
             print(f"  tokens per parameter: {_fmt(pr['tokens_per_param'])}")
     if points is not None:
-        print("\n".join(points_lines(out["predictions"], points.kind, table.loss_unit, args.level)))
+        reach = out["predictor"]["calibration"]["d_max"] if out.get("predictor") else None
+        lines = points_lines(out["predictions"], points.kind, table.loss_unit, args.level, reach)
+        print("\n".join(lines))
     if "backtest" in out:
         _print_backtest(out["backtest"], table.loss_unit, lvl)
     return 0

@@ -90,23 +90,54 @@ def predict_points(fit, boot, pts: Points, level: float, pred=None) -> list[dict
     return out
 
 
-def points_lines(preds: list[dict], kind: str, loss_unit: str, level: float) -> list[str]:
+def points_lines(
+    preds: list[dict], kind: str, loss_unit: str, level: float, reach: float | None = None
+) -> list[str]:
     """A plain-text table of ``predict_points`` output: the loss with its predictive interval
-    (as `predict` prints it), N_opt with its bootstrap CI."""
+    (as `predict` prints it), how far it extrapolates, N_opt with its bootstrap CI; a point the
+    data cannot support is marked and explained below the table (``reach``: the decades the
+    user's back-tests reach)."""
     lvl = int(round(level * 100))
-
+    loss = f"loss [{lvl}% predictive]"
+    dist = [_distance(p) for p in preds]
     if kind == "flops":
-        loss = f"loss [{lvl}% predictive]"
-        head = f"{'point':<10} {'C':>10}  {loss:<28} N_opt [{lvl}% bootstrap CI]"
+        head = f"{'point':<10} {'C':>10}  {loss:<28} {'decades':>8}  N_opt [{lvl}% bootstrap CI]"
         body = [
-            f"{p['name']:<10} {p['flops']:>10.3g}  {with_ci(p['loss']):<28} {with_ci(p['N_opt'])}"
-            for p in preds
+            f"{p['name']:<10} {p['flops']:>10.3g}  {with_ci(p['loss']):<28} {d:>8}  "
+            f"{with_ci(p['N_opt'])}"
+            for p, d in zip(preds, dist, strict=True)
         ]
     else:
-        head = f"{'point':<10} {'N':>10} {'D':>10} {'C':>10}  loss [{lvl}% predictive]"
+        head = f"{'point':<10} {'N':>10} {'D':>10} {'C':>10}  {loss:<28} {'decades':>8}"
         body = [
             f"{p['name']:<10} {p['params']:>10.3g} {p['tokens']:>10.3g} {p['flops']:>10.3g}  "
-            f"{with_ci(p['loss'])}"
-            for p in preds
+            f"{with_ci(p['loss']):<28} {d:>8}"
+            for p, d in zip(preds, dist, strict=True)
         ]
-    return [f"loss in {loss_unit}", head, *body]
+    notes = []
+    if any(d.endswith("*") for d in dist):
+        far = "" if reach is None else f" (your back-tests reach {reach:.2f} decades)"
+        notes.append(
+            f"* the data cannot support this distance{far}: the interval rests on the "
+            "published-sweep prior and is a rough guess, not a calibrated one"
+        )
+    if any(d.endswith("!") for d in dist):
+        notes.append(
+            "! this point repeats its data past the epochs where the fitted runs overfit: no law "
+            "form describes that; the interval is a rough guess from the published-sweep prior"
+        )
+    return [
+        f"loss in {loss_unit}; decades: extrapolation beyond the fitted runs",
+        head,
+        *body,
+    ] + notes
+
+
+def _distance(p: dict) -> str:
+    """The point's extrapolation distance, marked * (too far) or ! (overfitting) when the data
+    cannot support it; empty without a predictive interval."""
+    t = p.get("interval_terms")
+    if not t:
+        return ""
+    mark = "" if t["supported"] else ("!" if t.get("why_unsupported") == "overfitting" else "*")
+    return f"{t['distance_decades']:.2f}{mark}"

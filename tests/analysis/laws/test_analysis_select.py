@@ -198,6 +198,25 @@ def test_predict_at_many_points_from_one_fit(table_csv, tmp_path, capsys):
     assert "fit on 20 runs" in text and "big" in text and "loss [90% predictive]" in text
 
 
+def test_points_table_marks_the_points_the_data_cannot_support():
+    from analysis.laws.points import points_lines
+
+    def point(name, d, ok, why=""):
+        loss = {"estimate": 1.0, "lo": 0.9, "hi": 1.1}
+        terms = {"distance_decades": d, "supported": ok, "why_unsupported": why}
+        return dict(name=name, params=1e6, tokens=1e7, flops=6e13, loss=loss, interval_terms=terms)
+
+    preds = [point("near", 0.5, True), point("far", 2.03, False, "distance")]
+    preds.append(point("epochs", 0.4, False, "overfitting"))
+    lines = points_lines(preds, "nd", "nats/token", 0.9, reach=0.61)
+    assert [x.split()[-1] for x in lines[2:5]] == ["0.50", "2.03*", "0.40!"]
+    assert lines[5].startswith(
+        "* the data cannot support this distance (your back-tests reach 0.61"
+    )
+    assert lines[6].startswith("! this point repeats its data past the epochs where the fitted")
+    assert len(points_lines(preds[:1], "nd", "nats/token", 0.9)) == 3  # no notes when all hold
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
