@@ -103,15 +103,44 @@ def _backtest_checks(bt: dict | None, max_error: float) -> list[tuple[str, bool,
     cv = bt.get("coverage", {})
     if cv.get("n"):
         name = "held-out runs inside their predictive intervals"
-        out.append(coverage_check(name, cv["inside"], cv["n"], cv["level"]))
+        name, ok, detail = coverage_check(name, cv["inside"], cv["n"], cv["level"])
+        out.append((name, ok, detail + backtest_prior_note(bt)))
     return out
+
+
+def backtest_prior_note(bt: dict) -> str:
+    """Said of a back-test whose own fit had too few rolling origins to calibrate on: its
+    intervals were the published-sweep prior's alone."""
+    cal = (bt.get("predictor") or {}).get("calibration") or {}
+    if cal.get("weight_user") != 0.0:
+        return ""
+    k = cal.get("n_origins", 0)
+    return (
+        f"; the back-test's fit had {k} rolling origin{'s' if k != 1 else ''}, too few to "
+        "calibrate on, so these intervals were the published-sweep prior's alone"
+    )
 
 
 def _rolling_check(cc: dict | None) -> list[tuple[str, bool, str]]:
     if not cc or not cc.get("n"):
         return []
     name = "rolling back-tests inside their predictive intervals"
-    return [coverage_check(name, cc["inside"], cc["n"], cc["level"])]
+    name, ok, detail = coverage_check(name, cc["inside"], cc["n"], cc["level"])
+    return [(name, ok, detail + prior_only_note(cc))]
+
+
+def prior_only_note(cc: dict) -> str:
+    """What a leave-one-origin-out coverage really tested when some of its intervals had no
+    other origins' back-tests to calibrate on (``prior_only``, analysis.laws.predictive)."""
+    k = int(cc.get("prior_only") or 0)
+    if not k:
+        return ""
+    who = "all" if k == cc["n"] else f"{k} of them"
+    return (
+        f"; {who} against the published-sweep prior alone (leaving one origin out leaves too "
+        "few back-tests to calibrate on), so this checks the prior, not this study's own "
+        "calibration"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

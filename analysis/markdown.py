@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.checks import backtest_prior_note, prior_only_note
 from analysis.laws.intervals import unsupported_reason
 from scaling.fmt import with_ci
 
@@ -127,7 +128,8 @@ def _backtest(res: dict) -> list[str]:
         "",
         f"## Back-test: fit on {bt['n_train']} runs, predict {bt['description']}",
         "",
-        f"| run | N | D | actual | predicted [{_lvl(res)}% CI] | relative error [CI] |",
+        f"| run | N | D | actual | predicted [{_lvl(res)}% predictive] "
+        "| relative error [same interval] |",
         "|---|---|---|---|---|---|",
     ]
     for r in bt["runs"]:
@@ -135,10 +137,12 @@ def _backtest(res: dict) -> list[str]:
             f"| {r['run_id']} | {_g(r['N'])} | {_g(r['D'])} | {_g(r['actual'])} | "
             f"{with_ci(r['predicted'])} | {with_ci(r['rel_error'], '+.2%')} |"
         )
-    m, a = bt["mean_abs_rel_error"], bt["mae"]
+    m, a, cv = bt["mean_abs_rel_error"], bt["mae"], bt["coverage"]
     return L + [
         "",
-        f"Mean absolute relative error {with_ci(m, '.2%')}; MAE {with_ci(a)} {t.loss_unit}.",
+        f"Predictor: {bt['predictor']['choice']}. {cv['inside']}/{cv['n']} inside their "
+        f"{_lvl(res)}% predictive intervals{backtest_prior_note(bt)}. Mean absolute relative "
+        f"error {with_ci(m, '.2%')}; MAE {with_ci(a)} {t.loss_unit} (bootstrap CIs).",
     ]
 
 
@@ -234,8 +238,7 @@ def _warnings(summary: list[dict]) -> list[str]:
         for w in r.get("warnings") or ():
             by.setdefault(str(w), []).append(f"{r.get('task')} {r.get('metric')} {r.get('shots')}")
     lines = [
-        f"- `{w}`: "
-        + (f"all {len(who)} curves" if len(who) == len(summary) else ", ".join(who))
+        f"- `{w}`: " + (f"all {len(who)} curves" if len(who) == len(summary) else ", ".join(who))
         for w, who in by.items()
     ]
     return ["", "Warnings:", *lines] if lines else []
@@ -322,7 +325,8 @@ def _interval_terms(res: dict, js: dict) -> list[str]:
         f"from {cal['n_pairs']} back-test predictions at {cal['n_origins']} origins; weight "
         f"{cal['weight_user']:.0%} on these, the rest on the published-sweep prior ({prior}). "
         f"Leave-one-origin-out coverage of the back-tests: {cc['inside']}/{cc['n']} inside "
-        f"their {lvl}% intervals (`analysis.checks` fails when this is far below {lvl}%).",
+        f"their {lvl}% intervals{prior_only_note(cc)} (`analysis.checks` fails when this is "
+        f"far below {lvl}%).",
         "",
         "| C (FLOPs) | distance (decades) | parameter | form | extrapolation | total half-width "
         "| supported by the back-tests |",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from analysis.checks import backtest_prior_note
 from analysis.cli_source import load_source
 from scaling.errors import UserError
 from scaling.fmt import with_ci
@@ -175,6 +176,7 @@ def _print_backtest(bt: dict, unit: str, lvl: int = 90) -> None:
     print(
         f"  {cv['inside']}/{cv['n']} held-out runs inside their {lvl}% predictive intervals "
         f"(the bootstrap-only interval covered {bt['bootstrap_coverage']:.0%})"
+        + backtest_prior_note(bt)
     )
     print(f"  {bt['predictor']['choice']}")
     m = bt["mean_abs_rel_error"]

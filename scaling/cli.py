@@ -50,8 +50,37 @@ def commands() -> dict[str, ModuleType]:
     }
 
 
+class _Defaults(argparse.HelpFormatter):
+    """--help shows each option's default, where it has one and its help does not say it
+    already (no default, off, empty: nothing is added)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or default is None
+            or default is False
+            or default in ("", [], argparse.SUPPRESS)
+            or "default" in text.lower()
+        ):
+            return action.help
+        return f"{text} (default %(default)s)" if text else "default %(default)s"
+
+
+class _RawDefaults(_Defaults, argparse.RawDescriptionHelpFormatter):
+    """The same, for a parser that keeps its description's own line breaks."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one `error: ...` line (the usage block is what --help is for)."""
+    """argparse with one `error: ...` line (the usage block is what --help is for), and --help
+    showing the defaults (`_Defaults`); every subcommand's parser is one too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        fmt = kwargs.get("formatter_class", argparse.HelpFormatter)
+        raw = issubclass(fmt, argparse.RawDescriptionHelpFormatter)
+        kwargs["formatter_class"] = _RawDefaults if raw else _Defaults
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")

@@ -86,14 +86,14 @@ def _run_parser(ss, grid_args) -> None:
         default="slurm",
         help="submitit cluster: slurm (default), local (CI: no cluster), debug",
     )
-    g.add_argument("--partition", default=None)
-    g.add_argument("--nodes", type=int, default=1)
-    g.add_argument("--gpus-per-node", type=int, default=None)
-    g.add_argument("--tasks-per-node", type=int, default=1)
-    g.add_argument("--cpus-per-task", type=int, default=None)
-    g.add_argument("--mem-gb", type=float, default=None)
-    g.add_argument("--timeout-min", type=int, default=240)
-    g.add_argument("--array-parallelism", type=int, default=64)
+    g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's)")
+    g.add_argument("--nodes", type=int, default=1, help="nodes per run")
+    g.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per node (default none)")
+    g.add_argument("--tasks-per-node", type=int, default=1, help="processes per node")
+    g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per process")
+    g.add_argument("--mem-gb", type=float, default=None, help="memory per node in GiB")
+    g.add_argument("--timeout-min", type=int, default=240, help="wall-time limit per run")
+    g.add_argument("--array-parallelism", type=int, default=64, help="array tasks running at once")
     g.add_argument(
         "--slurm-arg",
         action="append",

@@ -124,10 +124,13 @@ class Predictor:
 
     def cross_coverage(self, level: float = 0.9) -> dict:
         """Leave-one-origin-out coverage of the rolling back-tests: each origin's predictions
-        against intervals calibrated on the other origins (and the prior)."""
+        against intervals calibrated on the other origins (and the prior). `prior_only`: how
+        many were checked against the published-sweep prior alone (the other origins held too
+        few back-tests to calibrate on: always so with 2 origins), which then tests the prior,
+        not the study's own calibration."""
         if ("cross", level) in self.cals:
             return self.cals[("cross", level)]
-        rb, inside = self.rolling, []
+        rb, inside, prior_only = self.rolling, [], 0
         err, f = rb.errors(), rb.form_spread()
         for k in np.unique(rb.origin):
             o = rb.origin != k
@@ -147,7 +150,9 @@ class Predictor:
                 continue
             for i in np.flatnonzero(~o):
                 inside.append(abs(err[i]) <= cal.terms(rb.dist[i], 0.0, f[i])["total"])
+                prior_only += cal.weight_user == 0.0
         out = {"inside": int(np.sum(inside)), "n": len(inside), "level": level}
+        out["prior_only"] = int(prior_only)
         self.cals[("cross", level)] = out
         return out
 

@@ -327,3 +327,38 @@ def test_study_checks_pass_on_a_good_sweep_and_fail_loudly(sweep_dir, capsys):
     out = capsys.readouterr().out
     assert "[FAIL] held-out runs inside their predictive intervals: 2/6" in out
     assert "[FAIL] rolling back-tests inside their predictive intervals: 11/20" in out
+
+
+def test_coverage_checks_say_when_they_only_tested_the_prior():
+    from analysis.checks import study_checks
+
+    bt = {
+        "mean_abs_rel_error": {"estimate": 0.01},
+        "description": "runs at the largest budget",
+        "coverage": {"inside": 5, "n": 5, "level": 0.9},
+        "predictor": {"calibration": {"weight_user": 0.0, "n_origins": 1}},
+    }
+    cc = {"inside": 15, "n": 15, "level": 0.9, "prior_only": 15}
+    out = {
+        name: d
+        for name, _, d in study_checks({"backtest": bt, "predictive": {"cross_coverage": cc}})
+    }
+    assert (
+        "fit had 1 rolling origin, too few to calibrate on"
+        in out["held-out runs inside their predictive intervals"]
+    )
+    assert (
+        "all against the published-sweep prior alone"
+        in out["rolling back-tests inside their predictive intervals"]
+    )
+    bt["predictor"]["calibration"]["weight_user"] = 0.4
+    cc["prior_only"] = 4
+    out = {
+        name: d
+        for name, _, d in study_checks({"backtest": bt, "predictive": {"cross_coverage": cc}})
+    }
+    assert out["held-out runs inside their predictive intervals"].endswith("P <= 1)")
+    assert (
+        "; 4 of them against the published-sweep prior alone"
+        in out["rolling back-tests inside their predictive intervals"]
+    )

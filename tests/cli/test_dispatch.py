@@ -54,3 +54,27 @@ def test_help_and_plan_import_no_jax():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _help(*path: str) -> str:
+    parser = cli.build_parser()
+    for name in path:
+        parser = _subcommands(parser)[name]
+    return " ".join(parser.format_help().split())  # argparse wraps at the terminal width
+
+
+def test_help_shows_each_default_once_and_none_where_there_is_none():
+    run = _help("sweep", "run")
+    assert "wall-time limit per run (default 240)" in run
+    assert "array tasks running at once (default 64)" in run
+    assert "memory per node in GiB --" in run.replace("GiB (", "")  # default None: nothing
+    assert "bootstrap seed (default 0)" in _help("analyze")  # 0 is a default, not "off"
+    assert "Adam updates per probe (default 5)" in _help("mup-check")
+    every = [_help(name) for name in cli.commands()]
+    assert not any("(default None)" in h or "(default False)" in h for h in every)
+    # a help text that states its default already gets no second one
+    parser = _subcommands(cli.build_parser())["analyze"]
+    fmt = parser._get_formatter()
+    helps = [fmt._expand_help(a) for a in parser._actions if a.help]
+    assert "bootstrap resamples (default 4000)" in helps
+    assert all(h.lower().count("default") <= 1 for h in helps)
