@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -39,11 +40,19 @@ _listening = False
 
 
 def cache_dir(data_dir: Path) -> Path | None:
-    """The cache directory for a run whose data dir is `data_dir`; None when switched off."""
+    """The cache directory for a run whose data dir is `data_dir`; None when switched off.
+    UserError when that path is an existing file (checked before any compute)."""
     raw = os.environ.get(ENV, "").strip()
     if raw.lower() in OFF:
         return None
-    return Path(raw).expanduser() if raw else Path(data_dir).expanduser() / SUBDIR
+    path = Path(raw).expanduser() if raw else Path(data_dir).expanduser() / SUBDIR
+    if path.exists() and not path.is_dir():
+        via = f"{ENV}={raw!r}" if raw else f"the data dir's {SUBDIR}"
+        raise UserError(
+            f"{via}: {path} is a file, not a directory; set {ENV} to a directory for JAX's "
+            f"compiled programs (or to off)"
+        )
+    return path
 
 
 def enable(data_dir: Path) -> Path | None:
@@ -87,17 +96,24 @@ def max_bytes() -> int:
     return int(mb * 2**20)
 
 
+# what JAX names a cache entry: `<program name>-<sha256 hex>-cache` (and `-atime` beside it)
+ENTRY = re.compile(r"^[\w.\-]+-[0-9a-f]{64}-(cache|atime)$")
+
+
 def prune(path: Path, limit: int, keep: float = 0.8) -> int:
-    """If the files under `path` exceed `limit` bytes, delete the least recently used ones until
-    they fit in `keep * limit`; the number of files deleted. Files another process removes first
-    are skipped, and so are files this process may not delete (a shared read-only cache): a
-    cache it cannot prune must not stop the run."""
+    """If JAX's cache entries in `path` exceed `limit` bytes, delete the least recently used
+    ones until they fit in `keep * limit`; the number of files deleted. Only files named as JAX
+    names its entries (`ENTRY`, directly in `path`) are counted or deleted: $SCALING_COMPILE_CACHE
+    may name a directory that holds other files too, and those are never touched. Files another
+    process removes first are skipped, and so are files this process may not delete (a shared
+    read-only cache): a cache it cannot prune must not stop the run."""
     entries = []
-    for f in path.rglob("*"):
-        with contextlib.suppress(OSError):
-            st = f.stat()
-            if f.is_file():
-                entries.append((max(st.st_atime, st.st_mtime), st.st_size, f))
+    with contextlib.suppress(OSError):
+        for f in path.iterdir():
+            with contextlib.suppress(OSError):
+                st = f.stat()
+                if ENTRY.match(f.name) and f.is_file():
+                    entries.append((max(st.st_atime, st.st_mtime), st.st_size, f))
     total = sum(size for _, size, _ in entries)
     if total <= limit:
         return 0

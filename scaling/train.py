@@ -34,6 +34,7 @@ from scaling import config as config_lib
 from scaling import flops as flops_lib
 from scaling.checkpoint import Checkpointer
 from scaling.config import RunConfig
+from scaling.data.sources import default_data_dir
 from scaling.errors import UserError
 from scaling.fileio import atomic_write, warn
 from scaling.loop import Loop, run_evals
@@ -137,6 +138,7 @@ def _setup(
     tracking.requested_backends()  # UserError for an unknown $SCALING_TRACK name, before compute
     compile_cache.max_bytes()  # and for a bad $SCALING_COMPILE_CACHE_MAX_MB
     forced_attention()  # and for an unknown $SCALING_ATTENTION kernel
+    compile_cache.cache_dir(default_data_dir(cfg.data))  # or a $SCALING_COMPILE_CACHE file
     done = _check_out_dir(out, run_id)
     if done is not None:
         log.info("run %s in %s already finished (%s)", run_id, out, done["status"])

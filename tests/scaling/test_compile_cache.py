@@ -94,14 +94,38 @@ def test_location_and_off_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         compile_cache.enable(tmp_path / "tfds")
 
 
+def _entry(i: int) -> str:
+    """A file named as JAX names a cache entry (`compile_cache.ENTRY`)."""
+    return f"jit_multi_step-{i:064x}-cache"
+
+
+def test_prune_touches_only_jax_entries_in_a_directory_holding_other_files(tmp_path, monkeypatch):
+    """$SCALING_COMPILE_CACHE set to a project directory (or ~/.cache): over the cap, only
+    JAX's entries go; the researcher's files, however large or old, stay (they were deleted)."""
+    mine = [tmp_path / "results.jsonl", tmp_path / "paper.tex", tmp_path / "runs" / "ckpt.bin"]
+    for f in mine:
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(b"y" * 204800)
+        os.utime(f, (1, 1))  # older than every entry
+    for i in range(4):
+        (tmp_path / _entry(i)).write_bytes(b"x" * 102400)
+        os.utime(tmp_path / _entry(i), (1_000_000 + i, 1_000_000 + i))
+    assert compile_cache.prune(tmp_path, 300_000) == 2  # 400 KiB of entries: keep 240 KB
+    assert all(f.read_bytes() == b"y" * 204800 for f in mine)
+    assert sorted(f.name for f in tmp_path.glob("jit_*")) == [_entry(2), _entry(3)]
+    monkeypatch.setenv(compile_cache.ENV, str(mine[1]))  # a file: exit 2, before any compute
+    with pytest.raises(UserError, match=r"paper.tex is a file, not a directory"):
+        compile_cache.cache_dir(tmp_path / "tfds")
+
+
 def test_prune_keeps_the_cache_under_its_cap_removing_least_recently_used(tmp_path, monkeypatch):
     for i in range(10):  # 10 entries of 100 KiB, entry 0 the least recently used
-        f = tmp_path / f"entry{i}-cache"
+        f = tmp_path / _entry(i)
         f.write_bytes(b"x" * 102400)
         os.utime(f, (1_000_000 + i, 1_000_000 + i))
     assert compile_cache.prune(tmp_path, 2_000_000) == 0  # 1 MB fits under a 2 MB cap
     assert compile_cache.prune(tmp_path, 512_000) == 6  # down to 80% of the cap: 4 entries
-    assert sorted(f.name for f in tmp_path.iterdir()) == [f"entry{i}-cache" for i in range(6, 10)]
+    assert sorted(f.name for f in tmp_path.iterdir()) == [_entry(i) for i in range(6, 10)]
     monkeypatch.setenv(compile_cache.MAX_ENV, "1.5")
     assert compile_cache.max_bytes() == int(1.5 * 2**20)
     for bad in ("-1", "0", "lots", "inf"):
@@ -118,12 +142,12 @@ def test_the_cap_is_kept_at_every_run_not_only_when_the_cache_opens(tmp_path, mo
     try:
         assert compile_cache.enable(tmp_path) == cache  # opened (empty): nothing to prune
         for i in range(10):  # then the cells of this process add 1 MB of entries
-            f = cache / f"entry{i}-cache"
+            f = cache / _entry(i)
             f.write_bytes(b"x" * 102400)
             os.utime(f, (1_000_000 + i, 1_000_000 + i))
         monkeypatch.setenv(compile_cache.MAX_ENV, "0.5")  # 512 KiB: keep 80%, 4 entries
         assert compile_cache.enable(tmp_path) == cache  # the next run, same directory
-        assert sorted(f.name for f in cache.iterdir()) == [f"entry{i}-cache" for i in range(6, 10)]
+        assert sorted(f.name for f in cache.iterdir()) == [_entry(i) for i in range(6, 10)]
     finally:
         monkeypatch.setenv(compile_cache.ENV, previous or "off")
         compile_cache.enable(tmp_path)
@@ -133,20 +157,20 @@ def test_prune_skips_entries_it_may_not_delete(tmp_path, monkeypatch):
     """A shared, read-only cache over the cap: pruning deletes what it can and never raises
     (a PermissionError here stopped every run with a traceback before it trained)."""
     for i in range(4):  # 4 entries of 100 KiB, entry0 the least recently used
-        f = tmp_path / f"entry{i}-cache"
+        f = tmp_path / _entry(i)
         f.write_bytes(b"x" * 102400)
         os.utime(f, (1_000_000 + i, 1_000_000 + i))
     unlink = Path.unlink
 
     def guarded(self: Path, missing_ok: bool = False) -> None:
-        if self.name == "entry0-cache":
+        if self.name == _entry(0):
             raise PermissionError(13, "Permission denied", str(self))
         unlink(self, missing_ok=missing_ok)
 
     monkeypatch.setattr(Path, "unlink", guarded)
     # 400 KiB against a 300 KB cap (keep 240 KB): entry0 stays (not ours), entry1 and 2 go
     assert compile_cache.prune(tmp_path, 300_000) == 2
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["entry0-cache", "entry3-cache"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == [_entry(0), _entry(3)]
 
 
 def test_bad_cache_cap_exits_2_before_the_run_directory_is_written(tmp_path, monkeypatch, capsys):
