@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from analysis.tables import RunTable, infer_budgets
 from scaling.errors import UserError
+from scaling.fileio import read_jsonl
 
 VAL_KEYS = ("val_loss", "eval_loss", "validation_loss")
 TOKEN_KEYS = ("tokens", "tokens_seen", "n_tokens")
@@ -26,11 +26,7 @@ def read_curve(path: str | None, N: float) -> tuple[np.ndarray, np.ndarray] | No
     if not path or not Path(path).is_file():
         return None
     Cs, Ls = [], []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for rec in read_jsonl(path):  # damaged lines (torn, not UTF-8, not objects): said, skipped
         v = next((rec[k] for k in VAL_KEYS if rec.get(k) is not None), None)
         t = next((rec[k] for k in TOKEN_KEYS if rec.get(k) is not None), None)
         if v is None or t is None or not np.isfinite(v) or v <= 0 or t <= 0:
