@@ -8,6 +8,7 @@ from pathlib import Path
 
 from analysis.cli_source import filtered, source_args
 from scaling.errors import UserError
+from scaling.fileio import check_writable_dir
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -19,7 +20,7 @@ def _out_dir(args: argparse.Namespace) -> Path:
         out = Path(Path(args.csv).stem + "_report")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory; pass a directory path")
-    return out
+    return check_writable_dir(out)  # a read-only sweep: say so before the fit, not after
 
 
 def _results_path(args: argparse.Namespace) -> Path | None:

@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from scaling import signals
 from scaling.errors import DiskFullError, UserError
-from scaling.fileio import is_disk_full
+from scaling.fileio import is_disk_full, path_problem
 
 
 def commands() -> dict[str, ModuleType]:
@@ -126,9 +126,11 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
     except OSError as e:
-        if not is_disk_full(e):
-            raise
-        return _fail_disk_full(str(DiskFullError(e.filename or "an output file")))
+        if is_disk_full(e):
+            return _fail_disk_full(str(DiskFullError(e.filename or "an output file")))
+        if path_problem(e):  # a read-only or foreign directory, a file where a dir goes
+            return _fail(f"error: {path_problem(e)}", 2)
+        raise
     finally:
         if restore_signals:
             signals.restore(previous)

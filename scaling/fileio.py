@@ -38,6 +38,40 @@ _warned: set[str] = set()
 # ----------------------------------------------------------------------------- writes
 
 
+# errors of a path the user chose (permissions, a read-only mount, a file where a directory
+# goes): bad input, said in one line with exit 2 (`scaling.cli`), not a traceback
+PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
+
+
+def path_problem(exc: BaseException) -> str | None:
+    """One line for an OSError about a path the user chose (`PATH_ERRNOS`), else None."""
+    if not isinstance(exc, OSError) or exc.errno not in PATH_ERRNOS or not exc.filename:
+        return None
+    return (
+        f"cannot use {exc.filename}: {exc.strerror}; check its permissions, or choose another "
+        "path (e.g. --out)"
+    )
+
+
+def check_writable_dir(path: Path, flag: str = "--out") -> Path:
+    """Make `path` (a directory for outputs) and check this process can write in it, before any
+    compute is spent on results that could not be saved; UserError naming it otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-check-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        if is_disk_full(e):
+            raise
+        raise UserError(
+            f"{flag} {path}: cannot write there ({e.strerror or e}); give a directory you can "
+            f"write with {flag}"
+        ) from None
+    return path
+
+
 def is_disk_full(exc: BaseException | None) -> bool:
     """True when `exc` (or anything in its cause/context chain) means 'no space left'.
 

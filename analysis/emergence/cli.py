@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from scaling.errors import UserError
+from scaling.fileio import check_writable_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
     else:
         raise UserError("pass a sweep DIR, or --csv FILE with a column map (--map/--metric)")
+    check_writable_dir(out)  # before the flagging: results that cannot be saved are lost
     with status(f"scaling emergence ({len(curves)} curves)"):
         stage("flagging the curves")
         results = flagger.analyze_curves(curves)

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -362,3 +363,51 @@ def test_coverage_checks_say_when_they_only_tested_the_prior():
         "; 4 of them against the published-sweep prior alone"
         in out["rolling back-tests inside their predictive intervals"]
     )
+
+
+def test_an_output_dir_that_cannot_be_written_exits_2_before_the_fit(
+    sweep_dir, capsys, monkeypatch
+):
+    """A colleague's read-only sweep, or --out under a file: one line, exit 2, and no fit spent
+    first (it fitted for the whole analysis, then died with an OSError traceback)."""
+    import errno
+
+    import analysis.report
+
+    def no_fit(*a, **k):
+        raise AssertionError("fitted before checking the output directory")
+
+    monkeypatch.setattr(analysis.report, "run_analysis", no_fit)
+    under_a_file = sweep_dir / "results.jsonl" / "report"
+    assert main(["analyze", str(sweep_dir), "--out", str(under_a_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {under_a_file}: cannot write there" in err[0]
+    write = Path.write_bytes
+
+    def read_only(self, data):
+        if self.name.startswith(".write-check-"):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    assert main(["analyze", str(sweep_dir)]) == 2
+    assert "report: cannot write there (Read-only file system)" in capsys.readouterr().err
+
+
+def test_a_path_error_anywhere_is_one_line_and_exit_2(monkeypatch, capsys):
+    from scaling import cli as scaling_cli
+
+    class Parser:
+        def parse_args(self, argv):
+            def handler(args):
+                raise PermissionError(13, "Permission denied", "/shared/sweep/leases/.lock")
+
+            return type("Args", (), {"handler": staticmethod(handler)})()
+
+    monkeypatch.setattr(scaling_cli, "build_parser", Parser)
+    assert scaling_cli.main(["sweep", "run", "demo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: cannot use /shared/sweep/leases/.lock: Permission denied; check its "
+        "permissions, or choose another path (e.g. --out)"
+    ]
