@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.checks import backtest_prior_note, prior_only_note
-from analysis.laws.intervals import unsupported_reason
+from analysis.laws.intervals import SUPPORT_MARGIN, unsupported_reason
 from scaling.fmt import with_ci
 
 
@@ -60,7 +60,10 @@ def _joint(res: dict) -> list[str]:
         f"# Scaling-law analysis of `{t.source}`",
         "",
         f"{len(t)} runs; loss in {t.loss_unit}; C = 6ND FLOPs. CIs are {lvl}% percentile "
-        f"intervals over {res['boot'].n_resamples} bootstrap resamples of whole runs.",
+        f"intervals of bootstrap resamples of whole runs: {res['boot'].n_resamples} for the "
+        f"joint law, {min(res['boot'].n_resamples, 1000)} for Approach 2, "
+        f"{min(res['boot'].n_resamples, 100)} per law form for the parameter term of the "
+        "predictive intervals; the frontier's CI resamples its envelope points.",
         "",
         f"Design: {res['design']['description']}; analyses run: "
         f"{', '.join(res['design']['approaches'])}.",
@@ -92,6 +95,9 @@ def _allocation(res: dict) -> list[str]:
     L += [
         "",
         "## Compute-optimal allocation (from the joint law)",
+        "",
+        "N_opt, D_opt and tokens/param minimise the joint Chinchilla law (run-level bootstrap "
+        "CIs); the loss there is the chosen predictor's (below), with its predictive interval.",
         "",
         f"| C (FLOPs) | loss [{lvl}% predictive] | N_opt [{lvl}% CI] | D_opt [CI] | "
         "tokens/param [CI] |",
@@ -258,14 +264,18 @@ def _forms(js: dict, lvl: int) -> list[str]:
         "",
         f"**{js['choice'][0].upper() + js['choice'][1:]}.**",
         "",
-        f"The loss intervals in this report and in `scaling predict` are {lvl}% predictive "
-        "intervals: parameter noise (run-level bootstrap of each form) + form uncertainty "
-        "(spread of the good forms) + extrapolation error calibrated on the rolling back-tests "
-        "below (split-conformal), so they widen with the extrapolation distance. A bootstrap "
+        f"The scaling-law loss intervals in this report and in `scaling predict` are {lvl}% "
+        "predictive intervals: form uncertainty (spread of the good forms) and extrapolation "
+        "error calibrated on the rolling back-tests below (split-conformal), added in "
+        "quadrature, with parameter noise (run-level bootstrap of each form) as a floor: total "
+        "= max(parameter, sqrt(form^2 + extrapolation^2)). They widen with the extrapolation "
+        "distance. (The fine-tuning law's CIs are a row bootstrap, parameter noise only.) "
+        "A bootstrap "
         "within one law form measures parameter noise only (on published sweeps it covered "
         "about a quarter of held-out runs at a nominal 90%; `make validate`).",
         "",
-        "| form | parameters | AIC | BIC | out-of-sample mean abs log error | stack weight |",
+        "| form | parameters | AIC | BIC | out-of-sample mean abs log error (longer "
+        "extrapolations weigh more) | stack weight |",
         "|---|---|---|---|---|---|",
     ]
     for n, f in js["forms"].items():
@@ -280,7 +290,7 @@ def _forms(js: dict, lvl: int) -> list[str]:
         ps = ", ".join(f"{k} {_g(v)}" for k, v in fr["params"].items())
         sc = fr["out_of_sample_error"]
         L.append(
-            f"| frontier L_opt(C) (Approach 2, on {fr['n_budgets']} per-budget minima; "
+            f"| frontier L_opt(C) (on the {fr['n_budgets']} budgets' lowest losses; "
             f"cross-check) | {ps} | {fr['aic']:.1f} | {fr['bic']:.1f} | "
             f"{'' if sc is None else f'{sc:.2%}'} | – |"
         )
@@ -329,7 +339,8 @@ def _interval_terms(res: dict, js: dict) -> list[str]:
         f"far below {lvl}%).",
         "",
         "| C (FLOPs) | distance (decades) | parameter | form | extrapolation | total half-width "
-        "| supported by the back-tests |",
+        f"| supported (within {SUPPORT_MARGIN:g} decades of the furthest back-test, "
+        f"{cal['d_max']:.2f}) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in res["compute_optimal"]:

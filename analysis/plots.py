@@ -179,7 +179,7 @@ def nopt_vs_c(res: dict, out_dir: Path) -> list[str]:
     )
     a2 = res.get("approach2")
     if a2:
-        bc = np.array([r["budget"] for r in a2["minima"]])
+        bc = np.array([r.get("C_opt", r["budget"]) for r in a2["minima"]])  # the table's C
         ax.scatter(
             bc,
             [r["N_opt"] for r in a2["minima"]],

@@ -20,7 +20,8 @@ def interval_lines(pr: dict, predictor: dict) -> list[str]:
         f"  extrapolation: {t['distance_decades']:.2f} decades beyond the fitted runs "
         f"(x{10 ** t['distance_decades']:.3g} in compute or size)",
         f"  interval half-width (log loss): parameter {t['param']:.2%}, form {t['form']:.2%}, "
-        f"extrapolation {t['extrapolation']:.2%} -> total {t['total']:.2%}",
+        f"extrapolation {t['extrapolation']:.2%} -> total {t['total']:.2%} (the larger of the "
+        "parameter term and the root sum of squares of the other two)",
         f"  {predictor['choice']}",
         f"  extrapolation term calibrated on {cal['n_pairs']} back-test predictions from "
         f"{cal['n_origins']} origins (weight {cal['weight_user']:.0%}; the rest from the "
@@ -85,7 +86,7 @@ def predict(args: argparse.Namespace) -> int:
 
     from analysis.laws.bootstrap import bootstrap_fit
     from analysis.laws.fit import fit_joint
-    from analysis.laws.points import points_lines, predict_points
+    from analysis.laws.points import predict_points
     from analysis.laws.predict import backtest, predict_flops, predict_nd, table_predictor
     from analysis.progress import stage, status
 
@@ -133,10 +134,22 @@ def predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
+    _print_text(out, args, table, points)
+    return 0
+
+
+def _print_text(out: dict, args: argparse.Namespace, table, points) -> None:
+    """`predict`'s plain-text answer: the fit, the prediction with its interval terms, the
+    compute-optimal allocation, the points table and the back-test."""
+    from analysis.laws.points import points_lines
+
     lvl = int(round(args.level * 100))
     held = f" (held out: {out['backtest']['description']})" if args.holdout else ""
     if "params" in out:
-        print(f"fit on {n_fit} runs of {table.source}{held}; loss intervals are {lvl}% predictive")
+        print(
+            f"fit on {out['n_fit']} runs of {table.source}{held}; loss intervals are {lvl}% "
+            "predictive"
+        )
     pr = out.get("prediction")
     if pr:
         print(f"C = {pr['flops']:.4g} FLOPs")
@@ -144,12 +157,7 @@ def predict(args: argparse.Namespace) -> int:
         print("\n".join(interval_lines(pr, out["predictor"])))
         fr = pr.get("frontier_L_opt")
         if fr:
-            err = fr["out_of_sample_error"]
-            print(
-                f"  cross-check, Approach 2 frontier L_opt(C) on per-budget minima: {_fmt(fr)} "
-                f"({lvl}% bootstrap"
-                + (f"; out-of-sample error {err:.2%})" if err is not None else ")")
-            )
+            print("  " + frontier_line(fr, lvl))
         if "N_opt" in pr:
             print(f"  compute-optimal N (Chinchilla law, {lvl}% bootstrap CI): {_fmt(pr['N_opt'])}")
             print(f"  compute-optimal D: {_fmt(pr['D_opt'])} tokens")
@@ -160,7 +168,17 @@ def predict(args: argparse.Namespace) -> int:
         print("\n".join(lines))
     if "backtest" in out:
         _print_backtest(out["backtest"], table.loss_unit, lvl)
-    return 0
+
+
+def frontier_line(fr: dict, lvl: int) -> str:
+    """The frontier cross-check: L_opt(C) fitted to each budget's lowest loss (a CI only when
+    there are enough budgets to resample: `Predictor.frontier_loss`)."""
+    err = fr["out_of_sample_error"]
+    oos = "" if err is None else f"; out-of-sample error {err:.2%}"
+    head = f"cross-check, frontier L_opt(C) fitted to the {fr['n_budgets']} budgets' lowest losses"
+    if fr.get("lo") is None:
+        return f"{head}: {fr['estimate']:.4g} (too few budgets for a bootstrap CI{oos})"
+    return f"{head}: {_fmt(fr)} ({lvl}% bootstrap, parameter noise only{oos})"
 
 
 def _print_backtest(bt: dict, unit: str, lvl: int = 90) -> None:

@@ -81,6 +81,7 @@ def approach2(table: RunTable, W: np.ndarray | None = None, min_points: int = 3)
     rows, notes = [], []
     Wfull = np.ones((1, len(table))) if W is None else np.vstack([np.ones(len(table)), W])
     logN_opt = []  # per budget: (R+1,) log N_opt
+    lc_opt = []  # per budget: (R+1,) log C at N_opt, in the table's FLOP convention
     for c in np.unique(budgets):
         m = budgets == c
         if np.unique(table.N[m]).size < min_points:
@@ -99,11 +100,18 @@ def approach2(table: RunTable, W: np.ndarray | None = None, min_points: int = 3)
         if not inside:
             notes.append(f"budget {c:.3g}: minimum lies outside the sampled N (extrapolated)")
         p = P[0]
+        # the budget's runs in the table's own units: log D and log C are (locally) linear in
+        # log N along an IsoFLOP curve, so read D_opt and C_opt off those lines at N_opt (the
+        # nominal budget may count FLOPs another way: the grid's exact FLOPs against C = 6ND)
+        d_line = np.polyfit(x, np.log(table.D[m]), 1)
+        c_line = np.polyfit(x, np.log(table.C[m]), 1)
+        lc_opt.append(np.polyval(c_line, lopt))
         rows.append(
             {
                 "budget": float(c),
+                "C_opt": float(np.exp(lc_opt[-1][0])),
                 "N_opt": float(np.exp(lopt[0])),
-                "D_opt": float(c / (6.0 * np.exp(lopt[0]))),
+                "D_opt": float(np.exp(np.polyval(d_line, lopt[0]))),
                 "loss_min": float(p[0] + p[1] * (lopt[0] - xc) + p[2] * (lopt[0] - xc) ** 2),
                 "n_runs": int(m.sum()),
                 "inside_range": inside,
@@ -116,14 +124,14 @@ def approach2(table: RunTable, W: np.ndarray | None = None, min_points: int = 3)
             f"Approach 2 needs IsoFLOP minima at >= 2 budgets, found {len(rows)} "
             f"({'; '.join(notes) or 'one budget'}); run the sweep at more compute budgets"
         )
-    lc = np.log([c for c, _ in logN_opt])
     Y = np.stack([v for _, v in logN_opt], axis=1)  # (R+1, n_budgets)
+    LC = np.stack(lc_opt, axis=1)  # the compute of each minimum, per resample
     a_all = np.full(Y.shape[0], np.nan)
     c_all = np.full(Y.shape[0], np.nan)
     for r in range(Y.shape[0]):
         ok = np.isfinite(Y[r])
         if ok.sum() >= 2:
-            a_all[r], c_all[r] = np.polyfit(lc[ok], Y[r, ok], 1)
+            a_all[r], c_all[r] = np.polyfit(LC[r, ok], Y[r, ok], 1)
     out = {
         "minima": rows,
         "a": float(a_all[0]),

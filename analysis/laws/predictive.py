@@ -29,6 +29,8 @@ from analysis.laws.rolling import (
     span,
 )
 
+FRONTIER_MIN_CI = 6  # budgets: twice the frontier law's 3 parameters, else no bootstrap CI
+
 
 @dataclass
 class Predictor:
@@ -157,16 +159,21 @@ class Predictor:
         return out
 
     def frontier_loss(self, C: float, level: float = 0.9) -> dict | None:
-        """L_opt(C) of the frontier form with its bootstrap CI (parameter noise only)."""
+        """L_opt(C) of the frontier form (fitted to each budget's lowest loss) with its
+        bootstrap CI (parameter noise only); no CI (lo, hi None) with fewer than
+        FRONTIER_MIN_CI budgets: resampling 4 points for a 3-parameter law mostly draws 3 or
+        fewer distinct ones, and the CI it gives is degenerate."""
         if not self.frontier:
             return None
         f, X = self.frontier["fit"], frontier_design(np.array([C]))
-        lo, hi = np.nanpercentile(
-            np.exp(f.boot_logpred(X)[:, 0]), [50 * (1 - level), 100 - 50 * (1 - level)]
-        )
+        n = int(self.frontier["n_points"])
+        lo = hi = None
+        if n >= FRONTIER_MIN_CI:
+            q = [50 * (1 - level), 100 - 50 * (1 - level)]
+            lo, hi = (float(v) for v in np.nanpercentile(np.exp(f.boot_logpred(X)[:, 0]), q))
         return {
-            "estimate": float(np.exp(f.logpred(X)[0])), "lo": float(lo), "hi": float(hi),
-            "level": level, "out_of_sample_error": self.frontier["score"],
+            "estimate": float(np.exp(f.logpred(X)[0])), "lo": lo, "hi": hi, "level": level,
+            "out_of_sample_error": self.frontier["score"], "n_budgets": n,
         }  # fmt: skip
 
     def describe(self) -> str:

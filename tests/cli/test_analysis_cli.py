@@ -75,7 +75,7 @@ def test_analyze_writes_report_fits_and_figures(sweep_dir, capsys):
         "Approach 2",
         "Predictive intervals",
         "Rolling-origin back-tests",
-        "frontier L_opt(C) (Approach 2",
+        "frontier L_opt(C) (on the 4 budgets' lowest losses",
         "![interval_reliability](interval_reliability.png)",
         "nats/byte",
         "skipped run r099",

@@ -1,0 +1,50 @@
+"""Approaches 1 and 2 (analysis/laws/frontier.py): the curves they read and the compute they
+regress on."""
+
+import numpy as np
+
+from analysis.laws.frontier import approach2, read_curve
+from analysis.tables import RunTable
+
+
+def test_a_damaged_metrics_file_keeps_its_intact_points(tmp_path, capsys):
+    """A torn line, bytes that are not UTF-8, a line that is not an object cost those lines,
+    not the analysis (it raised UnicodeDecodeError / AttributeError)."""
+    f = tmp_path / "metrics.jsonl"
+    f.write_bytes(
+        b'{"step": 10, "tokens": 1000, "loss": 3.0}\n'  # a training record: no val_loss
+        b'{"step": 20, "tokens": 2000, "val_loss": 2.5}\n'
+        b"\xff\xfe\n"
+        b"[1, 2]\n"
+        b'{"step": 40, "tokens": 4000, "val_loss": 2.1}\n'
+        b'{"step": 50, "tokens": 5000, "val_lo'  # torn by a kill
+    )
+    C, L = read_curve(str(f), N=100.0)
+    np.testing.assert_allclose(C, [6.0 * 100 * 2000, 6.0 * 100 * 4000])
+    np.testing.assert_allclose(L, [2.5, 2.1])
+    assert "damaged line(s) skipped" in capsys.readouterr().err
+    assert read_curve(str(tmp_path / "absent.jsonl"), N=100.0) is None
+
+
+def test_approach2_regresses_on_the_tables_compute_not_the_nominal_budget():
+    """A grid's nominal budgets count FLOPs one way (exact, attention included), the table
+    another (C = 6ND): a share of the budget that varies with N. Approach 2 reads each minimum's
+    C and D in the table's units, so N_opt ~ C^a recovers the planted a = 0.5 (it regressed on
+    the nominal budgets and put D_opt = budget / 6 N_opt, off by the FLOP share)."""
+    runs = []
+    for budget in (1e15, 4e15, 1.6e16, 6.4e16):
+        for N in np.geomspace(2e5, 2e8, 13):
+            share = 0.8 * (N / 2e5) ** 0.02  # 6ND / budget: smaller models spend more on attention
+            D = share * budget / (6 * N)
+            C = 6 * N * D
+            N_opt = 0.1 * np.sqrt(C)  # the planted optimum, in the table's C
+            runs.append((N, D, C, budget, 2.0 + 0.05 * np.log(N / N_opt) ** 2))
+    N, D, C, budget, loss = (np.array(v) for v in zip(*runs, strict=True))
+    ids = [str(i) for i in range(N.size)]
+    table = RunTable(ids, N, D, C, loss, budget, [None] * N.size)
+    a2 = approach2(table)
+    assert abs(a2["a"] - 0.5) < 0.01, a2["a"]
+    for m in a2["minima"]:
+        assert abs(6 * m["N_opt"] * m["D_opt"] / m["C_opt"] - 1) < 1e-6
+        assert abs(m["N_opt"] / (0.1 * np.sqrt(m["C_opt"])) - 1) < 0.02
+        assert m["C_opt"] < m["budget"]  # 6ND counts less than the nominal budget here
