@@ -299,9 +299,13 @@ def predictor_reliability(res: dict, out_dir: Path) -> list[str]:
     """The report's reliability figure from the rolling back-tests of the user's runs, with the
     report's predictions (the largest budget, 10x and 100x) placed on the distance axis."""
     pred, level = res["predictor"], res["level"]
-    rel = pred.to_json(level)["reliability"]
+    js = pred.to_json(level)
     back = distance_panel_data(res) if pred.rolling.row.size else None
-    return reliability(rel, out_dir, "interval_reliability", "Rolling back-tests", back)
+    cc = js["cross_coverage"]
+    title = "Rolling back-tests, leave-one-origin-out"
+    if cc["n"] and cc.get("prior_only") == cc["n"]:  # too few origins: the prior's intervals
+        title = "Rolling back-tests vs the prior's intervals\n(too few origins to calibrate on)"
+    return reliability(js["reliability"], out_dir, "interval_reliability", title, back)
 
 
 def distance_panel_data(res: dict) -> dict:

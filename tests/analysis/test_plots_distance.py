@@ -55,3 +55,24 @@ def test_the_legend_says_which_form_spread_the_line_and_the_diamonds_use(res):
     ]
     assert not leg.get_window_extent().count_contains(ax.transData.transform(pts))
     _plt().close(fig)
+
+
+def test_the_coverage_panel_says_when_it_scored_the_priors_intervals(res, tmp_path, monkeypatch):
+    """With 2 origins, leaving one out leaves nothing to calibrate on: the coverage panel then
+    shows the prior's intervals, and its title says so."""
+    import analysis.plots as plots
+
+    titles = []
+    monkeypatch.setattr(
+        plots, "reliability", lambda rel, out, name, title, back: titles.append(title)
+    )
+    predictor_reliability(res, tmp_path)
+    pred = res["predictor"]
+    cc = pred.cross_coverage(res["level"])
+    assert cc["prior_only"] < cc["n"]  # 5 budgets: the other origins calibrate
+    monkeypatch.setattr(
+        type(pred), "cross_coverage", lambda self, lv=0.9: cc | {"prior_only": cc["n"]}
+    )
+    predictor_reliability(res, tmp_path)
+    assert titles[0] == "Rolling back-tests, leave-one-origin-out"
+    assert titles[1].startswith("Rolling back-tests vs the prior's intervals")
