@@ -152,8 +152,12 @@ def summarize(recs: list[dict], *, top_frac: float = 0.2, level: float = 0.9) ->
     return {"runs": rows, "trends": trends, "tol": recs[0]["spec"]["tol"] if recs else None}
 
 
-def _fmt(d: dict | None) -> str:
-    return "at chance" if d is None else with_ci(d, ".2f")
+def _fmt(rm: dict, key: str) -> str:
+    """A removable fraction with its CI; "not run" when the record lacks that kind (e.g. `--kinds
+    heads`), "at chance" when it ran but no group was eligible."""
+    if key not in rm:
+        return "not run"
+    return "at chance" if rm[key] is None else with_ci(rm[key], ".2f")
 
 
 def _opt(v: float | None) -> str:
@@ -191,8 +195,8 @@ def report_md(summary: dict, metric: str = "logprob") -> str:
         rm, ov, ic = r["removable"], r["overlap"], r["induction_corr"]
         L.append(
             f"| {r['run_id']} | {r['N']:.3g} | {r['heads']} | {r['ffn']} "
-            f"| {_fmt(rm.get(f'heads/{metric}'))} | {_fmt(rm.get(f'ffn/{metric}'))} "
-            f"| {_fmt(rm.get(f'both/{metric}'))} | {_fmt(rm.get('heads/exact_match'))} "
+            f"| {_fmt(rm, f'heads/{metric}')} | {_fmt(rm, f'ffn/{metric}')} "
+            f"| {_fmt(rm, f'both/{metric}')} | {_fmt(rm, 'heads/exact_match')} "
             f"| {_opt(ov['across_tasks'])} / {_opt(ov['across_shots'])} / {ov['random']:.2f} "
             f"| {_opt(ic['prefix'])} / {_opt(ic['copying'])} |"
         )
@@ -204,8 +208,13 @@ def report_md(summary: dict, metric: str = "logprob") -> str:
             f"[{t['slope_lo']:+.3f}, {t['slope_hi']:+.3f}] over {t['n_runs']} runs"
         )
     narrow = narrow_axes(summary["runs"])
-    if not shown and not narrow:
-        L.append("- not fitted: fewer than 3 runs with a suite value above chance")
+    n_runs = len(summary["runs"])
+    if n_runs < 3:
+        L.append(f"- not fitted: {n_runs} run(s) ablated; a trend needs at least 3 "
+                 "(ablate more runs: `scaling ablate DIR --sizes 3`)")  # fmt: skip
+    elif not shown and not narrow:
+        L.append(f"- not fitted: fewer than 3 runs with a {metric} or exact-match suite value "
+                 "(exact match counts only above chance) and a known N and C")  # fmt: skip
     return "\n".join(L + narrow)
 
 

@@ -142,6 +142,7 @@ def run_ablation(
 
     single = run_dirs == [root]
     table = root / "ablation" / TABLE if single else root / TABLE
+    keep_other_spec(table, spec.key())
     records: list[dict[str, Any]] = []
     for i, run in enumerate(run_dirs, 1):
         rec = ablate_run(run, spec, progress=progress)
@@ -151,6 +152,17 @@ def run_ablation(
         print(f"[{i}/{len(run_dirs)}] {_line(rec)}", file=sys.stderr)
     print(f"table: {table}", file=sys.stderr)
     return records
+
+
+def keep_other_spec(table: Path, key: str) -> None:
+    """The table holds one spec's records: one of another spec (other tasks, shots, fractions,
+    kinds, ...) is moved to TABLE.bak (replacing an older .bak) before this spec's is written."""
+    if not table.is_file():
+        return
+    if any(r.get("spec_key") != key for r in read_records(table)):
+        bak = table.with_name(table.name + ".bak")
+        table.replace(bak)
+        print(f"{table} held another ablation spec's records: moved to {bak}", file=sys.stderr)
 
 
 def collect(root: Path, key: str) -> list[dict[str, Any]]:

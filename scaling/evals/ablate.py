@@ -32,6 +32,8 @@ from scaling.evals import removable as RM
 from scaling.fileio import atomic_write
 from scaling.results import C_6ND, N_NONEMBED, N_TOTAL, D, upgrade_result
 
+SUMMARY_VERSION = 2  # 2: `both` credits (heads + FFN blocks removed) / (H + L), not the request
+
 
 @dataclass(frozen=True)
 class AblateSpec:
@@ -68,8 +70,13 @@ class AblateSpec:
             raise UserError(f"tolerance {self.tol}: must be in (0, 1), e.g. 0.05 for 5%")
         if not 0 < self.level < 1:
             raise UserError(f"CI level {self.level}: must be in (0, 1), e.g. 0.9")
-        if self.n_items < 0 or self.resamples < 10 or self.induction_seqs < 1:
-            raise UserError("n_items must be >= 0, resamples >= 10 and induction_seqs >= 1")
+        for name, v, lo, fix in (
+            ("--n-items", self.n_items, 0, "0 for the run's own eval items"),
+            ("--resamples", self.resamples, 10, "the default 1000"),
+            ("induction_seqs", self.induction_seqs, 1, "the default 16"),
+        ):
+            if v < lo:
+                raise UserError(f"{name} {v}: must be >= {lo}; use e.g. {fix}")
         fr = RM.check_fractions(self.fractions)
         kinds = tuple(k for k in RM.KINDS if k in self.kinds)
         return AblateSpec(**{**asdict(self), "fractions": fr, "kinds": kinds})
@@ -203,7 +210,13 @@ def ablate_run(
     out = run_dir / "ablation" / spec.key()
     done = read_record(out / "result.json")
     if done is not None:
-        return done
+        redone = (
+            done
+            if done.get("summary_version") == SUMMARY_VERSION
+            else _resummarize(run_dir, done, out)
+        )
+        if redone is not None:
+            return redone
     check_run(run_dir)
     t0 = time.perf_counter()
     model, cfg, step, mesh = load_model(run_dir)
@@ -240,7 +253,7 @@ def ablate_run(
                for (t, k), arrs in res.items()}  # fmt: skip
         _write_json(path, {"n_heads": nh, "n_ffn": nf, "items": rec})
         new += 1
-    record = summarize(run_dir, spec, cfg, step, imp, steps, chance, out)
+    record = summarize(run_dir, spec, (L, N), step, imp, steps, chance, out)
     record["seconds"] = time.perf_counter() - t0
     _write_json(out / "result.json", record)
     return read_record(out / "result.json")  # as a rerun will read it (lists, not tuples)
@@ -261,8 +274,28 @@ def _all_metrics(by_metric: dict, level: float) -> dict:
             "suite_draws": draws.tolist(), "metrics": used}  # fmt: skip
 
 
-def summarize(run_dir, spec, cfg, step, imp, steps, chance, out: Path) -> dict[str, Any]:
-    """Curves (means per step) and removable fractions from the recorded per-item scores."""
+def _resummarize(run_dir: Path, done: dict[str, Any], out: Path) -> dict[str, Any] | None:
+    """An older summary (`summary_version` below today's: e.g. `both` credited the requested
+    fraction, not what was removed) recomputed from its recorded per-item scores, no model
+    needed; None when a step file is missing (then the run is resumed as usual)."""
+    spec = AblateSpec(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in done["spec"].items()}).check()  # fmt: skip
+    L, N = int(done["n_layers"]), int(done["n_heads"])
+    steps = RM.plan_steps(spec.fractions, L * N, L, spec.kinds)
+    keys = {RM.mask_key(0, 0)} | {s["key"] for s in steps}
+    imp = _read_json(out / "importance.json")
+    if imp is None or not all((out / "steps" / f"{k}.json").is_file() for k in keys):
+        return None
+    record = summarize(run_dir, spec, (L, N), done["checkpoint_step"], imp, steps,
+                       done["chance"], out)  # fmt: skip
+    record["seconds"] = done.get("seconds")
+    _write_json(out / "result.json", record)
+    return read_record(out / "result.json")
+
+
+def summarize(run_dir, spec, shape, step, imp, steps, chance, out: Path) -> dict[str, Any]:
+    """Curves (means per step) and removable fractions from the recorded per-item scores;
+    `shape` = (n_layers, n_heads)."""
     items = {key: _read_json(out / "steps" / f"{key}.json")["items"] for key in
              {RM.mask_key(0, 0)} | {s["key"] for s in steps}}  # fmt: skip
     base = items[RM.mask_key(0, 0)]
@@ -301,8 +334,9 @@ def summarize(run_dir, spec, cfg, step, imp, steps, chance, out: Path) -> dict[s
         D: res.get(D),
         C_6ND: res.get(C_6ND),
         "final_val_loss": res.get("final_val_loss"),
-        "n_layers": cfg.model.n_layers,
-        "n_heads": cfg.model.n_heads,
+        "n_layers": shape[0],
+        "n_heads": shape[1],
+        "summary_version": SUMMARY_VERSION,
         "spec": asdict(spec),
         "spec_key": spec.key(),
         "chance": chance,

@@ -57,12 +57,23 @@ def plan_steps(
         for f in fractions:
             nh = n_removed(f, n_heads) if kind in ("heads", "both") else 0
             nf = n_removed(f, n_ffn) if kind in ("ffn", "both") else 0
-            actual = {"heads": nh / max(n_heads, 1), "ffn": nf / max(n_ffn, 1), "both": f}[kind]
+            actual = removed_fraction(kind, nh, nf, n_heads, n_ffn)
             steps.append(
                 {"kind": kind, "fraction": f, "actual": actual, "n_heads": nh, "n_ffn": nf,
                  "key": mask_key(nh, nf)}
             )  # fmt: skip
     return steps
+
+
+def removed_fraction(kind: str, nh: int, nf: int, n_heads: int, n_ffn: int) -> float:
+    """The fraction of `kind`'s components a step actually removes (floor of the requested
+    one): heads nh / H, FFN nf / L, both (nh + nf) / (H + L). A step that removes nothing is at
+    0, so it never counts as removable progress."""
+    if kind == "heads":
+        return nh / max(n_heads, 1)
+    if kind == "ffn":
+        return nf / max(n_ffn, 1)
+    return (nh + nf) / max(n_heads + n_ffn, 1)
 
 
 def mask_key(n_heads: int, n_ffn: int) -> str:

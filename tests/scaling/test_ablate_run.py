@@ -67,6 +67,8 @@ def test_record_and_resume_after_a_kill(run_dir, tmp_path):
     heads = whole["curves"]["heads"]
     assert heads["n_heads"] == [0, 1, 2, 3] and heads["actual"] == [0.0, 0.25, 0.5, 0.75]
     assert whole["curves"]["ffn"]["n_ffn"] == [0, 0, 1, 1]
+    # both: (heads + FFN blocks removed) / (4 heads + 2 blocks), not the requested fraction
+    assert whole["curves"]["both"]["actual"] == pytest.approx([0.0, 1 / 6, 0.5, 2 / 3])
     for kind in ("heads", "ffn", "both"):
         for metric in ("exact_match", "token_acc", "logprob"):
             for g in whole["removable"][kind][metric]["groups"].values():
@@ -76,6 +78,27 @@ def test_record_and_resume_after_a_kill(run_dir, tmp_path):
     evals = json.loads((run_dir / "result.json").read_text())["evals"]["scores"]
     got = whole["curves"]["heads"]["groups"]["copy/1"]["logprob"][0]
     assert got == pytest.approx(evals["copy"]["1"]["logprob"], rel=1e-5)
+
+
+def test_an_older_summary_is_recomputed_from_its_recorded_steps(run_dir, tmp_path):
+    """A result.json summarised before `both` credited what was removed (no summary_version,
+    `both` curve at the requested fractions) is recomputed from the step files, without the
+    model: the checkpoints are gone here, so loading it would fail."""
+    whole = ablate_run(run_dir, SPEC)
+    stale = tmp_path / "stale"
+    shutil.copytree(run_dir, stale)
+    shutil.rmtree(stale / "checkpoints")
+    path = stale / "ablation" / SPEC.check().key() / "result.json"
+    old = json.loads(path.read_text())
+    del old["summary_version"]
+    old["curves"]["both"]["actual"] = [0.0, 0.25, 0.5, 0.75]
+    old["removable"]["both"]["logprob"]["suite"]["estimate"] = 0.75
+    path.write_text(json.dumps(old))
+    got = ablate_run(stale, SPEC)
+    assert got["summary_version"] == whole["summary_version"] == 2
+    for key in ("curves", "removable", "importance", "chance"):
+        assert got[key] == whole[key], key
+    assert json.loads(path.read_text())["curves"]["both"]["actual"][1] == pytest.approx(1 / 6)
 
 
 def test_sweep_command_table_and_report_section(run_dir, capsys):

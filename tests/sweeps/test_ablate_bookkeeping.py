@@ -28,12 +28,28 @@ def test_plan_steps_share_masks_and_masks_follow_the_order():
     steps = RM.plan_steps((0.25, 0.5), n_heads=8, n_ffn=2, kinds=RM.KINDS)
     got = [(s["kind"], s["n_heads"], s["n_ffn"], s["actual"]) for s in steps]
     assert got == [("heads", 2, 0, 0.25), ("heads", 4, 0, 0.5), ("ffn", 0, 0, 0.0),
-                   ("ffn", 0, 1, 0.5), ("both", 2, 0, 0.25), ("both", 4, 1, 0.5)]  # fmt: skip
+                   ("ffn", 0, 1, 0.5), ("both", 2, 0, 0.2), ("both", 4, 1, 0.5)]  # fmt: skip
     assert len({s["key"] for s in steps}) == 5  # ffn@0.25 removes nothing: it is the baseline
     order = np.array([5, 0, 7, 2, 1, 3, 4, 6])  # least important first (flat l * N + n)
     hm, fm = RM.masks_for(3, 1, order, np.array([1, 0]), (2, 4))
     assert hm.ravel().tolist() == [0, 1, 1, 1, 1, 0, 1, 0]  # heads 5, 0 and 7 removed
     assert fm.tolist() == [1, 0]
+
+
+def test_both_credits_what_was_removed_and_nothing_removed_is_no_progress():
+    """8 heads (2 layers of 4) and 2 FFN blocks at 0.1: nothing is removed, so `both` is at 0
+    (it used to be credited 0.1), and a flat curve of such steps is removable 0, not 0.1."""
+    steps = RM.plan_steps((0.1, 0.3, 0.5), n_heads=8, n_ffn=2, kinds=("heads", "both"))
+    got = [(s["kind"], s["n_heads"], s["n_ffn"], s["actual"]) for s in steps]
+    assert got == [("heads", 0, 0, 0.0), ("heads", 2, 0, 0.25), ("heads", 4, 0, 0.5),
+                   ("both", 0, 0, 0.0), ("both", 2, 0, 0.2), ("both", 4, 1, 0.5)]  # fmt: skip
+    both = [s for s in steps if s["kind"] == "both"]
+    fr = np.array([0.0] + [s["actual"] for s in both])
+    base = np.r_[np.ones(80), np.zeros(20)]
+    dropped = np.r_[np.ones(40), np.zeros(60)]  # the 0.3 step already drops 50%
+    out = RM.removable({"t/0": np.stack([base, base, dropped, dropped])}, fr, {"t/0": 0.1})
+    assert out["groups"]["t/0"]["estimate"] == 0.0 and out["suite"]["estimate"] == 0.0
+    assert RM.removed_fraction("both", 3, 1, n_heads=22, n_ffn=2) == pytest.approx(4 / 24)
 
 
 def _curve(means, n=200, seed=0):
@@ -109,6 +125,8 @@ def fake_sweep(tmp_path):
         (["--runs", "zzz"], "no finished run matches 'zzz'"),
         (["--budget", "3e11"], "no such budget"),
         (["--shots", "x"], "--shots"),
+        (["--resamples", "5"], "--resamples 5: must be >= 10; use e.g. the default 1000"),
+        (["--n-items", "-1"], "--n-items -1: must be >= 0"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_before_compute(
@@ -175,3 +193,42 @@ def test_trend_needs_runs_spanning_a_range_not_one_budget():
     assert "vs log10 C: not fitted: the runs span 0.01 decades of C" in line
     wide = [{"N": 1e4, "C": 1e11}, {"N": 2e4, "C": 4e11}, {"N": 4e4, "C": 1.6e12}]
     assert A.narrow_axes(wide) == []
+
+
+def _row(run_id: str, kinds: tuple[str, ...], est: float | None, n: float = 1e4) -> dict:
+    """A run row of `analysis.ablation.summarize` for the kinds that were run."""
+    s = None if est is None else {"estimate": est, "lo": est, "hi": est}
+    metrics = ("logprob", "exact_match")
+    return {"run_id": run_id, "N": n, "C": 1e7 * n, "heads": 8, "ffn": 2,
+            "overlap": {"across_tasks": 0.5, "across_shots": 0.5, "random": 0.2},
+            "induction_corr": {"prefix": 0.1, "copying": 0.2},
+            "removable": {f"{k}/{m}": s for k in kinds for m in metrics}}  # fmt: skip
+
+
+def test_report_says_not_run_and_what_a_trend_lacks():
+    from analysis.ablation import report_md
+
+    md = report_md({"runs": [_row("r1", ("heads",), 0.25)], "trends": [], "tol": 0.05})
+    (line,) = [x for x in md.splitlines() if x.startswith("| r1 |")]
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[4] == "0.25 [0.25, 0.25]" and cells[5:7] == ["not run", "not run"]
+    assert "- not fitted: 1 run(s) ablated; a trend needs at least 3" in md
+    assert "above chance" not in md
+    runs = [_row(f"r{i}", ("heads", "ffn", "both"), None, n) for i, n in enumerate((1e4, 1e5, 1e6))]
+    md = report_md({"runs": runs, "trends": [], "tol": 0.05})
+    assert "| at chance | at chance | at chance |" in md and "not run" not in md
+    assert "fewer than 3 runs with a logprob or exact-match suite value" in md
+
+
+def test_a_new_spec_moves_the_old_table_aside(tmp_path, capsys):
+    from sweeps.ablate import keep_other_spec
+
+    table = tmp_path / "ablation.jsonl"
+    table.write_text(json.dumps({"run_id": "a", "spec_key": "k1"}) + "\n")
+    keep_other_spec(table, "k1")  # same spec: kept in place
+    assert table.is_file() and not (tmp_path / "ablation.jsonl.bak").exists()
+    keep_other_spec(table, "k2")
+    assert not table.exists()
+    bak = tmp_path / "ablation.jsonl.bak"
+    assert json.loads(bak.read_text())["spec_key"] == "k1"
+    assert "moved to" in capsys.readouterr().err
