@@ -13,10 +13,15 @@ count once, so `analyze_records`:
   value; its CI comes from the parabola-parameter uncertainty (delta method: covariance
   s^2 (X'X)^-1 with s^2 = SSR / (n - 3), Student-t quantile with n - 3 degrees of freedom), so it
   needs >= 4 points and widens honestly when there are few;
+- counts a diverged variant (status "diverged", no loss) as +inf: it never wins and is left out
+  of the parabola, but it bounds the axis. A best value next to a diverged one is not an edge
+  (widening that way would only diverge again); the note says the neighbour diverged;
 - flags an *edge* optimum: the grid's best value is its smallest or largest, or the vertex lies
   outside the grid, or the parabola has no minimum. Widen the axis for those cells;
-- fits best lr against N and best batch against C as power laws (log-log least squares, exponent
-  CI by a bootstrap over groups).
+- fits best lr against N and best batch against the planned budget C as power laws (log-log
+  least squares, exponent CI by a bootstrap over groups), only when the cells span at least
+  MIN_LAW_DECADES of x; otherwise the law is "not fitted" with the reason (three shapes at one
+  budget differ in 6ND by a few percent, which would fit a spurious exponent).
 
 numpy only (no JAX): the analysis reads results tables and nothing else.
 """
@@ -33,6 +38,8 @@ import numpy as np
 
 AXIS_KEYS = ("lr", "lr_factor", "batch", "warmup")
 FIT_AXES = ("lr", "batch")  # fitted on a log scale; warmup: best grid value only
+MIN_LAW_DECADES = 0.3  # as analysis.ablation.MIN_TREND_DECADES: x must span at least 2x
+EDGE = "best grid value at the edge of the grid"
 
 
 @functools.lru_cache(maxsize=64)
@@ -49,17 +56,23 @@ def parabola_optimum(
 
     Uses the grid argmin and up to two neighbours on each side. Returns x_best (the vertex, or
     the grid argmin when there is no minimum), lo/hi (None when not estimable), a, the points
-    used, and `edge` with its reason.
+    used, and `edge` with its reason. Non-finite y (diverged runs) are left out of the fit; when
+    the best finite point's next neighbour diverged, `diverged_next` names that side ("larger" /
+    "smaller") and the point is not an edge.
     """
     order = np.argsort(x)
-    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    x_all, y_all = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    ok = np.isfinite(y_all)
+    x, y = x_all[ok], y_all[ok]
     i = int(np.argmin(y))
     lo_i, hi_i = max(0, i - 2), min(x.size, i + 3)
     xs, ys = x[lo_i:hi_i], y[lo_i:hi_i]
     out: dict[str, Any] = dict(x_grid_best=float(x[i]), x_best=float(x[i]), lo=None, hi=None)
-    out |= dict(a=None, n_points=int(xs.size), edge=False, reason="")
+    out |= dict(a=None, n_points=int(xs.size), edge=False, reason="", diverged_next=None)
     if x.size > 1 and i in (0, x.size - 1):
-        out.update(edge=True, reason="best grid value at the edge of the grid")
+        out.update(edge=True, reason=EDGE)
+    if side := _diverged_side(x_all, y_all, x[i]):  # a bound, not an edge: widening would diverge
+        out.update(edge=False, diverged_next=side, reason=f"the next {side} value diverged")
     if np.unique(xs).size < 3:
         out["reason"] = out["reason"] or "fewer than 3 values: no parabola"
         return out
@@ -68,11 +81,15 @@ def parabola_optimum(
     a, b = float(coef[0]), float(coef[1])
     out["a"] = a
     if a <= 0:
-        out.update(edge=True, reason=out["reason"] or "no minimum (parabola opens downward)")
+        if not out.get("diverged_next"):
+            out.update(edge=True, reason=out["reason"] or "no minimum (parabola opens downward)")
         return out
     vertex = -b / (2 * a)
     out["x_best"] = float(vertex)
     if not x[0] <= vertex <= x[-1]:
+        if out.get("diverged_next"):  # beyond the last value that trained: report the grid best
+            out["x_best"] = float(x[i])
+            return out
         out.update(edge=True, reason=out["reason"] or "fitted optimum outside the grid")
     dof = xs.size - 3
     if dof >= 1:
@@ -82,6 +99,16 @@ def parabola_optimum(
         half = t_quantile(0.5 + level / 2, dof, seed) * math.sqrt(max(0.0, float(g @ cov @ g)))
         out["lo"], out["hi"] = float(vertex - half), float(vertex + half)
     return out
+
+
+def _diverged_side(x: np.ndarray, y: np.ndarray, x_best: float) -> str | None:
+    """Which immediate neighbour of the best point (x sorted) has a non-finite loss, if any."""
+    i = int(np.searchsorted(x, x_best))
+    if i + 1 < x.size and not np.isfinite(y[i + 1]):
+        return "larger"
+    if i >= 1 and not np.isfinite(y[i - 1]):
+        return "smaller"
+    return None
 
 
 def power_law(
@@ -127,16 +154,18 @@ def best_variants(
     that cell; records without axes pass through), and how many variants were dropped. A
     variant without a finite loss never wins; a group with no finite loss is dropped whole."""
 
-    def loss(r: dict) -> float:
-        v = r.get(loss_key)
-        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-        return float(v) if ok else math.inf
-
     drop: set[int] = set()
     for members in variant_groups(records):
-        best = min(members, key=loss)
-        drop |= {id(r) for r in members if r is not best or loss(r) == math.inf}
+        best = min(members, key=lambda r: _loss(r, loss_key))
+        drop |= {id(r) for r in members if r is not best or _loss(r, loss_key) == math.inf}
     return [r for r in records if id(r) not in drop], len(drop)
+
+
+def _loss(r: dict, loss_key: str) -> float:
+    """A record's loss, +inf when it has none (a diverged run) or it is not finite."""
+    v = r.get(loss_key)
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return float(v) if ok else math.inf
 
 
 def analyze_records(
@@ -149,8 +178,9 @@ def analyze_records(
 ) -> dict[str, Any] | None:
     """Best run per group and per-axis optima (see the module docstring); None without axes.
 
-    `records` are finished results rows (run_id, cell, `loss_key`, `n_key`, D, C_6ND); each
-    group output's `loss`/`losses` are in that metric.
+    `records` are results rows (run_id, cell, `loss_key`, `n_key`, D, C_6ND): finished runs and
+    diverged ones (no loss: +inf, they bound an axis but are never a point); each group output's
+    `loss`/`losses` are in that metric (None for a diverged variant).
     """
     groups = variant_groups(records)
     if not groups:
@@ -158,7 +188,9 @@ def analyze_records(
     rows = [r for members in groups for r in members]
     out_groups = []
     for members in groups:
-        best = min(members, key=lambda r: r[loss_key])
+        best = min(members, key=lambda r: _loss(r, loss_key))
+        if _loss(best, loss_key) == math.inf:
+            continue  # every variant diverged: no point for this cell
         cell = best["cell"]
         g: dict[str, Any] = dict(
             cell={k: v for k, v in cell.items() if k not in AXIS_KEYS and k != "hp_axes"},
@@ -172,55 +204,79 @@ def analyze_records(
         for axis in cell["hp_axes"]:
             others = [a for a in cell["hp_axes"] if a != axis]
             line = [m for m in members if all(m["cell"].get(a) == cell.get(a) for a in others)]
-            values = [m["cell"][axis] for m in line]
-            losses = np.array([m[loss_key] for m in line], float)
-            if axis in FIT_AXES:
-                fit = parabola_optimum(np.log10(values), losses, level=level, seed=seed)
-                res = dict(best=10 ** fit["x_best"], grid_best=10 ** fit["x_grid_best"])
-                res |= dict(lo=_pow10(fit["lo"]), hi=_pow10(fit["hi"]), edge=fit["edge"])
-                res |= dict(reason=fit["reason"], n_points=fit["n_points"])
-            else:
-                j = int(np.argmin(losses))
-                edge = isinstance(values[j], int | float) and values[j] in (
-                    min(v for v in values if isinstance(v, int | float)),
-                    max(v for v in values if isinstance(v, int | float)),
-                )
-                res = dict(best=values[j], grid_best=values[j], edge=bool(edge and len(values) > 1))
-                res["reason"] = "best grid value at the edge of the grid" if res["edge"] else ""
-            res["values"], res["losses"] = values, losses.tolist()
-            g["axes"][axis] = res
+            g["axes"][axis] = _axis_result(axis, line, loss_key, level, seed)
         out_groups.append(g)
     out_groups.sort(key=lambda g: (g["C"], g["N"]))
     kept = {g["best_run"] for g in out_groups}
+    diverged = {r["run_id"] for r in rows if _loss(r, loss_key) == math.inf}
     return dict(
         groups=out_groups,
         kept=sorted(kept),
-        dropped=sorted(r["run_id"] for r in rows if r["run_id"] not in kept),
+        dropped=sorted(r["run_id"] for r in rows if r["run_id"] not in kept | diverged),
+        diverged=sorted(diverged),
         laws=_laws(out_groups, level, seed),
         edge_cells=[_label(g) + f" ({a})" for g in out_groups for a, v in g["axes"].items()
                     if v["edge"]],
+        diverged_next=[_label(g) + f" ({a}: next {v['diverged_next']})" for g in out_groups
+                       for a, v in g["axes"].items() if v.get("diverged_next")],
     )  # fmt: skip
+
+
+def _axis_result(
+    axis: str, line: list[dict], loss_key: str, level: float, seed: int
+) -> dict[str, Any]:
+    """One axis of one group: its values, losses (None: diverged) and the best value."""
+    values = [m["cell"][axis] for m in line]
+    losses = np.array([_loss(m, loss_key) for m in line], float)
+    j = int(np.argmin(losses))
+    if axis in FIT_AXES:
+        fit = parabola_optimum(np.log10(values), losses, level=level, seed=seed)
+        res = dict(best=10 ** fit["x_best"], grid_best=values[j])  # the grid's own value
+        res |= dict(lo=_pow10(fit["lo"]), hi=_pow10(fit["hi"]), edge=fit["edge"])
+        res |= dict(reason=fit["reason"], n_points=fit["n_points"])
+        res["diverged_next"] = fit["diverged_next"]
+    else:
+        nums = [v for v in values if isinstance(v, int | float)]
+        edge = isinstance(values[j], int | float) and values[j] in (min(nums), max(nums))
+        res = dict(best=values[j], grid_best=values[j], edge=bool(edge and len(values) > 1))
+        res["reason"] = EDGE if res["edge"] else ""
+    res["values"] = values
+    res["losses"] = [float(v) if math.isfinite(v) else None for v in losses]
+    return res
 
 
 def _pow10(x: float | None) -> float | None:
     return None if x is None else 10**x
 
 
+def _law(x: list[float], y: list[float], name: str, level: float, seed: int) -> dict[str, Any]:
+    """power_law(x, y), or {"not_fitted": reason} when x spans too little to measure a slope."""
+    span = float(np.ptp(np.log10(x))) if x else 0.0
+    distinct = int(np.unique(x).size)
+    if distinct < 2 or span < MIN_LAW_DECADES:
+        why = (
+            f"the {len(x)} cells have {distinct} distinct {name} spanning {span:.2f} decades "
+            f"(need >= 2 spanning {MIN_LAW_DECADES}); sweep several {name} values"
+        )
+        return dict(not_fitted=why, n=len(x))
+    return power_law(x, y, level=level, seed=seed) or dict(not_fitted="no fit", n=len(x))
+
+
 def _laws(groups: list[dict], level: float, seed: int) -> dict[str, Any]:
+    """best lr ~ N^e over the cells' N; best batch ~ C^e over the cells' planned budgets (a
+    cell's own 6ND differs by shape within one budget; without a budget, as in an NxD grid, its
+    6ND is the plan)."""
     laws: dict[str, Any] = {}
     with_lr = [g for g in groups if "lr" in g["axes"]]
     if with_lr:
-        laws["lr_vs_N"] = power_law(
-            [g["N"] for g in with_lr], [g["axes"]["lr"]["best"] for g in with_lr],
-            level=level, seed=seed,
-        )  # fmt: skip
+        x = [g["N"] for g in with_lr]
+        laws["lr_vs_N"] = _law(x, [g["axes"]["lr"]["best"] for g in with_lr], "N", level, seed)
     with_b = [g for g in groups if "batch" in g["axes"]]
     if with_b:
-        laws["batch_vs_C"] = power_law(
-            [g["C"] for g in with_b], [g["axes"]["batch"]["best"] for g in with_b],
-            level=level, seed=seed,
-        )  # fmt: skip
-    return {k: v for k, v in laws.items() if v is not None}
+        x = [float(g["cell"].get("budget") or g["C"]) for g in with_b]
+        y = [g["axes"]["batch"]["best"] for g in with_b]
+        laws["batch_vs_C"] = _law(x, y, "budgets C", level, seed)
+    return laws
 
 
 def _label(g: dict) -> str:
@@ -237,9 +293,14 @@ def summary_lines(hp: dict[str, Any]) -> list[str]:
         f"{len(hp['kept']) + len(hp['dropped'])} runs kept for the fits "
         f"({len(hp['dropped'])} variants dropped)"
     ]
+    if hp.get("diverged"):
+        lines[0] += f"; {len(hp['diverged'])} variants diverged"
     for name, law in hp["laws"].items():
-        ci = f" [{law['lo']:.3g}, {law['hi']:.3g}]" if law.get("lo") is not None else ""
         y, x = name.split("_vs_")
+        if "not_fitted" in law:
+            lines.append(f"  best {y} ~ {x}^e: not fitted: {law['not_fitted']}")
+            continue
+        ci = f" [{law['lo']:.3g}, {law['hi']:.3g}]" if law.get("lo") is not None else ""
         lines.append(f"  best {y} ~ {x}^{law['exponent']:.3g}{ci} over {law['n']} cells")
     if hp["edge_cells"]:
         lines.append(
@@ -247,6 +308,13 @@ def summary_lines(hp: dict[str, Any]) -> list[str]:
             + ", ".join(hp["edge_cells"][:4])
             + ("..." if len(hp["edge_cells"]) > 4 else "")
             + "; widen that axis"
+        )
+    if bounded := hp.get("diverged_next", []):
+        lines.append(
+            f"  DIVERGED NEXT: the best value's neighbour diverged for {len(bounded)} cell(s): "
+            + ", ".join(bounded[:4])
+            + ("..." if len(bounded) > 4 else "")
+            + "; the optimum is bounded by divergence (do not widen that way)"
         )
     return lines
 
@@ -257,16 +325,18 @@ def markdown(hp: dict[str, Any]) -> str:
     md += [f"- {line.strip()}" for line in summary_lines(hp)]
     md += [
         "",
-        "| cell | axis | best | CI | grid best | edge | loss |",
+        "| cell | axis | best | CI | grid best | edge / diverged | loss |",
         "|---|---|---|---|---|---|---|",
     ]
     for g in hp["groups"]:
         for axis, v in g["axes"].items():
             ci = f"[{v['lo']:.3g}, {v['hi']:.3g}]" if v.get("lo") is not None else "n/a"
-            best = f"{v['best']:.3g}" if isinstance(v["best"], float) else str(v["best"])
+            best, grid = (f"{x:.3g}" if isinstance(x, float) else str(x)
+                          for x in (v["best"], v["grid_best"]))  # fmt: skip
+            note = "EDGE: " + v["reason"] if v["edge"] else v.get("diverged_next") and v["reason"]
             md.append(
-                f"| {_label(g)} | {axis} | {best} | {ci} | {v['grid_best']} | "
-                f"{'EDGE: ' + v['reason'] if v['edge'] else ''} | {g['loss']:.4f} |"
+                f"| {_label(g)} | {axis} | {best} | {ci} | {grid} | {note or ''} | "
+                f"{g['loss']:.4f} |"
             )
     return "\n".join(md) + "\n"
 
@@ -281,6 +351,7 @@ def figure(hp: dict[str, Any], out_dir: Path, axis: str = "lr") -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.lines import Line2D  # noqa: PLC0415
 
     def panel_of(g: dict) -> tuple[float, str]:
         c = g["cell"]
@@ -291,18 +362,25 @@ def figure(hp: dict[str, Any], out_dir: Path, axis: str = "lr") -> list[str]:
         return 0.0, f"{c.get('kind', 'all')}"
 
     panels = sorted({panel_of(g) for g in groups})
+    shapes = sorted({str(g["cell"].get("shape")): g["N"] for g in groups}.items(),
+                    key=lambda kv: kv[1])  # fmt: skip
+    colour = {s: f"C{i % 10}" for i, (s, _) in enumerate(shapes)}  # one colour per shape
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         for g in sorted((g for g in groups if panel_of(g) == panel), key=lambda g: g["N"]):
-            v = g["axes"][axis]
-            xs, ys = zip(*sorted(zip(v["values"], v["losses"], strict=True)), strict=True)
-            line = ax.plot(xs, ys, marker="o", ms=3, label=f"{g['cell'].get('shape')}")[0]
-            y_best = min(ys)
-            ax.plot([v["best"]], [y_best], marker="*", ms=11, color=line.get_color(),
+            v, c = g["axes"][axis], colour[str(g["cell"].get("shape"))]
+            pts = sorted(
+                (x, y) for x, y in zip(v["values"], v["losses"], strict=True) if y is not None
+            )
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o", ms=3, color=c)
+            ax.plot([v["best"]], [min(ys)], marker="*", ms=11, color=c,
                     markeredgecolor="k" if not v["edge"] else "r")  # fmt: skip
         ax.set(xscale="log", xlabel=f"peak {axis}" if axis == "lr" else axis, title=panel[1])
     axes[0][0].set_ylabel("final validation loss")
-    axes[0][-1].legend(fontsize=7, title="shape (star: fitted best; red edge: on grid edge)")
+    handles = [Line2D([], [], color=colour[s], marker="o", ms=3, label=s) for s, _ in shapes]
+    fig.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
+               title="shape (star: fitted best; red edge: on grid edge)")  # fmt: skip
     path = Path(out_dir) / f"loss_vs_{axis}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -114,7 +114,7 @@ def load_results(
     if loss not in ("nats", "bpb"):
         raise UserError(f"--loss must be 'nats' or 'bpb', got {loss!r}")
     key_l = "final_val_loss" if loss == "nats" else "final_val_bpb"
-    rows, unit, extra, done = [], None, [], []
+    rows, unit, extra, done, diverged = [], None, [], [], []
     records = R.read_records(path, required=())  # damaged lines: reported once and skipped
     _check_size(path, len(records))
     records, notes, planned = check_records(records, path)  # repeated run ids; runs off plan
@@ -122,6 +122,9 @@ def load_results(
         rid = str(rec.get("run_id", f"record{lineno}"))
         if rec.get("status", "done") != "done":
             notes.append(f"skipped run {rid}: status {rec.get('status')!r}")
+            if rec.get("status") == "diverged" and isinstance(rec.get("cell"), dict):
+                # bounds an hparams axis (analysis.hparams); never a point of the fits
+                diverged.append(dict(rec, run_id=rid))
             continue
         key_n = R.N_TOTAL if n_kind == "total" else R.N_NONEMBED
         key_c = R.C_6ND if flops == "6nd" else R.C_EXACT
@@ -155,7 +158,7 @@ def load_results(
         raise UserError(f"{path}: no finished runs to analyse ({len(notes)} skipped)")
     order = canonical_order(rows)
     rows, extra, done = ([xs[i] for i in order] for xs in (rows, extra, done))
-    hp = analyze_records(done, n_key=key_n, loss_key=key_l)
+    hp = analyze_records(done + diverged, n_key=key_n, loss_key=key_l)
     if hp is not None:
         dropped = set(hp["dropped"])
         keep = [i for i, r in enumerate(rows) if r[0] not in dropped]

@@ -75,14 +75,15 @@ def parse_hparams(table: Any) -> tuple[Hparams, tuple[Point, ...]]:
     h = check_table(table, {**defaults_of(Hparams), "lr_factors": ()}, "hparams", AXIS_KEYS)
     axes: dict[str, list[Any]] = {}
     factors = h["lr_factors"]
+    given = factors != ()  # the default; an explicit [] is an error in _axis_values
     if isinstance(h["lr"], list):
-        if factors:
+        if given:
             raise UserError(
                 "grid [hparams]: give either lr = [..] (absolute lrs) or lr_factors = [..] "
                 "(factors on the per-width lr), not both"
             )
         axes["lr"] = _axis_values("lr", h["lr"], [1e-3, 3e-3, 1e-2])
-    elif factors:
+    elif given:
         axes["lr_factor"] = _axis_values("lr_factors", factors, [0.5, 1, 2])
     if isinstance(h["batch_size"], list):
         axes["batch_size"] = _axis_values("batch_size", h["batch_size"], [16, 32], integer=True)

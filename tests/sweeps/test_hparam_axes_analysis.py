@@ -1,0 +1,162 @@
+"""The analysis of hyperparameter axes on hand-built results: the best-batch and best-lr laws need
+budgets / sizes spanning a range, diverged variants bound an axis instead of flagging an edge,
+grid values are reported as the grid holds them, and loss_vs_lr.png has one colour per shape."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+
+from analysis import hparams
+from analysis.hparams import analyze_records, markdown, summary_lines
+from analysis.tables import load_results
+from scaling.cli import main
+
+SHAPES = {"d16": 2.0e4, "d24": 4.0e4, "d32": 8.0e4}
+
+
+def _batch_records(budgets: list[float], best_batch) -> list[dict]:
+    """A batch axis [8..128] per (budget, shape) cell; the loss is a parabola in log10 batch
+    around best_batch(budget). Each shape's own 6ND is off its budget by up to 5%, as planned
+    shapes are."""
+    recs = []
+    for budget in budgets:
+        for k, (shape, n) in enumerate(SHAPES.items()):
+            c = budget * (1 + 0.05 * (k - 1))
+            for b in (8, 16, 32, 64, 128):
+                cell = dict(kind="isoflop", budget=budget, shape=shape, seed=0, batch=b,
+                            hp_axes=["batch"])  # fmt: skip
+                loss = 3.0 + 0.05 * math.log10(b / best_batch(budget)) ** 2
+                recs.append(dict(run_id=f"{budget:.3g}/{shape}/b{b}", cell=cell, N_total=n,
+                                 D=c / (6 * n), C_6ND=c, final_val_loss=loss))  # fmt: skip
+    return recs
+
+
+def test_one_budget_fits_no_batch_law() -> None:
+    """Three shapes at one budget, constant planted best batch: their 6ND span 0.04 decades, which
+    once fitted 'best batch ~ C^0.204 [0.0065, 0.689]'. Now the law is not fitted, with why."""
+    hp = analyze_records(_batch_records([1e12], lambda c: 32.0))
+    law = hp["laws"]["batch_vs_C"]
+    assert "exponent" not in law and "1 distinct budgets C" in law["not_fitted"]
+    line = next(s for s in summary_lines(hp) if "best batch" in s)
+    assert "not fitted" in line and "^0." not in line
+
+
+def test_batch_law_over_budgets_uses_the_planned_budget() -> None:
+    """Budgets 1e11..1e13 with best batch = 32 (C/1e12)^0.3: the exponent comes back exactly,
+    though each shape's own 6ND is off its budget (the fit is against the budget)."""
+    hp = analyze_records(_batch_records([1e11, 1e12, 1e13], lambda c: 32.0 * (c / 1e12) ** 0.3))
+    law = hp["laws"]["batch_vs_C"]
+    assert law["exponent"] == pytest.approx(0.3, abs=1e-6) and law["n"] == 9
+
+
+def test_one_size_fits_no_lr_law() -> None:
+    recs = []
+    for budget in (1e11, 1e12):
+        for lr in (1e-3, 3e-3, 1e-2, 3e-2):
+            cell = dict(kind="isoflop", budget=budget, shape="d16", seed=0, lr=lr, hp_axes=["lr"])
+            recs.append(dict(run_id=f"{budget}/{lr}", cell=cell, N_total=2e4, D=budget / 1.2e5,
+                             final_val_loss=3 + 0.1 * math.log10(lr / 5e-3) ** 2))  # fmt: skip
+    law = analyze_records(recs)["laws"]["lr_vs_N"]
+    assert "exponent" not in law and "1 distinct N" in law["not_fitted"]
+
+
+def _lr_line(root: Path | None, diverge_top: bool) -> list[dict]:
+    """One cell on lrs 1e-3..3e-2 whose loss falls with lr; the top lr diverged or trained."""
+    recs = []
+    for lr in (1e-3, 3e-3, 1e-2, 3e-2):
+        cell = dict(kind="isoflop", budget=1e11, shape="d16", seed=0, lr=lr, hp_axes=["lr"])
+        r = dict(run_id=f"lr{lr}", cell=cell, N_total=2e4, D=1e11 / 1.2e5, C_6ND=1e11,
+                 status="done", final_val_loss=3.0 - 0.1 * math.log10(lr))  # fmt: skip
+        if lr == 3e-2 and diverge_top:
+            r.update(status="diverged", final_val_loss=None, diverged_at_step=5)
+        recs.append(r)
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return recs
+
+
+def test_a_diverged_larger_lr_bounds_the_axis_instead_of_an_edge(tmp_path: Path) -> None:
+    """Best lr 1e-2 is the largest that trained and 3e-2 diverged: no 'widen that axis', the
+    note says the next larger value diverged. The diverged record reaches the axis analysis
+    through load_results (it is no point of the fits)."""
+    _lr_line(tmp_path / "sw", diverge_top=True)
+    table = load_results(tmp_path / "sw")
+    hp = table.hparams
+    assert hp["diverged"] == ["lr0.03"] and hp["kept"] == ["lr0.01"] and len(table) == 1
+    v = hp["groups"][0]["axes"]["lr"]
+    assert not v["edge"] and v["diverged_next"] == "larger" and v["grid_best"] == 0.01
+    assert v["losses"][-1] is None and v["best"] == pytest.approx(0.01)
+    text = "\n".join(summary_lines(hp))
+    assert (
+        "EDGE" not in text
+        and "widen that axis" not in text
+        and "DIVERGED NEXT" in text
+        and "next larger" in text
+    )
+    assert "the next larger value diverged" in markdown(hp)
+    control = analyze_records(_lr_line(None, False))  # all trained: a real edge
+    assert control["groups"][0]["axes"]["lr"]["edge"] and "widen that axis" in "\n".join(
+        summary_lines(control)
+    )
+
+
+def test_grid_best_is_the_grids_own_value() -> None:
+    recs = []
+    for lr in (0.01, 0.02, 0.04, 0.08):
+        cell = dict(kind="isoflop", budget=1e11, shape="d16", seed=0, lr=lr, hp_axes=["lr"])
+        recs.append(dict(run_id=str(lr), cell=cell, N_total=2e4, D=1e6, C_6ND=1e11,
+                         final_val_loss=3 + 0.1 * math.log10(lr / 0.035) ** 2))  # fmt: skip
+    hp = analyze_records(recs)
+    assert repr(hp["groups"][0]["axes"]["lr"]["grid_best"]) == "0.04"
+    row = next(r for r in markdown(hp).splitlines() if r.startswith("| C=1e+11"))
+    assert row.split("|")[5].strip() == "0.04"
+
+
+def test_loss_vs_lr_has_one_colour_per_shape_and_one_legend(tmp_path, monkeypatch) -> None:
+    """Panels with different shape sets (d16,d24 | d24,d32): a shape keeps its colour across
+    panels and the one legend lists every shape in those colours."""
+    recs = []
+    for budget, shapes in ((1e11, ("d16", "d24")), (1e12, ("d24", "d32"))):
+        for shape in shapes:
+            for lr in (1e-3, 3e-3, 1e-2, 3e-2):
+                cell = dict(kind="isoflop", budget=budget, shape=shape, seed=0, lr=lr,
+                            hp_axes=["lr"])  # fmt: skip
+                recs.append(dict(run_id=f"{budget}/{shape}/{lr}", cell=cell,
+                                 N_total=SHAPES[shape], D=budget / (6 * SHAPES[shape]),
+                                 final_val_loss=3 + 0.1 * math.log10(lr / 5e-3) ** 2))  # fmt: skip
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    (path,) = hparams.figure(analyze_records(recs), tmp_path)
+    assert Path(path).stat().st_size > 5_000
+    (fig,) = figs
+    colour_of: dict[str, set] = {}
+    for ax, shapes in zip(fig.axes, (("d16", "d24"), ("d24", "d32")), strict=True):
+        curves = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+        for shape, ln in zip(shapes, curves, strict=True):
+            colour_of.setdefault(shape, set()).add(ln.get_color())
+    assert all(len(c) == 1 for c in colour_of.values()) and len(set.union(*colour_of.values())) == 3
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["d16", "d24", "d32"]
+    for shape, handle in zip(labels, legend.legend_handles, strict=True):
+        assert {handle.get_color()} == colour_of[shape]
+    assert not any(ax.get_legend() for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_empty_lr_factors_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
+    grid = tmp_path / "g.toml"
+    grid.write_text(
+        'name = "g"\nkind = "nxd"\n[nxd]\ntokens = [8192]\n[shapes]\nrule = "list"\n'
+        "list = [{d_model = 16, n_layers = 1, n_heads = 2}]\n"
+    )
+    assert main(["sweep", "plan", str(grid), "--set", "hparams.lr_factors=[]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: grid [hparams] lr_factors = []: give a non-empty list")
