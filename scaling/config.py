@@ -159,7 +159,14 @@ def from_dict(raw: dict[str, Any]) -> RunConfig:
                 f"model.preset = {preset!r} is not a known preset; choose one of "
                 f"{', '.join(PRESETS)}"
             )
-        model_raw = {**PRESETS[preset], **model_raw}
+        base = dict(PRESETS[preset])
+        if (
+            "d_model" in model_raw
+            and "d_ff" not in model_raw
+            and base.get("d_ff") == 4 * base.get("d_model", 0)
+        ):  # the preset's MLP is 4x its width: keep it 4x of a width you set (d_ff 0 = 4x)
+            base["d_ff"] = 0
+        model_raw = {**base, **model_raw}
     sections = {
         name: _build(cls, name, model_raw if name == "model" else dict(raw.get(name, {})))
         for name, cls in SECTIONS.items()

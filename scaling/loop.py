@@ -208,6 +208,7 @@ class Loop:
             dynamic_ncols=True,
         )
         self.excluded, self.t_first, self.step_first = 0.0, None, start
+        self.t_done: float | None = None
         self.window_losses: list[float] = []
         self.t_window, self.tok_window, self.t_fetch = time.time(), 0, 0.0
         self.pending_warnings = list(new_warnings)
@@ -259,6 +260,7 @@ class Loop:
                 self.ckpt.wait()
                 where = f"checkpoint saved at step {step} in {self.out}" if step else ""
                 raise signals.Interrupted(self.interrupted, where)
+        self.t_done = time.time()  # the steps' end: the final evals and save are not throughput
         return state
 
     def close(self) -> None:

@@ -261,7 +261,8 @@ def _result(
     t_end = time.time()
     tokens_per_step, fpt = loop.tokens_per_step, loop.fpt
     steady_steps = (final_step or 0) - loop.step_first
-    steady_time = (t_end - loop.t_first - loop.excluded) if loop.t_first else 0.0
+    t_steps = loop.t_done or t_end  # not the final few-shot evals or the wait for the last save
+    steady_time = (t_steps - loop.t_first - loop.excluded) if loop.t_first else 0.0
     tps = (
         steady_steps * tokens_per_step / steady_time
         if steady_steps > 0 and steady_time > 0

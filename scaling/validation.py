@@ -79,9 +79,10 @@ def _check_train(t: TrainConfig) -> None:
         raise UserError(f"train.lr = {t.lr}: must be > 0")
     if not 0 <= t.min_lr_ratio <= 1:
         raise UserError(f"train.min_lr_ratio = {t.min_lr_ratio}: must be in [0, 1]")
-    if t.warmup_steps >= t.steps:
+    if t.warmup_steps > max(t.steps - 2, 0):  # the last update must be past the warmup
         raise UserError(
-            f"train.warmup_steps = {t.warmup_steps} must be < train.steps = {t.steps} "
+            f"train.warmup_steps = {t.warmup_steps} must be <= train.steps - 2 = "
+            f"{max(t.steps - 2, 0)}, so that the cosine reaches min_lr_ratio at the last step "
             f"(or -1 for automatic)"
         )
     for name in ("eval_every", "checkpoint_every"):

@@ -168,7 +168,8 @@ def batch_for(h: Hparams, tokens: float, seq_len: int) -> int:
 
 
 def warmup_for(h: Hparams, n_total: int, steps: int, tokens_per_step: int) -> int:
-    """Warmup steps (see the module docstring); always < steps."""
+    """Warmup steps (see the module docstring); at most steps - 2, so that the cosine ends at
+    min_lr_ratio on the last step (`scaling.validation`)."""
     rule = h.warmup
     if rule == "params":
         warm = math.ceil(n_total / tokens_per_step)
@@ -177,4 +178,4 @@ def warmup_for(h: Hparams, n_total: int, steps: int, tokens_per_step: int) -> in
         warm = round(rule * steps)
     else:
         warm = int(rule)
-    return max(0, min(warm, steps - 1))
+    return max(0, min(warm, steps - 2))

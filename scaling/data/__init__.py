@@ -6,6 +6,9 @@ package does not import TFDS; that happens on the first `open_dataset`.
 
 from __future__ import annotations
 
+import math
+import re
+
 from scaling.config import DataConfig
 from scaling.data import spm, tokenizer
 from scaling.data.packing import MixFn, TokenData
@@ -26,13 +29,7 @@ def open_dataset(
     Raises UserError for an unknown or unprepared dataset, a bad split or text key, or too
     little data for `seq_len` / `cfg.val_tokens`.
     """
-    if cfg.val_split.split("[")[0] == cfg.train_split.split("[")[0] and "[" not in (
-        cfg.val_split + cfg.train_split
-    ):
-        raise UserError(
-            f"data.val_split = data.train_split = {cfg.train_split!r}: validation tokens would "
-            f"be trained on; pick a held-out split (or disjoint slices like train[:1%])"
-        )
+    check_disjoint_splits(cfg.train_split, cfg.val_split)
     tok = spm.get_tokenizer(cfg.tokenizer)  # UserError: missing or foreign model file
     builder = get_builder(cfg, progress=progress)
     label = cfg.dataset
@@ -98,3 +95,57 @@ def val_bpb(val_loss: float | None, info: dict) -> float | None:
     if val_loss is None:
         return None
     return spm.bits_per_byte(val_loss, info["val_target_tokens"], info["val_target_bytes"])
+
+
+_SLICE = re.compile(r"^([^\[\]+]+)(?:\[(-?\d*\.?\d*)(%?):(-?\d*\.?\d*)(%?)\])?$")
+
+
+def check_disjoint_splits(train: str, val: str) -> None:
+    """UserError unless validation is held out from training: different splits, or disjoint
+    slices of one (`train[:99%]` and `train[99%:]`), part by part for a union (`a+b`). A slice
+    of the split trained on whole (or overlapping slices) would validate on trained tokens."""
+    for t in train.split("+"):
+        for v in val.split("+"):
+            why, base = _overlap(t.strip(), v.strip())
+            if why:
+                raise UserError(
+                    f"data.train_split = {train!r} and data.val_split = {val!r} {why}; pick a "
+                    f"held-out split, or disjoint slices of one, e.g. data.train_split = "
+                    f"'{base}[:99%]' and data.val_split = '{base}[99%:]'"
+                )
+
+
+def _overlap(train: str, val: str) -> tuple[str, str]:
+    """(why they may overlap, the split's name), or ("", "") when they cannot."""
+    mt, mv = _SLICE.match(train), _SLICE.match(val)
+    if not (mt and mv) or mt.group(1).strip() != mv.group(1).strip():
+        return "", ""  # different splits (or an expression this check does not read)
+    base, rt, rv = mt.group(1).strip(), _range(mt), _range(mv)
+    if rt is None or rv is None or ("*" not in (rt[0], rv[0]) and rt[0] != rv[0]):
+        return (
+            "slice one split in different units (or with negative indices), so their overlap "
+            "cannot be checked",
+            base,
+        )
+    if max(rt[1], rv[1]) < min(rt[2], rv[2]):
+        return "overlap: validation tokens would be trained on", base
+    return "", ""
+
+
+def _range(m: re.Match) -> tuple[str, float, float] | None:
+    """(unit, lo, hi) of a slice: in percent ("%", 100 = the whole split) or in examples ("",
+    open-ended above); the whole split is ("*", 0, inf), which overlaps anything. None for
+    negative example indices, whose position needs the split's size."""
+    lo, lo_pct, hi, hi_pct = m.group(2), m.group(3), m.group(4), m.group(5)
+    if lo is None and hi is None:
+        return ("*", 0.0, math.inf)
+    units = {u for v, u in ((lo, lo_pct), (hi, hi_pct)) if v}
+    if len(units) > 1:
+        return None
+    unit = units.pop() if units else "%"
+    a, b = float(lo) if lo else 0.0, float(hi) if hi else (100.0 if unit else math.inf)
+    if unit == "%":
+        a, b = (a + 100.0 if a < 0 else a), (b + 100.0 if b < 0 else b)
+    elif a < 0 or b < 0:
+        return None
+    return (unit, a, b)

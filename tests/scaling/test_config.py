@@ -12,6 +12,10 @@ def test_builtin_config_loads_with_overrides():
     cfg = C.load("tiny", ["model.d_model=96", "train.lr=1e-3", "eval.shots=[0, 2]", "name=x"])
     assert cfg.model.d_model == 96 and cfg.model.preset == "cpu-s"
     assert cfg.train.lr == 1e-3 and cfg.eval.shots == (0, 2) and cfg.name == "x"
+    # the preset's MLP is 4x its width: a width you set keeps it 4x (it kept the preset's 192)
+    assert cfg.model.ff_dim == 4 * 96
+    assert C.load("tiny", ["model.d_model=96", "model.d_ff=200"]).model.ff_dim == 200
+    assert C.load("tiny", []).model.ff_dim == 4 * C.load("tiny", []).model.d_model
 
 
 def test_toml_round_trip_and_hash_stability():
@@ -45,6 +49,8 @@ def test_gpt3_preset_expands_and_fields_override_it():
         ({"train": {"eval_every": -3}}, "train.eval_every"),
         ({"train": {"checkpoint_every": -1}}, "train.checkpoint_every"),
         ({"train": {"log_every": 0}}, "train.log_every"),
+        # the last update must be past the warmup, or the cosine never reaches min_lr_ratio
+        ({"train": {"steps": 10, "warmup_steps": 9}}, "train.warmup_steps"),
         ({"model": {"d_model": 12, "n_heads": 4}}, 'model.pos = "learned"'),
     ],
 )

@@ -263,3 +263,30 @@ def test_tfrecord_prepared_dataset_is_a_user_error(tmp_path, monkeypatch):
     )
     with pytest.raises(UserError, match="not array_record.*--file_format array_record"):
         open_dataset(cfg, 16, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("train", "val", "ok"),
+    [
+        ("train", "validation", True),
+        ("train[:99%]", "train[99%:]", True),
+        ("train[:1000]", "train[1000:]", True),
+        ("train[-1%:]", "train[:99%]", True),
+        ("train[:50%]+test", "train[50%:]", True),
+        ("train", "train", False),
+        ("train", "train[:1%]", False),  # a slice of the split trained on whole: it passed
+        ("train[:90%]", "train", False),
+        ("train[:50%]", "train[40%:60%]", False),
+        ("train[:1000]", "train[500:]", False),
+        ("train+validation", "validation", False),
+        ("train[:1000]", "train[99%:]", False),  # mixed units: cannot be checked, refused
+    ],
+)
+def test_validation_must_be_held_out_from_training(train, val, ok):
+    from scaling.data import check_disjoint_splits
+
+    if ok:
+        check_disjoint_splits(train, val)
+    else:
+        with pytest.raises(UserError, match=r"data\.train_split = .* and data\.val_split = "):
+            check_disjoint_splits(train, val)
