@@ -101,7 +101,7 @@ def sweep(
     validation loss on one fixed batch (None when there is a single lr: no transfer to show)."""
     _check(widths, lrs, steps, seeds)
     widths = sorted(widths)
-    base = base_width or widths[0]
+    base = widths[0] if base_width is None else base_width
     if base <= 0:
         raise UserError(f"mup-check --base-width {base}: must be > 0")
     from scaling.data import open_dataset  # noqa: PLC0415 - heavy (TFDS)

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from scaling.fileio import atomic_write
+from scaling.fileio import atomic_write, check_writable_dir
 
 
 def _floats(text: str) -> list[float]:
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         sweep,
     )
 
-    out = Path(args.out)
+    out = check_writable_dir(Path(args.out))  # before the probes: results must be savable
     lrs = args.lrs or [args.lr]
     coord_lr = args.lr if args.lr in lrs else lrs[0]
     records = sweep(
@@ -71,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds, progress=not args.no_progress, n_layers=args.layers,
         dataset=args.dataset,
     )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"records": records, "coord_lr": coord_lr}
     for p in ("sp", "mup"):
         ratio, layer = max_ratio(records, p, coord_lr)

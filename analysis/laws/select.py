@@ -20,6 +20,7 @@ expression (``N > 4e8``, ``data == "c4"``).
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,20 @@ class _Eval:
         return np.array([_safe(fn, x, y) for x, y in _pairs(a, b, self.n)], dtype=bool)
 
 
+REL_TOL = 1e-9  # numbers this close compare equal in filters and hold-outs (float rounding)
+
+
+def _close(x, y) -> bool:
+    num = (int, float, np.integer, np.floating)
+    if (
+        isinstance(x, bool)
+        or isinstance(y, bool)
+        or not (isinstance(x, num) and isinstance(y, num))
+    ):
+        return False
+    return x != y and math.isclose(float(x), float(y), rel_tol=REL_TOL, abs_tol=0.0)
+
+
 def _pairs(a, b, n: int):
     a = a if isinstance(a, np.ndarray) else [a] * n
     b = b if isinstance(b, np.ndarray) else [b] * n
@@ -229,9 +244,13 @@ def _pairs(a, b, n: int):
 
 
 def _safe(fn, x, y) -> bool:
-    """Missing values (None, NaN) and mismatched types never match (except via !=)."""
+    """Missing values (None, NaN) and mismatched types never match (except via !=). Numbers
+    equal to 1e-9 relative count as equal: a C computed as 6ND lands a rounding error off its
+    budget, and `C <= 1.6e18` must keep the runs at 1.6e18."""
     if x is None or y is None:
         return fn is operator.ne
+    if _close(x, y):
+        x = y
     try:
         return bool(fn(x, y))
     except TypeError:
@@ -276,7 +295,7 @@ def holdout_rows(table: RunTable, spec: str, n_params: int = 5) -> tuple[np.ndar
         mask, desc = _largest(table)
     elif _number(spec) is not None:
         thr = _number(spec)
-        mask = table.C > thr
+        mask = (table.C > thr) & ~np.isclose(table.C, thr, rtol=REL_TOL, atol=0.0)
         desc = f"runs with C > {thr:.3g} FLOPs"
     elif spec.startswith("@") or Path(spec).is_file():
         path = spec[1:] if spec.startswith("@") else spec

@@ -88,3 +88,22 @@ def test_best_lr_by_width_and_lr_transfer_figure(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["coord_check.png", "lr_transfer.png"]
     h, w, _ = mpimg.imread(paths[1]).shape
     assert w > 1.8 * h  # two panels side by side: SP | muP
+
+
+def test_bad_out_or_base_width_exits_2_before_any_probe(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """--out that cannot be written is said before the probes train (it was said after them);
+    --base-width 0 is refused, not read as 'the narrowest width'."""
+
+    def no_probes(*a, **k):
+        raise AssertionError("probed before checking --out")
+
+    monkeypatch.setattr(coordcheck, "sweep", no_probes)
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    assert main(["mup-check", "--widths", "16,32", "--out", str(a_file / "x")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="--base-width 0: must be > 0"):
+        coordcheck.sweep([16, 32], [1e-2], base_width=0)

@@ -274,3 +274,24 @@ def test_results_jsonl_fields_are_filterable(tmp_path, capsys):
     )
     assert out["n_runs"] == 10 and out["n_fit"] == 8
     assert sorted(r["run_id"] for r in out["backtest"]["runs"]) == ["r008", "r009"]
+
+
+def test_a_computed_c_equal_to_its_budget_up_to_rounding_compares_equal():
+    """C = 6ND lands a rounding error off the budget (1.6e18 * (1 + 1e-16)): `C <= 1.6e18` and
+    `--holdout 1.6e18` must treat those runs as at the budget (5 of Porian's runs at 1.6e18 were
+    held out with the larger budgets)."""
+    from analysis.tables import RunTable
+
+    N = np.array([1e7, 2e7, 4e7, 1e8, 2e8, 4e8])
+    C = np.array([1.6e18, 1.6e18, 1.6e18, 6.4e18, 6.4e18, 6.4e18])
+    D = np.round(C / (6 * N))  # whole tokens, as tables list them
+    C6 = 6 * N * D
+    assert np.any(C6[:3] != 1.6e18)  # the rounding the filter must forgive
+    t = RunTable([f"r{i}" for i in range(6)], N, D, C6, np.full(6, 3.0), np.full(6, np.nan),
+                 [None] * 6)  # fmt: skip
+    assert len(where(t, "C <= 1.6e18")) == 3 and len(where(t, "C > 1.6e18")) == 3
+    assert len(where(t, "C == 1.6e18")) == 3 and len(where(t, "C != 1.6e18")) == 3
+    mask, _ = holdout_rows(t, "1.6e18", n_params=2)
+    assert mask.tolist() == [False] * 3 + [True] * 3
+    with pytest.raises(UserError, match="no row matches"):
+        where(t, "C < 1.6e18")  # the runs at 1.6e18 are not below it
