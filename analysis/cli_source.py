@@ -98,6 +98,21 @@ def filtered(args: argparse.Namespace):
     from analysis.tables import load_csv, load_results, parse_map
 
     if args.csv:
+        moot = [
+            f"{flag} {val}"
+            for flag, val, default in (
+                ("--loss", args.loss_kind, "nats"),
+                ("--flops-kind", args.flops_kind, "6nd"),
+                ("--n-kind", args.n_kind, "total"),
+            )
+            if val != default
+        ]
+        if moot:  # they pick fields of results.jsonl; a table says it with --map
+            raise UserError(
+                f"{', '.join(moot)}: applies to a sweep directory's results.jsonl only; for a "
+                "table, map the column you mean (--map loss=COLUMN, --map C=COLUMN, --map "
+                "N=COLUMN) and name its unit with --loss-unit"
+            )
         table = load_csv(
             args.csv, parse_map(args.mapping), loss_unit=args.loss_unit or "nats/token"
         )

@@ -325,20 +325,21 @@ def holdout_rows(table: RunTable, spec: str, n_params: int = 5) -> tuple[np.ndar
 
 
 def _largest(table: RunTable) -> tuple[np.ndarray, str]:
-    """The largest IsoFLOP budget; in a design without budgets, the largest model size."""
-    from analysis.design import detect_design, largest_size_mask
+    """The largest IsoFLOP budget with >= 3 model sizes (as the design requires: a top budget
+    of one or two runs would back-test just those); in a design without budgets, the largest
+    model size."""
+    from analysis.design import detect_design, largest_size_mask, levels
 
     if detect_design(table).kind == "isoflop":
-        b = infer_budgets(table)
-        m = b == b.max()
+        b, sizes = infer_budgets(table), levels(table.N)
+        top = max(c for c in np.unique(b) if np.unique(sizes[b == c]).size >= 3)
+        m = b == top
+        what = "largest budget" if top == b.max() else "largest budget with >= 3 model sizes"
         c_max = float(table.C[m].max())
-        if abs(c_max / b.max() - 1.0) <= 0.01:
-            return m, f"runs at the largest budget ({b.max():.3g} FLOPs)"
+        if abs(c_max / top - 1.0) <= 0.01:
+            return m, f"runs at the {what} ({top:.3g} FLOPs)"
         # a grid's budget counts FLOPs its own way (exact FLOPs); the table's C may not (6ND)
-        return (
-            m,
-            f"runs at the largest budget ({b.max():.3g} FLOPs as planned, C up to {c_max:.3g})",
-        )
+        return m, f"runs at the {what} ({top:.3g} FLOPs as planned, C up to {c_max:.3g})"
     mask = largest_size_mask(table)
     return mask, f"runs of the largest model size (N = {np.median(table.N[mask]):.3g})"
 

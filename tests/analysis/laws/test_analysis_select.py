@@ -238,6 +238,11 @@ def test_bad_map_and_conflicting_targets_exit_2(table_csv, capsys):
     base = ["predict", "--csv", str(table_csv), *MAP]
     assert main([*base, "--map", "my col=data", "--flops", "1e21"]) == 2
     assert "'my col' is not a usable name" in capsys.readouterr().err
+    assert main([*base, "--map", "N=D", "--flops", "1e21"]) == 2  # the last one silently won
+    assert "--map N= given twice" in capsys.readouterr().err
+    for flag in (["--loss", "bpb"], ["--flops-kind", "exact"], ["--n-kind", "nonembed"]):
+        assert main([*base, *flag, "--flops", "1e21"]) == 2  # they were ignored on a table
+        assert "applies to a sweep directory's results.jsonl only" in capsys.readouterr().err
     assert main([*base, "--flops", "1e21", "--at", "x.csv"]) == 2
     assert "not --flops and --at" in capsys.readouterr().err
     assert main([*base, "--where", 'data == "wiki"', "--flops", "1e21"]) == 2
@@ -295,3 +300,18 @@ def test_a_computed_c_equal_to_its_budget_up_to_rounding_compares_equal():
     assert mask.tolist() == [False] * 3 + [True] * 3
     with pytest.raises(UserError, match="no row matches"):
         where(t, "C < 1.6e18")  # the runs at 1.6e18 are not below it
+
+
+def test_holdout_largest_skips_a_top_budget_of_one_run():
+    """Epoch's Chinchilla table tops out at a budget of one run: `--holdout largest` back-tested
+    that one run (1/1 inside, [ok]); it now holds out the largest budget with >= 3 sizes."""
+    from analysis.tables import RunTable
+
+    s = isoflop_sweep(budgets=(1e18, 1e19, 1e20), n_sizes=5, rng=np.random.default_rng(0))
+    N, D, C, L = (np.append(s[k], v) for k, v in (("N", 3e9), ("D", 3e10), ("C", 5.4e20),
+                                                    ("loss", 2.0)))  # fmt: skip
+    n = N.size
+    t = RunTable([f"r{i}" for i in range(n)], N, D, C, L, np.full(n, np.nan), [None] * n)
+    mask, desc = holdout_rows(t, "largest")
+    assert mask.sum() == 5 and not mask[-1]
+    assert desc.startswith("runs at the largest budget with >= 3 model sizes (1e+20")
