@@ -78,6 +78,13 @@ def _joint(res: dict) -> list[str]:
 
 def _allocation(res: dict) -> list[str]:
     lvl = _lvl(res)
+    if not res["compute_optimal"]:
+        return [
+            "",
+            "Allocation: not identified by this design (N and D move together), so no "
+            "compute-optimal N, D or prediction at a budget is given; predict a model on the "
+            "design with `scaling predict ... --params N --tokens D`.",
+        ]
     L = [
         "",
         "Allocation: N_opt ~ C^a, D_opt ~ C^b.",
@@ -343,6 +350,8 @@ def _interval_terms(res: dict, js: dict) -> list[str]:
         f"{cal['d_max']:.2f}) |",
         "|---|---|---|---|---|---|---|",
     ]
+    if not res["compute_optimal"]:  # a ladder: no prediction at a budget to break down
+        return L[:2]
     for r in res["compute_optimal"]:
         t = r["interval_terms"]
         L.append(

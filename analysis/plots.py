@@ -83,19 +83,13 @@ def loss_vs_compute_figure(res: dict):
             env["C"], env["loss"], where="post", color="0.35", lw=1.2, label="Approach 1 envelope"
         )
     Cg = np.geomspace(t.C.min(), 100 * t.C.max(), 200)
-    opt = compute_optimal(fit.params, Cg)
-    bopt = compute_optimal({k: v[:, None] for k, v in boot.params.items()}, Cg[None, :])
-    lo, hi = percentile_ci(bopt["loss"], level)
-    ax.fill_between(
-        Cg,
-        lo,
-        hi,
-        color="C3",
-        alpha=0.2,
-        lw=0,
-        label=f"joint law, {int(level * 100)}% bootstrap CI",
-    )
-    ax.plot(Cg, opt["loss"], color="C3", label="joint law at compute-optimal N, D")
+    if res.get("compute_optimal"):  # a design that identifies the allocation (not a ladder)
+        opt = compute_optimal(fit.params, Cg)
+        bopt = compute_optimal({k: v[:, None] for k, v in boot.params.items()}, Cg[None, :])
+        lo, hi = percentile_ci(bopt["loss"], level)
+        label = f"joint law, {int(level * 100)}% bootstrap CI"
+        ax.fill_between(Cg, lo, hi, color="C3", alpha=0.2, lw=0, label=label)
+        ax.plot(Cg, opt["loss"], color="C3", label="joint law at compute-optimal N, D")
     lc = res.get("frontier_fit")
     if lc is not None:
         ax.plot(Cg, power_loss(lc.params, Cg), "--", color="C0", label="frontier fit L(C)")
@@ -340,11 +334,10 @@ def distance_panel_data(res: dict) -> dict:
 
 def all_figures(res: dict, out_dir: Path) -> dict:
     """Draw every figure the results allow; returns {name: [png, svg]}."""
-    out = {
-        "loss_vs_compute": loss_vs_compute(res, out_dir),
-        "nopt_vs_c": nopt_vs_c(res, out_dir),
-        "residuals": residuals(res, out_dir),
-    }
+    out = {"loss_vs_compute": loss_vs_compute(res, out_dir)}
+    if res.get("compute_optimal") or "compute_optimal" not in res:  # no N_opt on a ladder
+        out["nopt_vs_c"] = nopt_vs_c(res, out_dir)
+    out["residuals"] = residuals(res, out_dir)
     if res.get("approach2"):
         out["isoflop"] = isoflop(res, out_dir)
     if res.get("predictor") is not None:

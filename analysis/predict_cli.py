@@ -92,6 +92,7 @@ def predict(args: argparse.Namespace) -> int:
 
     points = _predict_targets(args)
     table = load_source(args)
+    _check_budget_target(table, args, points)
     out: dict = {"source": table.source, "n_runs": len(table), "loss_unit": table.loss_unit}
     fit = boot = pred = None
     with status(f"scaling predict ({len(table)} runs)"):
@@ -136,6 +137,21 @@ def predict(args: argparse.Namespace) -> int:
         return 0
     _print_text(out, args, table, points)
     return 0
+
+
+def _check_budget_target(table, args: argparse.Namespace, points) -> None:
+    """A prediction at a compute budget needs the allocation: a size ladder does not identify
+    it (N and D move together), so say so before fitting instead of printing nan."""
+    from analysis.design import detect_design
+
+    at_budget = args.flops is not None or (points is not None and points.kind == "flops")
+    design = detect_design(table)
+    if at_budget and not design.supports("allocation"):
+        raise UserError(
+            f"{design.description}: N and D move together, so the compute-optimal model at a "
+            "budget is not identified; predict a model on the ladder with --params N --tokens D "
+            "(or an --at file with N and D columns)"
+        )
 
 
 def _print_text(out: dict, args: argparse.Namespace, table, points) -> None:

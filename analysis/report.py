@@ -43,8 +43,9 @@ def run_analysis(
     if not design.supports("allocation"):
         res["notes"].append(
             f"{design.description}: N and D move together, so the joint law's separate N and D "
-            "terms and the allocation exponents a, b are not identified; trust its predictions "
-            "along the ladder only"
+            "terms and the allocation exponents a, b are not identified: no compute-optimal "
+            "allocation or prediction at a budget is given; predict a model on the ladder with "
+            "`scaling predict ... --params N --tokens D`"
         )
     groups = np.asarray(table.run_id)  # resample whole runs (a run may have several rows)
     stage(f"joint law and its bootstrap ({n_resamples} resamples)")
@@ -62,7 +63,8 @@ def run_analysis(
     res["predictor"] = pred
     res["timings"]["predictor_s"] = time.perf_counter() - t1
     Cmax = float(table.C.max())
-    with np.errstate(over="ignore", invalid="ignore"):  # a ladder's allocation may not exist
+    res["compute_optimal"] = []  # a ladder identifies no allocation: no compute-optimal point
+    if design.supports("allocation"):
         res["compute_optimal"] = [
             predict_flops(res["fit"], res["boot"], c, level, pred)
             for c in (Cmax, 10 * Cmax, 100 * Cmax)

@@ -21,16 +21,24 @@ def summary_lines(res: dict) -> list[str]:
         "  L(N, D) = E + A / N^alpha + B / D^beta",
         "    " + "   ".join(f"{k} = {with_ci(p[k])}" for k in ("E", "alpha", "beta")),
         "    " + "   ".join(f"{k} = {with_ci(p[k])}" for k in ("A", "B")),
-        f"  compute-optimal allocation: N_opt ~ C^{with_ci(p['a'], '.3f')}, "
-        f"D_opt ~ C^{with_ci(p['b'], '.3f')}",
     ]
+    co = res["compute_optimal"]
+    if co:
+        out.append(
+            f"  compute-optimal allocation: N_opt ~ C^{with_ci(p['a'], '.3f')}, "
+            f"D_opt ~ C^{with_ci(p['b'], '.3f')}"
+        )
+        out.append(
+            f"  tokens per parameter at the largest budget (C = {co[0]['flops']:.3g}): "
+            f"{with_ci(co[0]['tokens_per_param'], '.3g')}"
+        )
+    else:
+        out.append(
+            "  allocation not identified (N and D move together): no compute-optimal point; "
+            "predict a model on the design with --params N --tokens D"
+        )
     if res.get("design"):
         out.insert(0, f"Design: {res['design']['description']}")
-    co = res["compute_optimal"]
-    out.append(
-        f"  tokens per parameter at the largest budget (C = {co[0]['flops']:.3g}): "
-        f"{with_ci(co[0]['tokens_per_param'], '.3g')}"
-    )
     if "approach2_ci" in res:
         a2 = with_ci(res["approach2_ci"]["a"], ".3f")
         out.append(f"  cross-check, IsoFLOP parabolas (Approach 2): a = {a2}")
@@ -41,20 +49,9 @@ def summary_lines(res: dict) -> list[str]:
             f"  back-test: fit on {bt['n_train']} runs, predict {bt['description']}:\n"
             f"    mean |relative error| {with_ci(m, '.2%')}"
         )
-    big = co[-1]
-    out.append(
-        f"  prediction at 100x the largest budget (C = {big['flops']:.3g}):\n"
-        f"    loss {with_ci(big['loss'])}, N_opt {with_ci(big['N_opt'], '.3g')}, "
-        f"D_opt {with_ci(big['D_opt'], '.3g')} tokens"
-    )
-    t = big.get("interval_terms")
-    if t:
-        out.append(
-            f"    loss interval is {lvl}% predictive, {t['distance_decades']:.2f} decades out: "
-            f"half-width parameter {t['param']:.2%}, form {t['form']:.2%}, extrapolation "
-            f"{t['extrapolation']:.2%}"
-            + ("" if t["supported"] else f"; {unsupported_reason(t)} (prior only)")
-        )
+    big = co[-1] if co else None
+    if big:
+        out += _far_lines(big, lvl)
     if res.get("predictor") is not None:
         out.append("  " + res["predictor"].describe())
     em = res.get("emergence")
@@ -87,4 +84,22 @@ def summary_lines(res: dict) -> list[str]:
                 f"  {g['task']} {g['method']}: alpha = {with_ci(ci['alpha'], '.3g')}, "
                 f"beta = {with_ci(ci['beta'], '.3g')}, E = {with_ci(ci['E'], '.3g')}{tail}"
             )
+    return out
+
+
+def _far_lines(big: dict, lvl: int) -> list[str]:
+    """The prediction at 100x the largest budget, with its interval's terms."""
+    out = [
+        f"  prediction at 100x the largest budget (C = {big['flops']:.3g}):\n"
+        f"    loss {with_ci(big['loss'])}, N_opt {with_ci(big['N_opt'], '.3g')}, "
+        f"D_opt {with_ci(big['D_opt'], '.3g')} tokens"
+    ]
+    t = big.get("interval_terms")
+    if t:
+        out.append(
+            f"    loss interval is {lvl}% predictive, {t['distance_decades']:.2f} decades out: "
+            f"half-width parameter {t['param']:.2%}, form {t['form']:.2%}, extrapolation "
+            f"{t['extrapolation']:.2%}"
+            + ("" if t["supported"] else f"; {unsupported_reason(t)} (prior only)")
+        )
     return out

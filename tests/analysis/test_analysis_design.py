@@ -2,6 +2,7 @@
 support; checks that a design cannot answer say "not applicable" instead of [ok]."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -91,6 +92,28 @@ def test_ladder_notes_that_allocation_is_not_identified():
     assert any("not identified" in n for n in res["notes"])
     checks = {name: ok for name, ok, _ in study_checks(json.loads(json.dumps(fits_json(res))))}
     assert checks["allocation exponents identified"] is None
+    # no compute-optimal point is claimed (they printed "nan [nan, nan]" and an N_opt ~ C^a)
+    assert res["compute_optimal"] == []
+    from analysis.markdown import report_md
+    from analysis.summary import summary_lines
+
+    text = "\n".join(summary_lines(res))
+    assert "allocation not identified" in text and "N_opt ~ C^" not in text and "nan" not in text
+    assert "Allocation: not identified by this design" in report_md(res, {}, Path("."))
+
+
+def test_predict_at_a_budget_on_a_ladder_exits_2_before_fitting(tmp_path, capsys):
+    from scaling.cli import main
+
+    N = np.geomspace(1e7, 1e9, 8)
+    t = _table(N, 20 * N)
+    f = tmp_path / "ladder.csv"
+    rows = zip(t.N, t.D, t.loss, strict=True)
+    f.write_text("N,D,loss\n" + "".join(f"{n},{d},{y}\n" for n, d, y in rows))
+    base = ["predict", "--csv", str(f), "--map", "N=N", "--map", "D=D", "--map", "loss=loss"]
+    assert main([*base, "--flops", "1e21"]) == 2
+    err = capsys.readouterr().err
+    assert "size ladder" in err and "--params N --tokens D" in err
 
 
 def test_analyze_olmo_ladder_csv_end_to_end(shared_data, tmp_path, capsys):
