@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.design import levels
 from analysis.tables import RunTable, infer_budgets
 from scaling.errors import UserError
 from scaling.fileio import read_jsonl
@@ -82,9 +83,10 @@ def approach2(table: RunTable, W: np.ndarray | None = None, min_points: int = 3)
     Wfull = np.ones((1, len(table))) if W is None else np.vstack([np.ones(len(table)), W])
     logN_opt = []  # per budget: (R+1,) log N_opt
     lc_opt = []  # per budget: (R+1,) log C at N_opt, in the table's FLOP convention
+    sizes = levels(table.N)  # sizes within 0.03 dex are one size (as the design counts them)
     for c in np.unique(budgets):
         m = budgets == c
-        if np.unique(table.N[m]).size < min_points:
+        if np.unique(sizes[m]).size < min_points:
             notes.append(f"budget {c:.3g}: fewer than {min_points} model sizes, not used")
             continue
         x = np.log(table.N[m])

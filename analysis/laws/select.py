@@ -338,6 +338,8 @@ def _largest(table: RunTable) -> tuple[np.ndarray, str]:
         c_max = float(table.C[m].max())
         if abs(c_max / top - 1.0) <= 0.01:
             return m, f"runs at the {what} ({top:.3g} FLOPs)"
+        if not np.all(np.isfinite(table.budget)):  # budgets clustered from C itself
+            return m, f"runs at the {what} (C {float(table.C[m].min()):.3g} to {c_max:.3g})"
         # a grid's budget counts FLOPs its own way (exact FLOPs); the table's C may not (6ND)
         return m, f"runs at the {what} ({top:.3g} FLOPs as planned, C up to {c_max:.3g})"
     mask = largest_size_mask(table)

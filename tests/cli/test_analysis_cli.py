@@ -411,3 +411,17 @@ def test_a_path_error_anywhere_is_one_line_and_exit_2(monkeypatch, capsys):
         "error: cannot use /shared/sweep/leases/.lock: Permission denied; check its "
         "permissions, or choose another path (e.g. --out)"
     ]
+
+
+def test_the_frontier_check_forgives_a_rise_within_the_minimas_noise():
+    """Epoch's Chinchilla: its two top budgets' minima are 2.200 and 2.201 (0.05% apart): level
+    within noise, not a FAIL; a real rise still fails, and the detail shows each sign."""
+    from analysis.checks import study_checks
+
+    def check(losses):
+        minima = [{"budget": 10.0**i, "loss_min": x} for i, x in enumerate(losses)]
+        fits = {"approach2": {"minima": minima}, "design": {"kind": "isoflop"}}
+        return {n: (ok, d) for n, ok, d in study_checks(fits)}["frontier falls with compute"]
+
+    assert check([2.30, 2.200, 2.201]) == (True, "IsoFLOP minima 2.300 > 2.200 ~ 2.201")
+    assert check([2.30, 2.20, 2.25]) == (False, "IsoFLOP minima 2.300 > 2.200 < 2.250")

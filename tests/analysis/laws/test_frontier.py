@@ -48,3 +48,19 @@ def test_approach2_regresses_on_the_tables_compute_not_the_nominal_budget():
         assert abs(6 * m["N_opt"] * m["D_opt"] / m["C_opt"] - 1) < 1e-6
         assert abs(m["N_opt"] / (0.1 * np.sqrt(m["C_opt"])) - 1) < 0.02
         assert m["C_opt"] < m["budget"]  # 6ND counts less than the nominal budget here
+
+
+def test_approach2_counts_sizes_as_the_design_does():
+    """Epoch's 7.94e20 budget has N = 1.593e9, 1.609e9 and 2.28e9: two sizes, not three (within
+    0.03 dex is one size); a parabola through them was a fit to 2 points."""
+    rows = []
+    for budget, Ns in ((1e19, (1e8, 2e8, 4e8, 8e8)), (1e20, (3e8, 6e8, 1.2e9, 2.4e9)),
+                       (7.94e20, (1.593e9, 1.609e9, 2.28e9))):  # fmt: skip
+        for N in Ns:
+            D = budget / (6 * N)
+            rows.append((N, D, budget, 2.0 + 0.05 * np.log(N / (0.1 * np.sqrt(budget))) ** 2))
+    N, D, C, loss = (np.array(v) for v in zip(*rows, strict=True))
+    table = RunTable([str(i) for i in range(N.size)], N, D, C, loss, C.copy(), [None] * N.size)
+    a2 = approach2(table)
+    assert [m["budget"] for m in a2["minima"]] == [1e19, 1e20]
+    assert any("7.94e+20: fewer than 3 model sizes" in n for n in a2["notes"])
