@@ -22,7 +22,8 @@ def _g(x: float) -> str:
 
 
 def _ci_row(name: str, d: dict) -> str:
-    return f"| {name} | {_g(d['estimate'])} | {_g(d['lo'])} – {_g(d['hi'])} |"
+    ci = "none (see notes)" if d["lo"] is None else f"{_g(d['lo'])} – {_g(d['hi'])}"
+    return f"| {name} | {_g(d['estimate'])} | {ci} |"
 
 
 def _lvl(res: dict) -> int:

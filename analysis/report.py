@@ -134,11 +134,15 @@ def _approach2(res: dict, table: RunTable, design, W, *, required: bool) -> None
             raise UserError(f"not applicable to a {design.description} (no IsoFLOP budgets)")
         a2 = approach2(table, W)
         res["approach2"] = a2
-        res["approach2_ci"] = summarize(
-            {"a": a2["a"], "b": a2["b"]},
-            {"a": a2.pop("a_boot"), "b": a2.pop("b_boot")},
-            res["level"],
-        )
+        boot = {"a": a2.pop("a_boot"), "b": a2.pop("b_boot")}
+        res["approach2_ci"] = summarize({"a": a2["a"], "b": a2["b"]}, boot, res["level"])
+        if len(a2["minima"]) < 3:  # a line through 2 minima: resampling shows no spread
+            for k in ("a", "b"):
+                res["approach2_ci"][k].update(lo=None, hi=None)
+            a2["notes"].append(
+                "Approach 2 on 2 budgets: the line through their minima has no CI (a bootstrap "
+                "of 2 points cannot show how far off it is); add a budget"
+            )
         res["notes"].extend(a2["notes"])
     except UserError as e:
         if required and design.supports("approach2"):

@@ -40,7 +40,8 @@ def summary_lines(res: dict) -> list[str]:
     if res.get("design"):
         out.insert(0, f"Design: {res['design']['description']}")
     if "approach2_ci" in res:
-        a2 = with_ci(res["approach2_ci"]["a"], ".3f")
+        a = res["approach2_ci"]["a"]
+        a2 = with_ci(a, ".3f") if a["lo"] is not None else f"{a['estimate']:.3f} (no CI: 2 budgets)"
         out.append(f"  cross-check, IsoFLOP parabolas (Approach 2): a = {a2}")
     bt = res.get("backtest")
     if bt:

@@ -144,3 +144,18 @@ def test_analyze_olmo_ladder_csv_end_to_end(shared_data, tmp_path, capsys):
     assert "approach2" not in fits and fits["design"]["kind"] == "grid"
     assert {r["run_id"].split("-")[0] for r in fits["backtest"]["runs"]} == {"3B"}
     assert not (tmp_path / "isoflop.png").exists()
+
+
+def test_approach2_on_two_budgets_gives_no_ci():
+    """A line through 2 minima: the bootstrap gave a zero-width CI (a = 0.774 [0.774, 0.774])."""
+    from analysis.summary import summary_lines
+
+    s = isoflop_sweep(budgets=(1e18, 1e19), n_sizes=5, rng=np.random.default_rng(0))
+    n = s["N"].size
+    t = RunTable([f"r{i}" for i in range(n)], s["N"], s["D"], s["C"], s["loss"], s["budget"],
+                 [None] * n)  # fmt: skip
+    res = run_analysis(t, n_resamples=40, holdout=None, intervals=False)
+    assert res["approach2_ci"]["a"]["lo"] is None
+    assert any("Approach 2 on 2 budgets" in x for x in res["notes"])
+    line = next(x for x in summary_lines(res) if "Approach 2" in x)
+    assert line.endswith("(no CI: 2 budgets)")
