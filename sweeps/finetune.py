@@ -219,7 +219,16 @@ def run_command(args: argparse.Namespace) -> int:
     )
     if todo:
         _train_rows(todo, cfgs, args.task, settings, out, progress=not args.no_progress)
-    print(f"see {out / TABLE}; `scaling analyze {root}` adds the fine-tuning law", file=sys.stderr)
+    if out.resolve() == (root / "finetune").resolve():
+        print(
+            f"see {out / TABLE}; `scaling analyze {root}` adds the fine-tuning law", file=sys.stderr
+        )
+    else:  # analyze reads DIR/finetune only
+        print(
+            f"see {out / TABLE}; `scaling analyze {root}` reads {root / 'finetune'} only, "
+            "so this table is not in its report (leave --out at its default to include it)",
+            file=sys.stderr,
+        )
     return 0
 
 

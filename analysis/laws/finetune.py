@@ -13,6 +13,7 @@ model and predicts its rows. numpy/scipy only.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -71,6 +72,21 @@ def load_rows(path: str | Path) -> list[dict]:
         if r.get("status") == "done" and r.get("eval_loss"):
             rows[(r["run_id"], r["task"], r["method"], r["d_f"])] = r
     return list(rows.values())
+
+
+def _one_setting(rows: list[dict]) -> tuple[list[dict], int]:
+    """The rows fine-tuned with the settings most rows share (of equals, the latest written);
+    how many others were left out."""
+    keys = [json.dumps(r.get("settings"), sort_keys=True) for r in rows]
+    count = {k: keys.count(k) for k in keys}
+    best = max(reversed(keys), key=lambda k: count[k])  # max keeps the first: the latest
+    kept = [r for r, k in zip(rows, keys, strict=True) if k == best]
+    return kept, len(rows) - len(kept)
+
+
+def _settings_text(row: dict) -> str:
+    st = row.get("settings") or {}
+    return ", ".join(f"{k} {v}" for k, v in sorted(st.items()) if not isinstance(v, dict)) or "-"
 
 
 def _ci(point: float, samples: np.ndarray, level: float) -> dict:
@@ -164,6 +180,12 @@ def analyze(
         "notes": [],
     }
     for (task, method), g in sorted(groups.items()):
+        g, dropped = _one_setting(g)
+        if dropped:  # a law across learning rates (or epochs, ...) would mix two experiments
+            out["notes"].append(
+                f"{task} / {method}: {dropped} row(s) fine-tuned with other settings than the "
+                f"other rows ({_settings_text(g[-1])}) left out of its law"
+            )
         entry: dict = {"task": task, "method": method, "n_rows": len(g), "fits": {}}
         entry["trainable_params"] = sorted({int(r["trainable_params"]) for r in g})
         for x_kind in X_KINDS:

@@ -117,3 +117,18 @@ def test_sweep_report_gets_a_finetuning_section(tmp_path):
     assert set(figures) == {"fine-tuning upper: loss vs D_f", "fine-tuning upper: methods across N"}
     _finetune(tmp_path / "absent.jsonl", tmp_path / "report", res2 := {"level": 0.9}, {})
     assert "finetune" not in res2  # no table: no section
+
+
+def test_rows_with_other_settings_stay_out_of_the_law(tmp_path):
+    """A row fine-tuned at another lr (a rerun with --set lr=...) replaced its (run, method, D_f)
+    row and entered the same law; the law now keeps the settings most rows share and says so."""
+    rows = _rows("full", 0.005, 0)
+    for r in rows:
+        r["settings"] = {"lr": 3e-3, "epochs": 4.0}
+    odd = dict(rows[0], settings={"lr": 1e-4, "epochs": 4.0}, eval_loss=9.0, d_f=32)
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, odd]))
+    res = FL.analyze(path, n_resamples=50)
+    (g,) = res["groups"]
+    assert g["n_rows"] == len(rows) and all(r["settings"]["lr"] == 3e-3 for r in g["rows"])
+    assert any("1 row(s) fine-tuned with other settings" in n for n in res["notes"])
