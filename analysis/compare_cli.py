@@ -102,6 +102,16 @@ def _compare(args: argparse.Namespace) -> int:
             f"{', '.join(sorted(data_b))}); the multiplier then mixes the change with the data",
             file=sys.stderr,
         )
+    from analysis.design import detect_design
+
+    for t, lab in ((ta, la), (tb, lb)):
+        design = detect_design(t)
+        if not design.supports("allocation"):
+            raise UserError(
+                f"{lab}: {design.description}: N and D move together, so the joint law's "
+                "compute-optimal frontier, which the multiplier reads, is not identified; compare "
+                "sweeps that vary N at fixed compute (IsoFLOP) or N and D independently (a grid)"
+            )
     out = _default_out(args, (la, lb))
     kw = dict(n_resamples=args.resamples, method=args.method)
     with status(f"scaling compare ({len(ta)} + {len(tb)} runs)"):

@@ -209,9 +209,16 @@ def _verdict(t: dict) -> str:
     lvl = int(round(t["d_gamma"]["level"] * 100))
     if _excludes_zero(t["d_gamma"]):
         faster = "B" if t["d_gamma"]["estimate"] > 0 else "A"
+        also = (
+            "; E differs too, so the local slopes can order either way: read the multipliers "
+            "at each loss"
+            if _excludes_zero(t["d_E"])
+            else ""
+        )
         return (
-            f"exponents differ ({lvl}% CI of gamma_B - gamma_A excludes 0): {faster}'s loss falls "
-            "faster with compute, so the multiplier changes with scale"
+            f"exponents differ ({lvl}% CI of gamma_B - gamma_A excludes 0): {faster} has the "
+            f"larger frontier exponent (its reducible loss L - E falls faster with compute), so "
+            f"the multiplier changes with scale{also}"
         )
     if _excludes_zero(t["d_E"]):
         return (

@@ -167,3 +167,21 @@ def test_sweep_dirs_with_other_tokenizers_need_bits_per_byte(tmp_path, capsys):
     assert json.loads(out.out)["loss_unit"] == "bits/byte"
     assert "trained on different data (x vs y)" in out.err
     assert (tmp_path / "b" / "compare_a_vs_b" / "compare.json").is_file()
+
+
+def test_a_size_ladder_cannot_be_compared_and_says_why(tmp_path, capsys):
+    """Two ladders (D = 20 N): the frontier the multiplier reads is not identified; compare
+    printed nan multipliers and a verdict from a degenerate E, with exit 0."""
+    N = np.geomspace(1e7, 1e9, 6)
+    files = []
+    for k, shift in (("a", 0.0), ("b", 0.05)):
+        f = tmp_path / f"{k}.csv"
+        loss = 2.0 + 400 / N**0.3 + shift
+        f.write_text(
+            "N,D,loss\n" + "".join(f"{n},{20 * n},{y}\n" for n, y in zip(N, loss, strict=True))
+        )
+        files.append(str(f))
+    argv = ["compare", *files, "--map", "N=N", "--map", "D=D", "--map", "loss=loss"]
+    assert main([*argv, "--out", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err
+    assert "size ladder" in err and "not identified" in err and err.count("\n") == 1
