@@ -113,9 +113,9 @@ def filtered(args: argparse.Namespace):
                 "table, map the column you mean (--map loss=COLUMN, --map C=COLUMN, --map "
                 "N=COLUMN) and name its unit with --loss-unit"
             )
-        table = load_csv(
-            args.csv, parse_map(args.mapping), loss_unit=args.loss_unit or "nats/token"
-        )
+        mapping = parse_map(args.mapping)
+        table = load_csv(args.csv, mapping, loss_unit=args.loss_unit or "nats/token")
+        _note_flop_convention(table, mapping)
     elif args.dir:
         if args.mapping:
             raise UserError(
@@ -139,3 +139,20 @@ def filtered(args: argparse.Namespace):
     if args.resamples < 10:
         raise UserError(f"--resamples must be at least 10, got {args.resamples}")
     return table
+
+
+def _note_flop_convention(table, mapping: dict) -> None:
+    """A mapped C that is not 6ND (e.g. FLOPs a lab logged, attention included) places the
+    budgets and back-test origins, while the law, `--flops` and the distances read C = 6ND:
+    say so when they differ by more than 1%."""
+    import numpy as np
+
+    if "C" not in mapping or "D" not in mapping or "N" not in mapping:
+        return
+    ratio = float(np.median(table.C / (6.0 * table.N * table.D)))
+    if abs(ratio - 1.0) > 0.01:
+        table.notes.append(
+            f"the mapped C is {ratio:.3g}x 6ND (median): budgets and back-test origins use it, "
+            "but the law, --flops and extrapolation distances count C = 6ND; map only N and D "
+            "to use 6ND throughout"
+        )

@@ -315,3 +315,19 @@ def test_holdout_largest_skips_a_top_budget_of_one_run():
     mask, desc = holdout_rows(t, "largest")
     assert mask.sum() == 5 and not mask[-1]
     assert desc.startswith("runs at the largest budget with >= 3 model sizes (1e+20")
+
+
+def test_a_mapped_c_that_is_not_6nd_is_said(tmp_path, capsys):
+    f = tmp_path / "t.csv"
+    rows = [(n, 20 * n, 1.4 * 6 * n * 20 * n, 3.0 - 0.1 * i) for i, n in enumerate([1e8, 2e8, 4e8])]
+    f.write_text("N,D,C,loss\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    from analysis.cli_source import _note_flop_convention
+    from analysis.tables import load_csv
+
+    mapping = {"N": "N", "D": "D", "C": "C", "loss": "loss"}
+    t = load_csv(str(f), mapping)
+    _note_flop_convention(t, mapping)
+    assert any(n.startswith("the mapped C is 1.4x 6ND (median)") for n in t.notes)
+    t2 = load_csv(str(f), {"N": "N", "D": "D", "loss": "loss"})
+    _note_flop_convention(t2, {"N": "N", "D": "D", "loss": "loss"})
+    assert not any("mapped C" in n for n in t2.notes)
