@@ -274,11 +274,8 @@ def parse_map(items: list[str]) -> dict:
                 f"--map {it!r}: {key!r} is not a usable name; use letters, digits and _ "
                 f"(the quantities are {', '.join(CSV_KEYS)}; any other name adds a column)"
             )
-        if key in out and out[key] != col.strip():
-            raise UserError(
-                f"--map {key}= given twice ({out[key]!r} and {col.strip()!r}); keep one"
-            )
-        out[key] = col.strip()
+        if out.setdefault(key, col.strip()) != col.strip():
+            raise UserError(f"--map {key}= given twice ({out[key]!r}, {col.strip()!r}); keep one")
     return out
 
 
