@@ -345,14 +345,16 @@ def _interval_terms(res: dict, js: dict) -> list[str]:
         f"Leave-one-origin-out coverage of the back-tests: {cc['inside']}/{cc['n']} inside "
         f"their {lvl}% intervals{prior_only_note(cc)} (`analysis.checks` fails when this is "
         f"far below {lvl}%).",
+    ]
+    if not res["compute_optimal"]:  # a ladder: no prediction at a budget to break down
+        return L
+    L += [
         "",
         "| C (FLOPs) | distance (decades) | parameter | form | extrapolation | total half-width "
         f"| supported (within {SUPPORT_MARGIN:g} decades of the furthest back-test, "
         f"{cal['d_max']:.2f}) |",
         "|---|---|---|---|---|---|---|",
     ]
-    if not res["compute_optimal"]:  # a ladder: no prediction at a budget to break down
-        return L[:2]
     for r in res["compute_optimal"]:
         t = r["interval_terms"]
         L.append(

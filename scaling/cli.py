@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
     except OSError as e:
         if is_disk_full(e):
             return _fail_disk_full(str(DiskFullError(e.filename or "an output file")))
-        if path_problem(e):  # a read-only or foreign directory, a file where a dir goes
-            return _fail(f"error: {path_problem(e)}", 2)
+        if problem := path_problem(e):  # a read-only or foreign dir, a file where a dir goes
+            return _fail(f"error: {problem}", 2)
         raise
     finally:
         if restore_signals:
