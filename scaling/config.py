@@ -217,8 +217,9 @@ def load(path_or_name: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
 # Fields added after run ids were first published: left out of the hash while they hold their
 # default, so the ids of existing configs (and finished sweeps) do not move.
 _HASH_OMIT_AT_DEFAULT = {"data": ("paths", "tokenizer"), "model": ("param", "base_width")}
-# Fields that never change a run's results (how it is executed, not what it computes).
-_HASH_OMIT_ALWAYS = {"train": ("steps_per_dispatch",)}
+# Fields that never change a run's results (how it is executed, not what it computes; how many
+# validations a run makes changes its loss curve's resolution, not the model or its final loss).
+_HASH_OMIT_ALWAYS = {"train": ("steps_per_dispatch", "validations")}
 
 
 def config_hash(cfg: RunConfig, length: int = 12) -> str:

@@ -22,6 +22,7 @@ these model FLOPs (`CONVENTION`), not XLA's own count of the compiled program.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,12 @@ def forward_flops_per_token(m: ModelConfig) -> float:
     """Evaluation (forward-only) FLOPs per token, same convention: a third of training,
     2 * matmul_params(m) + 2 * n_layers * seq_len * d_model."""
     return float(2 * matmul_params(m) + 2 * m.n_layers * m.seq_len * m.d_model)
+
+
+def interval(every: int, steps: int, parts: int) -> int:
+    """`every`, or about `parts` evenly spaced events per run when 0 (validations: `parts` is
+    train.validations; checkpoints: 5)."""
+    return every if every > 0 else max(1, math.ceil(steps / parts))
 
 
 def n_validations(final_step: int, steps: int, every: int) -> int:

@@ -94,11 +94,6 @@ def _step_of(record: dict[str, Any]) -> float:
     return step if isinstance(step, int | float) else math.inf
 
 
-def interval(every: int, steps: int, parts: int) -> int:
-    """`every`, or about `parts` evenly spaced events per run when 0."""
-    return every if every > 0 else max(1, math.ceil(steps / parts))
-
-
 def capacity(steps_per_dispatch: int) -> int:
     """Static length N of the compiled multi-step loop (the stacked batches' leading axis)."""
     return max(MAX_AUTO, steps_per_dispatch)
@@ -185,8 +180,8 @@ class Loop:
         self.fpt = flops_lib.flops_per_token(m)
         self.dtype = jnp.dtype(compute_dtype(m)).name
         self.device_kind, self.n_dev = jax.devices()[0].device_kind, jax.device_count()
-        self.eval_every = interval(t.eval_every, t.steps, 10)
-        self.ckpt_every = interval(t.checkpoint_every, t.steps, 5)
+        self.eval_every = flops_lib.interval(t.eval_every, t.steps, t.validations)
+        self.ckpt_every = flops_lib.interval(t.checkpoint_every, t.steps, 5)
         self.few_shot_every = cfg.eval.every if cfg.eval.enabled else 0
         val = [engine.pad_rows(b, t.batch_size) for b in data.val_batches(t.batch_size)]
         self.n_val_batches = len(val)

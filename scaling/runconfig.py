@@ -127,7 +127,8 @@ class TrainConfig:
     b2: float = 0.95
     eps: float = 1e-8
     seed: int = 0
-    eval_every: int = 0  # 0: about 10 validations per run
+    eval_every: int = 0  # 0: about `validations` evenly spaced per run
+    validations: int = 10  # with eval_every = 0; the last step always validates
     log_every: int = 10
     checkpoint_every: int = 0  # 0: about 5 checkpoints per run
     keep_checkpoints: int = 3

@@ -88,6 +88,11 @@ def _check_train(t: TrainConfig) -> None:
     for name in ("eval_every", "checkpoint_every"):
         if getattr(t, name) < 0:
             raise UserError(f"train.{name} = {getattr(t, name)}: must be >= 0 (0: automatic)")
+    if t.validations < 1:
+        raise UserError(
+            f"train.validations = {t.validations}: must be >= 1 (validations per run when "
+            f"eval_every = 0; the last step always validates)"
+        )
     if t.log_every < 1:
         raise UserError(f"train.log_every = {t.log_every}: must be >= 1 (steps per metrics line)")
     if t.keep_checkpoints < 1:

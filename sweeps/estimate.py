@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from scaling.errors import UserError
+from scaling.flops import interval, n_validations
 
 CPU_FLOPS_PER_S = [(3e3, 18.4e9), (3e4, 16.5e9), (1.3e5, 20.7e9), (1e6, 42e9), (5e6, 45e9)]
 CPU_STEP_OVERHEAD_S = 6.0e-3
@@ -138,10 +139,11 @@ def estimate_seconds(cells: Sequence, device: tuple[str, int]) -> list[float | N
         key = (cfg.model, cfg.train.batch_size)
         first = key not in seen
         seen.add(key)
-        n_val = 10 if cfg.train.eval_every == 0 else max(1, c.steps // cfg.train.eval_every)
+        t = cfg.train
+        n_val = n_validations(c.steps, c.steps, interval(t.eval_every, c.steps, t.validations))
         val_flops = n_val * cfg.data.val_tokens * c.flops_per_token / 3
-        t = compile_s * first + run_s + c.steps * overhead + (c.c_exact + val_flops) / rate
-        out.append(t + (eval_s if cfg.eval.enabled else 0.0))
+        secs = compile_s * first + run_s + c.steps * overhead + (c.c_exact + val_flops) / rate
+        out.append(secs + (eval_s if cfg.eval.enabled else 0.0))
     return out
 
 

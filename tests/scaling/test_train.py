@@ -283,6 +283,22 @@ def test_short_run_learns_well_below_uniform(tmp_path: Path) -> None:
     assert lines[0]["val_loss"] > lines[-1]["val_loss"] + 0.5
 
 
+def test_fewer_validations_change_only_the_curve(
+    reference: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """train.validations (with eval_every 0) spaces the validations evenly; the model, its final
+    loss and the run id are those of the reference, whose 12 steps validated every 4."""
+    short = [o for o in SHORT if not o.startswith("train.eval_every")]
+    cfg = tiny(*short, "train.validations=2")
+    r = train(cfg, tmp_path, progress=False)
+    assert [m["step"] for m in _metrics(tmp_path) if "val_loss" in m] == [6, 12]
+    assert r["final_val_loss"] == reference[1]["final_val_loss"]
+    assert r["flops_val"] == pytest.approx(reference[1]["flops_val"] * 2 / 3)
+    assert config.config_hash(cfg) == config.config_hash(tiny(*short))
+    with pytest.raises(UserError, match="train.validations = 0"):
+        tiny(*short, "train.validations=0")
+
+
 def test_compiled_step_is_shared_across_runs(reference: tuple[Path, dict], tmp_path: Path) -> None:
     before = len(engine._CACHE)
     train(tiny(*SHORT, "train.lr=2e-3", "train.seed=1", "train.steps=8"), tmp_path, progress=False)
