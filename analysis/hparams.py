@@ -55,10 +55,10 @@ def parabola_optimum(
     """Vertex of the least-squares parabola y = a x^2 + b x + c, with a delta-method t CI.
 
     Uses the grid argmin and up to two neighbours on each side. Returns x_best (the vertex, or
-    the grid argmin when there is no minimum), lo/hi (None when not estimable), a, the points
-    used, and `edge` with its reason. Non-finite y (diverged runs) are left out of the fit; when
-    the best finite point's next neighbour diverged, `diverged_next` names that side ("larger" /
-    "smaller") and the point is not an edge.
+    the grid argmin when there is no minimum or the vertex lies outside the grid), lo/hi (None
+    when not estimable), a, the points used, and `edge` with its reason. Non-finite y (diverged
+    runs) are left out of the fit; when the best finite point's next neighbour diverged,
+    `diverged_next` names that side ("larger" / "smaller") and the point is not an edge.
     """
     order = np.argsort(x)
     x_all, y_all = np.asarray(x, float)[order], np.asarray(y, float)[order]
@@ -85,12 +85,12 @@ def parabola_optimum(
             out.update(edge=True, reason=out["reason"] or "no minimum (parabola opens downward)")
         return out
     vertex = -b / (2 * a)
+    if not x[0] <= vertex <= x[-1]:  # a parabola extrapolated past the grid says little (and a
+        # nearly straight line puts its vertex anywhere): report the grid's best value
+        if not out.get("diverged_next"):  # beyond the last value that trained: no edge
+            out.update(edge=True, reason=out["reason"] or "fitted optimum outside the grid")
+        return out
     out["x_best"] = float(vertex)
-    if not x[0] <= vertex <= x[-1]:
-        if out.get("diverged_next"):  # beyond the last value that trained: report the grid best
-            out["x_best"] = float(x[i])
-            return out
-        out.update(edge=True, reason=out["reason"] or "fitted optimum outside the grid")
     dof = xs.size - 3
     if dof >= 1:
         s2 = float(np.sum((ys - X @ coef) ** 2)) / dof
@@ -343,7 +343,8 @@ def markdown(hp: dict[str, Any]) -> str:
 
 def figure(hp: dict[str, Any], out_dir: Path, axis: str = "lr") -> list[str]:
     """loss vs `axis` (log scale), one line per width (shape), one panel per budget/tokens;
-    the fitted optimum marked. Returns [png] or [] when no cell has that axis."""
+    the fitted optimum marked, diverged variants as crosses along the top edge. Returns [png]
+    or [] when no cell has that axis."""
     groups = [g for g in hp["groups"] if axis in g["axes"]]
     if not groups:
         return []
@@ -374,13 +375,17 @@ def figure(hp: dict[str, Any], out_dir: Path, axis: str = "lr") -> list[str]:
             )
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, marker="o", ms=3, color=c)
+            if gone := [x for x, y in zip(v["values"], v["losses"], strict=True) if y is None]:
+                ax.plot(gone, [0.96] * len(gone), "x", ms=6, mew=1.5, color=c, clip_on=False,
+                        transform=ax.get_xaxis_transform())  # fmt: skip
             ax.plot([v["best"]], [min(ys)], marker="*", ms=11, color=c,
                     markeredgecolor="k" if not v["edge"] else "r")  # fmt: skip
         ax.set(xscale="log", xlabel=f"peak {axis}" if axis == "lr" else axis, title=panel[1])
     axes[0][0].set_ylabel("final validation loss")
     handles = [Line2D([], [], color=colour[s], marker="o", ms=3, label=s) for s, _ in shapes]
     fig.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
-               title="shape (star: fitted best; red edge: on grid edge)")  # fmt: skip
+               title="shape (star: fitted best; red edge: on grid edge;\n"
+                     "x at the top: diverged, no loss)")  # fmt: skip
     path = Path(out_dir) / f"loss_vs_{axis}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -127,6 +127,11 @@ def test_optimum_on_the_grid_edge_is_flagged() -> None:
     assert fit["edge"] and "edge" in fit["reason"]
     inside = parabola_optimum(x, 2.0 + 0.3 * (x - math.log10(3e-3)) ** 2)
     assert not inside["edge"] and 10 ** inside["x_best"] == pytest.approx(3e-3, rel=1e-6)
+    assert fit["x_best"] == x[-1] and fit["lo"] is None  # not the vertex, far past the grid
+    # loss straight in log lr: a curvature of +-1e-17 from rounding put the vertex at 1e300
+    # (10**x_best overflowed); the best value is the grid's edge, whatever the rounding
+    line = parabola_optimum(x, 3.0 - 0.1 * x)
+    assert line["edge"] and line["x_best"] == x[-1]
 
 
 def _lr_star(n: float) -> float:

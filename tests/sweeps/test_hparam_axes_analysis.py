@@ -106,6 +106,19 @@ def test_a_diverged_larger_lr_bounds_the_axis_instead_of_an_edge(tmp_path: Path)
     )
 
 
+def test_loss_vs_lr_draws_a_diverged_variant_as_a_cross(tmp_path, monkeypatch) -> None:
+    """The lr that diverged has no loss; the figure still shows it was tried (a cross at the
+    top of the panel, at its lr), so the curve's end is not mistaken for the grid's edge."""
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    hparams.figure(analyze_records(_lr_line(None, diverge_top=True)), tmp_path)
+    (fig,) = figs
+    crosses = [ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "x"]
+    assert [list(ln.get_xdata()) for ln in crosses] == [[3e-2]]
+    assert "diverged" in fig.legends[0].get_title().get_text()
+    plt.close(fig)
+
+
 def test_grid_best_is_the_grids_own_value() -> None:
     recs = []
     for lr in (0.01, 0.02, 0.04, 0.08):
