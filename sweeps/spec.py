@@ -10,7 +10,7 @@ The README's grid reference documents every key. No JAX.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scaling import config as C
@@ -91,6 +91,8 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
     shapes = parse_shapes(raw.get("shapes", {}))
     hparams, points = parse_hparams(raw.get("hparams", {}))
     base = _parse_base(raw)
+    base_model = _base_model(base, shapes.rule)
+    hparams = _mup_lr_rule(name, hparams, raw.get("hparams", {}), base_model.param)
     return GridSpec(
         name=name,
         kind=kind,
@@ -100,10 +102,27 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
         points=points,
         seeds=_parse_seeds(raw.get("seeds", [0]), name),
         base=base,
-        base_model=_base_model(base, shapes.rule),
+        base_model=base_model,
         overrides=_parse_overrides(raw.get("overrides", [])),
         raw=raw,
     )
+
+
+def _mup_lr_rule(name: str, h: Hparams, table: Any, param: str) -> Hparams:
+    """Under muP the model scales each layer's lr by width itself (scaling.mup): the grid's
+    width rule must not scale it again, so lr_exp defaults to 0 there and another value is
+    refused (hidden-layer lr would fall as 1/d^2)."""
+    if param != "mup":
+        return h
+    given = isinstance(table, dict) and "lr_exp" in table
+    if given and h.lr_exp != 0:
+        raise UserError(
+            f'grid {name!r}: [hparams] lr_exp = {h.lr_exp} with model.param = "mup": muP '
+            f"already scales each layer's lr by width (hidden layers x base_width / d_model), "
+            f"so the width rule would scale it twice; set lr_exp = 0 (the default under muP) "
+            f'or use model.param = "sp"'
+        )
+    return replace(h, lr_exp=0.0)
 
 
 def _parse_study(kind: str, table: Any) -> Isoflop | Nxd | Ladder:

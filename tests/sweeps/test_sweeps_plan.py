@@ -177,6 +177,19 @@ def test_hparam_rules(tmp_path: Path) -> None:
         assert c.warmup == min(math.ceil(c.n_total / (c.batch * 64)), int(0.1 * c.steps))
 
 
+def test_mup_grid_does_not_scale_lr_by_width_twice(capsys) -> None:
+    """Under muP the model scales hidden-layer lr by base_width / d_model itself: the grid keeps
+    one lr for every width (lr_exp 0 by default there) and refuses an explicit width rule."""
+    mup = ['base.model.param="mup"', "base.model.base_width=8", "hparams.lr_max=1"]
+    cells = plan_grid(load_grid("cpu-small", mup)).cells
+    assert {c.lr for c in cells} == {3e-3} and len({c.config.model.d_model for c in cells}) > 1
+    sp = plan_grid(load_grid("cpu-small", ["hparams.lr_max=1"])).cells
+    assert len({c.lr for c in sp}) > 1  # SP keeps the width rule
+    assert main(["sweep", "plan", "cpu-small", *(f"--set={o}" for o in mup),
+                 "--set=hparams.lr_exp=1"]) == 2  # fmt: skip
+    assert "lr_exp = 1.0 with model.param" in capsys.readouterr().err
+
+
 def test_plan_cli_prints_table(capsys) -> None:
     assert main(["sweep", "plan", "cpu-small"]) == 0
     out = capsys.readouterr().out
