@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.hparams import analyze_records, best_variants, parabola_optimum
+from analysis.hparams import (
+    analyze_records,
+    best_variants,
+    parabola_optimum,
+    power_law,
+    summary_lines,
+)
 from scaling.cli import main
 from scaling.errors import UserError
 from sweeps.fake import fake_loss
@@ -167,7 +173,32 @@ def test_best_lr_per_cell_and_lr_vs_n_power_law() -> None:
         assert g["axes"]["lr"]["best"] == pytest.approx(_lr_star(g["N"]), rel=1e-6)
         assert not g["axes"]["lr"]["edge"]
     law = hp["laws"]["lr_vs_N"]
-    assert law["exponent"] == pytest.approx(-0.5, abs=1e-6)
+    assert law["exponent"] == pytest.approx(-0.5, abs=1e-6) and law["edge_left_out"] == 0
+    # a grid that stops below the larger models' best lr: their edge best is only a bound and
+    # stays out of the law (it fed the law as if it were the optimum)
+    narrow = [r for r in recs if r["cell"]["lr"] >= lrs[4]]
+    hp = analyze_records(narrow)
+    edge = sum(g["axes"]["lr"]["edge"] for g in hp["groups"])
+    law = hp["laws"]["lr_vs_N"]
+    assert (
+        edge > 0
+        and law["edge_left_out"] == edge
+        and "edge cells left out" in "\n".join(summary_lines(hp))
+    )
+
+
+def test_lr_law_ci_covers_as_promised_and_needs_three_sizes() -> None:
+    """Best lr ~ N^e from 3 sizes with noise on the best lrs: the 90% CI covers the true
+    exponent about 90% of the time (a bootstrap over the points covered 64%); 2 sizes: no CI."""
+    N = np.array([1e4, 1e5, 1e6])
+    hits = 0
+    for seed in range(300):
+        noise = np.random.default_rng(seed).normal(0, 0.1, N.size)
+        law = power_law(N, 0.05 * (N / 1e4) ** -0.5 * np.exp(noise))
+        hits += law["lo"] <= -0.5 <= law["hi"]
+    assert 0.85 <= hits / 300 <= 0.95
+    two = power_law(N[:2], np.array([1e-2, 3e-3]))
+    assert two["lo"] is None and two["hi"] is None and two["n"] == 2
 
 
 def test_analyze_uses_the_best_lr_run_as_each_cells_point(tmp_path: Path, capsys) -> None:
