@@ -185,3 +185,23 @@ def test_a_size_ladder_cannot_be_compared_and_says_why(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "cmp")]) == 2
     err = capsys.readouterr().err
     assert "size ladder" in err and "not identified" in err and err.count("\n") == 1
+
+
+def test_frontier_above_its_own_best_runs_is_flagged(base_fit, shared_data):
+    """Porian et al.'s tuned constant-lr sweep: the joint law's frontier passes 3-5% above that
+    sweep's best runs at its smallest budgets, so multipliers there read the misfit; a law that
+    fits (the synthetic sweep) is not flagged."""
+    assert cmp.frontier_vs_runs(base_fit)["n_below"] == 0
+    rows = [r for r in csv.DictReader((shared_data / "porian2024_isoflop.csv").open())
+            if r["config_id"] == "rw_tuned_short_const_standard_val"
+            and float(r["D"]) >= float(r["N"])]  # fmt: skip
+    N, D, L = (np.array([float(r[k]) for r in rows]) for k in ("N", "D", "loss"))
+    C = np.array([float(r["C"]) for r in rows])
+    t = RunTable([f"p{i}" for i in range(N.size)], N, D, C, L, C, [None] * N.size, source="tc")
+    tc = cmp.fit_sweep(t, "tuned const", n_resamples=20, seed=0)
+    f = cmp.frontier_vs_runs(tc)
+    assert f["n_below"] >= 1 and f["worst_below"] > 0.03 and f["worst_at_C"] < 3e16
+    res = {"A": {"label": "a", "frontier_vs_runs": cmp.frontier_vs_runs(base_fit)},
+           "B": {"label": "tuned const", "frontier_vs_runs": f}}  # fmt: skip
+    (line,) = cmp.misfit_lines(res)
+    assert "B = tuned const: its fitted frontier lies above its own best run" in line
