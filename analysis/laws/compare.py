@@ -366,6 +366,15 @@ def figure(a: SweepFit, b: SweepFit, res: dict, out_dir: Path) -> list[str]:
     ax2.axvline(c_max, color="0.6", ls=":", lw=1)
     ax2.set_xscale("log")
     ax2.set_yscale("log")
+    # the y range follows the runs' compute: past it the multiplier's band may span 1e-10..1e3,
+    # which squashed the measured part into a line
+    seen = np.concatenate([m[Cg <= c_max], lo[Cg <= c_max], hi[Cg <= c_max], [1.0]])
+    seen = seen[np.isfinite(seen) & (seen > 0)]
+    ax2.set_ylim(seen.min() / 3, seen.max() * 3)
+    for axis in (ax, ax2):
+        axis.axvspan(c_max, Cg[-1], color="0.93", lw=0, zorder=0)
+        axis.text(0.99, 0.02, "extrapolated", transform=axis.transAxes, ha="right",
+                  va="bottom", fontsize=8, color="0.4")  # fmt: skip
     ax2.set_xlabel(f"compute {a.label} spends to reach the loss (FLOPs)")
     ax2.set_ylabel(f"C({a.label}) / C({b.label}) at equal loss")
     ax2.set_title("Compute multiplier (> 1: B is cheaper)")
