@@ -20,7 +20,8 @@ for the previous implementation (one step per dispatch, no persistent compilatio
 the current defaults, cold (empty compilation cache) and warm (a rerun of the same shape). Then
 it runs the whole demo grid's training phase (`scaling sweep run demo`, few-shot evals off)
 with each, one after the other in fresh processes, and prints their CPU and wall seconds and
-the ratio; then the current code again with `sweep run --workers 2` (two cells at once).
+the ratio; then the current code again with `sweep run --workers 2` (two cells at once);
+`--no-serial` skips the current code's one-launcher run.
 `--previous REV` runs a git revision's code as the previous implementation instead (e.g. the
 commit before issue 13); by default it is emulated with this code
 (`train.steps_per_dispatch=1`, `SCALING_COMPILE_CACHE=off`).
@@ -199,6 +200,7 @@ def run(
     grid: bool = True,
     max_runs: int | None = None,
     workers: int = 2,
+    serial: bool = True,
 ) -> None:
     """Print the benchmark (see the module doc)."""
     from sweeps.grid import load_grid, plan_grid  # noqa: PLC0415
@@ -234,18 +236,21 @@ def run(
         print(f"demo grid, training phase ({n} runs, few-shot evals off), fresh processes:")
         old = _grid(old_tree, "off", [f"base.{x}" for x in old_sets], max_runs)
         print(f"  previous    {old['cpu_s']:8.1f} CPU-s {old['wall_s']:8.1f} wall s  ({_load()})")
-        new = _grid(ROOT, str(Path(tmp) / "xla-grid"), [], max_runs)
-        print(f"  new (cold)  {new['cpu_s']:8.1f} CPU-s {new['wall_s']:8.1f} wall s  ({_load()})")
-        speed = old["cpu_s"] / new["cpu_s"]
-        print(
-            f"  speed-up    {speed:.2f}x in CPU-s, {old['wall_s'] / new['wall_s']:.2f}x in wall s"
-        )
+        new = None
+        if serial:
+            new = _grid(ROOT, str(Path(tmp) / "xla-grid"), [], max_runs)
+            print(
+                f"  new (cold)  {new['cpu_s']:8.1f} CPU-s {new['wall_s']:8.1f} wall s  ({_load()})"
+            )
+            speed, wall = old["cpu_s"] / new["cpu_s"], old["wall_s"] / new["wall_s"]
+            print(f"  speed-up    {speed:.2f}x in CPU-s, {wall:.2f}x in wall s")
         if workers > 1 and max_runs is None:  # --max-runs counts one launcher's runs
             par = _grid(ROOT, str(Path(tmp) / "xla-workers"), [], None, workers)
+            vs = f", {new['wall_s'] / par['wall_s']:.2f}x one launcher" if new else ""
             print(
                 f"  new, --workers {workers} {par['cpu_s']:8.1f} CPU-s {par['wall_s']:8.1f} wall s "
                 f"({_load()}): {old['wall_s'] / par['wall_s']:.2f}x the previous in wall s, "
-                f"{new['wall_s'] / par['wall_s']:.2f}x one launcher"
+                f"{old['cpu_s'] / par['cpu_s']:.2f}x in CPU-s{vs}"
             )
 
 
@@ -262,8 +267,20 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="also time the grid with `sweep run --workers N` (default 2; 1 skips it)",
     )
+    p.add_argument(
+        "--no-serial",
+        action="store_true",
+        help="skip the current code's one-launcher grid run (time only --workers N against the "
+        "previous implementation)",
+    )
     args = p.parse_args(argv)
-    run(args.previous, grid=not args.no_grid, max_runs=args.max_runs, workers=args.workers)
+    run(
+        args.previous,
+        grid=not args.no_grid,
+        max_runs=args.max_runs,
+        workers=args.workers,
+        serial=not args.no_serial,
+    )
     return 0
 
 
