@@ -143,10 +143,12 @@ def run(args: argparse.Namespace) -> int:
     for m in report["mirage_pairs"]:
         comp = ", ".join(f"{k}: {v}" for k, v in m["companion_verdicts"].items())
         shots = "" if m.get("shots") is None else f" {m['shots']}-shot"
+        na = "; ".join(f"{k}: {v}" for k, v in m.get("not_checked", {}).items())
+        why = na if m["onset"].startswith("leaves") and na else m["onset"]
         print(
             f"mirage pair {m['family']}/{m['task']}{shots}: {m['primary']}: {m['primary_verdict']}"
             f" | {comp} | companion jumps at onset: "
-            f"{m['any_companion_jumps'] if m['checked_at_onset'] else 'n/a: ' + m['onset']}"
+            f"{m['any_companion_jumps'] if m['checked_at_onset'] else 'n/a: ' + why}"
         )
     one_seed = all("single_seed" in c["warnings"] for c in report["curves"])
     if one_seed:

@@ -186,9 +186,22 @@ def analyze_curve(c: Curve) -> dict:
     return res
 
 
-def companion_jump(comp: dict, onset: int) -> dict:
-    """Does a companion curve jump where the primary did? LFO at the same indices.
+def _aligned(prim_x: np.ndarray, comp_x: np.ndarray, upto: int) -> list[int] | str:
+    """Companion indices of the primary's points 0..upto (matched by scale), or why not."""
+    idx = []
+    for i in range(upto + 1):
+        hit = np.nonzero(np.isclose(comp_x, prim_x[i], rtol=0, atol=1e-9))[0]
+        if len(hit) != 1:
+            return f"it has no score at log10 scale {prim_x[i]:.3f} (point {i} of the test)"
+        idx.append(int(hit[0]))
+    return idx
 
+
+def companion_jump(comp: dict, onset: int, prim_x: np.ndarray | None = None) -> dict:
+    """Does a companion curve jump where the primary did? LFO at the same scale points.
+
+    The companion is aligned to the primary by scale (each column may lack some models): when it
+    lacks a point the test needs (any scale up to the last tested one), the check is n/a.
     Bounded companions are tested on their chance-normalised scale; unbounded ones on
     (y - min) / (max - min), so the excess is a fraction of the curve's own total range.
     """
@@ -197,6 +210,11 @@ def companion_jump(comp: dict, onset: int) -> dict:
     if not comp["bounded"]:
         rng = float(np.ptp(s)) or 1.0
         s, v, sd = (s - s.min()) / rng, v / rng**2, sd / rng
+    if prim_x is not None:
+        idx = _aligned(prim_x, x, min(onset + LFO_POINTS, len(prim_x)) - 1)
+        if isinstance(idx, str):
+            return {"metric": comp["metric"], "jumps": None, "lfo": [], "why_na": idx}
+        x, s, v = x[idx], s[idx], v[idx]
     steps = _lfo(x, s, v, onset, sd)
     if not steps:
         return {"metric": comp["metric"], "jumps": None, "lfo": []}
@@ -266,7 +284,7 @@ def _verdict(res: dict) -> tuple[str, str]:
     if not res["testable"] and res["bounded"] and res["onset_index"] is not None:
         if res["onset_index"] == 0:
             return "smooth", "above chance from the smallest scale: no flat phase to jump from"
-        return "smooth", (
+        return "insufficient_resolution", (
             f"leaves chance at index {res['onset_index']}: fewer than {MIN_PRE} earlier points "
             "to test a jump against"
         )
@@ -295,13 +313,18 @@ def analyze_curves(curves: list[Curve]) -> list[dict]:
         if r["companions"]:
             comps = [by_key.get((r["task"], r["shots"], r["family"], m)) for m in r["companions"]]
             comps = [c for c in comps if c is not None]
+            x = np.asarray(r["log10_scale"])
             checks = [
-                companion_jump(c, r["onset_index"]) for c in comps if r["onset_index"] is not None
+                companion_jump(c, r["onset_index"], x)
+                for c in comps
+                if r["onset_index"] is not None
             ]
+            na = {c["metric"]: c["why_na"] for c in checks if "why_na" in c}
             checks = [c for c in checks if c["jumps"] is not None]
             r["mirage"] = {
                 "companions": [c["metric"] for c in comps],
                 "checked": bool(checks),
+                "not_checked": na,
                 "any_companion_jumps": any(c["jumps"] for c in checks),
                 "checks": checks,
                 "companion_verdicts": {c["metric"]: c.get("verdict") for c in comps},

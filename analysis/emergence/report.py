@@ -75,6 +75,7 @@ def write_report(
                 "checked_at_onset": r["mirage"]["checked"],
                 "onset": onset_phrase(r),
                 "any_companion_jumps": r["mirage"]["any_companion_jumps"],
+                "not_checked": r["mirage"].get("not_checked", {}),
             }
             for r in results
             if r.get("mirage")

@@ -62,7 +62,10 @@ def test_opt_three_digit_never_smooth(verdicts, task):
 
 @pytest.mark.parametrize("fam", ["Pythia", "OPT"])
 def test_smooth_and_flat_benchmarks(verdicts, fam):
-    assert _get(verdicts, fam, "HellaSwag", "acc_norm")["verdict"] == "smooth"
+    hs = _get(verdicts, fam, "HellaSwag", "acc_norm")
+    # Pythia leaves chance at its 2nd model: too few earlier points to test a jump against
+    want = "insufficient_resolution" if fam == "Pythia" else "smooth"
+    assert hs["verdict"] == want, hs["reason"]
     arc = _get(verdicts, fam, "ARC-C", "acc_norm")
     assert arc["verdict"] not in ("emergent", "emergent_metric_induced"), arc["reason"]
     mmlu = _get(verdicts, fam, "MMLU")
@@ -72,6 +75,9 @@ def test_smooth_and_flat_benchmarks(verdicts, fam):
 
 @pytest.mark.parametrize("fam", ["Pythia", "OPT"])
 def test_ipa_is_a_mirage_pair(verdicts, fam):
+    # what the README says: BLEU jumps between adjacent models; the check is n/a (no onset)
+    bleu = _get(verdicts, fam, "ipa_transliterate", "bleu")
+    assert "jump_between_adjacent_scales" in bleu["warnings"]
     em = _get(verdicts, fam, "ipa_transliterate", "exact_match")
     assert em["companions"] == ["bleu"]
     assert set(em["mirage"]["companion_verdicts"]) == {"bleu"}
