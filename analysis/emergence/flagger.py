@@ -10,8 +10,8 @@ Decisive rules (all constants below, documented in the README):
    Onset at the smallest scale -> "above chance from the smallest scale" (smooth: no flat phase).
 3. Leave-future-out (LFO): for the onset point and the next one, fit a line in log-scale to all
    earlier points, predict the point, z = residual / predictive SD (fit + binomial + extra
-   scatter). Needs >= MIN_PRE points before the onset. Curve p = Bonferroni over the points
-   tested; Holm across all curves tested in the run.
+   scatter; Student t, the scatter being estimated). Needs >= MIN_PRE points before the
+   onset. Curve p = Bonferroni over the points tested; Holm across all curves tested in the run.
 4. Emergent = Holm p < ALPHA and the excess over the trend >= JUMP_MARGIN (chance-normalised),
    the jumped point's 95% CI clears the last pre-onset point's (significant given n_items), and
    no larger scale falls back to chance (else non_monotone, never emergent).

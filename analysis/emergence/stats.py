@@ -94,20 +94,27 @@ def lfo_step(
 ) -> dict | None:
     """Leave-future-out test of point j: fit a line in log-scale to points < j, predict j.
 
-    Predictive variance = fit variance at x_j + sampling variance of s_j (the larger of the
-    variance at the observed and at the predicted value) + extra-binomial scatter. The extra
-    scatter is estimated from the fit residuals (needs >= 3 past points) and floored at
-    ``noise_sd**2`` (used for metrics without a binomial model). z > 0 means "above the trend".
+    Predictive variance = fit variance at x_j + sampling variance of s_j + extra (model-to-model)
+    scatter. The extra scatter is estimated from the fit residuals (method of moments, leverage
+    corrected; needs >= 3 past points) and floored at ``noise_sd**2`` (used for metrics without
+    a binomial model). Because that scatter is estimated on j - 2 degrees of freedom, z is
+    referred to Student's t with j - 2 dof, not a normal (else p is far too small when models
+    scatter beyond counting noise). z > 0 means "above the trend".
     """
     if j < 2:
         return None
     xp, sp, vp = x[:j], s[:j], v[:j]
     extra = noise_sd**2
-    beta, _ = wls_line(xp, sp, vp + extra)
+    beta, cov = wls_line(xp, sp, vp + extra)
+    dof = None
     if j >= 3:  # method-of-moments extra-binomial variance from the residuals
         resid = sp - (beta[0] + beta[1] * xp)
-        extra = max(extra, float(np.sum(resid**2 - vp)) / (j - 2))
+        X = np.column_stack([np.ones_like(xp), xp])
+        lev = np.einsum("ij,jk,ik->i", X, cov, X) / np.maximum(vp + extra, 1e-300)
+        mom = float(np.sum(resid**2) - np.sum((1.0 - lev) * vp)) / (j - 2)
+        extra = max(extra, mom)
         beta, cov = wls_line(xp, sp, vp + extra)
+        dof = j - 2
     else:
         _, cov = wls_line(xp, sp, vp + max(extra, 1e-12))
     xj = np.array([1.0, x[j]])
@@ -115,6 +122,9 @@ def lfo_step(
     var_fit = float(xj @ cov @ xj)
     sd = math.sqrt(max(var_fit + v[j] + extra, 1e-300))
     z = (s[j] - pred) / sd
+    if dof is not None:  # Satterthwaite: only the part scaling with the fitted scatter is uncertain
+        est = var_fit + (extra if extra > noise_sd**2 else 0.0)
+        dof = dof * (sd**2 / max(est, 1e-300)) ** 2 if est > 0 else math.inf
     return {
         "index": j,
         "predicted": pred,
@@ -122,7 +132,8 @@ def lfo_step(
         "excess": float(s[j] - pred),
         "sd": sd,
         "z": float(z),
-        "p": float(stats.norm.sf(z)),
+        "dof": dof,
+        "p": float(stats.norm.sf(z) if dof in (None, math.inf) else stats.t.sf(z, dof)),
     }
 
 

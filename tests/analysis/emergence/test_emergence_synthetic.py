@@ -73,8 +73,11 @@ def test_sigmoid_jumps_vs_smooth_power_laws():
 
 
 def _p_to_the_L(rng, *, jump_tokens: bool) -> list[Curve]:
-    """Per-token accuracy p rises smoothly (token error ~ C^-0.5); exact match = p^L, L=20."""
-    L, n, vocab_chance = 20, 1000, 0.1
+    """Per-token accuracy p rises smoothly (token error ~ C^-0.5); exact match = p^L, L=40.
+
+    L=40 puts the exact-match rise after 4 flat points: with 3, the trend's scatter is estimated
+    on 1 degree of freedom and the t-based LFO test rightly cannot call a convex rise a jump."""
+    L, n, vocab_chance = 40, 1000, 0.1
     err = 0.6 * 10 ** (-0.5 * (X - X[0]))
     p = 1 - err
     if jump_tokens:  # a real jump: the per-token accuracy itself jumps at the same place
@@ -170,3 +173,17 @@ def test_stats_helpers():
     sig = st.sigmoid_vs_linear(X, 0.8 / (1 + np.exp(-(X - 21.6) / 0.03)))
     assert sig["delta_bic"] > 10 and sig["resolution_limited"]
     assert abs(sig["midpoint_log10"] - 21.6) < 0.25
+
+
+@pytest.mark.parametrize("scatter", [0.0, 0.01, 0.03])
+def test_lfo_false_positive_rate_with_model_scatter(scatter):
+    """Straight-line truth, models scattering beyond counting noise: p < 0.01 about 1% of the
+    time (the scatter is estimated on j - 2 dof, so z is referred to Student's t)."""
+    rng = np.random.default_rng(11)
+    n, draws, hits = 2000, 300, 0
+    for i in range(draws):
+        j = 3 + i % 4
+        truth = 0.2 + 0.05 * (X - X[0]) + rng.normal(0, scatter, len(X))
+        y = rng.binomial(n, np.clip(truth, 0, 1)) / n
+        hits += st.lfo_step(X, y, st.binom_var(y, np.full(len(X), n)), j)["p"] < 0.01
+    assert hits / draws < 0.03
