@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _table_curves(args: argparse.Namespace):
-    from analysis.emergence.sources import curves_from_table, load_spec, parse_metric_flag
+    from analysis.emergence.tables import curves_from_table, load_spec, parse_metric_flag
 
     specs = [m for m in args.map if "=" not in m]
     if len(specs) > 1:

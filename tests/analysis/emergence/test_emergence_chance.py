@@ -9,8 +9,8 @@ import pytest
 from analysis.emergence.curves import Curve
 from analysis.emergence.flagger import analyze_curves
 from analysis.emergence.report import write_report
-from analysis.emergence.sources import parse_metric_flag
 from analysis.emergence.stats import chance_level
+from analysis.emergence.tables import parse_metric_flag
 from scaling.cli import main
 from scaling.errors import UserError
 
@@ -99,7 +99,7 @@ def test_majority_option_of_the_metric_flag(tmp_path, capsys):
         "acc",
         {"chance": 0.5, "majority": 0.635, "n_items": 104},
     )
-    with pytest.raises(UserError, match="majority=1.5 must be a rate between 0 and 1"):
+    with pytest.raises(UserError, match=r"majority=1.5 must be a rate in \[0, 1\)"):
         parse_metric_flag("acc:chance=0.5:majority=1.5")
     rows = ["Model,Model Family,FLOPs,acc"] + [
         f"m{i},fam,{10 ** X[i]:.6g},{y:.6f}" for i, y in enumerate(LABEL_SWITCH)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from analysis.emergence.curves import Curve
 from analysis.emergence.flagger import analyze_curves
-from analysis.emergence.sources import curves_from_table, parse_metric_flag
+from analysis.emergence.tables import curves_from_table, parse_metric_flag
+from scaling.cli import main
+from scaling.errors import UserError
 
 EM = [0.0, 0.0005, 0.001, 0.0005, 0.001, 0.0015, 0.4, 0.45, 0.5, 0.55]
 TOK = [0.3, 0.31, 0.3, 0.32, 0.31, 0.32, 0.8, 0.82, 0.84, 0.86]
@@ -67,3 +71,96 @@ def test_onset_with_fewer_than_3_earlier_points_is_insufficient_resolution(onset
     assert r["onset_index"] == onset
     assert r["verdict"] == "insufficient_resolution", r["reason"]
     assert "fewer than 3 earlier points" in r["reason"]
+
+
+def _fails(capsys, argv: list[str], *needles: str) -> None:
+    """The CLI exits 2 (UserError, no traceback) with a message containing every needle."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for s in needles:
+        assert s in err, err
+
+
+def _cli(path, *extra, out="o"):
+    m = ["--map", "model=Model", "--map", "family=Family", "--map", "compute=C"]
+    return ["emergence", "--csv", path, *m, *extra, "--out", out, "--no-figures"]
+
+
+def test_table_inputs_that_would_mislead_exit_2(tmp_path, capsys):
+    em = ["--metric", "em:chance=0:n=2000"]
+    dup = _rows() + [("m9", "F", 1e23, 0.0, 0.3)]
+    _fails(capsys, _cli(_csv(tmp_path, dup), *em), "'m9'", "more than one row")
+    same = [(m, f, 1e21, e, t) for m, f, _, e, t in _rows()]
+    _fails(capsys, _cli(_csv(tmp_path, same), *em), "family 'F'", "1e+21", "one score per scale")
+    pct = [(m, f, c, 100 * e, t) for m, f, c, e, t in _rows()]
+    _fails(capsys, _cli(_csv(tmp_path, pct), *em), "'em'", "40.0", "scale=100")
+    neg = [(m, f, c, -0.2, t) for m, f, c, _, t in _rows()]
+    _fails(capsys, _cli(_csv(tmp_path, neg), *em), "'em'", "-0.2", "[0, 1]")
+    ok = _csv(tmp_path, _rows())
+    _fails(capsys, _cli(ok, "--metric", "em:chance=1:n=2000"), "chance=1", "[0, 1)")
+    for bad in ("abc", "-1", "0", "nan"):
+        args = _cli(ok, *em, "--map", f"compute_multiplier={bad}")
+        _fails(capsys, args, f"compute_multiplier={bad!r}", "positive number")
+    head = tmp_path / "head.csv"
+    head.write_text("Model,Family,C,em\n")
+    _fails(capsys, _cli(str(head), *em), "has no rows")
+    args = ["emergence", "--csv", ok, "--map", "model=Model", "--map", "compute=C", *em]
+    _fails(capsys, [*args, "--families", "F", "--out", "o"], "--map family=COLUMN")
+
+
+def test_pair_without_its_own_metric_flag_and_all_nan_note(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ok = _csv(tmp_path, _rows())
+    assert main(_cli(ok, "--metric", "em:chance=0:n=2000:pair=tok")) == 0
+    assert "companion jumps at onset: True" in capsys.readouterr().out
+    nan = _csv(tmp_path, _rows(em=["nan"] * 10))
+    assert main(_cli(nan, "--metric", "em:chance=0:n=2000", "--metric", "tok")) == 0
+    assert "column 'em' has fewer than 2 numeric scores" in capsys.readouterr().err
+
+
+def test_bounded_error_rate_is_scored_as_one_minus_error(tmp_path, capsys):
+    err = tmp_path / "err.csv"
+    err.write_text(
+        "Model,Family,C,err\n"
+        + "".join(f"m{i},F,{c},{1 - e}\n" for i, (_, _, c, e, _) in enumerate(_rows()))
+    )
+    metric = {"chance": 1.0, "n_items": 2000, "higher_is_better": False}
+    spec = {"model": "Model", "family": "Family", "compute": "C", "metrics": {"err": metric}}
+    (r,) = analyze_curves(curves_from_table([str(err)], spec))
+    assert r["verdict"] == "emergent", r["reason"]
+    assert np.allclose(r["score"], EM)
+    assert "1 - err" in capsys.readouterr().err
+    spec["metrics"]["err"]["chance"] = 0.0  # guessing error 0: chance accuracy 1, no room
+    with pytest.raises(UserError, match="accuracy is 1"):
+        curves_from_table([str(err)], spec)
+
+
+def _rec(i: int, em, n=2000) -> dict:
+    ev = {"scores": {"copy": {"1": {"exact_match": em, "n_items": n}}}}
+    ev["chance"] = {"copy": {"exact_match": 0.0}}
+    c = 10.0 ** (20 + i / 3)
+    return {
+        "run_id": f"r{i}",
+        "status": "done",
+        "N_total": 1e6 * (i + 1),
+        "D": 1e9,
+        "C_exact": c,
+        "final_val_loss": 3.0 - 0.1 * i,
+        "evals": ev,
+    }
+
+
+def _sweep(tmp_path, recs):
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return str(tmp_path)
+
+
+def test_sweep_inputs(tmp_path, capsys):
+    recs = [_rec(i, e) for i, e in enumerate(EM)]
+    recs[3]["evals"]["scores"]["copy"]["1"]["exact_match"] = float("nan")
+    d = _sweep(tmp_path, recs)
+    assert main(["emergence", d, "--no-figures"]) == 0
+    assert "1 non-finite eval score(s) dropped (r3 copy/exact_match)" in capsys.readouterr().err
+    _fails(capsys, ["emergence", _sweep(tmp_path, [_rec(0, 0.1, n=0)])], "r0", "n_items=0")
+    _fails(capsys, ["emergence", _sweep(tmp_path, [_rec(0, 40.0)])], "r0", "40.0", "[0, 1]")

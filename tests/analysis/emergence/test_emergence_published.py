@@ -13,7 +13,7 @@ import pytest
 from analysis.emergence import cli as emergence_cli
 from analysis.emergence.flagger import analyze_curves
 from analysis.emergence.published import ITEM_COUNTS, OBSSCALING
-from analysis.emergence.sources import curves_from_table
+from analysis.emergence.tables import curves_from_table
 
 FILES = ("obsscaling_emergent_capability_eval.csv", "obsscaling_base_llm_benchmark_eval.csv")
 

@@ -153,7 +153,7 @@ def test_csv_mapped_columns_and_families_must_exist(tmp_path):
     """A typo in a mapped column or a family name is an error naming it, not a silent skip."""
     import pytest
 
-    from analysis.emergence.sources import curves_from_table
+    from analysis.emergence.tables import curves_from_table
     from scaling.errors import UserError
 
     f = tmp_path / "t.csv"
