@@ -173,8 +173,12 @@ def _prepare_text_files(cfg: DataConfig, data_dir: Path) -> Any:
     return builder
 
 
-def _fingerprint(builder: Any, split: str, tok_id: str = tokenizer.TOKENIZER_ID) -> str:
-    """What the cached tokens depend on: the data (manifest or split sizes) and the tokenizer."""
+def _fingerprint(
+    builder: Any, split: str, tok_id: str = tokenizer.TOKENIZER_ID, text_key: str = "text"
+) -> str:
+    """What the cached tokens depend on: the data (manifest or split sizes), the feature read
+    (`data.text_key`) and the tokenizer. `text_files` always reads its "text" feature (its
+    text key is in its config name), so its key is left out and its older caches stay valid."""
     meta = dict(builder.info.metadata or {})
     info = builder.info
     splits = {k: [v.num_examples, v.num_bytes] for k, v in info.splits.items()}
@@ -185,6 +189,8 @@ def _fingerprint(builder: Any, split: str, tok_id: str = tokenizer.TOKENIZER_ID)
         "splits": splits,
         "tokenizer": tok_id,
     }
+    if builder.name != TEXT_FILES or text_key != "text":
+        blob["text_key"] = text_key
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -225,15 +231,11 @@ def load_split(
             f"data.text_key = {text_key!r} is not a feature of {builder.info.full_name}; "
             f"it has: {', '.join(features.keys())}"
         )
-    if split.split("[")[0] not in builder.info.splits:
-        raise UserError(
-            f"split {split!r} not in {builder.info.full_name}; available: "
-            f"{', '.join(builder.info.splits)} (set data.train_split / data.val_split)"
-        )
+    _check_split(builder, split)
     from scaling.data.spm import BYTES
 
     tok = tok or BYTES
-    stem = f"{split.replace('/', '_')}-{_fingerprint(builder, split, tok.id)}"
+    stem = f"{split.replace('/', '_')}-{_fingerprint(builder, split, tok.id, text_key)}"
     root = _cache_dir(builder)
     tok_path, idx_path = root / f"{stem}.tokens.u16", root / f"{stem}.docs.npy"
     with _file_lock(root / ".lock"):
@@ -246,6 +248,29 @@ def load_split(
         )
     tokens = np.memmap(tok_path, dtype=np.uint16, mode="r")
     return Split(tokens=tokens, doc_starts=np.load(idx_path), cache_path=tok_path)
+
+
+def _check_split(builder: Any, split: str) -> None:
+    """UserError unless every `+` part of `split` names a split of the dataset and TFDS can
+    read the whole expression (slices, rounding)."""
+    import tensorflow_datasets as tfds
+
+    splits, name = builder.info.splits, builder.info.full_name
+    for part in split.split("+"):
+        base = part.split("[")[0].split("(")[0].strip()
+        if base not in splits:
+            raise UserError(
+                f"split {split!r}: {base!r} is not a split of {name}; available: "
+                f"{', '.join(splits)} (set data.train_split / data.val_split)"
+            )
+    try:
+        tfds.core.ReadInstruction.from_spec(split).to_absolute(splits)
+    except (ValueError, AssertionError) as e:
+        why = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"split {split!r} of {name} cannot be read ({why}); set data.train_split / "
+            f"data.val_split to a TFDS split expression such as 'train[:95%]' or 'train+test'"
+        ) from e
 
 
 def _tokenize_split(

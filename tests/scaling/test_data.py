@@ -290,3 +290,56 @@ def test_validation_must_be_held_out_from_training(train, val, ok):
     else:
         with pytest.raises(UserError, match=r"data\.train_split = .* and data\.val_split = "):
             check_disjoint_splits(train, val)
+
+
+class ScalingToyTwoFields(ScalingToyText):
+    """Two text features per document, so data.text_key picks which one is tokenized."""
+
+    def _info(self):
+        text = tfds.features.Text()
+        return tfds.core.DatasetInfo(
+            builder=self, features=tfds.features.FeaturesDict({"content": text, "title": text})
+        )
+
+    def _generate_examples(self, docs):
+        for i, text in enumerate(docs):
+            yield i, {"content": text, "title": f"title {i}"}
+
+
+def test_text_key_is_part_of_the_token_cache(tmp_path):
+    """Changing data.text_key tokenizes the other field, never the cache of the first."""
+    ScalingToyTwoFields(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    kw = dict(dataset=ScalingToyTwoFields.name, data_dir=str(tmp_path), val_split="test")
+    kw.update(val_tokens=50, task_mix=0.0)
+    content = open_dataset(DataConfig(text_key="content", **kw), 8, progress=False)
+    title = open_dataset(DataConfig(text_key="title", **kw), 8, progress=False)
+    assert tokenizer.decode(np.asarray(title.train_tokens)).count("title ") == 40
+    assert "title" not in tokenizer.decode(np.asarray(content.train_tokens))
+
+
+@pytest.mark.parametrize(
+    ("val", "err"),
+    [
+        ("test+train[:1]", None),
+        ("train[:1]+nosuch", "'nosuch' is not a split"),
+        ("nosuch", "'nosuch' is not a split"),
+        ("test[:95%](closest)", "cannot be read"),
+        ("test[:200%]", "cannot be read"),
+    ],
+)
+def test_every_part_of_a_split_expression_is_checked(tmp_path, val, err):
+    ScalingToyText(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    cfg = DataConfig(
+        dataset=ScalingToyText.name,
+        data_dir=str(tmp_path),
+        text_key="content",
+        train_split="train[1:]",
+        val_split=val,
+        val_tokens=50,
+        task_mix=0.0,
+    )
+    if err is None:
+        assert open_dataset(cfg, 8, progress=False).info["val_split"] == val
+    else:
+        with pytest.raises(UserError, match=f"{err}.*data.train_split / data.val_split"):
+            open_dataset(cfg, 8, progress=False)
