@@ -2,9 +2,10 @@
 
 The corpus is the run config's `[data]` (default: the built-in `tiny` config, i.e. the embedded
 stdlib corpus), or your own files with `--data GLOB` (as `data.dataset = "text_files"`). Only the
-train split is read. The model is saved next to the prepared data (inside its TFDS directory) unless
-`--out` says otherwise; runs name it by path (`data.tokenizer`), and the run record carries its
-sha256.
+training split (`data.train_split`) is read. The model is saved under
+`<data_dir>/tokenizers/<dataset>/<config>/<version>/`, outside the prepared copy (which a rebuild
+replaces), unless `--out` says otherwise; runs name it by path (`data.tokenizer`), and the run
+record carries its sha256.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from scaling.errors import UserError
 CHUNK = 16384  # characters per training "sentence"
 
 
-def _doc_chunks(builder, text_key: str, max_bytes: int):
+def _doc_chunks(builder, split: str, text_key: str, max_bytes: int):
     from scaling.data.sources import _doc_text
 
-    src = builder.as_data_source(split="train")
+    src = builder.as_data_source(split=split)
     seen = 0
     for i in range(len(src)):
         text = _doc_text(src[i], text_key).decode("utf-8", errors="replace")
@@ -37,7 +38,7 @@ def _doc_chunks(builder, text_key: str, max_bytes: int):
 def _train(args: argparse.Namespace) -> int:
     from scaling import config as C
     from scaling.data import spm
-    from scaling.data.sources import TEXT_FILES, get_builder
+    from scaling.data.sources import TEXT_FILES, check_split, default_data_dir, get_builder
 
     overrides = list(args.overrides)
     if args.data:
@@ -48,17 +49,20 @@ def _train(args: argparse.Namespace) -> int:
     cfg = C.load(args.config, overrides + ["eval.enabled=false", 'data.tokenizer=""'])
     builder = get_builder(cfg.data, progress=not args.no_progress)
     feature = "text" if cfg.data.dataset == TEXT_FILES else cfg.data.text_key
+    split = cfg.data.train_split
+    check_split(builder, split, feature)  # UserError: unknown split or text key
     if args.out:
         out = Path(args.out)
-    else:
-        out = Path(builder.data_dir) / "tokenizers" / f"spm-{args.model_type}-{args.vocab}.model"
+    else:  # not inside builder.data_dir: a rebuild of the prepared copy deletes that folder
+        root = default_data_dir(cfg.data) / "tokenizers" / builder.info.full_name
+        out = root / f"spm-{args.model_type}-{args.vocab}.model"
     if out.suffix != ".model":
         raise UserError(f"--out {out}: a SentencePiece model file must end in .model")
     tmp = out.with_name(f".tmp{os.getpid()}-{out.stem}")
-    chunks = _doc_chunks(builder, feature, int(args.max_mb * 2**20))
+    chunks = _doc_chunks(builder, split, feature, int(args.max_mb * 2**20))
     print(
         f"training a {args.model_type} SentencePiece model, vocab {args.vocab}, on "
-        f"{cfg.data.dataset} train (up to {args.max_mb:g} MB) ...",
+        f"{cfg.data.dataset} {split} (up to {args.max_mb:g} MB) ...",
         file=sys.stderr,
     )
     model = spm.train_sentencepiece(chunks, tmp, args.vocab, args.model_type)
@@ -90,6 +94,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     t.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
     t.add_argument("--max-mb", type=float, default=64.0, help="train on at most this many MB")
-    t.add_argument("--out", default=None, help="model path (default: next to the prepared data)")
+    t.add_argument("--out", default=None, help="model path (default: under DATA_DIR/tokenizers/)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(handler=_train)

@@ -148,9 +148,23 @@ def _prepare_embedded(builder: Any, data_dir: Path) -> Any:
                 f"stdlib (manifest {str(have)[:12]}, now {want[:12]}); rebuilding",
                 file=sys.stderr,
             )
-            shutil.rmtree(builder.data_dir)
-            builder = fresh()
+            builder = _rebuild(builder, fresh, data_dir)
         builder.download_and_prepare()
+    return builder
+
+
+def _rebuild(builder: Any, fresh, data_dir: Path) -> Any:
+    """Delete the stale prepared copy (records and token caches) and prepare it again, keeping
+    a `tokenizers/` folder in it (where `scaling tokenizer train` used to save models) in place."""
+    kept = Path(builder.data_dir) / "tokenizers"
+    aside = data_dir / f".{EMBEDDED}-tokenizers-{os.getpid()}"
+    if kept.is_dir():
+        os.replace(kept, aside)  # a crash leaves them here, not deleted
+    shutil.rmtree(builder.data_dir)
+    builder = fresh()
+    builder.download_and_prepare()
+    if aside.is_dir():
+        os.replace(aside, Path(builder.data_dir) / "tokenizers")
     return builder
 
 
@@ -225,13 +239,7 @@ def load_split(
     tok: Any = None,
 ) -> Split:
     """Token stream of `split`, tokenized on first use and memory-mapped from the cache after."""
-    features = builder.info.features
-    if text_key not in features:
-        raise UserError(
-            f"data.text_key = {text_key!r} is not a feature of {builder.info.full_name}; "
-            f"it has: {', '.join(features.keys())}"
-        )
-    _check_split(builder, split)
+    check_split(builder, split, text_key)
     from scaling.data.spm import BYTES
 
     tok = tok or BYTES
@@ -250,12 +258,17 @@ def load_split(
     return Split(tokens=tokens, doc_starts=np.load(idx_path), cache_path=tok_path)
 
 
-def _check_split(builder: Any, split: str) -> None:
-    """UserError unless every `+` part of `split` names a split of the dataset and TFDS can
-    read the whole expression (slices, rounding)."""
+def check_split(builder: Any, split: str, text_key: str) -> None:
+    """UserError unless `text_key` is a feature, every `+` part of `split` names a split of the
+    dataset, and TFDS can read the whole expression (slices, rounding)."""
     import tensorflow_datasets as tfds
 
-    splits, name = builder.info.splits, builder.info.full_name
+    splits, name, features = builder.info.splits, builder.info.full_name, builder.info.features
+    if text_key not in features:
+        raise UserError(
+            f"data.text_key = {text_key!r} is not a feature of {name}; "
+            f"it has: {', '.join(features.keys())}"
+        )
     for part in split.split("+"):
         base = part.split("[")[0].split("(")[0].strip()
         if base not in splits:

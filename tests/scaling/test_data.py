@@ -232,15 +232,21 @@ def test_local_tfds_dataset_by_name_and_data_dir(tmp_path, toy):
     assert "ünïcode" in tokenizer.decode(np.concatenate(d.val_batches(4)).ravel())
 
 
-def test_stale_stdlib_manifest_rebuilds(tmp_path):
+def test_stale_stdlib_manifest_rebuilds_and_keeps_tokenizers(tmp_path):
     cfg = _cfg(tmp_path)
     first = open_dataset(cfg, SEQ, progress=False)
     meta_path = Path(_builder(tmp_path).data_dir) / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["manifest_sha256"] = "0" * 64  # as if prepared by another interpreter
     meta_path.write_text(json.dumps(meta))
+    user_model = meta_path.parent / "tokenizers" / "spm-bpe-512.model"  # the old default path
+    user_model.parent.mkdir()
+    user_model.write_bytes(b"a user's tokenizer")
     again = open_dataset(cfg, SEQ, progress=False)
     assert again.info["manifest_sha256"] == first.info["manifest_sha256"] != "0" * 64
+    assert (
+        user_model.read_bytes() == b"a user's tokenizer"
+    )  # the rebuild keeps what it did not make
     np.testing.assert_array_equal(again.batch(0, 4, 0), first.batch(0, 4, 0))
 
 

@@ -136,3 +136,38 @@ def test_tokenizer_errors(tmp_path: Path, model: Path) -> None:
         config.load("tiny", [f'data.tokenizer="{model}"'])
     assert spm.get_tokenizer("") is spm.BYTES
     assert np.array_equal(spm.BYTES.encode_document("ab"), tokenizer.encode_document("ab"))
+
+
+def test_train_reads_data_train_split_and_saves_outside_the_prepared_copy(
+    corpus: Path, monkeypatch, capsys
+) -> None:
+    """Only the configured training split is read (validation docs never reach the tokenizer),
+    and the default model path is not inside the prepared copy a corpus rebuild deletes."""
+    import dataclasses
+
+    from scaling.data import sources
+
+    seen: list[str] = []
+    real = spm.train_sentencepiece
+
+    def spy(lines, *a, **kw):
+        seen.extend(lines)
+        return real(iter(seen), *a, **kw)
+
+    monkeypatch.setattr(spm, "train_sentencepiece", spy)
+    tfds_dir = corpus / "tfds_split"
+    argv = ["tokenizer", "train", "--vocab", "512", "--data", str(corpus / "c" / "*.txt")]
+    argv += ["--set", f'data.data_dir="{tfds_dir}"', "--no-progress"]
+    assert main([*argv, "--set", 'data.train_split="train[:3]"']) == 0
+    cfg = config.load("tiny", ["data.dataset=text_files", f'data.paths=["{corpus}/c/*.txt"]'])
+    builder = sources.get_builder(
+        dataclasses.replace(cfg.data, data_dir=str(tfds_dir)), progress=False
+    )
+    docs = builder.as_data_source(split="train[:3]")
+    assert "".join(seen) == "".join(docs[i]["text"].decode() for i in range(3))
+    out = tfds_dir / "tokenizers" / builder.info.full_name / "spm-bpe-512.model"
+    assert out.is_file() and Path(builder.data_dir) not in out.parents
+    assert str(out) in capsys.readouterr().out
+    capsys.readouterr()
+    assert main([*argv, "--set", 'data.train_split="nosuch"']) == 2
+    assert "'nosuch' is not a split" in capsys.readouterr().err
