@@ -137,3 +137,16 @@ def test_tiny_run_on_own_files_lowers_validation_loss(tmp_path: Path) -> None:
     info = result["data_info"]
     assert info["dataset"] == "text_files" and info["n_train_docs"] + info["n_val_docs"] == 8
     assert info["manifest_sha256"] and info["paths"] == [f"{tmp_path}/c/*.txt"]
+
+
+def test_fallback_validation_takes_every_copy_of_its_text() -> None:
+    """A corpus where no text hashes into validation: the chosen text goes there with all its
+    copies, so validation never holds a text train also has; one repeated text is an error."""
+    texts = [f"doc {i}" for i in range(200)]
+    texts = [t for t in texts if not text_files.is_validation(t)][:3]
+    docs = [(f"{i}", t, "x") for i, t in enumerate(texts * 3)]
+    train, val = text_files.split_documents(docs)
+    assert len(val) == 3 and len({d[1] for d in val}) == 1
+    assert not {d[1] for d in train} & {d[1] for d in val} and len(train) == 6
+    with pytest.raises(UserError, match="same text.*add distinct documents"):
+        text_files.split_documents([(f"{i}", texts[0], "x") for i in range(4)])
