@@ -327,10 +327,38 @@ def _check_vocab(cfg: RunConfig, tok_vocab: int | None = None) -> None:
 
 
 def _check_eval_tasks(cfg: RunConfig) -> None:
-    """UserError for an unknown eval.tasks name now, not after training."""
-    if not cfg.eval.enabled or not cfg.eval.tasks:
+    """UserError now, not after training, for an unknown eval.tasks name, an eval.n_items or
+    eval.shots the task's item pools cannot fill, or a task none of whose items fits
+    model.seq_len. Encodes the eval rows once (cached: the evaluation reuses them)."""
+    if not cfg.eval.enabled:
         return
-    from scaling.evals import tasks  # noqa: PLC0415
+    from scaling.evals import score, tasks  # noqa: PLC0415
 
-    for name in cfg.eval.tasks:
+    e, seq_len = cfg.eval, cfg.model.seq_len
+    names = tuple(e.tasks) or tuple(tasks.TASKS)
+    for name in names:
         tasks.get_task(name)
+    k_max = max(e.shots, default=0)
+    for name in names:
+        try:
+            groups = [
+                score.build_group(name, k, e.n_items, e.seed, seq_len, k_max) for k in e.shots
+            ]
+        except tasks.PoolTooSmall as err:
+            if err.pool == "test":
+                raise UserError(
+                    f"eval.n_items = {e.n_items}: task {name!r} has only {err.found} distinct "
+                    f"test items; set eval.n_items <= {err.found}"
+                ) from err
+            raise UserError(
+                f"eval.shots = {list(e.shots)}: task {name!r} has only {err.found} distinct "
+                f"demonstrations for one of its queries, not {err.want}; set max(eval.shots) "
+                f"<= {err.found}"
+            ) from err
+        if groups and not any(g.rows for g in groups):
+            need = score.min_row_len(name, e.n_items, e.seed)
+            raise UserError(
+                f"model.seq_len = {seq_len} is too short for any eval item of task {name!r} "
+                f"(the shortest needs {need} tokens); raise model.seq_len to >= {need}, drop the "
+                f"task from eval.tasks, or set eval.enabled = false"
+            )

@@ -15,6 +15,9 @@ ONE teacher-forced forward per chunk gives, per item:
 
 Prompts that do not fit `seq_len` lose their farthest demonstrations first; `truncated[task][K]`
 (only where it happened) gives the number of items affected and the mean demos actually kept.
+An item whose bare query and target alone exceed `seq_len` is not scored: `dropped[task][K]`
+counts them, a warning names them, and chance is over the items scored (training refuses a
+task none of whose items fits, before compute).
 Jitted functions are module-level (graphdef static), so runs with the same model shape reuse
 the compilation of every chunk width.
 """
@@ -22,6 +25,7 @@ the compilation of every chunk width.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -49,6 +53,8 @@ class _Group:
     rows: list[np.ndarray] = field(default_factory=list)  # BOS + prompt + target, int32
     starts: list[int] = field(default_factory=list)  # index of the target's first token
     truncated: int = 0  # items that lost demos (or, at K = 0, the instruction)
+    dropped: int = 0  # items not scored: even the bare query + target exceed seq_len
+    queries: list = field(default_factory=list)  # the scored items (T.Item), in row order
     shots_used: int = 0  # demonstrations kept, summed over items
 
 
@@ -79,13 +85,23 @@ def build_group(task: str, k: int, n_items: int, seed: int, seq_len: int, k_max:
         else:  # even the bare query does not fit: drop the instruction too, else skip
             prompt = T.format_prompt(task, [], query, instruction=False)
             if 1 + len(prompt) + len(target) > seq_len:
+                group.dropped += 1
                 continue
         group.truncated += int(used < k or (k == 0 and T.get_task(task).instruction not in prompt))
         group.shots_used += used
         p = np.concatenate([[BOS], _encode(prompt)]).astype(np.int32)
         group.rows.append(np.concatenate([p, target]))
         group.starts.append(len(p))
+        group.queries.append(query)
     return group
+
+
+def min_row_len(task: str, n_items: int, seed: int) -> int:
+    """Tokens the shortest test item of `task` needs: BOS + bare query + target."""
+    return min(
+        1 + len(T.format_prompt(task, [], q, instruction=False)) + len(T.format_target(q))
+        for q in T.test_items(task, n_items, seed)
+    )
 
 
 def choose_widths(lengths: list[int], seq_len: int, n_params: int, compiled: set[int]) -> list[int]:
@@ -244,9 +260,14 @@ def evaluate(model: nnx.Module, cfg: RunConfig, *, decode: bool = False) -> dict
     results = score_rows(model, groups, seq_len, decode=decode)
     scores: dict[str, dict[str, dict]] = {}
     truncated: dict[str, dict[str, dict]] = {}
+    dropped: dict[str, dict[str, int]] = {}
+    scored: dict[str, list] = {}  # task -> items scored (the same for every K)
     for g in groups:
+        if g.dropped:
+            dropped.setdefault(g.task, {})[str(g.k)] = g.dropped
         if (g.task, g.k) not in results:
             continue  # no item fits seq_len
+        scored.setdefault(g.task, g.queries)
         lp, acc, em = results[(g.task, g.k)]
         scores.setdefault(g.task, {})[str(g.k)] = {
             "exact_match": float(em.mean()),
@@ -259,14 +280,26 @@ def evaluate(model: nnx.Module, cfg: RunConfig, *, decode: bool = False) -> dict
                 "n_items": g.truncated,
                 "mean_shots": g.shots_used / max(len(g.rows), 1),
             }
-    chance = {
-        t: T.chance(t, [q for q, _ in _queries_and_demos(t, e.n_items, e.seed, k_max)])
-        for t in scores
-    }
+    chance = {t: T.chance(t, items) for t, items in scored.items()}  # over the items scored
+    _warn_dropped(dropped, e.n_items, seq_len)
     return {
         "scores": scores,
         "chance": chance,
         "shots": [int(k) for k in e.shots],
         "seconds": time.perf_counter() - t0,
         "truncated": truncated,
+        "dropped": dropped,
     }
+
+
+def _warn_dropped(dropped: dict[str, dict[str, int]], n_items: int, seq_len: int) -> None:
+    """One stderr line naming the tasks with items too long for seq_len (not scored)."""
+    if not dropped:
+        return
+    worst = {t: max(by_k.values()) for t, by_k in dropped.items()}
+    what = ", ".join(f"{t} {n}/{n_items}" for t, n in sorted(worst.items()))
+    print(
+        f"warning: eval items longer than model.seq_len = {seq_len} were not scored ({what}); "
+        f"scores and chance cover the rest (evals.dropped has the counts per task and K)",
+        file=sys.stderr,
+    )

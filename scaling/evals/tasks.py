@@ -268,7 +268,18 @@ def draw(
         items.append(item)
     if len(items) == n:
         return items
-    raise UserError(f"task {task!r}: could not draw {n} distinct {pool}-pool items; lower n")
+    raise PoolTooSmall(task, pool, n, len(items))
+
+
+class PoolTooSmall(UserError):
+    """`draw` found only `found` < `want` distinct usable items of `task` in `pool`."""
+
+    def __init__(self, task: str, pool: str, want: int, found: int):
+        super().__init__(
+            f"task {task!r}: could not draw {want} distinct {pool}-pool items (found {found}); "
+            f"lower n"
+        )
+        self.task, self.pool, self.want, self.found = task, pool, want, found
 
 
 def test_items(task: str, n: int, seed: int) -> list[Item]:

@@ -297,3 +297,43 @@ def test_scorer_ids_match_tokenizer_and_width_choice():
     assert set(S.choose_widths(lengths, 128, 10_000_000, set())) == {32, 64, 128}
     assert set(S.choose_widths(lengths, 128, 30_000, {32, 64, 128})) == {32, 64, 128}  # cached
     assert S.choose_widths([200], 128, 30_000, set()) == [128]  # never above seq_len
+
+
+def test_items_too_long_for_seq_len_are_counted_and_chance_covers_the_rest(capsys):
+    """At seq_len 16 seven of copy's 16 test items (and all of kv_recall's) do not fit: they
+    are counted per task and K, named on stderr, and chance is over the nine scored."""
+    from flax import nnx
+
+    from scaling.evals.score import evaluate
+    from scaling.model import Transformer
+
+    cfg = from_dict(
+        {
+            "model": {"preset": "cpu-3xs", "seq_len": 16},
+            "eval": {"n_items": 16, "shots": [0, 1], "tasks": ["copy", "kv_recall"]},
+        }
+    )
+    out = evaluate(Transformer(cfg.model, rngs=nnx.Rngs(0)), cfg)
+    fits = [q for q in T.test_items("copy", 16, 0) if len(q.input) + len(q.output) + 6 <= 16]
+    assert len(fits) == 9 and {s["n_items"] for s in out["scores"]["copy"].values()} == {9}
+    assert out["dropped"] == {"copy": {"0": 7, "1": 7}, "kv_recall": {"0": 16, "1": 16}}
+    assert out["chance"]["copy"] == T.chance("copy", fits) and "kv_recall" not in out["scores"]
+    err = capsys.readouterr().err
+    assert "model.seq_len = 16 were not scored (copy 7/16, kv_recall 16/16)" in err
+
+
+@pytest.mark.parametrize(
+    ("ev", "seq_len", "match"),
+    [
+        ({"tasks": ["add2"], "n_items": 900}, 64, r"eval.n_items = 900: .*add2.* <= \d+"),
+        ({"tasks": ["add2"], "shots": [0, 900]}, 64, r"eval.shots = \[0, 900\].*<= \d+"),
+        ({"tasks": ["kv_recall"]}, 16, r"model.seq_len = 16 .*kv_recall.* >= 20"),
+    ],
+)
+def test_infeasible_eval_is_refused_before_training(ev, seq_len, match):
+    from scaling.errors import UserError
+    from scaling.train import _check_eval_tasks
+
+    cfg = from_dict({"model": {"preset": "cpu-3xs", "seq_len": seq_len}, "eval": ev})
+    with pytest.raises(UserError, match=match):
+        _check_eval_tasks(cfg)
