@@ -80,12 +80,30 @@ def _stdlib_digest(config_name: str) -> str:
     return python_source.current_manifest_digest(config)
 
 
+def _checked_data_dir(cfg: DataConfig) -> Path:
+    """`default_data_dir(cfg)`, created if missing; UserError naming data.data_dir when it is a
+    file, or under one, or cannot be created."""
+    data_dir = default_data_dir(cfg)
+    which = "data.data_dir" if cfg.data_dir else "$SCALING_DATA_DIR (data.data_dir unset)"
+    if not cfg.data_dir and not os.environ.get("SCALING_DATA_DIR"):
+        which = "the default data.data_dir"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        what = "is a file, not a directory" if data_dir.is_file() else "cannot be created"
+        raise UserError(
+            f"{which} = {str(data_dir)!r} {what} ({e.strerror or e}); set data.data_dir (or "
+            f"$SCALING_DATA_DIR) to a directory for prepared datasets (created if missing)"
+        ) from e
+    return data_dir
+
+
 def get_builder(cfg: DataConfig, *, progress: bool = True):
     """A prepared TFDS builder for `cfg.dataset`, or UserError saying how to get one."""
     import tensorflow_datasets as tfds
 
     tfds.display_progress_bar(progress and sys.stderr.isatty())
-    data_dir = default_data_dir(cfg)
+    data_dir = _checked_data_dir(cfg)
     name = cfg.dataset
     if name == TEXT_FILES:
         return _prepare_text_files(cfg, data_dir)

@@ -91,7 +91,11 @@ def _processor(path: str, sha256: str | None):
     try:
         return sp.SentencePieceProcessor(model_file=path)
     except (OSError, RuntimeError) as e:
-        raise UserError(f"data.tokenizer = {path!r} is not a SentencePiece model ({e})") from e
+        raise UserError(
+            f"data.tokenizer = {path!r} is not a SentencePiece model ({e}); point it at a "
+            f"valid .model file, retrain one with `scaling tokenizer train --vocab 4096 CONFIG`, "
+            f'or set data.tokenizer = "" for bytes'
+        ) from e
 
 
 @lru_cache(maxsize=8)

@@ -349,3 +349,10 @@ def test_every_part_of_a_split_expression_is_checked(tmp_path, val, err):
     else:
         with pytest.raises(UserError, match=f"{err}.*data.train_split / data.val_split"):
             open_dataset(cfg, 8, progress=False)
+
+
+def test_data_dir_that_is_a_file_names_data_data_dir(tmp_path):
+    (tmp_path / "afile").write_text("")
+    for bad in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(UserError, match=r"^data\.data_dir = .*afile.*set data\.data_dir"):
+            open_dataset(_cfg(bad), SEQ, progress=False)
