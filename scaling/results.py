@@ -44,7 +44,7 @@ FINISHED = ("done", "diverged")  # a run with one of these statuses is never tra
 RESULT_FIELDS = (
     RUN_ID, "name", STATUS, "step", "diverged_at_step",
     "final_val_loss", "best_val_loss", "final_val_bpb", "best_val_bpb",
-    N_TOTAL, N_EMBED, N_NONEMBED, D, "flops_per_token", C_EXACT, C_6ND, C_6ND_NONEMBED,
+    N_TOTAL, N_EMBED, N_NONEMBED, D, "epochs", "flops_per_token", C_EXACT, C_6ND, C_6ND_NONEMBED,
     "flops_val", "flops_convention", "wall_time_s", "tokens_per_s", "mfu",
     "device_kind", "n_devices", "compute_dtype", "mesh", "warmup_steps", "resumed_from_step",
     "checkpoint_warnings", "data_info", "evals", "metrics_path", "config",

@@ -25,7 +25,6 @@ the compilation of every chunk width.
 from __future__ import annotations
 
 import functools
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ from flax import nnx
 from scaling.config import RunConfig
 from scaling.engine import replicated_inputs, to_host
 from scaling.evals import tasks as T
+from scaling.fileio import warn
 
 BOS, PAD = 256, 258  # scaling.data.tokenizer ids
 COMPILE_FLOPS = 5e10  # one XLA:CPU compile of the scorer ~ 1 s ~ this many forward FLOPs
@@ -298,8 +298,7 @@ def _warn_dropped(dropped: dict[str, dict[str, int]], n_items: int, seq_len: int
         return
     worst = {t: max(by_k.values()) for t, by_k in dropped.items()}
     what = ", ".join(f"{t} {n}/{n_items}" for t, n in sorted(worst.items()))
-    print(
-        f"warning: eval items longer than model.seq_len = {seq_len} were not scored ({what}); "
-        f"scores and chance cover the rest (evals.dropped has the counts per task and K)",
-        file=sys.stderr,
+    warn(
+        f"eval items longer than model.seq_len = {seq_len} were not scored ({what}); "
+        f"scores and chance cover the rest (evals.dropped has the counts per task and K)"
     )
