@@ -17,8 +17,11 @@ JAX aborts the whole process (no exception) when it cannot reach the coordinator
 
 from __future__ import annotations
 
+import math
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,11 +85,10 @@ def resolve(
     pid = process_id
     if pid is None:
         pid = _int(env.get(ENV_PROCESS_ID), ENV_PROCESS_ID)
-    if timeout_s is None:
-        timeout_s = float(_int(env.get(ENV_TIMEOUT), ENV_TIMEOUT) or DEFAULT_TIMEOUT_S)
-    if timeout_s <= 0:
-        raise UserError(f"--coordinator-timeout {timeout_s:g} must be > 0 seconds")
+    timeout_s = _timeout(timeout_s, env)
     source = "flags" if flags else "env"
+    n_name = "--num-processes" if num_processes is not None else ENV_NUM_PROCESSES
+    pid_name = "--process-id" if process_id is not None else ENV_PROCESS_ID
     if coord is None and n is None and pid is None:
         step = _slurm_step(env)
         if step is not None:
@@ -97,7 +99,8 @@ def resolve(
             return ProcessSetup(1, 0, None, "auto", timeout_s)
         return ProcessSetup(timeout_s=timeout_s)
     if n is None and coord is not None and (step := _slurm_step(env)) is not None:
-        n, pid, source = step[0], step[1] if pid is None else pid, "slurm"
+        n_name, source = "SLURM_NTASKS", "slurm"
+        n, pid, pid_name = step[0], *((step[1], "SLURM_PROCID") if pid is None else (pid, pid_name))
     if n is None:
         raise UserError(
             f"a coordinator ({coord}) is given but not the number of processes; pass "
@@ -105,16 +108,16 @@ def resolve(
             f"on every process, or start them all with `scaling launch -n N -- scaling train ...`"
         )
     if n < 1:
-        raise UserError(f"--num-processes {n} must be >= 1")
+        raise UserError(f"{_said(n_name, n)} must be >= 1 (the number of processes)")
     if pid is None:
         pid = 0 if n == 1 else None
     if pid is None:
         raise UserError(
-            f"--num-processes {n} needs --process-id (or {ENV_PROCESS_ID}) on every process: "
+            f"{_said(n_name, n)} needs --process-id (or {ENV_PROCESS_ID}) on every process: "
             f"0 on the coordinator's host, 1..{n - 1} on the others"
         )
     if not 0 <= pid < n:
-        raise UserError(f"--process-id {pid} is out of range for {n} processes; use 0..{n - 1}")
+        raise UserError(f"{_said(pid_name, pid)} is out of range for {n} processes; use 0..{n - 1}")
     if n > 1 and coord is None:
         raise UserError(
             f"{n} processes need a coordinator: pass --coordinator HOST:PORT (or set "
@@ -123,6 +126,34 @@ def resolve(
     if coord is not None:
         _split(coord)
     return ProcessSetup(n, pid, coord, source, timeout_s)
+
+
+def _said(name: str, value: object) -> str:
+    """How the user gave a value: `--flag V` for a flag, `VAR=V` for an environment variable."""
+    return f"{name} {value}" if name.startswith("--") else f"{name}={value}"
+
+
+def _timeout(value: float | None, env: Mapping[str, str]) -> float:
+    """Seconds to wait for the coordinator: the flag, else SCALING_COORDINATOR_TIMEOUT, else
+    the default; a finite number > 0, or UserError naming where the bad value came from."""
+    where = "--coordinator-timeout"
+    if value is None:
+        raw = env.get(ENV_TIMEOUT, "").strip()
+        if not raw:
+            return float(DEFAULT_TIMEOUT_S)
+        where = ENV_TIMEOUT
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UserError(
+                f"{ENV_TIMEOUT}={raw!r} is not a number; set it to seconds, e.g. 300, or unset it"
+            ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(
+            f"{_said(where, format(value, 'g'))}: the coordinator timeout must be a finite "
+            f"number of seconds > 0, e.g. 300"
+        )
+    return float(value)
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -186,9 +217,36 @@ def initialize(setup: ProcessSetup) -> bool:
     if not setup.multi:
         return False
     timeout = max(1, int(setup.timeout_s))
+    handlers = _signal_handlers()
+    try:
+        _initialize(jax, setup, timeout)
+    finally:
+        _restore_signal_handlers(handlers)
+    return True
+
+
+def _signal_handlers() -> dict[int, object]:
+    """SIGINT/SIGTERM handlers now (main thread only; elsewhere signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[int, object]) -> None:
+    """Put back the handlers `jax.distributed.initialize` replaced: its preemption notifier
+    takes SIGTERM for itself (and only logs it), so a SIGTERM would no longer stop the run
+    (`scaling.signals`: save and exit 143). The signals received so far stay counted. Set
+    even when `signal.getsignal` still names ours: JAX replaces the C-level handler behind
+    Python's back, so Python's table does not know."""
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _initialize(jax, setup: ProcessSetup, timeout: int) -> None:
     if setup.source == "auto":  # mpirun / TPU VM: JAX's own cluster detection
         jax.distributed.initialize(initialization_timeout=timeout)
-        return True
+        return
     if setup.coordinator is not None:
         host, port = _split(setup.coordinator)
         if setup.process_id == 0:
@@ -203,4 +261,29 @@ def initialize(setup: ProcessSetup) -> bool:
         # explicit values: do not let a surrounding SLURM allocation override them
         cluster_detection_method="deactivate" if setup.coordinator is not None else None,
     )
-    return True
+
+
+_votes = 0
+
+
+def agree_stop(signum: int | None, stop: bool) -> tuple[int | None, bool]:
+    """Whether to stop the step loop here, agreed by every process (at a chunk boundary):
+    (the first signal any process received, whether any process was asked to stop). One
+    process stopping alone would leave the others waiting in the next step's collectives (and
+    rank 0 alone may be asked to stop: a sweep cell's lease lost). One process: as given.
+    Costs one coordinator barrier per chunk, taken while the devices run the chunk in flight."""
+    import jax  # noqa: PLC0415
+
+    if jax.process_count() == 1:
+        return signum, stop
+    from jax._src import distributed as jd  # noqa: PLC0415 - the coordination service client
+
+    global _votes
+    _votes += 1
+    client, key = jd.global_state.client, f"scaling/stop/{_votes}"
+    if signum is not None or stop:
+        client.key_value_set(f"{key}/{jax.process_index()}", f"{signum or 0}:{int(stop)}")
+    client.wait_at_barrier(f"{key}/barrier", 3_600_000)
+    votes = [v.split(":") for _, v in client.key_value_dir_get(f"{key}/")]
+    signums = sorted(int(sig) for sig, _ in votes if int(sig))
+    return (signums[0] if signums else None), any(int(x) for _, x in votes)

@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from scaling import engine, optim, signals
+from scaling import distributed, engine, optim, signals
 from scaling import flops as flops_lib
 from scaling.fileio import atomic_write, split_jsonl, writing
 from scaling.model import compute_dtype
@@ -225,10 +225,14 @@ class Loop:
         s = start
         with jax.set_mesh(self.eng.mesh), signals.graceful():
             while s < t.steps:
-                if (sig := signals.requested()) is not None:
+                # every process stops at the same step (else the others hang in a collective)
+                sig, stop = distributed.agree_stop(
+                    signals.requested(), bool(should_stop and should_stop())
+                )
+                if sig is not None:
                     self.interrupted = sig
                     break
-                if (stop_after is not None and s >= stop_after) or (should_stop and should_stop()):
+                if (stop_after is not None and s >= stop_after) or stop:
                     self.stopped = True
                     break
                 end = chunk_end(s, self.per_call.next(), t.steps, every, stop_after)

@@ -139,6 +139,22 @@ def test_resolve_flags_env_slurm_and_single() -> None:
         ((None, None, None), {"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES = 'two'"),
         (("h:1", 0, 0), {}, "--num-processes 0 must be >= 1"),
         (("h:1", 2, -1), {}, "out of range"),
+        # env values are named as env vars, not as flags
+        (
+            (None, None, None),
+            {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "0"},
+            "JAX_NUM_PROCESSES=0 must be >= 1",
+        ),
+        (
+            (None, None, None),
+            {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "5"},
+            "JAX_PROCESS_ID=5 is out of range",
+        ),
+        (
+            (None, None, None),
+            {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"},
+            "JAX_NUM_PROCESSES=2 needs --process-id",
+        ),
     ],
 )
 def test_resolve_rejects_bad_setups(args, env, match) -> None:
@@ -165,3 +181,56 @@ def test_launch_stops_the_others_when_one_process_fails(tmp_path: Path) -> None:
     assert rc == 3  # the first failure's code, not the stopped process's 143
     assert (tmp_path / "p0").read_text() == (tmp_path / "p1").read_text() == "2"
     assert (tmp_path / "p0-stopped").read_text() == str(int(signal.SIGTERM))
+
+
+def test_sigterm_to_a_launch_saves_on_every_process_and_exits_143(tmp_path: Path) -> None:
+    """SIGTERM to the launcher (forwarded to both processes) stops the run: JAX's preemption
+    notifier used to take SIGTERM for itself (logged, ignored: the run trained to the end).
+    Both processes stop at the same step (agreed), save it, and exit 143; a rerun resumes."""
+    out = tmp_path / "run"
+    cmd = ["scaling", "launch", "-n", "2", "--devices-per-process", "1", "--"]
+    sets = ["--set", "train.steps=3000", "--set", "train.checkpoint_every=1000"]
+    p = spawn([*cmd, "scaling", "train", "tiny", *sets, "--out", str(out), "--no-progress"])
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text():
+        assert p.poll() is None and time.time() < deadline, finish(p, 1)[1]
+        time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    rc, log = finish(p, timeout=120)
+    assert rc == 143, log
+    saved = [line for line in log.splitlines() if "interrupted by SIGTERM" in line]
+    assert len(saved) == 2 and saved[0] == saved[1], log  # the same step on both processes
+    step = int(saved[0].split("saved at step ")[1].split()[0])
+    assert 0 < step < 3000
+    assert (out / "checkpoints" / str(step)).is_dir()
+    assert "Traceback" not in log
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "match"),
+    [
+        (float("nan"), None, "--coordinator-timeout nan: .* finite number of seconds > 0"),
+        (float("inf"), None, "--coordinator-timeout inf: .* finite"),
+        (-5.0, None, "--coordinator-timeout -5: "),
+        (None, "0", "SCALING_COORDINATOR_TIMEOUT=0: .* > 0"),
+        (None, "-5", "SCALING_COORDINATOR_TIMEOUT=-5: "),
+        (None, "nan", "SCALING_COORDINATOR_TIMEOUT=nan: "),
+        (None, "soon", "SCALING_COORDINATOR_TIMEOUT='soon' is not a number"),
+    ],
+)
+def test_bad_coordinator_timeouts_name_their_source(flag, env, match) -> None:
+    environ = {} if env is None else {"SCALING_COORDINATOR_TIMEOUT": env}
+    with pytest.raises(UserError, match=match):
+        resolve(timeout_s=flag, environ=environ)
+
+
+def test_coordinator_timeout_from_env_accepts_seconds_as_the_flag_does() -> None:
+    assert resolve(environ={"SCALING_COORDINATOR_TIMEOUT": "1.5"}).timeout_s == 1.5
+    assert resolve(environ={"SCALING_COORDINATOR_TIMEOUT": ""}).timeout_s == 300
+    assert resolve(timeout_s=2.0, environ={"SCALING_COORDINATOR_TIMEOUT": "nan"}).timeout_s == 2
+
+
+def test_nan_coordinator_timeout_on_the_command_line_exits_2(tmp_path, capsys) -> None:
+    assert cli.main(_argv(tmp_path, "--coordinator-timeout", "nan")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --coordinator-timeout nan:") and "Traceback" not in err
