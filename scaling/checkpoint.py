@@ -69,6 +69,7 @@ class Checkpointer:
     def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True):
         self.directory = Path(directory).absolute()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._syncs = 0  # barriers taken, to name each one uniquely
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=True,
@@ -190,9 +191,9 @@ class Checkpointer:
         reads back (and neither `restart` nor `from_step` was given).
         """
         steps = self.steps()
+        self._sync("listed")  # every process has the same list before process 0 moves any
         if restart or from_step == 0:
-            for step in steps:
-                self._move_aside(step, "restarted")
+            self._move_aside({step: "restarted" for step in steps})
             return None
         if from_step is not None:
             return self._restore_exact(from_step, steps, abstract_state)
@@ -203,9 +204,10 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - any failure means "this step is unreadable"
                 failures.append((step, _reason(e)))
                 continue
-            warnings = []
-            for bad, reason in failures:  # newer than `step`: out of the way of new saves
-                aside = self._move_aside(bad, "unreadable")
+            warnings = []  # the newer steps go out of the way of new saves
+            moved = self._move_aside({bad: "unreadable" for bad, _ in failures})
+            for bad, reason in failures:
+                aside = moved.get(bad)
                 msg = f"checkpoint step {bad} in {self.directory} is unreadable ({reason})"
                 warnings.append(msg + (f"; moved to {aside.name}" if aside else ""))
                 log.warning(warnings[-1])
@@ -233,16 +235,36 @@ class Checkpointer:
                 f"--from-step {step}: checkpoint step {step} in {self.directory} is unreadable "
                 f"({_reason(e)}); pick another step, or --restart"
             ) from None
-        warnings = []
-        for newer in (s for s in steps if s > step):
-            aside = self._move_aside(newer, "discarded")
-            warnings.append(f"--from-step {step}: checkpoint step {newer} moved to {aside.name}")
+        moved = self._move_aside({newer: "discarded" for newer in steps if newer > step})
+        warnings = [
+            f"--from-step {step}: checkpoint step {newer} moved to {aside.name}"
+            for newer, aside in moved.items()
+            if aside is not None
+        ]
         return Restored(step=step, state=state, meta=meta, warnings=warnings)
 
-    def _move_aside(self, step: int, why: str) -> Path | None:
-        """Rename a step dir to `<why>-<step>` so Orbax neither lists it nor saves over it."""
-        if jax.process_index() != 0:
-            return None
+    def _move_aside(self, why: dict[int, str]) -> dict[int, Path | None]:
+        """Rename each step dir to `<why>-<step>` so Orbax neither lists it nor saves over it;
+        step -> where it went (None on processes other than 0, or when it was gone). Process 0
+        renames; then EVERY process waits for it and reloads its manager's list of steps: a
+        process that still listed a moved step refused to save that step again
+        (StepAlreadyExistsError) and the others hung in the save's barrier."""
+        if not why:
+            return {}
+        moved: dict[int, Path | None] = dict.fromkeys(why)
+        if jax.process_index() == 0:
+            moved = {step: self._rename(step, reason) for step, reason in why.items()}
+        self._sync("moved-aside")
+        self._manager.reload()
+        return moved
+
+    def _sync(self, what: str) -> None:
+        """A barrier across the processes of a multi-process run (no-op for one)."""
+        if jax.process_count() > 1:
+            self._syncs += 1
+            ocp.multihost.sync_global_processes(f"scaling-ckpt-{what}-{self._syncs}")
+
+    def _rename(self, step: int, why: str) -> Path | None:
         src = self.directory / str(step)
         if not src.exists():
             return None
@@ -251,7 +273,6 @@ class Checkpointer:
         while dst.exists():
             dst, n = self.directory / f"{why}-{step}.{n}", n + 1
         shutil.move(str(src), str(dst))
-        self._manager.reload()
         return dst
 
 

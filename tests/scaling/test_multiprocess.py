@@ -183,6 +183,7 @@ def test_launch_stops_the_others_when_one_process_fails(tmp_path: Path) -> None:
     assert (tmp_path / "p0-stopped").read_text() == str(int(signal.SIGTERM))
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_launch_saves_on_every_process_and_exits_143(tmp_path: Path) -> None:
     """SIGTERM to the launcher (forwarded to both processes) stops the run: JAX's preemption
     notifier used to take SIGTERM for itself (logged, ignored: the run trained to the end).
@@ -234,3 +235,24 @@ def test_nan_coordinator_timeout_on_the_command_line_exits_2(tmp_path, capsys) -
     assert cli.main(_argv(tmp_path, "--coordinator-timeout", "nan")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --coordinator-timeout nan:") and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_two_processes_resume_past_an_unreadable_newest_checkpoint(tmp_path: Path) -> None:
+    """Process 0 moves the unreadable step aside; every process must then stop listing it
+    (else the others refused to save that step again and the run hung in a barrier)."""
+    out = tmp_path / "run"
+    cmd = ["scaling", "launch", "-n", "2", "--devices-per-process", "1", "--"]
+    train = [*cmd, "scaling", "train", "tiny", "--out", str(out), "--no-progress"]
+    sets = ["--set", "train.steps=30", "--set", "train.checkpoint_every=10"]
+    rc, log = finish(spawn([*train, *sets]), timeout=180)
+    assert rc == 0, log
+    shutil.rmtree(out / "checkpoints" / "30")  # as if killed between steps 20 and 30
+    shutil.rmtree(out / "checkpoints" / "20" / "state")  # and the newest step is unreadable
+    (out / "result.json").unlink()
+    rc, log = finish(spawn([*train, *sets]), timeout=180)
+    assert rc == 0, log
+    assert json.loads((out / "result.json").read_text())["resumed_from_step"] == 10
+    assert "moved to unreadable-20" in log
+    assert (out / "checkpoints" / "unreadable-20").is_dir()
+    assert (out / "checkpoints" / "30").is_dir()
