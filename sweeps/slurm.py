@@ -17,9 +17,13 @@ Each task runs `sweeps.runner.run_cell` (same lease/record logic as the local ba
 `sacct` polling, which never learns the state of a cancelled task on a cluster without accounting
 (it used to hang `--wait` forever).
 
-Multi-process runs (`nodes * tasks_per_node > 1`): every task of the job calls the train
-function, which calls `scaling.sharding.maybe_initialize_distributed()` (jax.distributed from the
-SLURM environment); only global rank 0 takes the lease and writes the record.
+Multi-process runs (`nodes * tasks_per_node > 1`): only global rank 0 decides (finished? leased
+elsewhere? take the lease) and writes the record. It writes its decision atomically to
+DIR/slurm/decisions/<run_id>-<job>-<attempt>.json ("train", or its outcome: "busy", "skipped",
+...); the other ranks wait for that file (up to max(600 s, 2 x lease ttl)) BEFORE they touch
+JAX, and train only on "train". Training calls `scaling.sharding.maybe_initialize_distributed()`
+(jax.distributed from the SLURM environment); every rank stops at the step rank 0 stops at
+(a signal, or rank 0's lease lost: `scaling.distributed.agree_stop`).
 
 CI runs this path with submitit's local executor (`cluster="local"`) and, where the machine
 allows, on a real one-node cluster (scripts/slurm-local.sh, tests/sweeps/test_slurm.py).
@@ -27,6 +31,8 @@ allows, on a real one-node cluster (scripts/slurm-local.sh, tests/sweeps/test_sl
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import signal
 import subprocess
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import UserError, install_interrupt_handler
+from scaling.fileio import atomic_write
 from sweeps import registry as R
 from sweeps.runner import DEFAULT_TRAIN, resolve_train_fn, run_cell
 from sweeps.status import last_checkpoint
@@ -96,23 +103,76 @@ class CellJob(Checkpointable):
     def _run(
         self, root: str, sweep: str, summary: dict[str, Any], train_spec: str, lease_ttl: float
     ) -> str:
-        if _rank() != 0:  # worker ranks of a multi-node run: just join the training
-            from scaling import config as C
+        path = decision_path(Path(root), summary["run_id"])
+        if _rank() != 0:  # worker ranks of a multi-node run: join the training rank 0 starts
+            return _follow(path, summary, train_spec, max(DECISION_WAIT_S, 2 * lease_ttl))
+        fn = resolve_train_fn(train_spec)
+        decided: list[str] = []
 
-            if summary["run_id"] in R.finished_ids(Path(root)):
-                return "skipped"
-            out = R.run_dir(Path(root), summary["run_id"])
-            resolve_train_fn(train_spec)(C.from_dict(summary["config"]), out, progress=False)
-            return "worker"
-        return run_cell(
-            Path(root),
-            sweep,
-            summary,
-            train_fn=train_spec,
-            owner=_owner(),
-            lease_ttl=lease_ttl,
-            progress=False,
-        )
+        @functools.wraps(fn)  # run_cell reads its signature (should_stop, tb_dir) through this
+        def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            decided.append("train")
+            _decide(path, "train")  # leased and unfinished: the workers join
+            return fn(*args, **kwargs)
+
+        outcome = "stopped"
+        try:
+            outcome = run_cell(
+                Path(root),
+                sweep,
+                summary,
+                train_fn=train,
+                owner=_owner(),
+                lease_ttl=lease_ttl,
+                progress=False,
+            )
+        finally:
+            if not decided:  # busy, skipped, recorded without training, or failed: not theirs
+                _decide(path, outcome)
+        return outcome
+
+
+DECISION_WAIT_S = 600.0
+
+
+def decision_path(root: Path, run_id: str) -> Path:
+    """Where rank 0 of this SLURM task (and this attempt of it: a requeue starts a new one)
+    writes whether its worker ranks train: DIR/slurm/decisions/<run_id>-<job>-<attempt>.json.
+    Workers must learn it before they initialise JAX: a worker that trains a cell rank 0 found
+    leased elsewhere or finished waited forever in `jax.distributed.initialize`."""
+    job = _owner().removeprefix("slurm:").removeprefix("submitit:").replace("/", "_")
+    attempt = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return root / "slurm" / "decisions" / f"{run_id}-{job}-{attempt}.json"
+
+
+def _decide(path: Path, decision: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps({"decision": decision, "at": time.time()}))
+
+
+def _follow(path: Path, summary: dict[str, Any], train_spec: str, wait_s: float) -> str:
+    """A worker rank: wait for rank 0's decision; train only when rank 0 trains. Returns
+    "worker" (it trained), or rank 0's outcome ("busy", "skipped", ...) as "worker: <outcome>"."""
+    from scaling import config as C
+    from scaling import signals
+
+    deadline = time.monotonic() + wait_s
+    while not path.is_file():
+        signals.check()
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"worker rank {_rank()}: rank 0 did not say within {wait_s:g} s whether to train "
+                f"run {summary['run_id']} ({path} is missing); see rank 0's log for its error"
+            )
+        time.sleep(0.5)
+    decision = json.loads(path.read_text()).get("decision")
+    if decision != "train":
+        return f"worker: {decision}"
+    out = R.run_dir(path.parents[2], summary["run_id"])
+    # should_stop is not needed here: every process stops at the step rank 0 stops at
+    # (scaling.distributed.agree_stop), so a lease lost on rank 0 stops the workers too
+    resolve_train_fn(train_spec)(C.from_dict(summary["config"]), out, progress=False)
+    return "worker"
 
 
 def submit(
