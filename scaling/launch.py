@@ -83,6 +83,11 @@ def run_launch(args: argparse.Namespace) -> int:
         raise UserError(f"-n {n} must be >= 1")
     if k is not None and k < 1:
         raise UserError(f"--devices-per-process {k} must be >= 1")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UserError(
+            f"--port {args.port} is not a TCP port; pass one in 1..65535, or leave --port out "
+            f"to use a free one"
+        )
     port = args.port or free_port()
     procs: list[subprocess.Popen] = []
     try:
@@ -112,10 +117,11 @@ def _supervise(procs: list[subprocess.Popen], grace: float) -> int:
             bad = [_code(p.returncode) for p in procs if p.returncode not in (None, 0)]
             if bad and code == 0:
                 code = bad[0]
-                print(
-                    f"scaling launch: a process exited with code {code}; stopping the others",
-                    file=sys.stderr,
-                )
+                if not received:  # after a forwarded signal every process is stopping anyway
+                    print(
+                        f"scaling launch: a process exited with code {code}; stopping the others",
+                        file=sys.stderr,
+                    )
                 _stop(procs, grace)
                 break
             time.sleep(0.1)

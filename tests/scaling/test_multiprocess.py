@@ -256,3 +256,15 @@ def test_two_processes_resume_past_an_unreadable_newest_checkpoint(tmp_path: Pat
     assert "moved to unreadable-20" in log
     assert (out / "checkpoints" / "unreadable-20").is_dir()
     assert (out / "checkpoints" / "30").is_dir()
+
+
+@pytest.mark.parametrize("port", ["70000", "-5", "0"])
+def test_launch_rejects_a_port_out_of_range_before_starting_anything(
+    tmp_path: Path, capsys, port: str
+) -> None:
+    marker = tmp_path / "started"
+    code = f"open({str(marker)!r}, 'w')"
+    assert cli.main(["launch", "-n", "2", "--port", port, "--", sys.executable, "-c", code]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --port {port} is not a TCP port; pass one in 1..65535")
+    assert not marker.exists()
