@@ -131,10 +131,10 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sweeps import registry as R
-    from sweeps.lease import check_ttl
+    from sweeps.lease import MIN_TTL_S, check_ttl
 
     if args.lease_ttl is not None:
-        check_ttl(args.lease_ttl)
+        check_ttl(args.lease_ttl, MIN_TTL_S)
     if args.max_runs is not None and args.max_runs < 0:
         from scaling.errors import UserError
 

@@ -5,7 +5,8 @@ release happens under an exclusive `flock` on DIR/leases/.lock, so reading a lea
 it is one atomic step across processes (flock also works on NFS/Lustre mounts that support
 locking). A fresh lease is created with O_CREAT | O_EXCL; a stale one is replaced (temp file +
 os.replace). A lease is stale when `expires` has passed, or when its owner ran on this host and
-that process is gone (a SIGKILLed launcher on the same machine is picked up at once). A
+that process is gone (a SIGKILLed launcher on the same machine is picked up at once); a lease
+whose owner runs on this host and is alive is never stale, whatever the clocks say. A
 background thread refreshes `expires` every ttl/4 (timed by the monotonic clock); if it finds the
 lease owned by someone else it sets `lost`. Owners with the same `owner` string (a requeued SLURM
 job) may re-take their lease.
@@ -36,13 +37,24 @@ HOST = socket.gethostname()
 _seen: dict[str, tuple[tuple, float]] = {}  # lease path -> (content key, monotonic first seen)
 
 
-def check_ttl(ttl: float) -> float:
+MIN_TTL_S = 5.0  # --lease-ttl: below this a heartbeat (every ttl/4) cannot keep a lease alive
+
+
+def check_ttl(ttl: float, minimum: float = 0.0) -> float:
     """The lease ttl in seconds, or UserError (0, negative or infinite: every lease would be
-    expired at once, or never)."""
+    expired at once, or never). The CLI asks for at least `MIN_TTL_S`: with a tiny ttl the
+    heartbeat cannot keep up (a file write, a lock, a busy host), the lease of a launcher on
+    another host expires while it trains, and a second launcher trains the same cell."""
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl):
         raise UserError(f"--lease-ttl {ttl!r}: must be a finite number of seconds, e.g. 120")
     if ttl <= 0:
         raise UserError(f"--lease-ttl {ttl:g}: must be > 0 seconds (default 120 local, 300 slurm)")
+    if ttl < minimum:
+        raise UserError(
+            f"--lease-ttl {ttl:g}: must be at least {minimum:g} seconds, or leases expire while "
+            f"their launcher trains and two launchers train the same run; the defaults are 120 "
+            f"(local) and 300 (slurm)"
+        )
     return float(ttl)
 
 
@@ -83,12 +95,14 @@ def _pid_alive(pid: int) -> bool:
 
 
 def is_stale(info: dict[str, Any], now: float | None = None, path: Path | None = None) -> bool:
-    """True when a lease may be taken over: its same-host owner process is dead; or (when this
-    process has watched `path`) its content has not changed for longer than its ttl by the
-    monotonic clock; or else its wall-clock `expires` has passed."""
+    """True when a lease may be taken over: its same-host owner process is dead (one that is
+    alive holds it, however late its heartbeat: a busy host must not hand its run to a second
+    launcher on the same host). An owner on another host: when this process has watched
+    `path`, its content has not changed for longer than its ttl by the monotonic clock; or
+    else its wall-clock `expires` has passed."""
     pid = info.get("pid")
-    if info.get("host") == HOST and isinstance(pid, int) and not _pid_alive(pid):
-        return True
+    if info.get("host") == HOST and isinstance(pid, int) and not isinstance(pid, bool):
+        return not _pid_alive(pid)  # a live owner on this host is never stale, whatever its ttl
     ttl = info.get("ttl")
     if path is not None and _number(ttl) and ttl > 0:
         key = (info.get("owner"), info.get("heartbeat"), info.get("beat"), info.get("expires"))

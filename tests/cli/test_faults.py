@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -312,3 +313,20 @@ def test_fault_suite_starts_as_make_faults_runs_it() -> None:
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "bad inputs handled             0/0 (n/a)" in p.stdout
+
+
+def test_lease_ttl_below_the_minimum_is_refused(sweep, capsys) -> None:
+    """A tiny --lease-ttl let a second launcher take a cell whose owner was still training."""
+    grid, root = sweep
+    assert _run(grid, root, "--lease-ttl", "0.02") == 2
+    _, err = _one_line(capsys)
+    assert "--lease-ttl 0.02: must be at least 5 seconds" in err
+    assert not root.exists()
+
+
+def test_a_live_owner_on_this_host_is_never_stale(tmp_path: Path) -> None:
+    """Whatever its expiry says (a heartbeat late on a busy host, a tiny ttl)."""
+    info = dict(owner="X", host=HOST, pid=os.getpid(), expires=time.time() - 3600, ttl=0.01)
+    assert not is_stale(info) and not is_stale(info, path=tmp_path / "r.json")
+    (tmp_path / "r.json").write_text(json.dumps(info))
+    assert not Lease(tmp_path, "r", "B", ttl=5).acquire()
