@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,7 @@ class Checkpointer:
             try:
                 state, meta = self.restore(step, abstract_state)
             except Exception as e:  # noqa: BLE001 - any failure means "this step is unreadable"
+                _quiet_orphans()
                 failures.append((step, _reason(e)))
                 continue
             warnings = []  # the newer steps go out of the way of new saves
@@ -231,6 +233,7 @@ class Checkpointer:
         try:
             state, meta = self.restore(step, abstract_state)
         except Exception as e:  # noqa: BLE001
+            _quiet_orphans()
             raise UserError(
                 f"--from-step {step}: checkpoint step {step} in {self.directory} is unreadable "
                 f"({_reason(e)}); pick another step, or --restart"
@@ -277,8 +280,46 @@ class Checkpointer:
 
 
 def _reason(e: Exception) -> str:
-    text = str(e).splitlines()[0][:300] if str(e) else ""
-    return f"{type(e).__name__}: {text}"
+    """One line: the exception's type and first line, without TensorStore's spec dump (`See
+    full TensorStore details: <bound method ...`), at most 300 characters."""
+    text = str(e).splitlines()[0] if str(e) else ""
+    text = text.split("See full TensorStore details")[0].rstrip(" .:")
+    return f"{type(e).__name__}: {text[:300]}"
+
+
+def _orphan_noise(exc: BaseException | None, obj: object = None) -> bool:
+    """An unreadable step's restore leaves Orbax's other read coroutines orphaned: they fail
+    later, after the event loop closed, and Python prints each one's traceback ("Exception
+    ignored in: <coroutine _read_array_index_and_device_put>", "Event loop is closed"). The
+    failure itself is already reported in one line."""
+    code = getattr(obj, "cr_code", None)
+    if code is not None and code.co_name.startswith("_read_array_index"):
+        return True
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _quiet_orphans() -> None:
+    """Drop `_orphan_noise` from sys.unraisablehook and sys.excepthook, from the first failed
+    restore on (the orphans fail at any later time, up to interpreter exit); once."""
+    if getattr(sys.unraisablehook, "scaling_orphans", False):
+        return
+    unraisable, excepthook = sys.unraisablehook, sys.excepthook
+
+    def on_unraisable(args: Any) -> None:
+        if not _orphan_noise(args.exc_value, args.object):
+            unraisable(args)
+
+    def on_exception(kind: type, exc: BaseException, tb: Any) -> None:
+        if not _orphan_noise(exc):
+            excepthook(kind, exc, tb)
+
+    # `previous`: what scaling.signals.restore puts back (the hook before either wrapper)
+    on_unraisable.scaling_orphans = True  # type: ignore[attr-defined]
+    on_unraisable.previous = getattr(unraisable, "previous", unraisable)  # type: ignore[attr-defined]
+    on_exception.scaling_orphans = True  # type: ignore[attr-defined]
+    sys.unraisablehook = on_unraisable
+    if not getattr(excepthook, "scaling_orphans", False):
+        sys.excepthook = on_exception
 
 
 def _fmt_steps(steps: list[int]) -> str:

@@ -190,3 +190,45 @@ def test_shape_mismatch_is_unreadable(tmp_path: Path) -> None:
         one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         ck.restore_latest({"w": jax.ShapeDtypeStruct((4, 5), np.float32, sharding=one)})
     ck.close()
+
+
+def test_unreadable_reason_is_one_line_without_tensorstore_dump() -> None:
+    from scaling.checkpoint import _reason
+
+    e = Exception(
+        "Encountered error while reading array index: (slice(0, 32, 1),). See full TensorStore "
+        "details: <bound method pybind11_detail_function_record_v1_system.spec of TensorStore({\n"
+        "  'base': {\n    'driver': 'zarr',"
+    )
+    assert _reason(e) == (
+        "Exception: Encountered error while reading array index: (slice(0, 32, 1),)"
+    )
+
+
+def test_orphaned_restore_coroutines_print_nothing(monkeypatch) -> None:
+    """After a failed restore, Orbax's orphaned read coroutines fail at any later time; their
+    tracebacks ("Exception ignored in: <coroutine _read_array_index_and_device_put>", "Event
+    loop is closed") no longer follow the one-line error. Anything else still reaches the hooks."""
+    import sys
+    from types import SimpleNamespace
+
+    from scaling.checkpoint import _quiet_orphans
+
+    async def _read_array_index_and_device_put() -> None:
+        pass
+
+    seen: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda args: seen.append(args.exc_value))
+    monkeypatch.setattr(sys, "excepthook", lambda kind, exc, tb: seen.append(exc))
+    _quiet_orphans()
+    orphan = _read_array_index_and_device_put()
+    closed = RuntimeError("Event loop is closed")
+    sys.unraisablehook(SimpleNamespace(exc_value=Exception("read error"), object=orphan))
+    sys.unraisablehook(SimpleNamespace(exc_value=closed, object=None))
+    sys.excepthook(RuntimeError, closed, None)
+    orphan.close()
+    assert seen == []
+    real = ValueError("real")
+    sys.unraisablehook(SimpleNamespace(exc_value=real, object=None))
+    sys.excepthook(ValueError, real, None)
+    assert seen == [real, real]
