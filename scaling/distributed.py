@@ -266,24 +266,28 @@ def _initialize(jax, setup: ProcessSetup, timeout: int) -> None:
 _votes = 0
 
 
-def agree_stop(signum: int | None, stop: bool) -> tuple[int | None, bool]:
-    """Whether to stop the step loop here, agreed by every process (at a chunk boundary):
-    (the first signal any process received, whether any process was asked to stop). One
-    process stopping alone would leave the others waiting in the next step's collectives (and
-    rank 0 alone may be asked to stop: a sweep cell's lease lost). One process: as given.
-    Costs one coordinator barrier per chunk, taken while the devices run the chunk in flight."""
+def agree_stop(signum: int | None, stop: bool, steps: int) -> tuple[int | None, bool, int]:
+    """What every process does next in the step loop, agreed at each chunk boundary: (the first
+    signal any process received, whether any process was asked to stop, the steps of the next
+    call: process 0's). One process stopping alone would leave the others waiting in the next
+    step's collectives (and rank 0 alone may be asked to stop: a sweep cell's lease lost); the
+    chunk sizes (timed per process) must agree so that all reach the same steps. One process:
+    as given. Costs one coordinator barrier per chunk, taken while the devices run the chunk
+    in flight."""
     import jax  # noqa: PLC0415
 
     if jax.process_count() == 1:
-        return signum, stop
+        return signum, stop, steps
     from jax._src import distributed as jd  # noqa: PLC0415 - the coordination service client
 
     global _votes
     _votes += 1
-    client, key = jd.global_state.client, f"scaling/stop/{_votes}"
-    if signum is not None or stop:
-        client.key_value_set(f"{key}/{jax.process_index()}", f"{signum or 0}:{int(stop)}")
+    client, key = jd.global_state.client, f"scaling/loop/{_votes}"
+    client.key_value_set(f"{key}/{jax.process_index()}", f"{signum or 0}:{int(stop)}:{steps}")
     client.wait_at_barrier(f"{key}/barrier", 3_600_000)
-    votes = [v.split(":") for _, v in client.key_value_dir_get(f"{key}/")]
-    signums = sorted(int(sig) for sig, _ in votes if int(sig))
-    return (signums[0] if signums else None), any(int(x) for _, x in votes)
+    if jax.process_index() == 0 and _votes > 1:  # every process has read the previous vote
+        client.key_value_delete(f"scaling/loop/{_votes - 1}")
+    votes = {int(k.rsplit("/", 1)[1]): v.split(":") for k, v in client.key_value_dir_get(key + "/")}
+    signums = sorted(int(v[0]) for v in votes.values() if int(v[0]))
+    stop_any = any(int(v[1]) for v in votes.values())
+    return (signums[0] if signums else None), stop_any, int(votes[0][2])

@@ -225,9 +225,9 @@ class Loop:
         s = start
         with jax.set_mesh(self.eng.mesh), signals.graceful():
             while s < t.steps:
-                # every process stops at the same step (else the others hang in a collective)
-                sig, stop = distributed.agree_stop(
-                    signals.requested(), bool(should_stop and should_stop())
+                # all processes: the same chunks, the same stop step (or they hang in a collective)
+                sig, stop, k = distributed.agree_stop(
+                    signals.requested(), bool(should_stop and should_stop()), self.per_call.next()
                 )
                 if sig is not None:
                     self.interrupted = sig
@@ -235,7 +235,7 @@ class Loop:
                 if (stop_after is not None and s >= stop_after) or stop:
                     self.stopped = True
                     break
-                end = chunk_end(s, self.per_call.next(), t.steps, every, stop_after)
+                end = chunk_end(s, k, t.steps, every, stop_after)
                 state, chunk = self._dispatch(state, s, end)
                 prev, pending = pending, chunk
                 if prev is not None and not self._finish(prev):
