@@ -170,8 +170,15 @@ def _grid(tree: Path, cache: str, sets: list[str], max_runs: int | None, workers
             cmd += ["--workers", str(workers)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            cmd, env=_env(tree, cache), capture_output=True, text=True, check=False
+        proc = subprocess.run(  # cwd = the tree: `python -c` puts the working directory first
+            # on sys.path, ahead of PYTHONPATH, so from this checkout's root the "previous" grid
+            # ran this checkout's code (every grid ratio before 2026-12-04 compared it with itself)
+            cmd,
+            env=_env(tree, cache),
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tree,
         )
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
