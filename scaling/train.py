@@ -135,7 +135,6 @@ def _setup(
     data = open_dataset(cfg.data, cfg.model.seq_len, progress=progress)  # UserError: dataset
     _check_vocab(cfg, data.info.get("vocab_size"))
     _check_eval_tasks(cfg)
-    _warn_repeats(cfg, data.info)
     tracking.requested_backends()  # UserError for an unknown $SCALING_TRACK name, before compute
     compile_cache.max_bytes()  # and for a bad $SCALING_COMPILE_CACHE_MAX_MB
     forced_attention()  # and for an unknown $SCALING_ATTENTION kernel
@@ -318,18 +317,6 @@ def _epochs(tokens: int, info: dict[str, Any]) -> float | None:
     """Passes over the training split: training tokens / `data_info.n_train_tokens`."""
     n = info.get("n_train_tokens")
     return tokens / n if n else None
-
-
-def _warn_repeats(cfg: RunConfig, info: dict[str, Any]) -> None:
-    """One stderr line when the planned run reads its training split more than once."""
-    planned = cfg.train.steps * cfg.train.batch_size * cfg.model.seq_len
-    epochs = _epochs(planned, info)
-    if epochs is not None and epochs > 1 and jax.process_index() == 0:
-        warn(
-            f"{planned:,} training tokens are {epochs:.2f} epochs of {cfg.data.dataset} "
-            f"{cfg.data.train_split} ({info['n_train_tokens']:,} tokens): the run repeats its "
-            f"data (result.json records `epochs`)"
-        )
 
 
 def _check_vocab(cfg: RunConfig, tok_vocab: int | None = None) -> None:

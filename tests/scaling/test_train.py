@@ -324,13 +324,3 @@ def test_few_shot_evals_at_the_end_and_periodically(tmp_path: Path) -> None:
     periodic = [json.loads(x) for x in (tmp_path / "evals.jsonl").read_text().splitlines()]
     assert [e["step"] for e in periodic] == [6]
     assert set(periodic[0]["evals"]["scores"]) == set(r["evals"]["scores"])
-
-
-def test_a_run_that_repeats_its_data_says_so(capsys):
-    from scaling.train import _warn_repeats
-
-    cfg = tiny("train.steps=10", "train.batch_size=4", "model.seq_len=32")
-    _warn_repeats(cfg, {"n_train_tokens": 1280})
-    assert "1,280 training tokens are 1.00 epochs" not in capsys.readouterr().err  # not > 1
-    _warn_repeats(cfg, {"n_train_tokens": 512})
-    assert "1,280 training tokens are 2.50 epochs" in capsys.readouterr().err
