@@ -253,15 +253,14 @@ def frontier_vs_runs(s: SweepFit) -> dict:
     means the law misfits the sweep there, and multipliers at those losses read the misfit. A
     tolerance from the fit's own residuals would hide exactly the misfits that inflate them
     (Porian et al.'s tuned constant-lr sweep: best runs 3-5% below at both ends, RMS 3%)."""
-    t, tol = s.table, MISFIT
+    t, tol, f = s.table, MISFIT, frontier_params(s.fit.params)
     C = 6.0 * t.N * t.D
     key = np.where(np.isfinite(t.budget), t.budget, C)
     gaps = []
     for k in np.unique(key):
         i = np.flatnonzero(key == k)
         j = i[np.argmin(t.loss[i])]
-        gaps.append((float(np.log(t.loss[j] / frontier_loss(frontier_params(s.fit.params), C[j]))),
-                     float(C[j])))  # fmt: skip
+        gaps.append((float(np.log(t.loss[j] / frontier_loss(f, C[j]))), float(C[j])))
     below = [(g, c) for g, c in gaps if g < -tol]
     worst = min(below, default=(0.0, None))
     return {"n_budgets": len(gaps), "n_below": len(below), "tol": tol,
