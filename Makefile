@@ -26,9 +26,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
-# The demo: a 20-run IsoFLOP sweep on the CPU (with few-shot evals; two cells at once, as 2
-# launchers: 1.53x sooner than one on 2 cores, same losses bitwise), an ablation of three runs
-# (smallest, middle, largest) at the largest budget (which heads / MLP blocks the few-shot tasks
+# The demo: a 40-run IsoFLOP sweep on the CPU (20 cells x 2 seeds, with few-shot evals; two cells
+# at once, as 2 launchers: 1.4-1.5x sooner than one on 2 cores, same losses bitwise), an ablation
+# of three runs (smallest, middle, largest size, seed 0) at the largest budget (which heads / MLP blocks the few-shot tasks
 # need; a subset of tasks, shots and fractions, to stay near a minute), a small fine-tuning study
 # (3 model sizes x full and LoRA x 3 values of D_f on the held-out task `upper`), then fits,
 # bootstrap CIs, back-test, emergence, the fine-tuning law and figures in runs/demo/report/.

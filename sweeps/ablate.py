@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sizes",
         type=int,
         default=0,
-        help="keep this many of the selected runs, spread evenly over N (smallest and largest "
-        "included; default all)",
+        help="keep this many model sizes of the selected runs, spread evenly over N (smallest "
+        "and largest included), one run each, the lowest seed (default 0: every run, all seeds)",
     )
     p.add_argument("--tasks", default="", help="comma-separated tasks (default: the run's evals)")
     p.add_argument("--shots", default="", help="comma-separated shot counts (default: the run's)")
@@ -86,8 +86,8 @@ def select_runs(
     root: Path, ids: tuple[str, ...] = (), budget: str = "", sizes: int = 0
 ) -> list[Path]:
     """Run directories to ablate: finished runs of the sweep in `root` (or `root` itself when it
-    is a run directory), filtered by id prefixes and budget, then `sizes` of them spread evenly
-    over N. UserError when none match or an id matches nothing."""
+    is a run directory), filtered by id prefixes and budget, then `sizes` model sizes spread evenly
+    over N, one run each (the lowest seed; 0 keeps every run). UserError when none match or an id matches nothing."""
     if sizes < 0:
         raise UserError(f"--sizes {sizes}: must be >= 1 (or 0 for all runs)")
     if not root.is_dir():
@@ -118,10 +118,14 @@ def select_runs(
         records = [r for r in records if any(r["run_id"].startswith(p) for p in ids)]
     if not records:
         raise UserError(f"no finished runs to ablate in {root}")
-    records.sort(key=lambda r: (r.get(N_TOTAL, 0), r["run_id"]))
-    if 0 < sizes < len(records):
-        keep = sorted({round(i * (len(records) - 1) / max(sizes - 1, 1)) for i in range(sizes)})
-        records = [records[i] for i in keep]
+    records.sort(key=lambda r: (r.get(N_TOTAL, 0), r.get("seed", 0), r["run_id"]))
+    if sizes:  # K model sizes spread over N, one run each (the lowest seed): seeds are not sizes
+        first: dict[int, dict[str, Any]] = {}
+        for r in records:
+            first.setdefault(r.get(N_TOTAL, 0), r)
+        ns = sorted(first)
+        keep = sorted({round(i * (len(ns) - 1) / max(sizes - 1, 1)) for i in range(sizes)})
+        records = [first[ns[i]] for i in keep] if sizes < len(ns) else list(first.values())
     return [root / "runs" / r["run_id"] for r in records]
 
 

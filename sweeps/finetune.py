@@ -124,11 +124,10 @@ def select_runs(runs: list[dict], ids: str, sizes: int) -> list[dict]:
     if sizes < 0:
         raise UserError(f"--sizes {sizes}: must be >= 1 (or 0 for every run)")
     if sizes:
-        best: dict[int, dict] = {}
-        for r in runs:
-            n = int(r["result"][results.N_TOTAL])
-            if n not in best or r["result"][results.D] > best[n]["result"][results.D]:
-                best[n] = r
+        best: dict[int, dict] = {}  # longest-trained run of each size; ties: lowest seed, id
+        order = lambda r: (-r["result"][results.D], r["result"].get("seed", 0), r["run_id"])  # noqa: E731
+        for r in sorted(runs, key=order):
+            best.setdefault(int(r["result"][results.N_TOTAL]), r)
         ns = sorted(best)
         if sizes > len(ns):
             raise UserError(

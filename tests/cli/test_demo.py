@@ -1,6 +1,6 @@
 """The whole demo, as `make demo` runs it: sweep, ablation, analysis, and the checks of its figures.
 
-About nine minutes on 2 CPU cores (sweep, ablation, fine-tuning, analysis), so it is marked slow
+Several minutes on 2 CPU cores (sweep of 40 runs, ablation, fine-tuning, analysis), so it is marked slow
 (run it with `make test-all`).
 """
 
@@ -40,7 +40,7 @@ def test_demo_sweep_analysis_and_checks(tmp_path, capsys):
     assert main(["analyze", str(out), "--resamples", "1000"]) == 0
     assert checks_main([str(out / "report" / "fits.json")]) == 0
     fits = json.loads((out / "report" / "fits.json").read_text())
-    assert fits["n_runs"] == 20 and fits["backtest"]["mean_abs_rel_error"]["estimate"] < 0.03
+    assert fits["n_runs"] == 40 and fits["backtest"]["mean_abs_rel_error"]["estimate"] < 0.03
     ft = fits["finetune"]
     assert ft["n_rows"] == 18 and {g["method"] for g in ft["groups"]} == {"full", "lora:r=4"}
     assert all("N" in g["fits"] for g in ft["groups"])

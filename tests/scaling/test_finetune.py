@@ -99,3 +99,16 @@ def test_bad_input_exits_2_with_one_line_before_compute(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not out.exists()  # nothing was trained or written
+
+
+def test_sizes_pick_one_run_per_size_whatever_the_finish_order() -> None:
+    """--sizes picks the longest-trained run of each size; between seeds of equal D, the lowest
+    seed, so two launches whose runs finished in different orders fine-tune the same runs."""
+    from sweeps.finetune import select_runs
+
+    def run(rid: str, n: int, d: int, seed: int) -> dict:
+        return {"run_id": rid, "dir": Path(rid), "result": {"N_total": n, "D": d, "seed": seed}}
+
+    runs = [run("a1", 10, 100, 1), run("a0", 10, 100, 0), run("b0", 20, 50, 0), run("b", 20, 80, 1)]
+    for order in (runs, runs[::-1]):
+        assert [r["run_id"] for r in select_runs(order, "", 2)] == ["a0", "b"]

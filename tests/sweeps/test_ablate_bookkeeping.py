@@ -172,6 +172,22 @@ def test_select_runs_by_budget_and_sizes(tmp_path):
         select_runs(tmp_path, ids=("bad",))
 
 
+def test_select_runs_counts_sizes_not_seeds(tmp_path):
+    """Two seeds of three sizes: --sizes 2 picks the smallest and largest size, seed 0 of each
+    (whatever order the runs finished in), and --sizes 0 keeps all six runs."""
+    from sweeps.ablate import select_runs
+
+    recs = [
+        {"run_id": f"n{n}s{s}", "status": "done", "cell": {"budget": 1e11}, "N_total": n, "seed": s}
+        for s in (1, 0) for n in (30, 10, 20)
+    ]  # fmt: skip
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    names = lambda paths: [p.name for p in paths]  # noqa: E731
+    assert names(select_runs(tmp_path, sizes=2)) == ["n10s0", "n30s0"]
+    assert names(select_runs(tmp_path, sizes=5)) == ["n10s0", "n20s0", "n30s0"]
+    assert len(select_runs(tmp_path)) == 6
+
+
 def _ablation_record(n: float, c: float, est: float) -> dict:
     s = {"estimate": est, "lo": est - 0.1, "hi": est + 0.1, "eligible": True}
     return {"N_total": n, "C_6ND": c,
