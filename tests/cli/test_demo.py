@@ -1,7 +1,7 @@
 """The whole demo, as `make demo` runs it: sweep, ablation, analysis, and the checks of its figures.
 
-Several minutes on 2 CPU cores (sweep of 40 runs, ablation, fine-tuning, analysis), so it is marked slow
-(run it with `make test-all`).
+Several minutes on 2 CPU cores (a sweep of 40 runs, ablation, fine-tuning, analysis), so it is
+marked slow (run it with `make test-all`).
 """
 
 from __future__ import annotations
