@@ -86,8 +86,9 @@ def select_runs(
     root: Path, ids: tuple[str, ...] = (), budget: str = "", sizes: int = 0
 ) -> list[Path]:
     """Run directories to ablate: finished runs of the sweep in `root` (or `root` itself when it
-    is a run directory), filtered by id prefixes and budget, then `sizes` model sizes spread evenly
-    over N, one run each (the lowest seed; 0 keeps every run). UserError when none match or an id matches nothing."""
+    is a run directory), filtered by id prefixes and budget, then `sizes` model sizes spread
+    evenly over N, one run each (the lowest seed; 0 keeps every run). UserError when none match
+    or an id matches nothing."""
     if sizes < 0:
         raise UserError(f"--sizes {sizes}: must be >= 1 (or 0 for all runs)")
     if not root.is_dir():
