@@ -110,6 +110,11 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
     )
 
 
+def _seed(result: dict) -> int:
+    """A run's training seed: result.json keeps it in its config, a sweep record at the top."""
+    return int(result.get("seed", result.get("config", {}).get("train", {}).get("seed", 0)))
+
+
 def select_runs(runs: list[dict], ids: str, sizes: int) -> list[dict]:
     """Filter by --runs, then keep --sizes K sizes spread over log N (longest-trained each)."""
     if ids:
@@ -125,7 +130,7 @@ def select_runs(runs: list[dict], ids: str, sizes: int) -> list[dict]:
         raise UserError(f"--sizes {sizes}: must be >= 1 (or 0 for every run)")
     if sizes:
         best: dict[int, dict] = {}  # longest-trained run of each size; ties: lowest seed, id
-        order = lambda r: (-r["result"][results.D], r["result"].get("seed", 0), r["run_id"])  # noqa: E731
+        order = lambda r: (-r["result"][results.D], _seed(r["result"]), r["run_id"])  # noqa: E731
         for r in sorted(runs, key=order):
             best.setdefault(int(r["result"][results.N_TOTAL]), r)
         ns = sorted(best)

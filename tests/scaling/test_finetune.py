@@ -107,8 +107,10 @@ def test_sizes_pick_one_run_per_size_whatever_the_finish_order() -> None:
     from sweeps.finetune import select_runs
 
     def run(rid: str, n: int, d: int, seed: int) -> dict:
-        return {"run_id": rid, "dir": Path(rid), "result": {"N_total": n, "D": d, "seed": seed}}
+        cfg = {"train": {"seed": seed}}  # as in result.json: the seed is in the config
+        return {"run_id": rid, "dir": Path(rid), "result": {"N_total": n, "D": d, "config": cfg}}
 
-    runs = [run("a1", 10, 100, 1), run("a0", 10, 100, 0), run("b0", 20, 50, 0), run("b", 20, 80, 1)]
-    for order in (runs, runs[::-1]):
-        assert [r["run_id"] for r in select_runs(order, "", 2)] == ["a0", "b"]
+    runs = [run("a1", 10, 100, 1), run("c0", 10, 100, 0), run("b0", 20, 50, 0), run("b", 20, 80, 1)]
+    runs.append(run("a2", 10, 100, 2))
+    for order in (runs, runs[::-1]):  # the seed decides, not the run id or the finish order
+        assert [r["run_id"] for r in select_runs(order, "", 2)] == ["c0", "b"]
