@@ -11,9 +11,13 @@
    thread join, an Orbax save, a lock) printed tracebacks or hung the process. They are only
    counted, so a second Ctrl-C changes nothing: the save finishes and the same one line comes.
 3. The user insists: the THIRD signal ends the process at once (`os._exit`), printing one line,
-   with exit code 128 + signum. A save cut short that way leaves only Orbax's temporary
-   directory, so the previous checkpoint stays the newest readable one (and the temporary
-   directory is removed at the next start). The lease file stays behind but is stale at once
+   with exit code 128 + signum, even while the main thread is stuck in C code (an XLA
+   computation, a thread join): CPython runs a Python handler only when the main thread is back
+   in the interpreter, and then only once for all the signals that arrived meanwhile, so a
+   thread counts the deliveries themselves (`signal.set_wakeup_fd` writes one byte per
+   delivery). A save cut short that way leaves only Orbax's temporary directory, so the
+   previous checkpoint stays the newest readable one (and the temporary directory is removed at
+   the next start). The lease file stays behind but is stale at once
    for launchers on the same host (its process is gone) and after --lease-ttl elsewhere.
 4. Once the CLI has its exit code (`exit_quietly`), a signal during interpreter shutdown ends
    the process with that code at once, with nothing printed.
@@ -40,7 +44,11 @@ FORCE_AFTER = 3  # the signal that ends the process at once
 # be inside `with _lock` (another handler, or reset()); a plain Lock deadlocked there
 _lock = threading.RLock()
 _received: list[int] = []
+_delivered = [0]  # SIGINT/SIGTERM deliveries counted by the watcher thread (`_watch`)
 _graceful_depth = 0
+_watch: dict[str, Any] = {}  # the wakeup pipe and its reader thread, while installed
+_quiet_code: list[int] = []  # set by exit_quietly: a signal then ends the process with this code
+_forcing = threading.Lock()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -72,6 +80,8 @@ def _handler(signum: int, frame: object) -> None:
 
 
 def _force_exit(signum: int, n: int) -> None:
+    if not _forcing.acquire(blocking=False):  # the other thread is ending the process already
+        threading.Event().wait(5.0)
     name = signal.Signals(signum).name
     line = (
         f"\ninterrupted by {name} ({n} signals): stopped at once; the newest complete "
@@ -102,7 +112,77 @@ def install() -> dict[int, object]:
         return {}
     if not hasattr(sys.unraisablehook, "previous"):  # not wrapped twice
         sys.unraisablehook = _unraisable(sys.unraisablehook)
-    return {sig: signal.signal(sig, _handler) for sig in SIGNALS}
+    previous = {sig: signal.signal(sig, _handler) for sig in SIGNALS}
+    _start_watch()
+    return previous
+
+
+def _start_watch() -> None:
+    """Count deliveries in a thread (module doc, 3.), unless already counting or the wakeup fd
+    is someone else's (an asyncio loop's): then only the handler counts."""
+    if _watch:
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        theirs = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except ValueError:
+        theirs = None
+    if theirs != -1:
+        if theirs is not None:
+            signal.set_wakeup_fd(theirs)
+        os.close(r)
+        os.close(w)
+        return
+    thread = threading.Thread(target=_read_deliveries, args=(r,), name="signals", daemon=True)
+    _watch.update(r=r, w=w, thread=thread)
+    thread.start()
+
+
+def _read_deliveries(fd: int) -> None:
+    """The watcher: one byte (the signal number) per delivery, until the pipe is closed."""
+    while True:
+        try:
+            data = os.read(fd, 64)
+        except OSError:
+            data = b""
+        if not data:
+            os.close(fd)
+            return
+        ours = [b for b in data if b in SIGNALS]
+        if not ours:
+            continue
+        if _quiet_code:
+            os._exit(_quiet_code[0])
+        with _lock:
+            _delivered[0] += len(ours)
+            n = _delivered[0]
+        if n >= FORCE_AFTER:
+            _force_exit(ours[-1], n)
+
+
+def _forget_watch_in_child() -> None:
+    """A forked child has no watcher thread, and its deliveries must not land in our pipe."""
+    if _watch:
+        with contextlib.suppress(ValueError, OSError):
+            signal.set_wakeup_fd(-1)
+        for end in ("r", "w"):
+            with contextlib.suppress(OSError):
+                os.close(_watch[end])
+        _watch.clear()
+
+
+os.register_at_fork(after_in_child=_forget_watch_in_child)
+
+
+def _stop_watch() -> None:
+    if not _watch:
+        return
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    os.close(_watch["w"])  # the reader sees end of file, closes its end and returns
+    _watch["thread"].join(timeout=2.0)
+    _watch.clear()
 
 
 def restore(previous: dict[int, object]) -> None:
@@ -110,6 +190,8 @@ def restore(previous: dict[int, object]) -> None:
     for sig, handler in previous.items():
         if handler is not None:
             signal.signal(sig, handler)
+    if previous:
+        _stop_watch()
     if previous and hasattr(sys.unraisablehook, "previous"):
         sys.unraisablehook = sys.unraisablehook.previous
 
@@ -117,6 +199,7 @@ def restore(previous: dict[int, object]) -> None:
 def exit_quietly(code: int) -> None:
     """After the exit code is decided (stdout and stderr flushed): a signal during interpreter
     shutdown (joining threads, exit hooks) ends the process with `code` at once, silently."""
+    _quiet_code[:] = [code]  # the watcher too: the main thread may be stuck joining threads
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             signal.signal(sig, lambda signum, frame: os._exit(code))
@@ -149,3 +232,4 @@ def reset() -> None:
     """Forget received signals (tests, and a launcher that handled one and goes on)."""
     with _lock:
         _received.clear()
+        _delivered[0] = 0

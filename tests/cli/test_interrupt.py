@@ -84,6 +84,33 @@ def test_third_signal_exits_at_once_with_one_line_and_shutdown_signals_exit_quie
     assert (p.returncode, p.stderr) == (3, "")
 
 
+def test_third_signal_ends_the_process_while_the_main_thread_is_in_c_code():
+    """Three Ctrl-C during one long C call (an XLA computation; here a matrix product) reach
+    the Python handler once, after the call returns: the process went on as if pressed once.
+    The watcher thread counts the deliveries themselves, so the third one still ends it."""
+    p = _python(
+        "import os, signal, threading, time\n"
+        "os.environ['OPENBLAS_NUM_THREADS'] = '1'\n"
+        "import numpy as np\n"
+        "from scaling import signals\n"
+        "signals.install()\n"
+        "a = np.ones((2500, 2500))\n"
+        "def send():\n"
+        "    time.sleep(0.3)\n"
+        "    for _ in range(3):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.05)\n"
+        "threading.Thread(target=send, daemon=True).start()\n"
+        "with signals.graceful():\n"
+        "    for _ in range(4):\n"
+        "        a @ a\n"
+        "print('survived', len(signals._received), flush=True)\n"
+    )
+    assert p.returncode == 130 and "survived" not in p.stdout, (p.returncode, p.stdout, p.stderr)
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted by SIGINT (3 signals)"), p.stderr
+
+
 def test_a_signal_while_the_flag_lock_is_held_does_not_deadlock():
     """A handler runs in the main thread between two bytecodes, possibly inside `with _lock`
     (a nested handler during a burst of signals, or reset()); with a plain Lock it hung."""
