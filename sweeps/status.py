@@ -3,7 +3,8 @@
 States: done / diverged (recorded in results.jsonl), running (a live lease), failed (runs/<id>/
 failed.json and no live lease), pending (everything else; `partial` in the note when a previous
 attempt left metrics, with the checkpoint step the next launch resumes from). Progress is the
-last logged step over the planned steps; FLOPs spent = C_exact x progress.
+last logged step over the planned steps; FLOPs spent = C_exact x progress. The time left counts
+the running, failed and pending runs only (a diverged run is never resumed).
 """
 
 from __future__ import annotations
@@ -146,7 +147,14 @@ def collect(root: Path) -> dict[str, Any]:
     spent = sum(r["_spent"] for r in rows)
     planned = sum(c["C_exact"] for c in plan["cells"])
     at_once = max(1, counts.get("running", 0))
-    eta = _sweep_eta(records.values(), planned - spent)
+    # what is still to train: a diverged run is recorded and never resumed, so its unspent
+    # FLOPs are not work left (a finished sweep with a diverged cell has no time left)
+    left = sum(
+        c["C_exact"] - r["_spent"]
+        for c, r in zip(plan["cells"], rows, strict=True)
+        if r["state"] in ("running", "failed", "pending")
+    )
+    eta = _sweep_eta(records.values(), left) if left > 0 else None
     return dict(
         sweep=plan["sweep"],
         rows=rows,
@@ -186,7 +194,7 @@ def format_status(info: dict[str, Any]) -> str:
     head = f"sweep {info['sweep']!r}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)
     pct = 100 * info["spent"] / info["planned"] if info["planned"] else 0.0
     foot = f"FLOPs spent {info['spent']:.4g} of {info['planned']:.4g} planned ({pct:.1f}%)"
-    if info.get("eta_s") is not None and pct < 100:
+    if info.get("eta_s") is not None:
         n = info.get("eta_at_once", 1)
         how = f"{n} runs at a time, as now" if n > 1 else "one run at a time"
         foot += f"; about {fmt_duration(info['eta_s'])} left at the finished runs' FLOP rate, {how}"

@@ -122,6 +122,25 @@ def test_diverging_cell_is_recorded_and_the_rest_finish(tmp_path: Path) -> None:
     assert collect(root)["counts"]["diverged"] == 2
 
 
+def test_status_of_a_finished_sweep_with_diverged_cells_has_no_time_left(tmp_path: Path) -> None:
+    """A diverged run is recorded and never resumed: its unspent FLOPs are not work left, so a
+    sweep whose every cell is done or diverged shows no time left; a pending cell still does."""
+    from sweeps.status import format_status
+
+    extra = '[[overrides]]\nwhere = {shape = "d16-l1-h2"}\nset = {"train.lr" = 50.0}\n'
+    grid, root = _six(tmp_path, extra), tmp_path / "sweep"
+    plan = plan_grid(load_grid(grid))
+    R.write_plan(root, plan)
+    run_local(root, plan, train_fn=fake_train, progress=False, max_runs=5)
+    partway = collect(root)
+    assert partway["counts"]["pending"] == 1 and partway["eta_s"] > 0
+    run_local(root, plan, train_fn=fake_train, progress=False)
+    info = collect(root)
+    assert info["counts"]["diverged"] == 2 and info["counts"]["done"] == 4
+    assert info["spent"] < info["planned"]  # the diverged runs stopped early
+    assert info["eta_s"] is None and " left " not in format_status(info)
+
+
 def test_failed_run_is_marked_and_retried(tmp_path: Path) -> None:
     grid, root = _six(tmp_path), tmp_path / "sweep"
     plan = plan_grid(load_grid(grid))
