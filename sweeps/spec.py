@@ -87,6 +87,12 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
     name, kind = str(raw["name"]), raw.get("kind", "")
     if kind not in KINDS:
         raise UserError(f"grid {name!r}: kind = {kind!r}; choose one of {', '.join(KINDS)}")
+    stray = [k for k in KINDS if k != kind and k in raw]
+    if stray:  # its values would be silently ignored (e.g. budgets in a ladder grid)
+        raise UserError(
+            f"grid {name!r}: kind = {kind!r} but the grid has a [{stray[0]}] table, which only "
+            f'kind = "{stray[0]}" reads; remove [{stray[0]}] or set kind = "{stray[0]}"'
+        )
     study = _parse_study(kind, raw.get(kind, {}))
     shapes = parse_shapes(raw.get("shapes", {}))
     hparams, points = parse_hparams(raw.get("hparams", {}))

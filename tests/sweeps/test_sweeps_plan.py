@@ -270,6 +270,10 @@ IMPOSSIBLE = {
         "grid [hparams]: unknown key 'learning_rate'",
     ),
     "empty-budgets": ('kind = "isoflop"\n', "grid [isoflop] budgets is empty"),
+    "other-kinds-table": (
+        'kind = "ladder"\n[isoflop]\nbudgets = [1e9]\n[shapes]\nn_min = 3e3\nn_max = 9e3\n',
+        "kind = 'ladder' but the grid has a [isoflop] table",
+    ),
     "count-not-a-number": (
         'kind = "ladder"\n[shapes]\nn_min = 3e3\nn_max = 9e3\ncount = "abc"\n',
         "grid [shapes] count = 'abc': expected a number",
