@@ -270,6 +270,11 @@ IMPOSSIBLE = {
         "grid [hparams]: unknown key 'learning_rate'",
     ),
     "empty-budgets": ('kind = "isoflop"\n', "grid [isoflop] budgets is empty"),
+    "batch-not-a-multiple": (
+        'kind = "ladder"\n[shapes]\nn_min = 3e3\nn_max = 9e3\n[hparams]\nbatch_size = 8\n'
+        "batch_multiple = 16\n",
+        "batch_size = 8 is not a multiple of batch_multiple = 16",
+    ),
     "other-kinds-table": (
         'kind = "ladder"\n[isoflop]\nbudgets = [1e9]\n[shapes]\nn_min = 3e3\nn_max = 9e3\n',
         "kind = 'ladder' but the grid has a [isoflop] table",
