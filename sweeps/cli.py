@@ -223,8 +223,20 @@ def _run_local(args: argparse.Namespace, root, plan, progress: bool) -> int:
 
 
 def _summary(plan, root, counts: dict[str, int]) -> int:
+    """One line of what this call did, one of the cells it left (--max-runs, failed, held by
+    another launcher with --no-wait), and the status command; exit 1 when a run failed."""
+    from sweeps.registry import finished_ids
+
+    left = len({c.run_id for c in plan.cells} - finished_ids(root))
     summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-    print(f"sweep {plan.name!r} in {root}: {summary or 'nothing to do'}", file=sys.stderr)
+    idle = "nothing trained" if left else "nothing to do"
+    print(f"sweep {plan.name!r} in {root}: {summary or idle}", file=sys.stderr)
+    if left:
+        print(
+            f"{left} of {len(plan.cells)} cell(s) not finished yet; rerun the same command to "
+            f"train them",
+            file=sys.stderr,
+        )
     print(f"see `scaling sweep status {root}`", file=sys.stderr)
     return 1 if counts.get("failed") else 0
 

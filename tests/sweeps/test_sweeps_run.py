@@ -141,6 +141,22 @@ def test_status_of_a_finished_sweep_with_diverged_cells_has_no_time_left(tmp_pat
     assert info["eta_s"] is None and " left " not in format_status(info)
 
 
+def test_run_summary_says_how_many_cells_max_runs_left(tmp_path: Path, capsys) -> None:
+    """--max-runs stops early: the summary counts the cells still to train instead of saying
+    "nothing to do" (--max-runs 0) or only what it trained."""
+    root = tmp_path / "sweep"
+    argv = ["sweep", "run", "cpu-small", "--out", str(root), "--train-fn", FAKE, "--no-progress"]
+    assert main([*argv, "--max-runs", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "nothing to do" not in err and "4 of 4 cell(s) not finished yet" in err
+    assert main([*argv, "--max-runs", "1"]) == 0
+    assert "3 of 4 cell(s) not finished yet" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert "not finished" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert "nothing to do" in capsys.readouterr().err
+
+
 def test_failed_run_is_marked_and_retried(tmp_path: Path) -> None:
     grid, root = _six(tmp_path), tmp_path / "sweep"
     plan = plan_grid(load_grid(grid))
