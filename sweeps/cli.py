@@ -139,6 +139,13 @@ def _run(args: argparse.Namespace) -> int:
         from scaling.errors import UserError
 
         raise UserError(f"--max-runs {args.max_runs}: must be >= 0 (the number of runs to train)")
+    if args.max_runs is not None and args.backend != "local":
+        from scaling.errors import UserError
+
+        raise UserError(
+            f"--max-runs {args.max_runs} is for --backend local; --backend slurm submits every "
+            f"unfinished cell (--array-parallelism limits how many run at once)"
+        )
     from sweeps.workers import check_workers
 
     check_workers(args.workers, args.backend, args.max_runs)

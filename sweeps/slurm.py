@@ -204,8 +204,16 @@ def submit(
         raise UserError(f"--backend slurm: bad submitit parameter ({e})") from e
     spec = train_fn or DEFAULT_TRAIN
     job = CellJob()
-    with executor.batch():
-        jobs = [executor.submit(job, str(root), plan.name, s, spec, lease_ttl) for s in pending]
+    try:
+        with executor.batch():
+            jobs = [executor.submit(job, str(root), plan.name, s, spec, lease_ttl) for s in pending]
+    except submitit.core.utils.FailedJobError as e:  # sbatch said no: nothing was submitted
+        lines = [x.strip(" '\"") for x in str(e).strip().splitlines() if x.strip()]
+        raise UserError(
+            f"--backend slurm: sbatch refused the submission ({lines[-1] if lines else e!r}); "
+            f"nothing was submitted: check the cluster (sinfo) and the SLURM options "
+            f"(--partition, --slurm-arg, ...), or use --backend local"
+        ) from None
     out: dict[str, Any] = dict(submitted=len(jobs), job_ids=[j.job_id for j in jobs], outcomes={})
     out["cells"] = [(s["run_id"], s["label"], j.job_id) for s, j in zip(pending, jobs, strict=True)]
     if wait and cluster == "slurm":

@@ -1,0 +1,42 @@
+"""`scaling sweep run` flags that fit only one backend, and a SLURM submission that sbatch
+refuses: each exits 2 with one `error:` line naming the flag or sbatch's reason."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from scaling.cli import main
+
+FAKE = "sweeps.fake:fake_train"
+
+
+def test_max_runs_with_slurm_backend_exits_2_before_any_work(tmp_path: Path, capsys) -> None:
+    """--backend slurm submits every unfinished cell: a --max-runs there was silently ignored."""
+    root = tmp_path / "sweep"
+    argv = ["sweep", "run", "cpu-small", "--out", str(root), "--backend", "slurm"]
+    assert main([*argv, "--max-runs", "1", "--train-fn", FAKE]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --max-runs 1 is for --backend local"), err
+    assert not root.exists()
+
+
+def test_sbatch_refusing_the_submission_exits_2_not_a_traceback(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """sbatch exiting non-zero (bad partition, unreachable controller) used to end in
+    submitit's FailedJobError traceback with exit 1."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(
+        "#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n"
+    )
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    root = tmp_path / "sweep"
+    argv = ["sweep", "run", "cpu-small", "--out", str(root), "--backend", "slurm"]
+    assert main([*argv, "--partition", "nope", "--train-fn", FAKE]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --backend slurm: sbatch refused the submission"), err
+    assert "invalid partition specified: nope" in err[-1]
