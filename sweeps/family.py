@@ -38,6 +38,13 @@ GPT3_SIZES = (
     "gpt3-175b",
 )
 SHAPE_RULES = ("aspect", "list", "gpt3")
+RULE_KEYS = {  # the [shapes] keys each rule reads (besides `rule`)
+    "aspect": {"aspect", "head_dim", "multiple", "min_layers", "ff_mult", "n_min", "n_max"}
+    | {"count", "count_by"},
+    "list": {"list"},
+    "gpt3": {"scale", "depth_scale", "sizes", "head_dim"},
+}
+SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "d_ff")
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class ShapeSpec:
 def parse_shapes(table: Any) -> ShapeSpec:
     """[shapes], with the parameters of its rule checked (the N range is checked where it is
     used: centred isoflop grids ignore n_min and n_max)."""
+    given = set(table) if isinstance(table, dict) else set()
     table = check_table(table, defaults_of(ShapeSpec), "shapes")
     rule = table["rule"]
     if rule not in SHAPE_RULES:
@@ -95,6 +103,12 @@ def parse_shapes(table: Any) -> ShapeSpec:
         shapes = _list_shapes(table["list"])
     else:
         sizes = _gpt3_sizes(table)
+    for key in sorted(given - RULE_KEYS[rule] - {"rule"}):  # it would be silently ignored
+        owners = " or ".join(r for r in SHAPE_RULES if key in RULE_KEYS[r])
+        raise UserError(
+            f"grid [shapes] {key} = {table[key]!r}: rule = {rule!r} does not read it (only "
+            f"rule = {owners} does); remove it or change the rule"
+        )
     return typed(ShapeSpec, table, list=shapes, sizes=sizes)
 
 
@@ -115,20 +129,13 @@ def _list_shapes(items: list[Any]) -> tuple[Shape, ...]:
     """Explicit shapes from `[shapes] list = [{d_model, n_layers, n_heads[, d_ff]}, ...]`."""
     shapes = []
     for i, item in enumerate(items):
-        try:
-            shapes.append(
-                Shape(
-                    int(item["d_model"]),
-                    int(item["n_layers"]),
-                    int(item["n_heads"]),
-                    int(item.get("d_ff", 0)),
-                )
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        ok = isinstance(item, dict) and set(SHAPE_KEYS[:3]) <= set(item) <= set(SHAPE_KEYS)
+        if not ok or not all(isinstance(v, int) and not isinstance(v, bool) for v in item.values()):
             raise UserError(
                 f"grid [shapes] list[{i}] = {item!r}: each shape needs integer d_model, "
-                f"n_layers and n_heads (d_ff optional)"
-            ) from e
+                f"n_layers and n_heads (d_ff optional), and no other key"
+            )
+        shapes.append(Shape(*(int(item.get(k, 0)) for k in SHAPE_KEYS)))
     if not shapes:
         raise UserError("grid [shapes] rule = 'list' needs a non-empty `list` of shapes")
     return tuple(shapes)

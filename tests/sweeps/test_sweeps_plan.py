@@ -275,6 +275,15 @@ IMPOSSIBLE = {
         "batch_multiple = 16\n",
         "batch_size = 8 is not a multiple of batch_multiple = 16",
     ),
+    "key-of-another-shape-rule": (
+        'kind = "ladder"\n[shapes]\nscale = 0.125\nn_min = 3e3\nn_max = 9e3\n',
+        "grid [shapes] scale = 0.125: rule = 'aspect' does not read it (only rule = gpt3",
+    ),
+    "list-shape-not-an-integer": (
+        'kind = "ladder"\n[shapes]\nrule = "list"\nlist = [{d_model = 16.5, n_layers = 1, '
+        "n_heads = 2}]\n",
+        "grid [shapes] list[0] = {'d_model': 16.5, 'n_layers': 1, 'n_heads': 2}: each shape",
+    ),
     "other-kinds-table": (
         'kind = "ladder"\n[isoflop]\nbudgets = [1e9]\n[shapes]\nn_min = 3e3\nn_max = 9e3\n',
         "kind = 'ladder' but the grid has a [isoflop] table",
