@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             dest="overrides",
             action="append",
             default=[],
-            metavar="TABLE.KEY=VALUE",
-            help="override a grid value, e.g. --set shapes.scale=0.125 (repeatable)",
+            metavar="[TABLE.]KEY=VALUE",
+            help="override a grid value (TOML), e.g. --set seeds=[0,1] --set hparams.lr=0.003 "
+            "(repeatable)",
         )
 
     q = ss.add_parser("plan", help="print the resolved runs, FLOPs and estimated time")

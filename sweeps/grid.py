@@ -99,11 +99,11 @@ def resolve_grid_path(path_or_name: str | Path) -> Path:
 
 
 def load_grid(path_or_name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> GridSpec:
-    """Read a grid TOML, apply `table.key=value` overrides (e.g. shapes.scale=0.125) and
-    validate it into a GridSpec."""
+    """Read a grid TOML, apply `[table.]key=value` overrides (e.g. seeds=[0,1],
+    hparams.lr=0.003) and validate it into a GridSpec."""
     path = resolve_grid_path(path_or_name)
     raw = C.read_toml(path)
-    apply_overrides(raw, overrides, "table.key=value", "shapes.scale=0.25", "the grid")
+    apply_overrides(raw, overrides, "[table.]key=value", "hparams.lr=0.003", "the grid")
     raw.setdefault("name", path.stem)
     return parse_grid(raw)
 
