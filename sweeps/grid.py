@@ -132,7 +132,27 @@ def plan_grid(grid: GridSpec | dict[str, Any]) -> Plan:
                         )
                     seen[cell.run_id] = cell.label
                     cells.append(cell)
+    _check_overrides_match(spec, [c.cell for c in cells])
     return Plan(name=spec.name, kind=spec.kind, cells=cells, grid=spec.raw)
+
+
+def _check_overrides_match(spec: GridSpec, cells: list[dict[str, Any]]) -> None:
+    """Every [[overrides]] table must match some cell: a typo in `where` (a key that is not a
+    coordinate, a value no cell has) would otherwise leave every cell unchanged, silently."""
+    for i, ov in enumerate(spec.overrides):
+        if any(all(c.get(k) == v for k, v in ov.where.items()) for c in cells):
+            continue
+        keys = sorted({k for c in cells for k in c})
+        bad = next((k for k in ov.where if k not in keys), None)
+        if bad is not None:
+            why = f"{bad!r} is not a cell coordinate (coordinates: {', '.join(keys)})"
+        else:
+            k = next((k for k in ov.where if all(c.get(k) != ov.where[k] for c in cells)), None)
+            values = sorted({repr(c.get(k)) for c in cells}) if k else []
+            why = f"{k} is one of {', '.join(values)}" if k else "no cell has all of these values"
+        raise UserError(
+            f"grid {spec.name!r} overrides[{i}] where = {ov.where}: matches no cell; {why}"
+        )
 
 
 def _axes(spec: GridSpec) -> list[tuple[dict[str, Any], list[F.Shape]]]:

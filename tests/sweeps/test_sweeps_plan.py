@@ -284,6 +284,16 @@ IMPOSSIBLE = {
         "n_heads = 2}]\n",
         "grid [shapes] list[0] = {'d_model': 16.5, 'n_layers': 1, 'n_heads': 2}: each shape",
     ),
+    "override-where-typo": (
+        'kind = "ladder"\n[shapes]\nn_min = 3e3\nn_max = 9e3\ncount = 2\n[hparams]\n'
+        'batch_size = 8\n[[overrides]]\nwhere = {shap = "d8-l1-h1"}\nset = {"train.lr" = 1.0}\n',
+        "overrides[0] where = {'shap': 'd8-l1-h1'}: matches no cell; 'shap' is not a cell",
+    ),
+    "override-where-no-such-value": (
+        'kind = "ladder"\n[shapes]\nn_min = 3e3\nn_max = 9e3\ncount = 2\n[hparams]\n'
+        'batch_size = 8\n[[overrides]]\nwhere = {shape = "d8-l2-h1"}\nset = {"train.lr" = 1.0}\n',
+        "matches no cell; shape is one of 'd16-l1-h2', 'd8-l1-h1'",
+    ),
     "other-kinds-table": (
         'kind = "ladder"\n[isoflop]\nbudgets = [1e9]\n[shapes]\nn_min = 3e3\nn_max = 9e3\n',
         "kind = 'ladder' but the grid has a [isoflop] table",
