@@ -251,16 +251,18 @@ def _summary(plan, root, counts: dict[str, int]) -> int:
 
 def _run_workers(args: argparse.Namespace, root, plan, lease_ttl: float, launcher) -> int:
     """`--workers N`: this launcher (`launcher(failed_since)`) and N-1 more on the same
-    directory (sweeps.workers)."""
+    directory (sweeps.workers), at most one launcher per unfinished cell."""
     import signal
     import time
 
     from scaling import signals
+    from sweeps import registry as R
     from sweeps import workers as W
 
     t0 = time.time()
     argv = W.worker_argv(args.grid, root, args.overrides, lease_ttl, args.train_fn, t0)
-    procs = W.start(args.workers - 1, argv)
+    left = {c.run_id for c in plan.cells} - R.finished_ids(root)
+    procs = W.start(min(args.workers, len(left)) - 1, argv)  # at most one launcher per cell
     try:
         launcher(t0)
     except BaseException as e:  # a signal is passed on; bad input or a full disk: SIGTERM

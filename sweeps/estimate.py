@@ -158,7 +158,9 @@ def wall_seconds(
     per_cell: Sequence[float], workers: int, device: tuple[str, int], cores: int | None = None
 ) -> float:
     """Wall time of the cells (`estimate_seconds`, plan order) run by `workers` launchers on one
-    machine with `cores` CPU cores (default: this machine's), see the module doc."""
+    machine with `cores` CPU cores (default: this machine's), see the module doc. Launchers
+    beyond one per cell find nothing to train and cost nothing."""
+    workers = min(workers, len(per_cell))
     if workers <= 1:
         return float(sum(per_cell))
     if device[0].lower() == "cpu":

@@ -140,3 +140,24 @@ def test_bad_worker_counts_exit_2_before_any_work(six, capsys, flags, needle) ->
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
     assert not root.exists()
+
+
+def test_no_more_launchers_than_unfinished_cells(six, monkeypatch, capsys) -> None:
+    """--workers 3 with one cell left starts no extra launcher (they would find nothing to
+    train), and the plan's estimate does not charge the idle ones' contention either."""
+    from sweeps import workers as W
+    from sweeps.estimate import wall_seconds
+    from sweeps.fake import fake_train
+    from sweeps.runner import run_local
+
+    grid, root, ids = six
+    plan = plan_grid(load_grid(grid))
+    assert run_local(root, plan, train_fn=fake_train, progress=False, max_runs=5)["done"] == 5
+    started: list[int] = []
+    real_start = W.start
+    monkeypatch.setattr(W, "start", lambda n, argv: started.append(n) or real_start(n, argv))
+    argv = ["sweep", "run", str(grid), "--out", str(root), "--workers", "3", "--train-fn", FAKE]
+    assert main([*argv, "--no-progress"]) == 0
+    assert started == [0] and len(R.read_records(root)) == len(ids)
+    cpu = ("cpu", 1)
+    assert wall_seconds([10.0, 10.0], 64, cpu, cores=2) == wall_seconds([10.0, 10.0], 2, cpu, 2)
