@@ -151,6 +151,8 @@ def _run(args: argparse.Namespace) -> int:
 
     check_workers(args.workers, args.backend, args.max_runs)
     params = _slurm_params(args)  # validated for every backend: a typo fails before work
+    if args.backend == "local":
+        _no_slurm_options(args)
     plan = _load(args)
     root = Path(args.out)
     if root.exists() and not root.is_dir():
@@ -273,6 +275,35 @@ def _run_workers(args: argparse.Namespace, root, plan, lease_ttl: float, launche
     counts = W.outcome(root, [c.run_id for c in plan.cells], t0)
     code = _summary(plan, root, counts)
     return 2 if 2 in codes else code
+
+
+# the SLURM-only options and their defaults: one given with --backend local is a forgotten
+# `--backend slurm` (the sweep would train here, e.g. on a login node), not a no-op
+SLURM_ONLY = dict(
+    cluster="slurm",
+    partition=None,
+    nodes=1,
+    gpus_per_node=None,
+    tasks_per_node=1,
+    cpus_per_task=None,
+    mem_gb=None,
+    timeout_min=240,
+    array_parallelism=64,
+    slurm_arg=[],
+    wait=False,
+)
+
+
+def _no_slurm_options(args: argparse.Namespace) -> None:
+    from scaling.errors import UserError
+
+    for key, default in SLURM_ONLY.items():
+        if getattr(args, key) != default:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(
+                f"{flag} is an option of --backend slurm, but this sweep runs with --backend "
+                f"local (the default); add --backend slurm, or drop {flag}"
+            )
 
 
 def _slurm_params(args: argparse.Namespace) -> dict:

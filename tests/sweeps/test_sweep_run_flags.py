@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from scaling.cli import main
 
 FAKE = "sweeps.fake:fake_train"
@@ -40,3 +42,18 @@ def test_sbatch_refusing_the_submission_exits_2_not_a_traceback(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --backend slurm: sbatch refused the submission"), err
     assert "invalid partition specified: nope" in err[-1]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--partition", "gpu"], ["--gpus-per-node", "8"], ["--wait"], ["--slurm-arg", "account=x"]],
+)
+def test_slurm_options_without_slurm_backend_exit_2(tmp_path: Path, capsys, flags) -> None:
+    """A SLURM option with the default --backend local is a forgotten `--backend slurm`: the
+    sweep used to train on this machine, the option silently ignored."""
+    root = tmp_path / "sweep"
+    argv = ["sweep", "run", "cpu-small", "--out", str(root), "--train-fn", FAKE, *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flags[0]} is an option of --backend slurm"), err
+    assert not root.exists()
