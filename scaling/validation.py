@@ -69,8 +69,8 @@ def _check_train(t: TrainConfig) -> None:
             raise UserError(f"train.{name} = {getattr(t, name)}: must be in [0, 1)")
     if not t.eps > 0:
         raise UserError(f"train.eps = {t.eps}: must be > 0")
-    if t.seed < 0:
-        raise UserError(f"train.seed = {t.seed}: must be an integer >= 0")
+    if not 0 <= t.seed < 2**63:  # jax.random.key takes a signed 64-bit integer
+        raise UserError(f"train.seed = {t.seed}: must be an integer >= 0 and < 2^63")
     if t.steps <= 0:
         raise UserError(f"train.steps = {t.steps}: must be a positive integer")
     if t.batch_size <= 0:

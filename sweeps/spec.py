@@ -159,9 +159,12 @@ def _parse_seeds(seeds: Any, name: str) -> tuple[int, ...]:
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds)
     ):
-        raise UserError(f"grid {name!r}: seeds = {seeds!r}; give a non-empty list of integers >= 0")
+        raise UserError(
+            f"grid {name!r}: seeds = {seeds!r}; give a non-empty list of integers >= 0 "
+            f"(and < 2^63, the PRNG key's range)"
+        )
     return tuple(seeds)
 
 

@@ -169,7 +169,7 @@ def _config_sets() -> list[tuple[str, str]]:
             "train.eps": ["0", "nan", "-1"],
             "train.log_every": ["0"],
             "train.keep_checkpoints": ["0"],
-            "train.seed": ["-1"],
+            "train.seed": ["-1", "9223372036854775808"],
             "data.task_mix": ["1", "-1", "nan"],
             "data.val_tokens": ["0", "16"],
             "data.dataset": ['""'],

@@ -314,6 +314,10 @@ IMPOSSIBLE = {
         'kind = "ladder"\nseeds = [-1]\n[shapes]\nn_min = 3e3\nn_max = 9e3\ncount = 2\n',
         "seeds = [-1]; give a non-empty list of integers >= 0",
     ),
+    "seed-too-large": (
+        'kind = "ladder"\nseeds = [9223372036854775808]\n[shapes]\nn_min = 3e3\nn_max = 9e3\n',
+        "seeds = [9223372036854775808]; give a non-empty list of integers >= 0 (and < 2^63",
+    ),
     "override-batch": (
         'kind = "ladder"\n[shapes]\nn_min = 3e3\nn_max = 9e3\ncount = 2\n[hparams]\n'
         'batch_size = 8\n[[overrides]]\nset = {"train.batch_size" = 16}\n',
