@@ -224,7 +224,7 @@ def _make_cell(
     counts, fpt, seq = param_counts(model), flops_per_token(model), model.seq_len
     target_tokens = _target_tokens(spec, coords, counts.total, fpt)
     batch = coords["batch"] if "batch" in coords else batch_for(hp, target_tokens, seq)
-    steps = _round_steps(spec.study.tolerance, target_tokens, batch, seq, where)
+    steps = _round_steps(spec.study.tolerance, target_tokens, batch, seq, where, spec.kind)
     tokens = steps * batch * seq
     lr = lr_for_width(hp, shape.d_model)
     if point.lr_factor is not None:
@@ -305,7 +305,9 @@ def _target_tokens(spec: GridSpec, coords: dict[str, Any], n_total: int, fpt: fl
     return spec.study.tokens_per_param * n_total
 
 
-def _round_steps(tolerance: float, target: float, batch: int, seq: int, where: str) -> int:
+def _round_steps(
+    tolerance: float, target: float, batch: int, seq: int, where: str, kind: str
+) -> int:
     """Whole steps of batch x seq tokens nearest the target, or UserError when fewer than one
     or when rounding misses the target by more than `tolerance`."""
     steps_f = target / (batch * seq)
@@ -320,8 +322,9 @@ def _round_steps(tolerance: float, target: float, batch: int, seq: int, where: s
     if rel > tolerance:
         raise UserError(
             f"{where}: rounding {steps_f:.2f} to {steps} steps of batch {batch} x seq {seq} "
-            f"misses the target by {100 * rel:.1f}% (> {100 * tolerance:g}%); "
-            f"lower hparams.min_batch_size or raise the budget/tokens"
+            f"misses the target by {100 * rel:.1f}% (> {100 * tolerance:g}%); lower "
+            f"hparams.batch_size (more, finer steps), raise [{kind}] tolerance, or raise the "
+            f"budget/tokens"
         )
     return steps
 
