@@ -96,6 +96,11 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
     study = _parse_study(kind, raw.get(kind, {}))
     shapes = parse_shapes(raw.get("shapes", {}))
     hparams, points = parse_hparams(raw.get("hparams", {}))
+    if hparams.batch_per == "budget" and kind != "isoflop":  # it has no budgets to share
+        raise UserError(
+            f'grid {name!r}: [hparams] batch_per = "budget" shares one batch per compute '
+            f'budget, which only kind = "isoflop" has; remove it (kind = {kind!r})'
+        )
     base = _parse_base(raw)
     base_model = _base_model(base, shapes.rule)
     hparams = _mup_lr_rule(name, hparams, raw.get("hparams", {}), base_model.param)

@@ -315,6 +315,10 @@ IMPOSSIBLE = {
         'kind = "ladder"\nseeds = [-1]\n[shapes]\nn_min = 3e3\nn_max = 9e3\ncount = 2\n',
         "seeds = [-1]; give a non-empty list of integers >= 0",
     ),
+    "batch-per-budget-without-budgets": (
+        'kind = "ladder"\n[shapes]\nn_min = 3e3\nn_max = 9e3\n[hparams]\nbatch_per = "budget"\n',
+        '[hparams] batch_per = "budget" shares one batch per compute budget, which only',
+    ),
     "seed-too-large": (
         'kind = "ladder"\nseeds = [9223372036854775808]\n[shapes]\nn_min = 3e3\nn_max = 9e3\n',
         "seeds = [9223372036854775808]; give a non-empty list of integers >= 0 (and < 2^63",
