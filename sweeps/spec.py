@@ -95,6 +95,7 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
         )
     study = _parse_study(kind, raw.get(kind, {}))
     shapes = parse_shapes(raw.get("shapes", {}))
+    _check_centred(name, study, raw.get(kind, {}), shapes.rule)
     hparams, points = parse_hparams(raw.get("hparams", {}))
     if hparams.batch_per == "budget" and kind != "isoflop":  # it has no budgets to share
         raise UserError(
@@ -117,6 +118,24 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
         overrides=_parse_overrides(raw.get("overrides", [])),
         raw=raw,
     )
+
+
+def _check_centred(name: str, study: Any, table: dict[str, Any], rule: str) -> None:
+    """A centred isoflop grid places aspect-rule shapes around each budget's N_opt: `window`
+    alone, or centring with a list/gpt3 rule (fixed shapes), would be silently ignored."""
+    if not isinstance(study, Isoflop):
+        return
+    if study.center_tokens_per_param <= 0 and "window" in table:
+        raise UserError(
+            f"grid {name!r}: [isoflop] window = {study.window:g} is read only with "
+            f"center_tokens_per_param > 0 (e.g. 20); set it or remove window"
+        )
+    if study.center_tokens_per_param > 0 and rule != "aspect":
+        raise UserError(
+            f"grid {name!r}: [isoflop] center_tokens_per_param places [shapes] rule = "
+            f'"aspect" shapes around each budget; rule = {rule!r} has fixed shapes: remove '
+            f"center_tokens_per_param or use the aspect rule"
+        )
 
 
 def _mup_lr_rule(name: str, h: Hparams, table: Any, param: str) -> Hparams:

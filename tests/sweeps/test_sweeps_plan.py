@@ -319,6 +319,16 @@ IMPOSSIBLE = {
         'kind = "ladder"\n[shapes]\nn_min = 3e3\nn_max = 9e3\n[hparams]\nbatch_per = "budget"\n',
         '[hparams] batch_per = "budget" shares one batch per compute budget, which only',
     ),
+    "window-without-centring": (
+        'kind = "isoflop"\n[isoflop]\nbudgets = [1e9]\nwindow = 4\n[shapes]\nn_min = 3e3\n'
+        "n_max = 9e3\n",
+        "[isoflop] window = 4 is read only with center_tokens_per_param > 0",
+    ),
+    "centring-fixed-shapes": (
+        'kind = "isoflop"\n[isoflop]\nbudgets = [1e9]\ncenter_tokens_per_param = 20\n'
+        '[shapes]\nrule = "list"\nlist = [{d_model = 16, n_layers = 1, n_heads = 2}]\n',
+        "rule = 'list' has fixed shapes: remove center_tokens_per_param",
+    ),
     "seed-too-large": (
         'kind = "ladder"\nseeds = [9223372036854775808]\n[shapes]\nn_min = 3e3\nn_max = 9e3\n',
         "seeds = [9223372036854775808]; give a non-empty list of integers >= 0 (and < 2^63",
