@@ -38,6 +38,9 @@ _seen: dict[str, tuple[tuple, float]] = {}  # lease path -> (content key, monoto
 
 
 MIN_TTL_S = 5.0  # --lease-ttl: below this a heartbeat (every ttl/4) cannot keep a lease alive
+# above this the heartbeat thread's wait overflows, and a dead launcher's cells stay held for
+# longer than any run needs (the heartbeat renews a live one, so a long run needs no long ttl)
+MAX_TTL_S = 7 * 24 * 3600.0
 
 
 def check_ttl(ttl: float, minimum: float = 0.0) -> float:
@@ -49,6 +52,12 @@ def check_ttl(ttl: float, minimum: float = 0.0) -> float:
         raise UserError(f"--lease-ttl {ttl!r}: must be a finite number of seconds, e.g. 120")
     if ttl <= 0:
         raise UserError(f"--lease-ttl {ttl:g}: must be > 0 seconds (default 120 local, 300 slurm)")
+    if ttl > MAX_TTL_S:
+        raise UserError(
+            f"--lease-ttl {ttl:g}: must be at most {MAX_TTL_S:g} seconds (a week; the heartbeat "
+            f"renews a live lease, so long runs need no long ttl); the defaults are 120 (local) "
+            f"and 300 (slurm)"
+        )
     if ttl < minimum:
         raise UserError(
             f"--lease-ttl {ttl:g}: must be at least {minimum:g} seconds, or leases expire while "

@@ -246,6 +246,7 @@ def cases() -> list[tuple[str, list[str], dict[str, bytes | str]]]:
         ("--lease-ttl", "-5"),
         ("--lease-ttl", "nan"),
         ("--lease-ttl", "inf"),
+        ("--lease-ttl", "1e12"),
         ("--lease-ttl", "abc"),
         ("--max-runs", "-1"),
         ("--max-runs", "abc"),
