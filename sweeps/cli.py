@@ -153,6 +153,10 @@ def _run(args: argparse.Namespace) -> int:
     params = _slurm_params(args)  # validated for every backend: a typo fails before work
     if args.backend == "local":
         _no_slurm_options(args)
+    elif args.wait and args.no_wait:
+        from scaling.errors import UserError
+
+        raise UserError("--wait and --no-wait contradict each other; pass one of them")
     plan = _load(args)
     root = Path(args.out)
     if root.exists() and not root.is_dir():

@@ -57,3 +57,12 @@ def test_slurm_options_without_slurm_backend_exit_2(tmp_path: Path, capsys, flag
     err = capsys.readouterr().err
     assert err.startswith(f"error: {flags[0]} is an option of --backend slurm"), err
     assert not root.exists()
+
+
+def test_wait_and_no_wait_together_exit_2(tmp_path: Path, capsys) -> None:
+    """--backend slurm --wait --no-wait silently waited."""
+    root = tmp_path / "sweep"
+    argv = ["sweep", "run", "cpu-small", "--out", str(root), "--backend", "slurm"]
+    assert main([*argv, "--wait", "--no-wait", "--train-fn", FAKE]) == 2
+    assert capsys.readouterr().err.startswith("error: --wait and --no-wait contradict")
+    assert not root.exists()
