@@ -59,7 +59,7 @@ def plan_table(plan, device: tuple[str, int], workers: int = 1) -> str:
     ]
     known = [t for t in est if t is not None]
     total_t = fmt_seconds(sum(known)) if len(known) == len(est) else "?"
-    how = "sequential, local backend"
+    how = "sequential, local backend" if workers == 1 else f"--workers {workers}, local backend"
     if workers > 1 and len(known) == len(est):
         par = fmt_seconds(wall_seconds(known, workers, device))
         total_t = f"{par} with --workers {workers}, {total_t} sequential"

@@ -215,6 +215,21 @@ def test_workers_estimate_list_schedules_with_core_contention(capsys) -> None:
     assert "--workers 0: must be >= 1" in capsys.readouterr().err
 
 
+def test_unknown_device_footer_keeps_the_workers(capsys, monkeypatch) -> None:
+    """No estimate ("?") on an unknown device: the footer still names --workers N, not
+    "sequential"."""
+    from sweeps.estimate import detect_device
+
+    detect_device.cache_clear()
+    monkeypatch.setenv("SCALING_DEVICE_KIND", "unknown-accelerator")
+    try:
+        assert main(["sweep", "plan", "cpu-small", "--workers", "2"]) == 0
+    finally:
+        detect_device.cache_clear()
+    foot = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "unknown-accelerator x1: ? (--workers 2, local backend" in foot, foot
+
+
 def test_estimate_charges_the_few_shot_evals_only_when_they_run() -> None:
     from sweeps.estimate import CPU_EVAL_S, estimate_seconds
 
