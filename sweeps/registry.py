@@ -69,8 +69,9 @@ def _write_plan_locked(root: Path, plan, replan: bool) -> None:
     ids = [c.run_id for c in plan.cells]
     old = _read_plan_file(path, rewrite=True) if path.is_file() else None
     if old is not None:
-        if [c["run_id"] for c in old["cells"]] == ids:
-            return
+        old_ids = [c["run_id"] for c in old["cells"]]
+        if sorted(old_ids) == sorted(ids):  # the same runs, maybe listed in another order
+            return  # (e.g. seeds = [1, 0] after [0, 1]): the same sweep, plan.json kept
         if not replan:
             raise UserError(
                 f"{root} already holds sweep {old.get('sweep')!r} with a different set of runs; "

@@ -94,3 +94,14 @@ def test_status_of_a_path_that_is_not_a_sweep_dir_says_what_it_is(tmp_path: Path
     assert f"scaling sweep status {root}" in _status(cell, capsys)
     # An empty or absent directory: nothing launched yet, so the launch hint stays.
     assert f"scaling sweep run GRID --out {tmp_path / 'new'}" in _status(tmp_path / "new", capsys)
+
+
+def test_same_runs_in_another_order_are_the_same_sweep(tmp_path: Path, capsys) -> None:
+    """seeds = [1, 0] after [0, 1] plans the same runs: no 'different set of runs' refusal."""
+    root = tmp_path / "sweep"
+    argv = ["sweep", "run", "cpu-small", "--out", str(root), "--train-fn", "sweeps.fake:fake_train"]
+    assert main([*argv, "--set", "seeds=[0,1]", "--max-runs", "1", "--no-progress"]) == 0
+    assert main([*argv, "--set", "seeds=[1,0]", "--no-progress"]) == 0
+    assert len(R.read_records(root)) == 8
+    assert main([*argv, "--set", "seeds=[1,2]", "--no-progress"]) == 2  # really different
+    assert "with a different set of runs" in capsys.readouterr().err
