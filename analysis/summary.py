@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from analysis.laws.finetune import e_cell
 from analysis.laws.intervals import unsupported_reason
 from scaling.fmt import with_ci
 
@@ -68,23 +69,29 @@ def summary_lines(res: dict) -> list[str]:
                 out.append(
                     f"  {r['task']} {r['metric']} {r['shots']}-shot: {r['verdict']} ({r['reason']})"
                 )
-    ft = res.get("finetune")
-    if ft:
+    out += finetune_lines(res.get("finetune"))
+    return out
+
+
+def finetune_lines(ft: dict | None) -> list[str]:
+    """The fine-tuning law per (task, method), X = N; E reads "not identified" at its bound."""
+    if not ft:
+        return []
+    out = [
+        f"Fine-tuning law L(N, D_f) = E + A N^-alpha D_f^-beta from {ft['n_rows']} rows "
+        f"(row-level bootstrap):"
+    ]
+    for g in ft["groups"]:
+        f = g["fits"].get("N")
+        if f is None:
+            continue
+        ci = f["params_ci"]
+        bt = g.get("backtest")
+        tail = f", back-test on the largest N {bt['mean_abs_rel_error']:.2%}" if bt else ""
         out.append(
-            f"Fine-tuning law L(N, D_f) = E + A N^-alpha D_f^-beta from {ft['n_rows']} rows "
-            f"(row-level bootstrap):"
+            f"  {g['task']} {g['method']}: alpha = {with_ci(ci['alpha'], '.3g')}, "
+            f"beta = {with_ci(ci['beta'], '.3g')}, E = {e_cell(f, '.3g')}{tail}"
         )
-        for g in ft["groups"]:
-            f = g["fits"].get("N")
-            if f is None:
-                continue
-            ci = f["params_ci"]
-            bt = g.get("backtest")
-            tail = f", back-test on the largest N {bt['mean_abs_rel_error']:.2%}" if bt else ""
-            out.append(
-                f"  {g['task']} {g['method']}: alpha = {with_ci(ci['alpha'], '.3g')}, "
-                f"beta = {with_ci(ci['beta'], '.3g')}, E = {with_ci(ci['E'], '.3g')}{tail}"
-            )
     return out
 
 

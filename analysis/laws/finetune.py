@@ -27,6 +27,11 @@ from scaling.errors import UserError
 from scaling.fmt import with_ci
 from scaling.results import read_records
 
+E_AT_BOUND = 1e-6
+"""E below this fraction of the smallest loss sits at its bound 0 (E = exp(e), e drifting to
+-inf): the data cannot tell the law from a pure power law, so E is not identified; its CI is
+then a degenerate sliver around ~1e-13 and is not shown (as the frontier's E, `markdown`)."""
+
 X_KINDS = {"N": "n_params", "D_pre": "pretrain_tokens"}
 """X -> the row field holding it: the base run's N_total and D (`scaling.results`) under the names
 the rows have always had; the rows are copied into fits.json verbatim, so those keys stay."""
@@ -125,6 +130,7 @@ def fit_group(rows: list[dict], x_kind: str, *, n_resamples: int, seed: int, lev
         "x": x_kind,
         "fit": fit.to_json(),
         "params_ci": summarize(fit.params, boot, level),
+        "E_identified": bool(fit.params["E"] >= E_AT_BOUND * L.min()),
         "n_unconverged": n_bad,
         "predictions": preds,
         "points": {"X": X.tolist(), "d_f": D.tolist(), "loss": L.tolist()},
@@ -195,6 +201,9 @@ def analyze(
                 )
             except UserError as e:
                 out["notes"].append(f"{task} / {method}, X = {x_kind}: not fitted ({e})")
+                continue
+            if not entry["fits"][x_kind]["E_identified"]:
+                out["notes"].append(e_note(f"{task} / {method}, X = {x_kind}"))
         try:
             entry["backtest"] = backtest_largest(g, n_resamples=n_resamples, seed=seed, level=level)
         except UserError as e:
@@ -203,6 +212,23 @@ def analyze(
         out["groups"].append(entry)
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def e_note(where: str) -> str:
+    """The note for a law whose E sits at its bound 0."""
+    return (
+        f"{where}: E sits at its bound 0 (not identified): over these sizes and D_f the law is "
+        "indistinguishable from a pure power law A X^-alpha D_f^-beta, so the irreducible loss "
+        "is unknown and predictions far outside the data keep falling instead of levelling off"
+    )
+
+
+def e_cell(fit: dict, fmt: str = ".4g") -> str:
+    """E with its CI, or "not identified (at bound 0)" when it sits at its bound (fits.json
+    written before the flag existed: read as identified)."""
+    if not fit.get("E_identified", True):
+        return "not identified (at bound 0)"
+    return with_ci(fit["params_ci"]["E"], fmt)
 
 
 def _g(x: float) -> str:
@@ -227,7 +253,7 @@ def report_md(res: dict) -> str:
         def cell(fit, k):
             if fit is None:
                 return "n/a"
-            return with_ci(fit["params_ci"][k])
+            return e_cell(fit) if k == "E" else with_ci(fit["params_ci"][k])
 
         tp = "-".join(_g(x) for x in (g["trainable_params"][0], g["trainable_params"][-1]))
         bt = g.get("backtest")

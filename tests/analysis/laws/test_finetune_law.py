@@ -77,6 +77,7 @@ def test_analyze_table_backtest_predictions_and_report(tmp_path):
             < 0.3
             < g["fits"]["N"]["params_ci"]["alpha"]["hi"]
         )
+        assert g["fits"]["N"]["E_identified"]  # E = 0.8: well away from its bound
         bt = g["backtest"]
         assert bt["held_out_N"] == 3e5 and len(bt["rows"]) == len(DFS)
         assert bt["mean_abs_rel_error"] < 0.02  # the law extrapolates one size up
@@ -132,3 +133,23 @@ def test_rows_with_other_settings_stay_out_of_the_law(tmp_path):
     (g,) = res["groups"]
     assert g["n_rows"] == len(rows) and all(r["settings"]["lr"] == 3e-3 for r in g["rows"])
     assert any("1 row(s) fine-tuned with other settings" in n for n in res["notes"])
+
+
+def test_e_at_its_bound_is_reported_not_identified(tmp_path):
+    """With E = 0 in truth the fit drives E = exp(e) to ~1e-13 with a zero-width CI; the report,
+    the notes and the summary say E is not identified instead of printing that sliver."""
+    from analysis.summary import finetune_lines
+
+    rows = _rows("full", 0.0, 0)
+    for r in rows:  # a pure power law: E = 0
+        r["eval_loss"] = float(mult_loss(dict(TRUE, E=0.0), r["n_params"], r["d_f"]))
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = FL.analyze(path, n_resamples=50)
+    fit = res["groups"][0]["fits"]["N"]
+    assert fit["params_ci"]["E"]["hi"] < 1e-6 and fit["E_identified"] is False
+    assert any("X = N: E sits at its bound 0 (not identified)" in n for n in res["notes"])
+    md = FL.report_md(res)
+    assert "| not identified (at bound 0) |" in md and "e-1" not in md.split("\n")[4]
+    lines = "\n".join(finetune_lines(res))
+    assert "E = not identified (at bound 0)" in lines
