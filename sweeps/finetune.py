@@ -193,7 +193,13 @@ def run_command(args: argparse.Namespace) -> int:
 
     methods = [parse_method(m) for m in args.methods]
     settings = {m.label: resolve_settings(m.kind, args.overrides) for m in methods}
-    T.train_items(args.task, max(d_fs), max(s.seed for s in settings.values()))  # pool big enough
+    try:  # the training pool holds max(--df) items, before any run is loaded
+        T.train_items(args.task, max(d_fs), max(s.seed for s in settings.values()))
+    except T.PoolTooSmall as e:
+        raise UserError(
+            f"--df {max(d_fs)}: task {args.task!r} yields only {e.found} distinct training "
+            f"items; use --df values <= {e.found}"
+        ) from e
     runs = select_runs(find_runs(root), args.runs, args.sizes)
     cfgs = {}
     for run in runs:

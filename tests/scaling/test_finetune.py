@@ -77,6 +77,7 @@ def _no_ckpt_run(run_dir: Path, tmp_path: Path) -> Path:
         (["--method", "lora:r=0"], "rank r = 0"),
         (["--method", "lora:r=-2"], "rank r = -2"),
         (["--method", "full", "--df", "0"], "--df '0'"),
+        (["--method", "full", "--df", "8,100000000"], "--df 100000000: task 'upper' yields"),
         (["--method", "full", "--task", "nope"], "unknown eval task 'nope'"),
         (["--method", "full", "--task", "evalonly"], "has no training pool"),
         (["--method", "full", "NOCKPT"], "has no checkpoint"),
