@@ -133,6 +133,13 @@ def trend(recs: list[dict], kind: str, metric: str, axis: str = "N", *, resample
             "x": x.tolist(), "y": y.tolist()}  # fmt: skip
 
 
+def first_step(rec: dict, kind: str) -> float | None:
+    """The smallest fraction of `kind` a pruning step actually removed (one head of 8: 0.125;
+    one MLP block of 2: 0.5): a removable fraction of 0 means less than this, not nothing."""
+    actual = [a for a in rec.get("curves", {}).get(kind, {}).get("actual", []) if a > 0]
+    return min(actual) if actual else None
+
+
 def summarize(recs: list[dict], *, top_frac: float = 0.2, level: float = 0.9) -> dict:
     rows = []
     for r in recs:
@@ -141,10 +148,13 @@ def summarize(recs: list[dict], *, top_frac: float = 0.2, level: float = 0.9) ->
                "overlap": overlap(r, top_frac), "induction_corr": induction_correlation(r),
                "removable": {}}  # fmt: skip
         for kind in r["removable"]:
+            first = first_step(r, kind)
             for metric in METRICS:
                 s = suite(r, kind, metric)
                 row["removable"][f"{kind}/{metric}"] = (
-                    None if s is None else {k: s[k] for k in ("estimate", "lo", "hi")}
+                    None
+                    if s is None
+                    else {**{k: s[k] for k in ("estimate", "lo", "hi")}, "first_step": first}
                 )
         rows.append(row)
     trends = [t for kind in KINDS for metric in METRICS for axis in ("N", "C")
@@ -154,10 +164,18 @@ def summarize(recs: list[dict], *, top_frac: float = 0.2, level: float = 0.9) ->
 
 def _fmt(rm: dict, key: str) -> str:
     """A removable fraction with its CI; "not run" when the record lacks that kind (e.g. `--kinds
-    heads`), "at chance" when it ran but no group was eligible."""
+    heads`), "at chance" when it ran but no group was eligible, "< f" when even the first step
+    (removing f of them) dropped more than the tolerance (the CI only if some resample differs)."""
     if key not in rm:
         return "not run"
-    return "at chance" if rm[key] is None else with_ci(rm[key], ".2f")
+    v = rm[key]
+    if v is None:
+        return "at chance"
+    first = v.get("first_step")
+    if v["estimate"] == 0 and first:  # the first step already dropped more than tol
+        ci = f" [{v['lo']:.2f}, {v['hi']:.2f}]" if v["hi"] > 0 else ""
+        return f"< {first:.2f}{ci}"
+    return with_ci(v, ".2f")
 
 
 def _opt(v: float | None) -> str:
@@ -185,7 +203,10 @@ def report_md(summary: dict, metric: str = "logprob") -> str:
         f"average ({metric}; CI from resampling eval items), per run; then the overlap of the "
         "top-20% heads across tasks/shots (Jaccard; `random` = two random sets) and the rank "
         "correlation of head importance with the induction scores. Full output: "
-        "`ablation.json`; per task and shot: `ablation.jsonl` in the sweep directory.",
+        "`ablation.json`; per task and shot: `ablation.jsonl` in the sweep directory. "
+        "`< f`: the first pruning step (f of them, the least important first: one head, one "
+        "MLP block, or the smallest --fractions step) already dropped more, so less than f is "
+        "removable; only finer steps (or more components) can tell how much.",
         "",
         "| run | N | heads | FFN | heads removable | FFN removable | both | exact-match heads "
         "| Jaccard tasks / shots / random | rho prefix / copying |",

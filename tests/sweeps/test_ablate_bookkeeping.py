@@ -248,3 +248,37 @@ def test_a_new_spec_moves_the_old_table_aside(tmp_path, capsys):
     bak = tmp_path / "ablation.jsonl.bak"
     assert json.loads(bak.read_text())["spec_key"] == "k1"
     assert "moved to" in capsys.readouterr().err
+
+
+def test_nothing_removable_reads_less_than_the_first_step():
+    """A removable fraction of 0 with a zero-width CI (the demo's 2-layer runs: removing one of
+    8 heads, or one of 2 MLP blocks, already cost more than 5%) reads "< 0.12" / "< 0.50", the
+    share the first step removed, not "0.00 [0.00, 0.00]", which read as nothing removable."""
+    from analysis.ablation import report_md, summarize
+
+    def rec(rid: str, est_heads: float) -> dict:
+        def rm(est: float, hi: float) -> dict:
+            return {"suite": {"estimate": est, "lo": 0.0, "hi": hi, "eligible": True},
+                    "suite_draws": [est, hi]}  # fmt: skip
+
+        actual = {"heads": [0.0, 0.125, 0.375], "ffn": [0.0, 0.0, 0.5], "both": [0.0, 0.1, 0.3]}
+        return {"run_id": rid, "N_total": 1e4, "C_6ND": 1e11, "n_layers": 2, "n_heads": 4,
+                "spec": {"tol": 0.05},
+                "curves": {k: {"actual": a} for k, a in actual.items()},
+                "removable": {"heads": {"logprob": rm(est_heads, est_heads)},
+                              "ffn": {"logprob": rm(0.0, 0.0)},
+                              "both": {"logprob": rm(0.0, 0.1)}},
+                "importance": {"heads": {"t/0": [[1.0, 2.0, 3.0, 4.0]] * 2},
+                               "heads_aggregate": [[1.0, 2.0, 3.0, 4.0]] * 2,
+                               "induction": {"prefix": [[0.0] * 4] * 2,
+                                             "copying": [[0.0] * 4] * 2}}}  # fmt: skip
+
+    md = report_md(summarize([rec("r1", 0.0), rec("r2", 0.375)]))
+    cells = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[5:8]]
+        for line in md.splitlines()
+        if line.startswith("| r")
+    }
+    assert cells["r1"] == ["< 0.12", "< 0.50", "< 0.10 [0.00, 0.10]"]
+    assert cells["r2"][0] == "0.38 [0.00, 0.38]"  # a real estimate keeps its CI
+    assert "`< f`: the first pruning step" in md
