@@ -193,6 +193,12 @@ def _line(rec: dict[str, Any]) -> str:
     for kind, by_metric in rec["removable"].items():
         lp, em = by_metric["logprob"]["suite"], by_metric["exact_match"]["suite"]
         parts.append(f"{kind}: logprob {_fmt(lp)}, exact {_fmt(em)}")
+    cut = rec.get("truncated") or {}
+    if cut:  # K-shot prompts that did not fit seq_len lost demos: say how many were used
+        parts.append(
+            "prompts cut to fit seq_len: "
+            + ", ".join(f"{g} used {v['mean_shots']:.1f} shots on average" for g, v in cut.items())
+        )
     return "; ".join(parts)
 
 

@@ -162,6 +162,16 @@ def _groups(cfg, spec: AblateSpec):
     return [g for g in groups if g.rows], chance
 
 
+def truncation(groups) -> dict[str, dict[str, float]]:
+    """{"task/K": {"n_items", "mean_shots"}} for K-shot groups whose prompts lost demos to fit
+    model.seq_len (`scaling.evals.score.build_group`): those curves measure fewer shots."""
+    return {
+        f"{g.task}/{g.k}": {"n_items": g.truncated, "mean_shots": g.shots_used / len(g.rows)}
+        for g in groups
+        if g.k > 0 and g.truncated
+    }
+
+
 def _importance(model, cfg, groups, spec: AblateSpec, score_fn) -> dict:
     from scaling.evals import importance as I  # noqa: PLC0415
 
@@ -254,6 +264,7 @@ def ablate_run(
         _write_json(path, {"n_heads": nh, "n_ffn": nf, "items": rec})
         new += 1
     record = summarize(run_dir, spec, (L, N), step, imp, steps, chance, out)
+    record["truncated"] = truncation(groups)
     record["seconds"] = time.perf_counter() - t0
     _write_json(out / "result.json", record)
     return read_record(out / "result.json")  # as a rerun will read it (lists, not tuples)
@@ -289,6 +300,7 @@ def _resummarize(run_dir: Path, done: dict[str, Any], out: Path) -> dict[str, An
     record = summarize(run_dir, spec, (L, N), done["checkpoint_step"], imp, steps,
                        done["chance"], out)  # fmt: skip
     record["seconds"] = done.get("seconds")
+    record["truncated"] = done.get("truncated", {})
     _write_json(out / "result.json", record)
     return read_record(out / "result.json")
 

@@ -157,3 +157,18 @@ def test_old_format_ablation_records_still_load(run_dir, tmp_path, capsys):
         )
     assert out["old"] == out["new"]
     assert f"N={new['N_total']:.3g}" in out["old"][3]
+
+
+def test_shots_that_do_not_fit_seq_len_are_reported(run_dir, tmp_path, capsys):
+    """--shots 40 at seq_len 64: build_group drops demos until a prompt fits, so the "copy/40"
+    curves measure a few shots; the record and the per-run line now say so (they were silent)."""
+    from sweeps.ablate import _line
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(run_dir, fresh)
+    spec = AblateSpec(tasks=("copy",), shots=(0, 40), fractions=(0.5,), kinds=("heads",),
+                      resamples=20, induction_seqs=2)  # fmt: skip
+    rec = ablate_run(fresh, spec)
+    assert list(rec["truncated"]) == ["copy/40"]  # 0-shot rows fit: not listed
+    assert 0 <= rec["truncated"]["copy/40"]["mean_shots"] < 5
+    assert "prompts cut to fit seq_len: copy/40 used" in _line(rec)
