@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="SPEC",
-        help="full | lora:r=4[,alpha=8][,targets=q+v] | qlora:r=4[,quant=int8] (repeatable)",
+        help="full | lora:r=4[,alpha=8][,targets=q+v] | qlora:r=4[,quant=int8] (required; "
+        "repeatable)",
     )
     p.add_argument(
         "--set",
@@ -79,6 +80,17 @@ def parse_df(text: str) -> list[int]:
     if not values or any(v <= 0 for v in values):
         raise UserError(f"--df {text!r}: expected positive integers, e.g. --df 64,256,1024")
     return sorted(set(values))
+
+
+def check_scopes(overrides: list[str], kinds: set[str]) -> None:
+    """A `--set METHOD.KEY=VALUE` for a method not given would be silently ignored: UserError."""
+    for item in overrides:
+        scope = item.partition("=")[0].strip().rpartition(".")[0]
+        if scope and scope not in kinds:
+            raise UserError(
+                f"--set {item!r}: no --method {scope} is given, so it would change nothing; "
+                f"drop it or add --method {scope}{':r=4' if scope != 'full' else ''}"
+            )
 
 
 def find_runs(root: Path) -> list[dict[str, Any]]:
@@ -193,6 +205,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     methods = [parse_method(m) for m in args.methods]
     settings = {m.label: resolve_settings(m.kind, args.overrides) for m in methods}
+    check_scopes(args.overrides, {m.kind for m in methods})
     try:  # the training pool holds max(--df) items, before any run is loaded
         T.train_items(args.task, max(d_fs), max(s.seed for s in settings.values()))
     except T.PoolTooSmall as e:

@@ -82,6 +82,7 @@ def _no_ckpt_run(run_dir: Path, tmp_path: Path) -> Path:
         (["--method", "full", "--task", "evalonly"], "has no training pool"),
         (["--method", "full", "NOCKPT"], "has no checkpoint"),
         (["--method", "full", "--set", "lra=1"], "--set 'lra=1'"),
+        (["--method", "full", "--set", "lora.lr=1"], "no --method lora is given"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_before_compute(
