@@ -178,6 +178,12 @@ def _fmt(rm: dict, key: str) -> str:
     return with_ci(v, ".2f")
 
 
+def censored(rows: list[dict], key: str) -> int:
+    """Runs whose removable fraction under `key` ("kind/metric") is 0 below a first step (`< f`)."""
+    vals = [r["removable"].get(key) for r in rows]
+    return sum(1 for v in vals if v and v["estimate"] == 0 and v.get("first_step"))
+
+
 def _opt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
@@ -224,9 +230,11 @@ def report_md(summary: dict, metric: str = "logprob") -> str:
     L += ["", "Trend of the removable fraction (slope per decade, with CI):", ""]
     shown = [t for t in summary["trends"] if t["metric"] == metric or t["metric"] == "exact_match"]
     for t in shown:
+        cut = censored(summary["runs"], f"{t['kind']}/{t['metric']}")
         L.append(
             f"- {t['kind']} ({t['metric']}) vs log10 {t['axis']}: slope {t['slope']:+.3f} "
             f"[{t['slope_lo']:+.3f}, {t['slope_hi']:+.3f}] over {t['n_runs']} runs"
+            + (f" ({cut} of them at `< f`, counted as 0)" if cut else "")
         )
     narrow = narrow_axes(summary["runs"])
     n_runs = len(summary["runs"])

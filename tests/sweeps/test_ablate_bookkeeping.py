@@ -282,3 +282,11 @@ def test_nothing_removable_reads_less_than_the_first_step():
     assert cells["r1"] == ["< 0.12", "< 0.50", "< 0.10 [0.00, 0.10]"]
     assert cells["r2"][0] == "0.38 [0.00, 0.38]"  # a real estimate keeps its CI
     assert "`< f`: the first pruning step" in md
+    runs = summarize([rec("r1", 0.0), rec("r2", 0.375)])["runs"]
+    runs += [dict(runs[1], run_id="r3", N=1e6)]
+    for r, n in zip(runs, (1e4, 1e5, 1e6), strict=True):
+        r["N"], r["C"] = n, 1e7 * n
+    trend = {"kind": "heads", "metric": "logprob", "axis": "N", "slope": 0.1, "slope_lo": 0.0,
+             "slope_hi": 0.2, "n_runs": 3}  # fmt: skip
+    md = report_md({"runs": runs, "trends": [trend], "tol": 0.05})
+    assert "over 3 runs (1 of them at `< f`, counted as 0)" in md
