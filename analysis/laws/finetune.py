@@ -225,10 +225,14 @@ def e_note(where: str) -> str:
 
 def e_cell(fit: dict, fmt: str = ".4g") -> str:
     """E with its CI, or "not identified (at bound 0)" when it sits at its bound (fits.json
-    written before the flag existed: read as identified)."""
+    written before the flag existed: read as identified); a CI reaching the bound shows 0 as its
+    lower end, not the ~1e-11 where exp(e) stopped."""
     if not fit.get("E_identified", True):
         return "not identified (at bound 0)"
-    return with_ci(fit["params_ci"]["E"], fmt)
+    ci = dict(fit["params_ci"]["E"])
+    if ci["lo"] < E_AT_BOUND * min(fit["points"]["loss"]):  # resamples at the bound: E may be 0
+        ci["lo"] = 0.0
+    return with_ci(ci, fmt)
 
 
 def _g(x: float) -> str:

@@ -153,3 +153,5 @@ def test_e_at_its_bound_is_reported_not_identified(tmp_path):
     assert "| not identified (at bound 0) |" in md and "e-1" not in md.split("\n")[4]
     lines = "\n".join(finetune_lines(res))
     assert "E = not identified (at bound 0)" in lines
+    fit = {"points": {"loss": [2.0]}, "params_ci": {"E": {"estimate": 1.5, "lo": 2e-11, "hi": 2.5}}}
+    assert FL.e_cell(fit) == "1.5 [0, 2.5]"  # an identified E whose CI reaches the bound
