@@ -203,7 +203,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserError("give at least one --method (full, lora:r=4, qlora:r=4)")
     from scaling.evals.finetune_spec import parse_method, resolve_settings
 
-    methods = [parse_method(m) for m in args.methods]
+    methods = list({m.label: m for m in map(parse_method, args.methods)}.values())  # no repeats
     settings = {m.label: resolve_settings(m.kind, args.overrides) for m in methods}
     check_scopes(args.overrides, {m.kind for m in methods})
     try:  # the training pool holds max(--df) items, before any run is loaded

@@ -99,8 +99,12 @@ def parse_method(text: str) -> Method:
     if kind == "qlora" and quant == "none":
         raise UserError(f"--method {text!r}: qlora needs quant=nf4 or quant=int8")
     targets = tuple(t for t in values.get("targets", "").split("+") if t)
+    validate_spec(LoRASpec(rank, alpha, targets, quant))  # rank <= 0, unknown projection names
+    # one method, one label (so one row id and one law group): alpha = 2r is the default, and
+    # targets are a set, written in PROJECTIONS order ("v+q" is "q+v")
+    alpha = 0.0 if alpha == 2.0 * rank else alpha
+    targets = tuple(t for t in PROJECTIONS if t in targets)
     spec = LoRASpec(rank=rank, alpha=alpha, targets=targets, quant=quant)
-    validate_spec(spec)  # rank <= 0, unknown projection names (gate checked per model)
     label = f"{kind}:r={rank}"
     label += f",alpha={alpha:g}" if alpha else ""
     label += f",targets={'+'.join(targets)}" if targets else ""

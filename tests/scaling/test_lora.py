@@ -159,3 +159,14 @@ def test_bad_lora_specs_raise_user_errors():
     gelu = dataclasses.replace(CFG, mlp="gelu")
     with pytest.raises(UserError, match="unknown projection 'gate'"):
         lora.apply_lora(_model(gelu), lora.LoRASpec(targets=("gate",)), nnx.Rngs(0))
+
+
+def test_one_method_has_one_label():
+    """`lora:r=4,alpha=8` is `lora:r=4` (alpha defaults to 2r) and targets are a set: spelled
+    differently they made different row ids (fine-tuned twice) and split one law into two."""
+    assert parse_method("lora:r=4,alpha=8").label == "lora:r=4"
+    assert parse_method("lora:r=4,alpha=8").spec.scale == parse_method("lora:r=4").spec.scale
+    assert parse_method("lora:r=4,alpha=4").label == "lora:r=4,alpha=4"
+    same = {parse_method(t).label for t in ("lora:r=2,targets=v+q", "lora:r=2,targets=q+v+q")}
+    assert same == {"lora:r=2,targets=q+v"}
+    assert parse_method("qlora:r=2,alpha=4,quant=int8").label == "qlora:r=2,quant=int8"
