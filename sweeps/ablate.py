@@ -182,9 +182,13 @@ def collect(root: Path, key: str) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: (r.get(N_TOTAL) or 0, r["run_id"]))
 
 
-def _fmt(s: dict | None) -> str:
+def _fmt(s: dict | None, first: float | None = None) -> str:
+    """A removable fraction; "< f" when even the first step (removing f: one head, one MLP
+    block) dropped more than the tolerance, which "0.00 [0.00, 0.00]" hid."""
     if not s or s.get("estimate") is None:
         return "  n/a (at chance)"
+    if s["estimate"] == 0 and first:
+        return f"< {first:.2f}" + (f" [{s['lo']:.2f}, {s['hi']:.2f}]" if s["hi"] > 0 else "")
     return with_ci(s, ".2f")
 
 
@@ -192,7 +196,8 @@ def _line(rec: dict[str, Any]) -> str:
     parts = [f"{rec['run_id']} N={rec[N_TOTAL]:.3g}"]
     for kind, by_metric in rec["removable"].items():
         lp, em = by_metric["logprob"]["suite"], by_metric["exact_match"]["suite"]
-        parts.append(f"{kind}: logprob {_fmt(lp)}, exact {_fmt(em)}")
+        first = min((a for a in rec["curves"][kind]["actual"] if a > 0), default=None)
+        parts.append(f"{kind}: logprob {_fmt(lp, first)}, exact {_fmt(em, first)}")
     cut = rec.get("truncated") or {}
     if cut:  # K-shot prompts that did not fit seq_len lost demos: say how many were used
         parts.append(

@@ -290,3 +290,9 @@ def test_nothing_removable_reads_less_than_the_first_step():
              "slope_hi": 0.2, "n_runs": 3}  # fmt: skip
     md = report_md({"runs": runs, "trends": [trend], "tol": 0.05})
     assert "over 3 runs (1 of them at `< f`, counted as 0)" in md
+    from sweeps.ablate import _line
+
+    line = _line({**rec("r1", 0.0), "removable": {
+        k: {"logprob": v["logprob"], "exact_match": v["logprob"]}
+        for k, v in rec("r1", 0.0)["removable"].items()}})  # fmt: skip
+    assert "heads: logprob < 0.12, exact < 0.12; ffn: logprob < 0.50" in line
