@@ -4,7 +4,8 @@ States: done / diverged (recorded in results.jsonl), running (a live lease), fai
 failed.json and no live lease), pending (everything else; `partial` in the note when a previous
 attempt left metrics, with the checkpoint step the next launch resumes from). Progress is the
 last logged step over the planned steps; FLOPs spent = C_exact x progress. The time left counts
-the running, failed and pending runs only (a diverged run is never resumed).
+the running, failed and pending runs only (a diverged run is never resumed), each from where it
+goes on: a running one from its last logged step, the others from their newest checkpoint.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def collect(root: Path) -> dict[str, Any]:
         out = R.run_dir(root, rid)
         prog = progress_of(out / "metrics.jsonl", c["steps"])
         step, eta = prog["step"], ""
+        resume = None  # the step training continues from, for a cell still to train
         note, loss = "", _loss_str(prog)
         if rec is not None:
             state = rec.get("status", "done")
@@ -116,17 +118,20 @@ def collect(root: Path) -> dict[str, Any]:
                 note = f"diverged at step {rec.get('diverged_at_step')}"
         elif rid in leases:
             state, note = "running", f"owner {leases[rid].get('owner', '?')}"
-            eta = fmt_duration(prog["eta_s"])
+            eta, resume = fmt_duration(prog["eta_s"]), step
         elif (fail := R.read_failure(root, rid)) is not None:
-            state = "failed"
+            state, resume = "failed", last_checkpoint(out / "checkpoints")
             msg = str(fail.get("message", "")).strip().splitlines()
             note = f"{fail.get('attempts', 1)} attempt(s): {msg[-1][:60] if msg else ''}"
         else:
-            state = "pending"
+            state, resume = "pending", last_checkpoint(out / "checkpoints")
             if finished_result(out, rid) is not None:  # its launcher died before recording it
-                note = "trained, not yet recorded: sweep run records it without training"
+                note, resume = (
+                    "trained, not yet recorded: sweep run records it without training",
+                    None,
+                )
             elif step:
-                ckpt = last_checkpoint(out / "checkpoints")
+                ckpt = resume
                 note = f"partial, resumes at step {ckpt}" if ckpt else "partial, no checkpoint yet"
         frac = min(1.0, step / c["steps"]) if c["steps"] else 0.0
         rows.append(
@@ -141,19 +146,18 @@ def collect(root: Path) -> dict[str, Any]:
                 C_planned=f"{c['C_exact']:.3g}",
                 note=note,
                 _spent=frac * c["C_exact"],
+                _left=0.0
+                if resume is None
+                else max(0.0, 1 - resume / max(c["steps"], 1)) * c["C_exact"],
             )
         )
     counts = Counter(r["state"] for r in rows)
     spent = sum(r["_spent"] for r in rows)
     planned = sum(c["C_exact"] for c in plan["cells"])
     at_once = max(1, counts.get("running", 0))
-    # what is still to train: a diverged run is recorded and never resumed, so its unspent
-    # FLOPs are not work left (a finished sweep with a diverged cell has no time left)
-    left = sum(
-        c["C_exact"] - r["_spent"]
-        for c, r in zip(plan["cells"], rows, strict=True)
-        if r["state"] in ("running", "failed", "pending")
-    )
+    # what is still to train, from where each cell resumes (its newest checkpoint, not its last
+    # logged step); a diverged run is recorded and never resumed, so it has none left
+    left = sum(r["_left"] for r in rows)
     eta = _sweep_eta(records.values(), left) if left > 0 else None
     return dict(
         sweep=plan["sweep"],

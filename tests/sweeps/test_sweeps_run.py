@@ -293,9 +293,14 @@ def test_status_partial_run_resumes_from_its_checkpoint_not_its_last_log(tmp_pat
         (out / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     for name in ("10", "30", "40.orbax-checkpoint-tmp-1"):  # 40 was cut by the kill
         (first / "checkpoints" / name).mkdir(parents=True)
-    notes = {r["run_id"]: r["note"] for r in collect(root)["rows"]}
-    assert notes[plan.cells[0].run_id] == "partial, resumes at step 30"
-    assert notes[plan.cells[1].run_id] == "partial, no checkpoint yet"
+    rows = {r["run_id"]: r for r in collect(root)["rows"]}
+    a, b = (rows[c.run_id] for c in plan.cells[:2])
+    assert a["note"] == "partial, resumes at step 30"
+    assert b["note"] == "partial, no checkpoint yet"
+    # the work left is counted from where each resumes: step 30, and step 0 (not the logged 40)
+    c0, c1 = plan.cells[:2]
+    assert a["_left"] == pytest.approx(c0.c_exact * (1 - 30 / c0.steps))
+    assert b["_left"] == pytest.approx(c1.c_exact)
 
 
 def test_sweep_out_is_a_file_exits_2(tmp_path: Path, capsys) -> None:
