@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from scaling.errors import UserError
-from scaling.evals.finetune_spec import PROJECTIONS, LoRASpec, validate_spec
+from scaling.evals.finetune_spec import PROJECTIONS, LoRASpec, projection_dims, validate_spec
 from scaling.quant import QuantizedWeight
 
 __all__ = ["PROJECTIONS", "LoRA", "LoRASpec", "apply_lora", "merge_lora", "strip_lora"]
@@ -97,7 +97,7 @@ def _sites(model: nnx.Module, targets: tuple[str, ...]):
 def apply_lora(model: nnx.Module, spec: LoRASpec, rngs: nnx.Rngs) -> list[str]:
     """Wrap the chosen projections of a `scaling.model.Transformer` in place; returns the names
     of the wrapped weights (e.g. "blocks.0.attn.wq")."""
-    targets = validate_spec(spec, model.cfg.mlp)
+    targets = validate_spec(spec, model.cfg.mlp, projection_dims(model.cfg))
     done = []
     for mod, attr, n_in, path in _sites(model, targets):
         base = getattr(mod, attr)
@@ -158,9 +158,6 @@ def count_params(state) -> int:
 
 def expected_adapter_params(model_cfg, spec: LoRASpec) -> int:
     """r * (d_in + d_out) summed over the adapted matrices (the formula the tests check)."""
-    D, F = model_cfg.d_model, model_cfg.ff_dim
-    NH, KH = model_cfg.n_heads * model_cfg.head_dim, model_cfg.kv_heads * model_cfg.head_dim
-    dims = {"q": (D, NH), "k": (D, KH), "v": (D, KH), "o": (NH, D)}
-    dims |= {"gate": (D, F), "up": (D, F), "down": (F, D)}
-    targets = validate_spec(spec, model_cfg.mlp)
+    dims = projection_dims(model_cfg)
+    targets = validate_spec(spec, model_cfg.mlp, dims)
     return model_cfg.n_layers * sum(spec.rank * sum(dims[t]) for t in targets)

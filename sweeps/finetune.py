@@ -223,9 +223,10 @@ def run_command(args: argparse.Namespace) -> int:
         )
         for m in methods:
             if m.spec is not None:
-                from scaling.lora import validate_spec
+                from scaling.evals.finetune_spec import projection_dims, validate_spec
 
-                validate_spec(m.spec, cfgs[run["run_id"]].model.mlp)
+                model = cfgs[run["run_id"]].model
+                validate_spec(m.spec, model.mlp, projection_dims(model))
     out = Path(args.out) if args.out else root / "finetune"
     done = {r["row_id"] for r in read_rows(out)}
     jobs = [

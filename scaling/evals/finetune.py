@@ -189,7 +189,7 @@ def prepare(base: Base, method: Method, seed: int) -> nnx.Module:
     """The base model with the method's adapters applied (a fresh copy)."""
     model = base.model()
     if method.spec is not None:
-        lora.validate_spec(method.spec, base.cfg.model.mlp)
+        lora.validate_spec(method.spec, base.cfg.model.mlp, lora.projection_dims(base.cfg.model))
         lora.apply_lora(model, method.spec, nnx.Rngs(params=jax.random.key(seed)))
     return model
 

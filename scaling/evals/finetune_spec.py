@@ -43,8 +43,19 @@ class LoRASpec:
         return (self.alpha or 2.0 * self.rank) / self.rank
 
 
-def validate_spec(spec: LoRASpec, mlp: str = "swiglu") -> tuple[str, ...]:
-    """The resolved target names, or UserError (rank, unknown projection, quant kind)."""
+def projection_dims(model_cfg: Any) -> dict[str, tuple[int, int]]:
+    """(d_in, d_out) of each projection LoRA can adapt, for a `ModelConfig`."""
+    D, F = model_cfg.d_model, model_cfg.ff_dim
+    NH, KH = model_cfg.n_heads * model_cfg.head_dim, model_cfg.kv_heads * model_cfg.head_dim
+    dims = {"q": (D, NH), "k": (D, KH), "v": (D, KH), "o": (NH, D)}
+    return dims | {"gate": (D, F), "up": (D, F), "down": (F, D)}
+
+
+def validate_spec(
+    spec: LoRASpec, mlp: str = "swiglu", dims: dict[str, tuple[int, int]] | None = None
+) -> tuple[str, ...]:
+    """The resolved target names, or UserError (rank, unknown projection, quant kind; with the
+    model's `projection_dims`, a rank above the smallest adapted matrix's min(d_in, d_out))."""
     if not isinstance(spec.rank, int) or spec.rank <= 0:
         raise UserError(f"LoRA rank r = {spec.rank}: must be a positive integer, e.g. r=4")
     if spec.alpha < 0:
@@ -57,7 +68,16 @@ def validate_spec(spec: LoRASpec, mlp: str = "swiglu") -> tuple[str, ...]:
             raise UserError(
                 f"unknown projection {name!r} for LoRA; this model has: {', '.join(have)}"
             )
-    return tuple(spec.targets) or tuple(have)
+    targets = tuple(spec.targets) or tuple(have)
+    if dims:
+        name = min(targets, key=lambda t: min(dims[t]))
+        if spec.rank > min(dims[name]):
+            raise UserError(
+                f"LoRA rank r = {spec.rank} exceeds min(d_in, d_out) = {min(dims[name])} of the "
+                f"{name!r} projection {dims[name]}: a higher rank adds nothing; use "
+                f"r <= {min(dims[name])}"
+            )
+    return targets
 
 
 METHOD_KINDS = ("full", "lora", "qlora")

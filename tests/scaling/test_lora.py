@@ -159,6 +159,12 @@ def test_bad_lora_specs_raise_user_errors():
     gelu = dataclasses.replace(CFG, mlp="gelu")
     with pytest.raises(UserError, match="unknown projection 'gate'"):
         lora.apply_lora(_model(gelu), lora.LoRASpec(targets=("gate",)), nnx.Rngs(0))
+    # a rank above the smallest adapted matrix's min(d_in, d_out) adds nothing: refused, named
+    dims = lora.projection_dims(CFG)
+    small = min(min(d) for d in dims.values())
+    lora.apply_lora(_model(), lora.LoRASpec(rank=small), nnx.Rngs(0))
+    with pytest.raises(UserError, match=f"r = {small + 1} exceeds min.d_in, d_out. = {small}"):
+        lora.apply_lora(_model(), lora.LoRASpec(rank=small + 1), nnx.Rngs(0))
 
 
 def test_one_method_has_one_label():
