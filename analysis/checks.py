@@ -56,7 +56,8 @@ def _not_applicable(design: dict) -> list[tuple[str, None, str]]:
             ("IsoFLOP minima inside the grid", None, na),
         ]
     if design and "allocation" not in design.get("approaches", ["allocation"]):
-        na = f"not applicable: {design['description']} (N and D move together)"
+        why = design.get("no_allocation") or "N and D move together"
+        na = f"not applicable: {design['description']} ({why})"
         out.append(("allocation exponents identified", None, na))
     return out
 

@@ -108,7 +108,7 @@ def _compare(args: argparse.Namespace) -> int:
         design = detect_design(t)
         if not design.supports("allocation"):
             raise UserError(
-                f"{lab}: {design.description}: N and D move together, so the joint law's "
+                f"{lab}: {design.description}: {design.no_allocation}, so the joint law's "
                 "compute-optimal frontier, which the multiplier reads, is not identified; compare "
                 "sweeps that vary N at fixed compute (IsoFLOP) or N and D independently (a grid)"
             )

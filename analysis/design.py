@@ -10,6 +10,10 @@
 - ``grid``: model sizes crossed with token counts (or tokens-per-parameter multiples), e.g. the
   OLMo ladder's 5 sizes x 5 lengths: the joint law, Approach 1 and the frontier. No IsoFLOP
   budgets, so no Approach 2.
+- ``one_size``: every run has the same model size (only D varies): the joint law's N term is
+  not identified, so neither is the allocation; the joint law, Approach 1 and the frontier.
+- ``one_length``: every run has the same token count (only N varies): the D term is not
+  identified, so neither is the allocation; the joint law, Approach 1 and the frontier.
 - ``scattered``: none of these: the joint law, Approach 1 and the frontier.
 
 Nothing is invented: a design without IsoFLOP budgets is never cut into budgets for Approach 2,
@@ -29,6 +33,14 @@ APPROACHES = {
     "grid": ("joint", "approach1", "frontier", "allocation"),
     "scattered": ("joint", "approach1", "frontier", "allocation"),
     "ladder": ("joint", "approach1", "frontier"),
+    "one_size": ("joint", "approach1", "frontier"),
+    "one_length": ("joint", "approach1", "frontier"),
+}
+# why a design identifies no compute-optimal allocation (the kinds without "allocation")
+NO_ALLOCATION = {
+    "ladder": "N and D move together",
+    "one_size": "every run has the same model size",
+    "one_length": "every run has the same token count",
 }
 LEVEL_TOL_DEX = 0.03  # two values within 7% are one level (a size, a length)
 LADDER_RESID_DEX = 0.05  # log D within this of a line in log N: D is a function of N
@@ -50,12 +62,18 @@ class Design:
     def supports(self, approach: str) -> bool:
         return approach in self.approaches
 
+    @property
+    def no_allocation(self) -> str | None:
+        """Why the design identifies no compute-optimal allocation (None when it does)."""
+        return None if self.supports("allocation") else NO_ALLOCATION[self.kind]
+
     def to_json(self) -> dict:
         return {
             "kind": self.kind,
             "description": self.description,
             "n_sizes": self.n_sizes,
             "approaches": list(self.approaches),
+            "no_allocation": self.no_allocation,
         }
 
 
@@ -78,6 +96,16 @@ def _isoflop(table: RunTable, sizes: np.ndarray) -> str | None:
     how = "budget column" if declared else "C values clustered into budgets"
     k = len(full)
     return f"IsoFLOP sweep: {k} budget{'s' if k > 1 else ''} with >= 3 model sizes ({how})"
+
+
+def _one_level(table: RunTable, sizes: np.ndarray) -> tuple[str, str] | None:
+    """(kind, description) when every run has one model size or one token count."""
+    n, m = int(sizes.max()) + 1, int(levels(table.D).max()) + 1
+    if n == 1:
+        return "one_size", f"one model size (N = {np.median(table.N):.3g}), {m} token count(s)"
+    if m == 1:
+        return "one_length", f"one token count (D = {np.median(table.D):.3g}), {n} model sizes"
+    return None
 
 
 def _ladder(table: RunTable, sizes: np.ndarray) -> str | None:
@@ -111,13 +139,16 @@ def detect_design(table: RunTable) -> Design:
     sizes = levels(table.N)
     n = int(sizes.max()) + 1
     declared = bool(np.all(np.isfinite(table.budget)))
+    if declared and (desc := _isoflop(table, sizes)):
+        return Design("isoflop", desc, n)
+    if one := _one_level(table, sizes):
+        return Design(*one, n)
     checks = (
-        ("isoflop", _isoflop) if declared else None,
         ("ladder", _ladder),
         ("grid", _grid),
         ("isoflop", _isoflop),
     )
-    for kind, check in filter(None, checks):
+    for kind, check in checks:
         desc = check(table, sizes)
         if desc:
             return Design(kind, desc, n)

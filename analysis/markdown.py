@@ -77,12 +77,17 @@ def _joint(res: dict) -> list[str]:
     return L + [_ci_row(k, res["params_ci"][k]) for k in ("E", "A", "B", "alpha", "beta")]
 
 
+def _no_allocation(res: dict) -> str:
+    """Why the design identifies no allocation (fits.json's design; a ladder's by default)."""
+    return (res.get("design") or {}).get("no_allocation") or "N and D move together"
+
+
 def _allocation(res: dict) -> list[str]:
     lvl = _lvl(res)
     if not res["compute_optimal"]:
         return [
             "",
-            "Allocation: not identified by this design (N and D move together), so no "
+            f"Allocation: not identified by this design ({_no_allocation(res)}), so no "
             "compute-optimal N, D or prediction at a budget is given; predict a model on the "
             "design with `scaling predict ... --params N --tokens D`.",
         ]

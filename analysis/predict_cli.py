@@ -141,15 +141,16 @@ def predict(args: argparse.Namespace) -> int:
 
 def _check_budget_target(table, args: argparse.Namespace, points) -> None:
     """A prediction at a compute budget needs the allocation: a size ladder does not identify
-    it (N and D move together), so say so before fitting instead of printing nan."""
+    it (N and D move together), nor does one model size or one token count, so say so before
+    fitting instead of printing nan."""
     from analysis.design import detect_design
 
     at_budget = args.flops is not None or (points is not None and points.kind == "flops")
     design = detect_design(table)
     if at_budget and not design.supports("allocation"):
         raise UserError(
-            f"{design.description}: N and D move together, so the compute-optimal model at a "
-            "budget is not identified; predict a model on the ladder with --params N --tokens D "
+            f"{design.description}: {design.no_allocation}, so the compute-optimal model at a "
+            "budget is not identified; predict a model like the runs with --params N --tokens D "
             "(or an --at file with N and D columns)"
         )
 

@@ -42,9 +42,9 @@ def run_analysis(
     res["design"] = design.to_json()
     if not design.supports("allocation"):
         res["notes"].append(
-            f"{design.description}: N and D move together, so the joint law's separate N and D "
+            f"{design.description}: {design.no_allocation}, so the joint law's separate N and D "
             "terms and the allocation exponents a, b are not identified: no compute-optimal "
-            "allocation or prediction at a budget is given; predict a model on the ladder with "
+            "allocation or prediction at a budget is given; predict a model like the runs with "
             "`scaling predict ... --params N --tokens D`"
         )
     groups = np.asarray(table.run_id)  # resample whole runs (a run may have several rows)
@@ -131,7 +131,7 @@ def _approach2(res: dict, table: RunTable, design, W, *, required: bool) -> None
     """Approach 2 (IsoFLOP parabolas) where the design has budgets; a note where it can't run."""
     try:
         if not design.supports("approach2"):
-            raise UserError(f"not applicable to a {design.description} (no IsoFLOP budgets)")
+            raise UserError(f"not applicable ({design.description}: no IsoFLOP budgets)")
         a2 = approach2(table, W)
         res["approach2"] = a2
         boot = {"a": a2.pop("a_boot"), "b": a2.pop("b_boot")}

@@ -34,8 +34,9 @@ def summary_lines(res: dict) -> list[str]:
             f"{with_ci(co[0]['tokens_per_param'], '.3g')}"
         )
     else:
+        why = (res.get("design") or {}).get("no_allocation") or "N and D move together"
         out.append(
-            "  allocation not identified (N and D move together): no compute-optimal point; "
+            f"  allocation not identified ({why}): no compute-optimal point; "
             "predict a model on the design with --params N --tokens D"
         )
     if res.get("design"):

@@ -159,3 +159,25 @@ def test_approach2_on_two_budgets_gives_no_ci():
     assert any("Approach 2 on 2 budgets" in x for x in res["notes"])
     line = next(x for x in summary_lines(res) if "Approach 2" in x)
     assert line.endswith("(no CI: 2 budgets)")
+
+
+def test_one_size_or_one_token_count_identifies_no_allocation():
+    """One model size (only D varies) or one token count (only N varies) was "scattered" and got
+    a compute-optimal allocation: N_opt 1.16 parameters, 1.2e18 tokens per parameter."""
+    from analysis.summary import summary_lines
+
+    one_size = _table(np.full(6, 1e8), 1e8 * np.array([5, 10, 20, 40, 80, 160]))
+    one_length = _table(np.geomspace(1e6, 3e8, 6), np.full(6, 1e9))
+    for t, kind, why in (
+        (one_size, "one_size", "every run has the same model size"),
+        (one_length, "one_length", "every run has the same token count"),
+    ):
+        d = detect_design(t)
+        assert d.kind == kind and not d.supports("allocation") and d.no_allocation == why
+        res = run_analysis(t, n_resamples=20, intervals=False)
+        assert res["compute_optimal"] == [] and "N_opt" not in "\n".join(summary_lines(res))
+        checks = {n: (ok, s) for n, ok, s in study_checks(json.loads(json.dumps(fits_json(res))))}
+        na = f"not applicable: {d.description} ({why})"
+        assert checks["allocation exponents identified"] == (None, na)
+    mask, desc = holdout_rows(one_size, "largest")  # not every run: the largest token count
+    assert mask.sum() == 1 and one_size.D[mask][0] == one_size.D.max() and "token count" in desc
