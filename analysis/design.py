@@ -36,6 +36,13 @@ APPROACHES = {
     "one_size": ("joint", "approach1", "frontier"),
     "one_length": ("joint", "approach1", "frontier"),
 }
+# the joint law's parameters a design cannot tell apart: a ladder's N and D terms trade off; with
+# one model size A/N^alpha is a constant that merges with E, with one token count B/D^beta does
+UNIDENTIFIED = {
+    "ladder": ("A", "B", "alpha", "beta"),
+    "one_size": ("E", "A", "alpha"),
+    "one_length": ("E", "B", "beta"),
+}
 # why a design identifies no compute-optimal allocation (the kinds without "allocation")
 NO_ALLOCATION = {
     "ladder": "N and D move together",
@@ -74,6 +81,7 @@ class Design:
             "n_sizes": self.n_sizes,
             "approaches": list(self.approaches),
             "no_allocation": self.no_allocation,
+            "unidentified": list(UNIDENTIFIED.get(self.kind, ())),
         }
 
 

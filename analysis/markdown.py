@@ -74,7 +74,15 @@ def _joint(res: dict) -> list[str]:
         f"| parameter | estimate | {lvl}% CI |",
         "|---|---|---|",
     ]
-    return L + [_ci_row(k, res["params_ci"][k]) for k in ("E", "A", "B", "alpha", "beta")]
+    gone = (res.get("design") or {}).get("unidentified", ())  # no CI: not the data's spread
+    for k in ("E", "A", "B", "alpha", "beta"):
+        d = res["params_ci"][k]
+        L.append(
+            f"| {k} | {_g(d['estimate'])} | not identified by this design |"
+            if k in gone
+            else _ci_row(k, d)
+        )
+    return L
 
 
 def _no_allocation(res: dict) -> str:

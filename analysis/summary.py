@@ -20,8 +20,8 @@ def summary_lines(res: dict) -> list[str]:
         f"Scaling law from {len(t)} runs ({lvl}% CIs over {res['boot'].n_resamples} "
         f"bootstrap resamples of whole runs); loss in {unit}:",
         "  L(N, D) = E + A / N^alpha + B / D^beta",
-        "    " + "   ".join(f"{k} = {with_ci(p[k])}" for k in ("E", "alpha", "beta")),
-        "    " + "   ".join(f"{k} = {with_ci(p[k])}" for k in ("A", "B")),
+        "    " + "   ".join(_param(res, k) for k in ("E", "alpha", "beta")),
+        "    " + "   ".join(_param(res, k) for k in ("A", "B")),
     ]
     co = res["compute_optimal"]
     if co:
@@ -94,6 +94,14 @@ def finetune_lines(ft: dict | None) -> list[str]:
             f"beta = {with_ci(ci['beta'], '.3g')}, E = {e_cell(f, '.3g')}{tail}"
         )
     return out
+
+
+def _param(res: dict, k: str) -> str:
+    """`k = estimate [lo, hi]`; a parameter the design cannot identify gets no CI (its bootstrap
+    spread is the optimiser's, not the data's: a ladder's beta read 2.368 [2.368, 2.368])."""
+    if k in (res.get("design") or {}).get("unidentified", ()):
+        return f"{k} = {res['params_ci'][k]['estimate']:.4g} (not identified)"
+    return f"{k} = {with_ci(res['params_ci'][k])}"
 
 
 def _far_lines(big: dict, lvl: int) -> list[str]:

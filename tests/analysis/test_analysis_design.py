@@ -181,3 +181,24 @@ def test_one_size_or_one_token_count_identifies_no_allocation():
         assert checks["allocation exponents identified"] == (None, na)
     mask, desc = holdout_rows(one_size, "largest")  # not every run: the largest token count
     assert mask.sum() == 1 and one_size.D[mask][0] == one_size.D.max() and "token count" in desc
+
+
+def test_parameters_a_design_cannot_identify_get_no_ci():
+    """A ladder's joint law printed beta = 2.368 [2.368, 2.368]: a zero-width CI on a parameter
+    the design cannot identify (the bootstrap's spread there is the optimiser's, not the data's)."""
+    from analysis.markdown import report_md
+    from analysis.summary import summary_lines
+
+    N = np.geomspace(1e7, 1e9, 8)
+    res = run_analysis(_table(N, 20 * N), n_resamples=20, holdout=None, intervals=False)
+    assert res["design"]["unidentified"] == ["A", "B", "alpha", "beta"]
+    import re
+
+    text = "\n".join(summary_lines(res))
+    for k in ("A", "B", "alpha", "beta"):
+        assert re.search(rf"\b{k} = [-+.e\d]+ \(not identified\)", text), k
+    assert re.search(r"\bE = [-+.e\d]+ \[", text)  # E (the asymptote) keeps its CI
+    md = report_md(res, {}, Path("."))
+    assert "| beta | " in md and "| not identified by this design |" in md
+    assert sum("not identified by this design |" in line for line in md.splitlines()) == 4
+    assert detect_design(_grid()).to_json()["unidentified"] == []
