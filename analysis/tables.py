@@ -86,9 +86,9 @@ def _check_values(table: RunTable) -> None:
         arr = getattr(table, name)
         bad = np.flatnonzero(~np.isfinite(arr) | (arr <= 0))
         if bad.size:
-            i = int(bad[0])
+            i, value = int(bad[0]), float(arr[bad[0]])  # a float: numpy's repr is np.float64(nan)
             raise UserError(
-                f"{table.source}: {name} must be a positive finite number, got {arr[i]!r} for run "
+                f"{table.source}: {name} must be a positive finite number, got {value!r} for run "
                 f"{table.run_id[i]!r} ({bad.size} bad row(s)); fix or drop those rows"
             )
 
@@ -130,9 +130,9 @@ def load_results(
         key_c = R.C_6ND if flops == "6nd" else R.C_EXACT
         missing = [k for k in (key_n, R.D, key_l) if rec.get(k) is None]
         if missing:
-            hint = (
-                " (recorded before bits per byte existed: use --loss nats)" if loss == "bpb" else ""
-            )
+            hint = "; fix or delete that run's line"
+            if loss == "bpb":
+                hint = " (recorded before bits per byte existed: use --loss nats)"
             raise UserError(f"{path}: run {rid} lacks field(s) {missing}{hint}")
 
         def num(key: str, rec: dict = rec, rid: str = rid) -> float:
