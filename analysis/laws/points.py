@@ -4,7 +4,8 @@ A points file is a CSV, or JSON lines when its name ends in .jsonl/.ndjson. Colu
 other columns ignored except ``name``, which labels the rows):
 
 - ``N`` and ``D`` (or ``params`` and ``tokens``): loss of that model trained on that many tokens;
-- ``N`` and ``C`` (or ``flops``) without D: the same, with D = C / (6 N);
+- ``N`` and ``C`` (or ``flops``) without D: the same, with D = C / (6 N) (with both columns, a
+  row's D is used and its C only where D is blank);
 - ``C`` alone: the loss at the compute-optimal (N, D) for that budget, with N_opt and D_opt.
 
 A file with N but neither D nor C, or with neither N nor C, is refused before any fitting.
@@ -50,15 +51,34 @@ def read_points(path: str | Path) -> Points:
     if not rows:
         raise UserError(f"--at {path}: no points (the file has a header only)")
     kind = "nd" if have["N"] is not None else "flops"
-    vals = {k: _column(rows, c, path) for k, c in have.items() if c is not None}
-    n = len(rows)
-    N = vals.get("N", np.full(n, np.nan))
-    C = vals.get("C", np.full(n, np.nan))
-    D = vals["D"] if "D" in vals else C / (6.0 * N)
-    if kind == "nd":
+    if kind == "flops":
+        C = _column(rows, have["C"], path)
+        N = D = np.full(len(rows), np.nan)
+    else:
+        N = _column(rows, have["N"], path)
+        D = _tokens(rows, have["D"], have["C"], N, path)
         C = 6.0 * N * D
     names = [str(r.get("name") or where.rsplit(":", 1)[1]) for where, r in rows]
     return Points(kind, names, N, D, C, str(path))
+
+
+def _tokens(rows: list, d_col: str | None, c_col: str | None, N: np.ndarray, path: Path):
+    """Each row's D: its D cell, else (blank or no D column) C / (6 N) from its C cell."""
+    if d_col is None:
+        return _column(rows, c_col, path) / (6.0 * N)
+    blank = [_blank(r.get(d_col)) for _, r in rows]
+    if c_col is None or not any(blank):
+        return _column(rows, d_col, path)
+    for (where, r), b in zip(rows, blank, strict=True):
+        if b and _blank(r.get(c_col)):
+            raise UserError(f"--at {where}: no {d_col!r} or {c_col!r} value; give tokens or FLOPs")
+    pick = [c_col if b else d_col for b in blank]
+    D = np.array([_column([row], c, path)[0] for row, c in zip(rows, pick, strict=True)])
+    return np.where(blank, D / (6.0 * N), D)
+
+
+def _blank(raw) -> bool:
+    return raw is None or str(raw).strip() == ""
 
 
 def _column(rows: list, col: str, path: Path) -> np.ndarray:
