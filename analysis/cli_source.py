@@ -115,7 +115,8 @@ def filtered(args: argparse.Namespace):
             )
         mapping = parse_map(args.mapping)
         table = load_csv(args.csv, mapping, loss_unit=args.loss_unit or "nats/token")
-        _note_flop_convention(table, mapping)
+        if {"C", "D", "N"} <= mapping.keys():
+            note_flop_convention(table, "the mapped C")
     elif args.dir:
         if args.mapping:
             raise UserError(
@@ -127,6 +128,8 @@ def filtered(args: argparse.Namespace):
         )
         if args.loss_unit:
             table.loss_unit = args.loss_unit
+        if args.flops_kind == "exact":
+            note_flop_convention(table, "the exact C (--flops-kind exact)")
     else:
         raise UserError(
             "give a sweep directory (containing results.jsonl) or --table FILE.csv|.jsonl --map ..."
@@ -141,18 +144,22 @@ def filtered(args: argparse.Namespace):
     return table
 
 
-def _note_flop_convention(table, mapping: dict) -> None:
-    """A mapped C that is not 6ND (e.g. FLOPs a lab logged, attention included) places the
-    budgets and back-test origins, while the law, `--flops` and the distances read C = 6ND:
-    say so when they differ by more than 1%."""
+def c_ratio(table) -> float:
+    """The table's C over 6ND (median): 1 unless C was mapped or is the engine's exact count."""
     import numpy as np
 
-    if "C" not in mapping or "D" not in mapping or "N" not in mapping:
-        return
-    ratio = float(np.median(table.C / (6.0 * table.N * table.D)))
+    return float(np.median(table.C / (6.0 * table.N * table.D)))
+
+
+def note_flop_convention(table, what: str) -> None:
+    """A C that is not 6ND (FLOPs a lab logged or the engine counted, attention included)
+    places the budgets and back-test origins, while the law, `--flops` and the distances read
+    C = 6ND: say so when they differ by more than 1%."""
+    ratio = c_ratio(table)
     if abs(ratio - 1.0) > 0.01:
+        fix = "map only N and D" if what.startswith("the mapped") else "leave out --flops-kind"
         table.notes.append(
-            f"the mapped C is {ratio:.3g}x 6ND (median): budgets and back-test origins use it, "
-            "but the law, --flops and extrapolation distances count C = 6ND; map only N and D "
-            "to use 6ND throughout"
+            f"{what} is {ratio:.3g}x 6ND (median): budgets and back-test origins use it, "
+            f"but the law, --flops and extrapolation distances count C = 6ND; {fix} to use "
+            "6ND throughout"
         )

@@ -26,6 +26,20 @@ def _ci_row(name: str, d: dict) -> str:
     return f"| {name} | {_g(d['estimate'])} | {ci} |"
 
 
+def c_convention(table) -> str:
+    """What C counts: 6ND, or (a mapped C, `--flops-kind exact`) FLOPs as given, which place the
+    budgets, the frontier and Approach 2 while the joint law and its predictions count 6ND."""
+    from analysis.cli_source import c_ratio
+
+    r = c_ratio(table)
+    if abs(r - 1.0) <= 0.01:
+        return "C = 6ND FLOPs"
+    return (
+        f"C = FLOPs as given, {r:.3g}x 6ND (median): budgets, frontier and Approach 2 use it, "
+        "the joint law, its compute-optimal points and extrapolation distances count C = 6ND"
+    )
+
+
 def _lvl(res: dict) -> int:
     return int(round(res["level"] * 100))
 
@@ -60,7 +74,7 @@ def _joint(res: dict) -> list[str]:
     L = [
         f"# Scaling-law analysis of `{t.source}`",
         "",
-        f"{len(t)} runs; loss in {t.loss_unit}; C = 6ND FLOPs. CIs are {lvl}% percentile "
+        f"{len(t)} runs; loss in {t.loss_unit}; {c_convention(t)}. CIs are {lvl}% percentile "
         f"intervals of bootstrap resamples of whole runs: {res['boot'].n_resamples} for the "
         f"joint law, {min(res['boot'].n_resamples, 1000)} for Approach 2, "
         f"{min(res['boot'].n_resamples, 100)} per law form for the parameter term of the "

@@ -14,7 +14,7 @@ from analysis.laws.core import allocation_exponents, compute_optimal
 from analysis.laws.fit import fit_joint, fit_power
 from analysis.laws.frontier import approach2, envelope
 from analysis.laws.predict import backtest, predict_flops, table_predictor
-from analysis.markdown import emergence_md, report_md
+from analysis.markdown import c_convention, emergence_md, report_md
 from analysis.progress import stage
 from analysis.tables import RunTable
 from scaling.errors import UserError
@@ -62,7 +62,7 @@ def run_analysis(
         pred = table_predictor(table, n_resamples=min(n_resamples, 100), seed=seed)
     res["predictor"] = pred
     res["timings"]["predictor_s"] = time.perf_counter() - t1
-    Cmax = float(table.C.max())
+    Cmax = float(np.max(6.0 * table.N * table.D))  # the law's C (table.C may count otherwise)
     res["compute_optimal"] = []  # a ladder identifies no allocation: no compute-optimal point
     if design.supports("allocation"):
         res["compute_optimal"] = [
@@ -165,7 +165,7 @@ def fits_json(res: dict) -> dict:
         "conventions": {
             "N": "parameters as given",
             "D": "training tokens",
-            "C": "6 N D FLOPs",
+            "C": c_convention(t),
             "law": "L = E + A/N^alpha + B/D^beta",
             "a": "beta/(alpha+beta)",
             "b": "alpha/(alpha+beta)",

@@ -45,3 +45,29 @@ def test_points_with_d_and_c_columns_use_each_rows_d_else_its_c(tmp_path):
     f.write_text("name,N,D,C\na,1e9,2e10,\nc,1e9,,\n")
     with pytest.raises(UserError, match=r"at.csv:3: no 'D' or 'C' value"):
         read_points(f)
+
+
+def test_flops_kind_exact_is_said_and_the_law_keeps_6nd(tmp_path):
+    """With --flops-kind exact report.md and fits.json said "C = 6ND FLOPs", and the
+    compute-optimal point 'at the largest budget' sat at the exact count read as 6ND (25% beyond
+    the largest run here)."""
+    import numpy as np
+
+    from analysis.cli_source import note_flop_convention
+    from analysis.markdown import c_convention
+    from analysis.report import fits_json, run_analysis
+
+    recs = []
+    for i, (n, d) in enumerate([(n, t * n) for n in (1e5, 2e5, 4e5, 8e5) for t in (5, 20, 80)]):
+        loss = 1.7 + 400 / n**0.34 + 400 / d**0.28
+        recs.append(_rec(i, N_total=n, D=d, C_6ND=6 * n * d, C_exact=7.5 * n * d,
+                         final_val_loss=loss))  # fmt: skip
+    t = load_results(_write(tmp_path / "results.jsonl", recs), flops="exact")
+    note_flop_convention(t, "the exact C (--flops-kind exact)")
+    assert any(n.startswith("the exact C (--flops-kind exact) is 1.25x 6ND") for n in t.notes)
+    assert c_convention(t).startswith("C = FLOPs as given, 1.25x 6ND")
+    res = run_analysis(t, n_resamples=20, holdout=None, intervals=False)
+    assert res["compute_optimal"][0]["flops"] == pytest.approx(np.max(6 * t.N * t.D))
+    assert fits_json(res)["conventions"]["C"].startswith("C = FLOPs as given")
+    six = load_results(tmp_path / "results.jsonl")
+    assert c_convention(six) == "C = 6ND FLOPs"
