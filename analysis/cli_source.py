@@ -151,6 +151,18 @@ def c_ratio(table) -> float:
     return float(np.median(table.C / (6.0 * table.N * table.D)))
 
 
+def c_convention(table) -> str:
+    """What C counts: 6ND, or (a mapped C, `--flops-kind exact`) FLOPs as given, which place the
+    budgets, the frontier and Approach 2 while the joint law and its predictions count 6ND."""
+    r = c_ratio(table)
+    if abs(r - 1.0) <= 0.01:
+        return "C = 6ND FLOPs"
+    return (
+        f"C = FLOPs as given, {r:.3g}x 6ND (median): budgets, frontier and Approach 2 use it, "
+        "the joint law, its compute-optimal points and extrapolation distances count C = 6ND"
+    )
+
+
 def note_flop_convention(table, what: str) -> None:
     """A C that is not 6ND (FLOPs a lab logged or the engine counted, attention included)
     places the budgets and back-test origins, while the law, `--flops` and the distances read

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.checks import backtest_prior_note, prior_only_note
+from analysis.cli_source import c_convention
 from analysis.laws.intervals import SUPPORT_MARGIN, unsupported_reason
 from scaling.fmt import with_ci
 
@@ -26,18 +27,11 @@ def _ci_row(name: str, d: dict) -> str:
     return f"| {name} | {_g(d['estimate'])} | {ci} |"
 
 
-def c_convention(table) -> str:
-    """What C counts: 6ND, or (a mapped C, `--flops-kind exact`) FLOPs as given, which place the
-    budgets, the frontier and Approach 2 while the joint law and its predictions count 6ND."""
-    from analysis.cli_source import c_ratio
-
-    r = c_ratio(table)
-    if abs(r - 1.0) <= 0.01:
-        return "C = 6ND FLOPs"
-    return (
-        f"C = FLOPs as given, {r:.3g}x 6ND (median): budgets, frontier and Approach 2 use it, "
-        "the joint law, its compute-optimal points and extrapolation distances count C = 6ND"
-    )
+def _ran(res: dict, approach: str) -> bool:
+    """Whether an analysis the design supports ran (Approach 2 needs 2 budgets, the frontier 3
+    envelope points; the others always run)."""
+    key = {"approach2": "approach2", "frontier": "frontier_ci"}.get(approach)
+    return key is None or key in res
 
 
 def _lvl(res: dict) -> int:
@@ -70,18 +64,22 @@ def report_md(res: dict, figures: dict, out_dir: Path) -> str:
 
 
 def _joint(res: dict) -> list[str]:
-    t, lvl = res["table"], _lvl(res)
+    t, lvl, n = res["table"], _lvl(res), res["boot"].n_resamples
+    counts = [f"{n} for the joint law"]  # only the analyses that ran (no Approach 2 on a ladder)
+    counts += [f"{min(n, 1000)} for Approach 2"] if "approach2" in res else []
+    if res.get("predictor") is not None:
+        counts.append(
+            f"{min(n, 100)} per law form for the parameter term of the predictive intervals"
+        )
     L = [
         f"# Scaling-law analysis of `{t.source}`",
         "",
         f"{len(t)} runs; loss in {t.loss_unit}; {c_convention(t)}. CIs are {lvl}% percentile "
-        f"intervals of bootstrap resamples of whole runs: {res['boot'].n_resamples} for the "
-        f"joint law, {min(res['boot'].n_resamples, 1000)} for Approach 2, "
-        f"{min(res['boot'].n_resamples, 100)} per law form for the parameter term of the "
-        "predictive intervals; the frontier's CI resamples its envelope points.",
+        f"intervals of bootstrap resamples of whole runs: {', '.join(counts)}"
+        + ("; the frontier's CI resamples its envelope points." if "frontier_ci" in res else "."),
         "",
         f"Design: {res['design']['description']}; analyses run: "
-        f"{', '.join(res['design']['approaches'])}.",
+        f"{', '.join(a for a in res['design']['approaches'] if _ran(res, a))}.",
         "",
         "## Joint law L(N, D) = E + A/N^alpha + B/D^beta",
         "",

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.cli_source import c_convention
 from analysis.design import detect_design
 from analysis.laws.bootstrap import bootstrap_fit, resample_weights, summarize
 from analysis.laws.core import allocation_exponents, compute_optimal
 from analysis.laws.fit import fit_joint, fit_power
 from analysis.laws.frontier import approach2, envelope
 from analysis.laws.predict import backtest, predict_flops, table_predictor
-from analysis.markdown import c_convention, emergence_md, report_md
+from analysis.markdown import emergence_md, report_md
 from analysis.progress import stage
 from analysis.tables import RunTable
 from scaling.errors import UserError

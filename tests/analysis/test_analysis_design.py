@@ -202,3 +202,21 @@ def test_parameters_a_design_cannot_identify_get_no_ci():
     assert "| beta | " in md and "| not identified by this design |" in md
     assert sum("not identified by this design |" in line for line in md.splitlines()) == 4
     assert detect_design(_grid()).to_json()["unidentified"] == []
+
+
+def test_report_header_names_only_the_analyses_that_ran():
+    """A ladder's report.md said "... 20 for Approach 2" and an IsoFLOP sweep whose Approach 2
+    was skipped listed approach2 under "analyses run"."""
+    from analysis.markdown import report_md
+
+    N = np.geomspace(1e7, 1e9, 8)
+    res = run_analysis(_table(N, 20 * N), n_resamples=20, holdout=None, intervals=False)
+    head = report_md(res, {}, Path(".")).split("## Joint law")[0]
+    assert "Approach 2" not in head and "per law form" not in head
+    assert "analyses run: joint, approach1, frontier." in head
+    sw = isoflop_sweep(budgets=(1e19,), n_sizes=5)  # one budget: no line through minima
+    t = _table(sw["N"], sw["D"], sw["budget"])
+    res = run_analysis(t, n_resamples=20, holdout=None, intervals=False)
+    assert "approach2" not in res and res["design"]["kind"] == "isoflop"
+    head = report_md(res, {}, Path(".")).split("## Joint law")[0]
+    assert "approach2" not in head.split("analyses run:")[1] and "Approach 2" not in head

@@ -53,8 +53,7 @@ def test_flops_kind_exact_is_said_and_the_law_keeps_6nd(tmp_path):
     the largest run here)."""
     import numpy as np
 
-    from analysis.cli_source import note_flop_convention
-    from analysis.markdown import c_convention
+    from analysis.cli_source import c_convention, note_flop_convention
     from analysis.report import fits_json, run_analysis
 
     recs = []
