@@ -12,7 +12,8 @@ line per check and exits 1 if any fails; `make demo` runs it last. The checks:
   nominal intervals about as often as promised (FAIL when the coverage is more than 10 points
   below nominal AND a binomial test rejects the nominal level at 1%).
 A check the study's design cannot answer (analysis.design: the IsoFLOP checks on a size ladder or
-an N x D grid, the allocation on a ladder) is printed [n/a] with the reason, never [ok].
+an N x D grid, the allocation on a ladder), or one whose analysis did not run (Approach 2 skipped,
+e.g. one budget), is printed [n/a] with the reason, never [ok].
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def study_checks(fits: dict, max_backtest_error: float = 0.03) -> list[tuple[str
     """(name, passed, detail) for each check that the fits can answer; passed is None (printed
     [n/a]) for a check the study's design cannot answer (e.g. IsoFLOP minima of an N x D grid)."""
     return [
-        *_not_applicable(fits.get("design") or {}),
+        *_not_applicable(fits),
         *_isoflop_checks((fits.get("approach2") or {}).get("minima") or []),
         *_frontier_check((fits.get("frontier_ci") or {}).get("alpha")),
         *_backtest_checks(fits.get("backtest"), max_backtest_error),
@@ -47,10 +48,16 @@ def study_checks(fits: dict, max_backtest_error: float = 0.03) -> list[tuple[str
     ]
 
 
-def _not_applicable(design: dict) -> list[tuple[str, None, str]]:
-    out = []
+def _not_applicable(fits: dict) -> list[tuple[str, None, str]]:
+    design, out = fits.get("design") or {}, []
+    skipped = [n for n in fits.get("notes") or [] if n.startswith("Approach 2 skipped")]
     if design and "approach2" not in design.get("approaches", ["approach2"]):
         na = f"not applicable: {design['description']} has no IsoFLOP budgets"
+    elif skipped and not (fits.get("approach2") or {}).get("minima"):
+        na = f"not answered: {skipped[0]}"  # e.g. one budget: no line through the minima
+    else:
+        na = None
+    if na:
         out += [
             ("frontier falls with compute", None, na),
             ("IsoFLOP minima inside the grid", None, na),

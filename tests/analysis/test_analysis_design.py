@@ -220,3 +220,15 @@ def test_report_header_names_only_the_analyses_that_ran():
     assert "approach2" not in res and res["design"]["kind"] == "isoflop"
     head = report_md(res, {}, Path(".")).split("## Joint law")[0]
     assert "approach2" not in head.split("analyses run:")[1] and "Approach 2" not in head
+
+
+def test_checks_say_why_when_approach2_was_skipped():
+    """An IsoFLOP sweep of one budget skips Approach 2: its two checks were left out silently
+    instead of printed [n/a] with the reason."""
+    sw = isoflop_sweep(budgets=(1e19,), n_sizes=5)
+    res = run_analysis(_table(sw["N"], sw["D"], sw["budget"]), n_resamples=20, holdout=None,
+                       intervals=False)  # fmt: skip
+    checks = {n: (ok, s) for n, ok, s in study_checks(json.loads(json.dumps(fits_json(res))))}
+    ok, detail = checks["IsoFLOP minima inside the grid"]
+    assert ok is None and detail.startswith("not answered: Approach 2 skipped")
+    assert checks["frontier falls with compute"][0] is None
