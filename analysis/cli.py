@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="SPEC",
         help="fit without these runs and back-test them: 'largest' budget, a FLOP threshold, "
-        "@FILE of run names, or a filter like 'N > 4e8'",
+        "@FILE of run names, a filter like 'N > 4e8', or none (the default)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_predict)

@@ -49,6 +49,8 @@ def _fmt(d: dict) -> str:
 
 def _predict_targets(args: argparse.Namespace):
     """Validate what to predict (before loading or fitting); the --at points when given."""
+    if args.holdout == "none":  # as `analyze --holdout none`: no back-test
+        args.holdout = None
     nd = args.params is not None or args.tokens is not None
     given = [
         f

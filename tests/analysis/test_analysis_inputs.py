@@ -70,3 +70,18 @@ def test_flops_kind_exact_is_said_and_the_law_keeps_6nd(tmp_path):
     assert fits_json(res)["conventions"]["C"].startswith("C = FLOPs as given")
     six = load_results(tmp_path / "results.jsonl")
     assert c_convention(six) == "C = 6ND FLOPs"
+
+
+def test_predict_holdout_none_means_no_backtest_as_in_analyze(tmp_path, capsys):
+    """`predict --holdout none` exited 2 ("'none' is not a condition") though `analyze` takes it."""
+    from scaling.cli import main
+
+    f = tmp_path / "t.csv"
+    rows = [(n, t * n) for n in (1e6, 4e6, 1.6e7, 6.4e7) for t in (5, 20, 80)]
+    f.write_text("N,D,loss\n" + "".join(
+        f"{n:g},{d:g},{1.7 + 400 / n**0.34 + 400 / d**0.28:.5f}\n" for n, d in rows))  # fmt: skip
+    base = ["predict", "--csv", str(f), "--map", "N=N", "--map", "D=D", "--map", "loss=loss"]
+    argv = [*base, "--params", "1e8", "--tokens", "2e9", "--resamples", "10", "--json"]
+    assert main([*argv, "--holdout", "none"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "backtest" not in out and out["n_fit"] == len(rows)
