@@ -10,6 +10,7 @@ from analysis.checks import backtest_prior_note
 from analysis.cli_source import load_source
 from scaling.errors import UserError
 from scaling.fmt import with_ci
+from scaling.results import clean_json
 
 
 def interval_lines(pr: dict, predictor: dict) -> list[str]:
@@ -135,7 +136,8 @@ def predict(args: argparse.Namespace) -> int:
                 nd = (args.params, args.tokens)
                 out["prediction"] = predict_nd(fit, boot, *nd, args.level, pred)
     if args.json:
-        print(json.dumps(out, indent=2))
+        # strict JSON (jq, JSON.parse): a number a fit could not give is null, never NaN
+        print(json.dumps(clean_json(out), indent=2, allow_nan=False))
         return 0
     _print_text(out, args, table, points)
     return 0

@@ -85,3 +85,18 @@ def test_predict_holdout_none_means_no_backtest_as_in_analyze(tmp_path, capsys):
     assert main([*argv, "--holdout", "none"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "backtest" not in out and out["n_fit"] == len(rows)
+
+
+def test_predict_json_is_strict_json(tmp_path, capsys):
+    """On one model size the calibration's coverage is NaN: `predict --json` printed NaN, which
+    strict JSON readers (jq, JSON.parse) refuse."""
+    from scaling.cli import main
+
+    f = tmp_path / "t.csv"
+    f.write_text("N,D,loss\n" + "".join(
+        f"1e8,{t * 1e8:g},{1.7 + 400 / 1e8**0.34 + 400 / (t * 1e8) ** 0.28:.5f}\n"
+        for t in (5, 10, 20, 40, 80, 160)))  # fmt: skip
+    base = ["predict", "--csv", str(f), "--map", "N=N", "--map", "D=D", "--map", "loss=loss"]
+    assert main([*base, "--params", "1e8", "--tokens", "1e10", "--resamples", "10", "--json"]) == 0
+    text = capsys.readouterr().out
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in predict --json"))
