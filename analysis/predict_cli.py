@@ -150,12 +150,21 @@ def _check_budget_target(table, args: argparse.Namespace, points) -> None:
     from analysis.design import detect_design
 
     at_budget = args.flops is not None or (points is not None and points.kind == "flops")
-    design = detect_design(table)
-    if at_budget and not design.supports("allocation"):
+    if not at_budget:
+        return
+    fitted, left = table, ""
+    if args.holdout:  # the prediction comes from the runs the hold-out leaves
+        from analysis.laws.select import holdout_rows
+
+        fitted = table.subset(~holdout_rows(table, args.holdout)[0])
+        left = f"the runs --holdout {args.holdout} leaves: "
+    design = detect_design(fitted)
+    if not design.supports("allocation"):
         raise UserError(
-            f"{design.description}: {design.no_allocation}, so the compute-optimal model at a "
-            "budget is not identified; predict a model like the runs with --params N --tokens D "
-            "(or an --at file with N and D columns)"
+            f"{left}{design.description}: {design.no_allocation}, so the compute-optimal model "
+            f"at a budget is not identified; {'hold out fewer runs, or ' if left else ''}predict "
+            "a model like the runs with --params N --tokens D (or an --at file with N and D "
+            "columns)"
         )
 
 

@@ -100,3 +100,19 @@ def test_predict_json_is_strict_json(tmp_path, capsys):
     assert main([*base, "--params", "1e8", "--tokens", "1e10", "--resamples", "10", "--json"]) == 0
     text = capsys.readouterr().out
     json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in predict --json"))
+
+
+def test_predict_at_a_budget_checks_the_runs_the_holdout_leaves(tmp_path, capsys):
+    """`predict --flops C --holdout 'N > 2e6'` on a grid left one model size and printed a
+    compute-optimal N of 1.4 parameters; it now exits 2 before fitting and says why."""
+    from scaling.cli import main
+
+    f = tmp_path / "t.csv"
+    rows = [(n, t * n) for n in (1e6, 4e6, 1.6e7) for t in (5, 20, 80, 160, 320)]
+    f.write_text("N,D,loss\n" + "".join(
+        f"{n:g},{d:g},{1.7 + 400 / n**0.34 + 400 / d**0.28:.5f}\n" for n, d in rows))  # fmt: skip
+    base = ["predict", "--csv", str(f), "--map", "N=N", "--map", "D=D", "--map", "loss=loss"]
+    assert main([*base, "--flops", "1e20", "--holdout", "N > 2e6"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the runs --holdout N > 2e6 leaves: one model size")
+    assert "hold out fewer runs" in err and err.count("\n") == 1
