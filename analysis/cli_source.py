@@ -137,6 +137,11 @@ def filtered(args: argparse.Namespace):
     from analysis.laws.select import where
 
     table = where(table, args.where)
+    if args.dir and not args.csv:  # one loss unit (runs --where keeps), as the label says
+        from analysis.records import check_units
+
+        check_units(table)
+        table.loss_unit = args.loss_unit or table.loss_unit
     if not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}")
     if args.resamples < 10:

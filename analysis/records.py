@@ -8,6 +8,9 @@
   researcher may want them, and counted in a note that says how to leave them out: the table's
   column `in_plan` (1 for the planned runs, 0 for the others) is there for
   ``--where 'in_plan == 1'``.
+- Each run's loss unit (`loss_unit_of`) is the column `loss_unit`: runs in different units
+  (a byte-level and a subword tokenizer) are refused together (`check_units`, after --where,
+  which can keep one unit; ``--loss bpb`` puts every run in bits per byte).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from scaling.errors import UserError
 from scaling.fileio import read_json
 
 PLAN = "plan.json"  # sweeps.registry.PLAN (analysis reads the sweep directory, never imports it)
@@ -36,6 +40,25 @@ def loss_unit_of(rec: dict) -> str:
         return str(rec["loss_unit"])
     vocab = ((rec.get("config") or {}).get("model") or {}).get("vocab_size")
     return "nats/byte" if vocab == 259 else "nats/token"
+
+
+def check_units(table) -> None:
+    """One loss unit per fit: runs of a byte-level and a subword tokenizer (nats/byte and
+    nats/token) do not share a law. Called after --where, which can pick one unit."""
+    col = (table.extra or {}).get("loss_unit")
+    if col is None:
+        return
+    counts = Counter(str(u) for u in col)
+    if len(counts) > 1:
+        what = ", ".join(f"{n} run(s) in {u}" for u, n in counts.most_common())
+        first = counts.most_common(1)[0][0]
+        raise UserError(
+            f"{table.source}: the runs' losses are in different units ({what}); fit one unit "
+            f"with --where 'loss_unit == \"{first}\"', or compare all in bits per byte with "
+            "--loss bpb"
+        )
+    if counts:
+        table.loss_unit = next(iter(counts))
 
 
 def dedupe(records: list[dict], name: str) -> tuple[list[dict], list[str]]:

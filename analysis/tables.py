@@ -148,11 +148,12 @@ def load_results(
         curve = rec.get("curve") or rec.get("curve_path") or rec.get("metrics_path")
         if curve and not Path(curve).is_absolute():
             curve = str(path.parent / curve)
-        unit = unit or ("bits/byte" if loss == "bpb" else loss_unit_of(rec))
+        unit = "bits/byte" if loss == "bpb" else loss_unit_of(rec)  # per run: `check_units`
         if loss == "bpb":
             curve = None  # the metrics curves are in nats per token
         rows.append((rid, N, D, C, num(key_l), budget, str(curve) if curve else None))
-        extra.append(flatten(rec) | ({} if planned is None else {"in_plan": rid in planned}))
+        plan = {} if planned is None else {"in_plan": rid in planned}
+        extra.append(flatten(rec) | {"loss_unit": unit} | plan)
         done.append(dict(rec, run_id=rid))
     if not rows:
         raise UserError(f"{path}: no finished runs to analyse ({len(notes)} skipped)")

@@ -116,3 +116,28 @@ def test_predict_at_a_budget_checks_the_runs_the_holdout_leaves(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith("error: the runs --holdout N > 2e6 leaves: one model size")
     assert "hold out fewer runs" in err and err.count("\n") == 1
+
+
+def test_runs_in_different_loss_units_are_not_fitted_together(tmp_path, capsys):
+    """Byte-level runs (nats/byte) and subword runs (nats/token) in one results.jsonl were fitted
+    as one law, labelled with the first run's unit."""
+    import numpy as np
+
+    from scaling.cli import main
+
+    recs = []
+    for i, n in enumerate(np.geomspace(1e5, 1e8, 12)):
+        vocab = 259 if i % 2 else 32000
+        recs.append(_rec(i, N_total=n, D=20 * n, final_val_loss=1.7 + 400 / n**0.34,
+                         config={"model": {"vocab_size": vocab}}))  # fmt: skip
+    d = tmp_path / "sweep"
+    d.mkdir()
+    _write(d / "results.jsonl", recs)
+    argv = ["predict", str(d), "--params", "1e7", "--tokens", "2e8", "--resamples", "10"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "different units (6 run(s) in nats/token, 6 run(s) in nats/byte)" in err
+    assert "--where 'loss_unit == \"nats/token\"'" in err and err.count("\n") == 1
+    assert main([*argv, "--where", 'loss_unit == "nats/byte"', "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["loss_unit"] == "nats/byte" and out["n_runs"] == 6
