@@ -218,7 +218,8 @@ def residuals(res: dict, out_dir: Path) -> list[str]:
     """log(actual) - log(fitted) versus C and versus N."""
     plt = _plt()
     t, fit = res["table"], res["fit"]
-    r = np.log(t.loss) - np.log(joint_loss(fit.params, t.N, t.D))
+    with np.errstate(over="ignore"):  # a degenerate fit (one model size) may overflow: inf
+        r = np.log(t.loss) - np.log(joint_loss(fit.params, t.N, t.D))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, x, lab in (
         (axes[0], t.C, "training compute C = 6ND (FLOPs)"),

@@ -246,8 +246,8 @@ def describe_choice(rb: Rolling) -> str:
     if rb.chosen == "stack":
         return (
             f"predicting with a stacked average of the law forms ({w}), weighted by 1 / "
-            f"out-of-sample mean |log error| over {n_o} rolling origins, longer extrapolations "
-            f"weighing more ({s})"
+            f"out-of-sample mean |log error| over {n_o} rolling origin{'s' * (n_o != 1)}, longer "
+            f"extrapolations weighing more ({s})"
         )
     return f"predicting with the {rb.chosen} form, the only one usable at every origin ({s})"
 
