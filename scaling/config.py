@@ -188,6 +188,11 @@ def resolve_toml(path_or_name: str | Path, builtin_dir: Path, what: str) -> Path
     if builtin.is_file():
         return builtin
     names = ", ".join(sorted(p.stem for p in builtin_dir.glob("*.toml")))
+    if path.is_dir():  # e.g. a sweep directory where the grid goes
+        raise UserError(
+            f"{what} {str(path_or_name)!r} is a directory, not a TOML file: give a TOML path or "
+            f"one of: {names}"
+        )
     raise UserError(f"{what} {str(path_or_name)!r} not found: give a TOML path or one of: {names}")
 
 

@@ -75,3 +75,9 @@ def test_bad_override_syntax():
         C.load("tiny", ["d_model=3"])
     with pytest.raises(UserError, match="not found"):
         C.load("no-such-config")
+
+
+def test_a_directory_where_a_toml_goes_is_named_as_one(tmp_path):
+    """`scaling sweep plan runs/demo` (a sweep directory for the grid) said 'not found'."""
+    with pytest.raises(UserError, match="is a directory, not a TOML file"):
+        C.load(str(tmp_path))
