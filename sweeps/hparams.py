@@ -131,11 +131,12 @@ def _check_warmup(rule: Any) -> None:
         or not isinstance(rule, int | float)
         or not math.isfinite(rule)
         or rule < 0
-        or (rule >= 1 and rule != int(rule))
+        or (isinstance(rule, float) and rule >= 1)  # 1.0: one step, or all of them? say which
     ):
         raise UserError(
-            f"grid [hparams] warmup = {rule!r}: use 'params', an integer number of steps or a "
-            f"fraction in (0, 1)"
+            f"grid [hparams] warmup = {rule!r}: use 'params', an integer number of steps (e.g. "
+            f"{int(rule) if isinstance(rule, float) and math.isfinite(rule) and rule >= 1 else 100}"
+            f") or a fraction of the steps in (0, 1) (e.g. 0.05)"
         )
 
 

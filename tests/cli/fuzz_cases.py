@@ -115,7 +115,7 @@ def _grid_sets() -> list[tuple[str, str, str, str]]:
         "hparams.batch_multiple": ["0", "-1"],
         "hparams.min_steps": ["-1", "1e15"],
         "hparams.batch_per": ['"foo"', "5"],
-        "hparams.warmup": ['"foo"', "-1", "nan", "true"],  # a list is an axis (valid)
+        "hparams.warmup": ['"foo"', "-1", "nan", "true", "1.0", "2.5"],  # a list is an axis (valid)
         "hparams.warmup_max_frac": ["-1", "2", "nan"],
         "hparams": ["5"],
         "seeds": ["[-1]", '"x"', "[1.5]", "[]", "5"],
