@@ -51,6 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--kinds", default="heads,ffn,both", help="what to prune: heads,ffn,both")
     p.add_argument("--ffn-order", choices=("greedy", "gradient"), default="greedy")
+    p.add_argument(
+        "--head-order",
+        choices=("gradient", "single"),
+        default="gradient",
+        help="order in which heads are removed: gradient importance (default), or single: each "
+        "head's measured effect when removed alone (one suite evaluation per head)",
+    )
     p.add_argument("--tol", type=float, default=0.05, help="relative drop allowed (default 0.05)")
     p.add_argument("--level", type=float, default=0.9, help="CI level (default 0.9)")
     p.add_argument("--resamples", type=int, default=1000, help="item resamples for the CI")
@@ -74,6 +81,7 @@ def spec_from_args(args: argparse.Namespace):
         n_items=args.n_items,
         kinds=_csv(args.kinds, str, "kinds"),
         ffn_order=args.ffn_order,
+        head_order=args.head_order,
         tol=args.tol,
         level=args.level,
         resamples=args.resamples,

@@ -3,8 +3,10 @@
 `ablate_run(run_dir, spec)` restores the run's newest checkpoint (the final one for a finished
 run), then:
 1. scores every head and MLP block on the few-shot suite (`importance.mask_gradients`; the MLP
-   order is the greedy oracle by default, `importance.greedy_ffn_order`) and the induction
-   scores of every head (`importance.induction_scores`);
+   order is the greedy oracle by default, `importance.greedy_ffn_order`; the head order is the
+   gradient one, or with `head_order = "single"` each head's measured single-removal effect,
+   `importance.single_head_order`) and the induction scores of every head
+   (`importance.induction_scores`);
 2. removes components in increasing importance (`removable.plan_steps`: heads, FFN blocks, and
    both, at each fraction) with masks, never weight surgery, and records per-item exact match,
    token accuracy and target log-probability for every task and shot count;
@@ -45,6 +47,7 @@ class AblateSpec:
     fractions: tuple[float, ...] = RM.DEFAULT_FRACTIONS
     kinds: tuple[str, ...] = RM.KINDS
     ffn_order: str = "greedy"  # greedy (oracle) | gradient
+    head_order: str = "gradient"  # gradient | single (each head removed alone, measured)
     tol: float = 0.05
     level: float = 0.9
     resamples: int = 1000
@@ -66,6 +69,8 @@ class AblateSpec:
                 )
         if self.ffn_order not in ("greedy", "gradient"):
             raise UserError(f"ffn order {self.ffn_order!r}: choose greedy or gradient")
+        if self.head_order not in ("gradient", "single"):
+            raise UserError(f"head order {self.head_order!r}: choose gradient or single")
         if not 0 < self.tol < 1:
             raise UserError(f"tolerance {self.tol}: must be in (0, 1), e.g. 0.05 for 5%")
         if not 0 < self.level < 1:
@@ -82,7 +87,10 @@ class AblateSpec:
         return AblateSpec(**{**asdict(self), "fractions": fr, "kinds": kinds})
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        d = asdict(self)
+        if d["head_order"] == "gradient":  # added later: the default keeps earlier tables' keys
+            d.pop("head_order")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def check_run(run_dir: Path) -> None:
@@ -189,12 +197,16 @@ def _importance(model, cfg, groups, spec: AblateSpec, score_fn) -> dict:
         "ffn_order_method": spec.ffn_order,
     }
     L, N = cfg.model.n_layers, cfg.model.n_heads
+
+    def suite_loss(fm: np.ndarray, hm: np.ndarray | None = None) -> float:
+        res = score_fn(np.ones((L, N), np.float32) if hm is None else hm, fm)
+        return float(np.mean([-lp.mean() for lp, _, _ in res.values()]))
+
+    if spec.head_order == "single":
+        order, losses = I.single_head_order(L, N, lambda hm: suite_loss(np.ones(L, np.float32), hm))
+        out["head_order"], out["head_single_losses"] = order, losses
+    out["head_order_method"] = spec.head_order
     if spec.ffn_order == "greedy":
-
-        def suite_loss(fm: np.ndarray) -> float:
-            res = score_fn(np.ones((L, N), np.float32), fm)
-            return float(np.mean([-lp.mean() for lp, _, _ in res.values()]))
-
         order, losses = I.greedy_ffn_order(L, suite_loss)
         out["ffn_order"], out["ffn_greedy_losses"] = order, losses
     else:

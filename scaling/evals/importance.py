@@ -98,6 +98,23 @@ def aggregate(per_group: dict[tuple[str, int], np.ndarray]) -> np.ndarray:
     return np.mean(arrs, axis=0)
 
 
+def single_head_order(
+    n_layers: int, n_heads: int, suite_loss: Callable[[np.ndarray], float]
+) -> tuple[list[int], list[float]]:
+    """Heads ranked by their measured single-removal effect: `suite_loss(head_mask)` with each
+    head alone masked (n_layers * n_heads evaluations), lowest loss first (least important;
+    ties by index). Returns flat head indices (layer * n_heads + head) and those losses. A
+    gradient ranks by a first-order estimate, which on tiny models put first heads whose
+    removal alone cost 10% while others cost under 1%."""
+    losses = []
+    for i in range(n_layers * n_heads):
+        mask = np.ones(n_layers * n_heads, np.float32)
+        mask[i] = 0.0
+        losses.append(float(suite_loss(mask.reshape(n_layers, n_heads))))
+    order = sorted(range(len(losses)), key=lambda i: (losses[i], i))
+    return order, [losses[i] for i in order]
+
+
 def greedy_ffn_order(
     n_layers: int, suite_loss: Callable[[np.ndarray], float]
 ) -> tuple[list[int], list[float]]:

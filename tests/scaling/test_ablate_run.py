@@ -172,3 +172,22 @@ def test_shots_that_do_not_fit_seq_len_are_reported(run_dir, tmp_path, capsys):
     assert list(rec["truncated"]) == ["copy/40"]  # 0-shot rows fit: not listed
     assert 0 <= rec["truncated"]["copy/40"]["mean_shots"] < 5
     assert "prompts cut to fit seq_len: copy/40 used" in _line(rec)
+
+
+def test_single_head_order_removes_heads_by_their_measured_effect(run_dir, tmp_path):
+    """--head-order single: each head's suite loss with it alone removed orders the removal
+    (least harmful first); the default (gradient) spec keeps its key, so earlier tables stay
+    valid."""
+    from scaling.evals.importance import single_head_order
+
+    order, losses = single_head_order(
+        2, 3, lambda m: float(np.dot(1 - m.ravel(), [5, 1, 3, 0, 2, 4]))
+    )
+    assert order == [3, 1, 4, 2, 5, 0] and losses == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert AblateSpec().key() == "9acc01d78b"  # the key before head_order existed
+    spec = AblateSpec(fractions=(0.5,), resamples=20, induction_seqs=2, head_order="single")
+    fresh = tmp_path / "single"
+    shutil.copytree(run_dir, fresh)
+    imp = ablate_run(fresh, spec)["importance"]
+    assert imp["head_order_method"] == "single" and sorted(imp["head_order"]) == [0, 1, 2, 3]
+    assert imp["head_single_losses"] == sorted(imp["head_single_losses"])
