@@ -85,11 +85,13 @@ def logical_to_spec(
     strict: bool = False,
     warn: bool = True,
     rules: dict[str, MeshAxes] | None = None,
+    on_replicate: Callable[[str], None] | None = None,
 ) -> PartitionSpec:
     """PartitionSpec for an array with logical axis `names` and `shape` on a mesh.
 
     Mesh axes absent from `mesh_shape` are dropped. A dim not divisible by its mesh axes is
-    replicated (warning), or raises UserError when `strict`.
+    replicated (a warning, or `on_replicate(reason)` when given), or raises UserError when
+    `strict`.
     """
     rules = LOGICAL_AXIS_RULES if rules is None else rules
     if len(names) != len(shape):
@@ -104,11 +106,13 @@ def logical_to_spec(
         for a in axes:
             size *= mesh_shape[a]
         if axes and dim % size:
-            msg = f"{what}: dim {name!r} = {dim} is not divisible by mesh axes {axes} (size {size})"
+            reason = f"dim {name!r} = {dim} is not divisible by mesh axes {axes} (size {size})"
             if strict:
-                raise UserError(msg + "; change the model shape or the mesh sizes")
-            if warn:
-                warnings.warn(msg + "; replicating this dim", stacklevel=3)
+                raise UserError(f"{what}: {reason}; change the model shape or the mesh sizes")
+            if on_replicate is not None:
+                on_replicate(reason)
+            elif warn:
+                warnings.warn(f"{what}: {reason}; replicating this dim", stacklevel=3)
             axes = ()
         used |= set(axes)
         spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
@@ -126,8 +130,11 @@ def state_shardings(state: Any, mesh: Mesh, *, strict: bool = False) -> Any:
     Variables with logical names (params, and Adam moments of nnx.Optimizer, which inherit the
     names) follow the rules; unnamed non-Param variables (step counters, RNG state) are
     replicated; a Param without names, or a bare non-scalar array, raises ShardingRuleError.
+    A dim its mesh axes do not divide is replicated: one warning per such dim size (a param and
+    its Adam moments are one warning, not three), or UserError when `strict`.
     """
     mesh_shape = dict(mesh.shape)
+    replicated: dict[str, list[str]] = {}  # reason -> the arrays it replicates a dim of
 
     def one(path, leaf):
         where = jax.tree_util.keystr(path)
@@ -137,7 +144,14 @@ def state_shardings(state: Any, mesh: Mesh, *, strict: bool = False) -> Any:
             names = _names_of(leaf)
             shape = leaf.get_value().shape
             if names is not None:
-                spec = logical_to_spec(names, shape, mesh_shape, what=where, strict=strict)
+                spec = logical_to_spec(
+                    names,
+                    shape,
+                    mesh_shape,
+                    what=where,
+                    strict=strict,
+                    on_replicate=lambda r: replicated.setdefault(r, []).append(where),
+                )
             elif isinstance(leaf, nnx.Param) and len(shape) > 0:
                 raise ShardingRuleError(f"param {where} has no logical axis names")
             else:
@@ -150,9 +164,18 @@ def state_shardings(state: Any, mesh: Mesh, *, strict: bool = False) -> Any:
             f"optimizer state in nnx.Optimizer so it inherits the param names"
         )
 
-    return jax.tree_util.tree_map_with_path(
+    out = jax.tree_util.tree_map_with_path(
         one, state, is_leaf=lambda x: isinstance(x, nnx.Variable)
     )
+    for reason, wheres in replicated.items():
+        wheres = sorted(wheres, key=len)  # the param before its longer-named Adam moments
+        some = ", ".join(wheres[:3]) + (", ..." if len(wheres) > 3 else "")
+        warnings.warn(
+            f"{reason}: replicated along that dim, not sharded, in {len(wheres)} arrays "
+            f"({some}); to shard it, choose model sizes or mesh sizes that divide",
+            stacklevel=2,
+        )
+    return out
 
 
 def create_sharded(fn: Callable[[], Any], mesh: Mesh, *, strict: bool = False) -> Any:

@@ -127,6 +127,24 @@ def test_non_divisible_dim_replicates_or_raises():
         sharding.state_shardings(abstract, mesh, strict=True)
 
 
+def test_replication_warns_once_per_dim_from_the_callers_line():
+    """A param and its two Adam moments replicate the same dim: one warning, naming all three,
+    attributed to the caller (was: three warnings pointing into jax's tree_util)."""
+    cfg = run_cfg(vocab_size=259)
+    mesh = sharding.make_mesh(cfg)
+    tx = optax.adamw(1e-3)
+    abstract = nnx.state(nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0))))
+    state = {"params": abstract, "opt": jax.eval_shape(tx.init, abstract)}
+    with pytest.warns(UserWarning) as record:
+        shardings = sharding.state_shardings(state, mesh)
+    assert len(record) == 1, [str(w.message) for w in record]
+    msg = str(record[0].message)
+    assert "'vocab' = 259" in msg and "in 3 arrays" in msg
+    assert msg.index("['params']['embedding']") < msg.index("mu['embedding']")
+    assert record[0].filename == __file__
+    assert shardings["opt"][0].mu["embedding"].get_value().spec == P(None, "fsdp")
+
+
 def test_make_mesh_fills_and_validates():
     cfg = run_cfg(mesh=(-1, 1, 2))
     assert dict(sharding.make_mesh(cfg).shape) == {"data": 4, "fsdp": 1, "tensor": 2}
