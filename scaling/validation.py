@@ -29,8 +29,11 @@ def _check_model(m: ModelConfig) -> None:
     for name in ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len"):
         if getattr(m, name) <= 0:
             raise UserError(f"model.{name} = {getattr(m, name)}: must be a positive integer")
-    if m.d_ff < 0 or m.n_kv_heads < 0:
-        raise UserError("model.d_ff and model.n_kv_heads must be >= 0 (0 means the default)")
+    for name in ("d_ff", "n_kv_heads"):
+        if getattr(m, name) < 0:
+            raise UserError(
+                f"model.{name} = {getattr(m, name)}: must be >= 0 (0 means the default)"
+            )
     if m.d_model % m.n_heads:
         raise UserError(
             f"model.n_heads = {m.n_heads} does not divide model.d_model = {m.d_model}; "
@@ -174,5 +177,9 @@ def validate_mesh(cfg: RunConfig, n_devices: int) -> tuple[int, int, int]:
             f"size data x fsdp = {data * fsdp}; use a multiple of {data * fsdp}"
         )
     if cfg.mesh.tensor == -1 and (cfg.model.n_heads % tensor or cfg.model.kv_heads % tensor):
-        raise UserError(f"mesh.tensor resolves to {tensor}, which does not divide the heads")
+        raise UserError(
+            f"mesh.tensor = -1 resolves to {tensor} ({n_devices} devices / data {data} x fsdp "
+            f"{fsdp}), which does not divide model.n_heads = {cfg.model.n_heads} and the kv heads "
+            f"= {cfg.model.kv_heads}; set mesh.tensor to a divisor of both and data or fsdp to -1"
+        )
     return data, fsdp, tensor

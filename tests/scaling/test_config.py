@@ -52,6 +52,8 @@ def test_gpt3_preset_expands_and_fields_override_it():
         # the last update must be past the warmup, or the cosine never reaches min_lr_ratio
         ({"train": {"steps": 10, "warmup_steps": 9}}, "train.warmup_steps"),
         ({"model": {"d_model": 12, "n_heads": 4}}, 'model.pos = "learned"'),
+        ({"model": {"n_kv_heads": -2}}, "model.n_kv_heads = -2"),
+        ({"model": {"d_ff": -1}}, "model.d_ff = -1"),
     ],
 )
 def test_bad_configs_name_the_field(raw, field):
@@ -66,6 +68,9 @@ def test_mesh_resolution_against_device_count():
         C.validate_mesh(C.from_dict({"mesh": {"data": 3, "fsdp": 1, "tensor": 1}}), 8)
     with pytest.raises(UserError, match="batch_size"):
         C.validate_mesh(C.from_dict({"train": {"batch_size": 12}}), 8)
+    tensor_fill = C.from_dict({"mesh": {"data": 1, "fsdp": 1, "tensor": -1}})  # 4 heads
+    with pytest.raises(UserError, match=r"resolves to 8 .*n_heads = 4.*set mesh\.tensor to a"):
+        C.validate_mesh(tensor_fill, 8)
 
 
 def test_bad_override_syntax():
