@@ -23,6 +23,7 @@ def validate(cfg: RunConfig) -> None:
     _check_train(cfg.train)
     _check_data(cfg.data, cfg.model, cfg.eval)
     _check_eval_and_mesh(cfg.eval, cfg.mesh, cfg.model)
+    _check_batch_split(cfg.mesh, cfg.train)
 
 
 def _check_model(m: ModelConfig) -> None:
@@ -143,6 +144,17 @@ def _check_eval_and_mesh(e: EvalConfig, mesh: MeshConfig, m: ModelConfig) -> Non
         raise UserError(
             f"mesh.tensor = {mesh.tensor} must divide model.n_heads = {m.n_heads} "
             f"and the kv heads = {m.kv_heads}"
+        )
+
+
+def _check_batch_split(mesh: MeshConfig, t: TrainConfig) -> None:
+    """With data and fsdp both fixed, the batch split is known without devices: check it here,
+    so that `scaling sweep plan` refuses a grid whose runs would all stop at startup."""
+    if mesh.data > 0 and mesh.fsdp > 0 and t.batch_size % (mesh.data * mesh.fsdp):
+        n = mesh.data * mesh.fsdp
+        raise UserError(
+            f"train.batch_size = {t.batch_size} is not divisible by the data-parallel size "
+            f"mesh.data x mesh.fsdp = {mesh.data} x {mesh.fsdp} = {n}; use a multiple of {n}"
         )
 
 

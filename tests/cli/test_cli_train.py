@@ -30,7 +30,9 @@ def _argv(out: Path, *overrides: str) -> list[str]:
     ("overrides", "names"),
     [
         (["model.n_heads=3"], ["model.n_heads", "model.d_model"]),  # 3 does not divide 16
-        (["mesh.data=3"], ["mesh", "devices"]),  # 3 devices asked, 8 visible
+        (["mesh.data=3", "train.batch_size=24"], ["mesh", "devices"]),  # 3 asked, 8 visible
+        # batch vs a fixed data x fsdp fails without looking at devices (sweep plan too)
+        (["mesh.data=1", "mesh.fsdp=3"], ["train.batch_size = 16", "1 x 3 = 3"]),
         (["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=1"], ["mesh", "devices"]),
         (["data.dataset=no_such_dataset_xyz"], ["no_such_dataset_xyz"]),
         (["model.preset=gpt5-huge"], ["model.preset", "gpt5-huge"]),

@@ -54,6 +54,8 @@ def test_gpt3_preset_expands_and_fields_override_it():
         ({"model": {"d_model": 12, "n_heads": 4}}, 'model.pos = "learned"'),
         ({"model": {"n_kv_heads": -2}}, "model.n_kv_heads = -2"),
         ({"model": {"d_ff": -1}}, "model.d_ff = -1"),
+        # batch vs data x fsdp is known without devices when neither is -1 (sweep plan checks it)
+        ({"mesh": {"data": 1, "fsdp": 3}, "train": {"batch_size": 8}}, "train.batch_size = 8"),
     ],
 )
 def test_bad_configs_name_the_field(raw, field):
@@ -65,7 +67,10 @@ def test_mesh_resolution_against_device_count():
     cfg = C.from_dict({"mesh": {"data": -1, "fsdp": 2, "tensor": 2}, "train": {"batch_size": 8}})
     assert C.validate_mesh(cfg, 8) == (2, 2, 2)
     with pytest.raises(UserError, match="uses 3 devices, but 8 are visible"):
-        C.validate_mesh(C.from_dict({"mesh": {"data": 3, "fsdp": 1, "tensor": 1}}), 8)
+        C.validate_mesh(
+            C.from_dict({"mesh": {"data": 3, "fsdp": 1, "tensor": 1}, "train": {"batch_size": 24}}),
+            8,
+        )
     with pytest.raises(UserError, match="batch_size"):
         C.validate_mesh(C.from_dict({"train": {"batch_size": 12}}), 8)
     tensor_fill = C.from_dict({"mesh": {"data": 1, "fsdp": 1, "tensor": -1}})  # 4 heads
