@@ -14,8 +14,8 @@ from scaling.checkpoint import Checkpointer, UnreadableCheckpointError
 from scaling.errors import DiskFullError, UserError
 
 
-def _sharded_state(mesh_sizes: tuple[int, int, int]) -> tuple[dict, object]:
-    """Real training state (params + Adam state + step) of a tiny model on a (d, f, t) mesh."""
+def _engine(mesh_sizes: tuple[int, int, int], n_devices: int = 8) -> engine.Engine:
+    """The compiled engine of a tiny model on a (d, f, t) mesh over the first `n_devices`."""
     d, f, t = mesh_sizes
     cfg = config.load(
         "tiny",
@@ -28,9 +28,13 @@ def _sharded_state(mesh_sizes: tuple[int, int, int]) -> tuple[dict, object]:
             f"mesh.tensor={t}",
         ],
     )
-    mesh = sharding.make_mesh(cfg)
-    eng = engine.engine(cfg, mesh)
-    with jax.set_mesh(mesh):
+    return engine.engine(cfg, sharding.make_mesh(cfg, jax.devices()[:n_devices]))
+
+
+def _sharded_state(mesh_sizes: tuple[int, int, int]) -> tuple[dict, object]:
+    """Real training state (params + Adam state + step) of a tiny model on a (d, f, t) mesh."""
+    eng = _engine(mesh_sizes)
+    with jax.set_mesh(eng.mesh):
         state = eng.init(jax.random.key(0))
     return state, eng
 
@@ -71,6 +75,26 @@ def test_round_trip_sharded_state(tmp_path: Path) -> None:
     # the optimizer state (Adam moments) is in the checkpoint too, sharded like the params
     mu_wq = jax.tree.leaves(got.state["opt"])[1:]
     assert any(x.shape == wq.shape and x.sharding.spec == wq.sharding.spec for x in mu_wq)
+
+
+def test_restores_onto_another_mesh_and_device_count(tmp_path: Path) -> None:
+    """A run resumed with other mesh sizes or fewer devices (`mesh.data = -1` keeps its run id)
+    gets the same values, laid out by the rules on the new mesh."""
+    state, _ = _sharded_state((2, 2, 2))
+    ck = Checkpointer(tmp_path / "ck", keep=2)
+    ck.save(3, state)
+    ck.close()
+    for sizes, n in (((8, 1, 1), 8), ((1, 2, 2), 4), ((1, 1, 1), 1)):
+        eng = _engine(sizes, n)
+        ck = Checkpointer(tmp_path / "ck", keep=2)
+        got = ck.restore_latest(eng.abstract_state)
+        ck.close()
+        assert got is not None and got.step == 3 and got.warnings == []
+        _assert_same(state, got.state)
+        pairs = zip(jax.tree.leaves(eng.abstract_state), jax.tree.leaves(got.state), strict=True)
+        for want, have in pairs:
+            assert have.sharding.is_equivalent_to(want.sharding, want.ndim)
+            assert len(have.sharding.device_set) == n
 
 
 def test_keeps_only_the_newest(tmp_path: Path) -> None:
