@@ -5,6 +5,8 @@ naming the field and the fix. Re-exported by scaling.config. Never imports JAX.
 
 from __future__ import annotations
 
+import math
+
 from scaling.errors import UserError
 from scaling.runconfig import (
     CHOICES,
@@ -148,13 +150,18 @@ def _check_eval_and_mesh(e: EvalConfig, mesh: MeshConfig, m: ModelConfig) -> Non
 
 
 def _check_batch_split(mesh: MeshConfig, t: TrainConfig) -> None:
-    """With data and fsdp both fixed, the batch split is known without devices: check it here,
-    so that `scaling sweep plan` refuses a grid whose runs would all stop at startup."""
-    if mesh.data > 0 and mesh.fsdp > 0 and t.batch_size % (mesh.data * mesh.fsdp):
-        n = mesh.data * mesh.fsdp
+    """The batch is split over data x fsdp; the sizes of those that are fixed (not -1) are known
+    without devices and must divide it: checked here, so that `scaling sweep plan` refuses a
+    grid whose runs would all stop at startup (`validate_mesh` checks the resolved sizes)."""
+    fixed = {name: size for name, size in (("data", mesh.data), ("fsdp", mesh.fsdp)) if size > 0}
+    n = math.prod(fixed.values())
+    if t.batch_size % n:
+        sizes = " x ".join(f"mesh.{name}" for name in fixed)
         raise UserError(
-            f"train.batch_size = {t.batch_size} is not divisible by the data-parallel size "
-            f"mesh.data x mesh.fsdp = {mesh.data} x {mesh.fsdp} = {n}; use a multiple of {n}"
+            f"train.batch_size = {t.batch_size} is not divisible by {sizes} = "
+            f"{' x '.join(map(str, fixed.values()))}"
+            + (f" = {n}" if len(fixed) > 1 else "")
+            + f" (the batch is split over data x fsdp); use a multiple of {n}"
         )
 
 

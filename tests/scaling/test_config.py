@@ -56,6 +56,7 @@ def test_gpt3_preset_expands_and_fields_override_it():
         ({"model": {"d_ff": -1}}, "model.d_ff = -1"),
         # batch vs data x fsdp is known without devices when neither is -1 (sweep plan checks it)
         ({"mesh": {"data": 1, "fsdp": 3}, "train": {"batch_size": 8}}, "train.batch_size = 8"),
+        ({"mesh": {"data": 3, "fsdp": -1}, "train": {"batch_size": 8}}, "mesh.data = 3"),
     ],
 )
 def test_bad_configs_name_the_field(raw, field):
