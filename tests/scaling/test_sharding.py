@@ -18,12 +18,12 @@ from scaling.model import Transformer, cross_entropy
 MODEL = dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, seq_len=16, d_ff=64)
 
 
-def run_cfg(mesh=(2, 2, 2), **model):
+def run_cfg(mesh=(2, 2, 2), batch=8, **model):
     return from_dict(
         {
             "model": {**MODEL, **model},
             "mesh": dict(zip(("data", "fsdp", "tensor"), mesh, strict=True)),
-            "train": {"batch_size": 8},
+            "train": {"batch_size": batch},
         }
     )
 
@@ -149,7 +149,7 @@ def test_make_mesh_fills_and_validates():
     cfg = run_cfg(mesh=(-1, 1, 2))
     assert dict(sharding.make_mesh(cfg).shape) == {"data": 4, "fsdp": 1, "tensor": 2}
     with pytest.raises(UserError, match="devices"):
-        sharding.make_mesh(run_cfg(mesh=(3, 1, 1)))
+        sharding.make_mesh(run_cfg(mesh=(3, 1, 1), batch=24))
     bad_batch = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=6))
     with pytest.raises(UserError, match="batch_size"):
         sharding.make_mesh(bad_batch)
