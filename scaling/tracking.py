@@ -55,6 +55,18 @@ def requested_backends(spec: str | None = None) -> tuple[str, ...]:
     return names
 
 
+def check_backends(spec: str | None = None) -> tuple[str, ...]:
+    """`requested_backends`, plus a UserError for one that is not installed: called before any
+    compute, so a missing extra never costs a model init (or leaves a half-made run dir)."""
+    import importlib.util  # noqa: PLC0415
+
+    names = requested_backends(spec)
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            raise _missing(name)
+    return names
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -139,10 +151,14 @@ def _import(name: str):
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
-        raise UserError(
-            f"{ENV} asks for {name}, but it is not installed; `pip install 'scaling[{name}]'` "
-            f"or drop {name} from {ENV}"
-        ) from e
+        raise _missing(name) from e
+
+
+def _missing(name: str) -> UserError:
+    return UserError(
+        f"{ENV} asks for {name}, but it is not installed; `pip install 'scaling[{name}]'` "
+        f"or drop {name} from {ENV}"
+    )
 
 
 class _WandB:

@@ -135,7 +135,7 @@ def _setup(
     data = open_dataset(cfg.data, cfg.model.seq_len, progress=progress)  # UserError: dataset
     _check_vocab(cfg, data.info.get("vocab_size"))
     _check_eval_tasks(cfg)
-    tracking.requested_backends()  # UserError for an unknown $SCALING_TRACK name, before compute
+    tracking.check_backends()  # UserError for an unknown or missing $SCALING_TRACK backend
     compile_cache.max_bytes()  # and for a bad $SCALING_COMPILE_CACHE_MAX_MB
     forced_attention()  # and for an unknown $SCALING_ATTENTION kernel
     compile_cache.cache_dir(default_data_dir(cfg.data))  # or a $SCALING_COMPILE_CACHE file

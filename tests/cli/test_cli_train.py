@@ -80,6 +80,28 @@ def test_unknown_attention_override_exits_2_before_compute(
     assert not out.exists() and engine._CACHE == compiled_before
 
 
+def test_missing_tracker_exits_2_before_compute(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SCALING_TRACK naming an uninstalled backend used to fail only once the tracker opened:
+    after the model init, leaving config.toml, checkpoints/ and an event file behind."""
+    import importlib.util  # noqa: PLC0415
+
+    from scaling import engine  # noqa: PLC0415 - loaded after cli, like the real command
+
+    missing = "mlflow" if importlib.util.find_spec("mlflow") is None else "wandb"
+    if importlib.util.find_spec(missing) is not None:
+        pytest.skip("both wandb and mlflow are installed")
+    compiled_before = dict(engine._CACHE)
+    monkeypatch.setenv("SCALING_TRACK", missing)
+    out = tmp_path / "run"
+    assert cli.main(_argv(out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert f"SCALING_TRACK asks for {missing}" in err and "pip install" in err, err
+    assert not out.exists() and engine._CACHE == compiled_before
+
+
 def test_out_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "a_file"
     out.write_text("x")
