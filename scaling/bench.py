@@ -48,8 +48,20 @@ def bench_config(name: str, overrides: list[str]) -> tuple[config_lib.RunConfig,
     return config_lib.load(name, overrides), 30
 
 
+def check_counts(steps: int, warmup: int) -> None:
+    """UserError for a step count that cannot be timed (before anything compiles)."""
+    from scaling.errors import UserError  # noqa: PLC0415
+
+    if steps < 1:
+        raise UserError(f"--steps {steps}: the number of timed steps must be >= 1")
+    if warmup < 0:
+        raise UserError(f"--warmup {warmup}: the number of untimed steps must be >= 0")
+
+
 def run_bench(cfg: config_lib.RunConfig, steps: int, warmup: int = 3) -> dict:
-    """Time `steps` train steps after `warmup` untimed ones; return the measurements."""
+    """Time `steps` train steps after the compiling one and `warmup` more untimed ones; return
+    the measurements."""
+    check_counts(steps, warmup)
     import jax  # noqa: PLC0415 - heavy, only when benchmarking
     import numpy as np  # noqa: PLC0415
 
@@ -71,8 +83,8 @@ def run_bench(cfg: config_lib.RunConfig, steps: int, warmup: int = 3) -> dict:
         cost = eng.step.lower(state, batches[0], lr).cost_analysis() or {}
         xla_flops = cost.get("flops") if isinstance(cost, dict) else None
         prev = None
-        for i in range(warmup + steps):
-            if i == warmup:
+        for i in range(1 + warmup + steps):  # call 0 compiles; then `warmup` untimed steps
+            if i == 1 + warmup:
                 jax.block_until_ready(state)
                 t_start = time.perf_counter()
                 compile_s = t_start - t0
@@ -137,14 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scaling.bench", description=__doc__.split("\n")[0])
     p.add_argument("--config", default="small", help="small | gpt2-small | a TOML path/name")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default per config)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps after compile")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps after the compiling one")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     args = p.parse_args(argv)
     from scaling.errors import UserError  # noqa: PLC0415
 
     try:
         cfg, steps = bench_config(args.config, args.overrides)
-        result = run_bench(cfg, args.steps or steps, args.warmup)
+        steps = steps if args.steps is None else args.steps
+        check_counts(steps, args.warmup)
+        result = run_bench(cfg, steps, args.warmup)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
