@@ -91,8 +91,10 @@ def train(
     `stop_after` always ends a dispatch. TensorBoard events go to `tb_dir` (default
     `out_dir/tensorboard`; a sweep passes one shared directory), see `scaling.tracking`.
     `restart` / `from_step` are the explicit ways past unreadable checkpoints
-    (`scaling.checkpoint`). SIGINT/SIGTERM (`scaling.signals`) finish the dispatch in flight,
-    save a checkpoint at its last step and raise `signals.Interrupted`.
+    (`scaling.checkpoint`), and retrain a finished run (its result.json becomes
+    result.replaced.json once the start state is ready). SIGINT/SIGTERM (`scaling.signals`)
+    finish the dispatch in flight, save a checkpoint at its last step and raise
+    `signals.Interrupted`.
     """
     setup = _setup(cfg, Path(out_dir), progress=progress, restart=restart, from_step=from_step)
     if isinstance(setup, dict):  # finished before: its stored result
@@ -140,7 +142,7 @@ def _setup(
     forced_attention()  # and for an unknown $SCALING_ATTENTION kernel
     compile_cache.cache_dir(default_data_dir(cfg.data))  # or a $SCALING_COMPILE_CACHE file
     done = _check_out_dir(out, run_id)
-    if done is not None:
+    if done is not None and not restart and from_step is None:
         log.info("run %s in %s already finished (%s)", run_id, out, done["status"])
         return done
     if is_main:
@@ -155,6 +157,8 @@ def _setup(
     except BaseException:
         ckpt.close()
         raise
+    if done is not None and is_main:  # --restart / --from-step retrain a finished run: its
+        (out / "result.json").replace(out / "result.replaced.json")  # result must not stand
     run = _Run(cfg, out, run_id, is_main, t_start, mesh, data, eng, ckpt, start, meta, restored)
     return run, state
 

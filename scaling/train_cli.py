@@ -48,14 +48,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--restart",
         action="store_true",
-        help="start from step 0 even though checkpoints exist (they are kept as restarted-<step>)",
+        help="start from step 0 even though checkpoints exist (they are kept as restarted-<step>; "
+        "a finished run's result.json as result.replaced.json)",
     )
     r.add_argument(
         "--from-step",
         type=int,
         default=None,
         metavar="N",
-        help="resume from checkpoint step N (newer steps are kept as discarded-<step>)",
+        help="resume from checkpoint step N (newer steps are kept as discarded-<step>; a "
+        "finished run's result.json as result.replaced.json)",
     )
     p.set_defaults(handler=run_train_command)
 

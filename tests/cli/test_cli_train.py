@@ -129,6 +129,31 @@ def test_train_command_runs_and_says_where_outputs_are(
     assert json.loads((out / "result.json").read_text()) == result
 
 
+def test_restart_and_from_step_retrain_a_finished_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Both used to be ignored once result.json existed: the stored result came back, exit 0."""
+    out = tmp_path / "run"
+    assert cli.main(_argv(out)) == 0
+    first, first_steps = json.loads((out / "result.json").read_text()), _metric_steps(out)
+    steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+    assert cli.main([*_argv(out), "--from-step", str(steps[0])]) == 0
+    resumed = json.loads((out / "result.json").read_text())
+    assert resumed["resumed_from_step"] == steps[0] > 0
+    assert resumed["final_val_loss"] == first["final_val_loss"]  # bitwise continuation
+    assert json.loads((out / "result.replaced.json").read_text()) == first
+    assert cli.main([*_argv(out), "--restart"]) == 0
+    again = json.loads((out / "result.json").read_text())
+    assert again["resumed_from_step"] is None and again["step"] == first["step"]
+    assert again["final_val_loss"] == first["final_val_loss"]
+    assert any(p.name.startswith("restarted-") for p in (out / "checkpoints").iterdir())
+    assert _metric_steps(out) == first_steps  # the retrained steps replace, not repeat
+
+
+def _metric_steps(out: Path) -> list[int]:
+    return [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_diverged_run_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     assert cli.main(_argv(out, "train.lr=1e9", "train.warmup_steps=0")) == 1
