@@ -91,6 +91,11 @@ class Checkpointer:
                 "meta": ocp.JsonCheckpointHandler(),
             },
         )
+        # Orbax starts the tmp-dir cleanup in a thread and its close() does not wait for it: a
+        # run that stops at once (a bad --from-step) died in that thread's traceback at exit.
+        await_cleanup = getattr(self._manager, "_maybe_await_cleanup_tmp_directory", None)
+        if await_cleanup is not None:
+            await_cleanup()
 
     # ------------------------------------------------------------------ queries
     def steps(self) -> list[int]:

@@ -256,3 +256,15 @@ def test_orphaned_restore_coroutines_print_nothing(monkeypatch) -> None:
     sys.unraisablehook(SimpleNamespace(exc_value=real, object=None))
     sys.excepthook(ValueError, real, None)
     assert seen == [real, real]
+
+
+def test_close_leaves_no_orbax_thread_running(tmp_path: Path) -> None:
+    """Orbax's tmp-dir cleanup ran in a thread that close() did not wait for: a run that
+    stopped at once (`scaling train --from-step 4` on a new directory) printed its traceback
+    ("cannot schedule new futures after interpreter shutdown") after the one-line error."""
+    import threading  # noqa: PLC0415
+
+    for i in range(3):
+        Checkpointer(tmp_path / f"ck{i}").close()
+        alive = [t.name for t in threading.enumerate() if "_target_setting_result" in t.name]
+        assert not alive, alive
