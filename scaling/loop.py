@@ -204,7 +204,9 @@ class Loop:
         )
         self.excluded, self.t_first, self.step_first = 0.0, None, start
         self.t_done: float | None = None
-        self.window_losses: list[float] = []
+        # the losses since the last metrics line; saved with a checkpoint taken between lines
+        # (an interrupt), so the first line after the resume averages the same steps
+        self.window_losses: list[float] = list(meta.get("window_losses", []))
         self.t_window, self.tok_window, self.t_fetch = time.time(), 0, 0.0
         self.pending_warnings = list(new_warnings)
         self.held: list[dict[str, Any]] = []  # the record of an eval step, waiting for val_loss
@@ -371,6 +373,7 @@ class Loop:
             "last_val_loss": self.val_loss,
             "warnings": self.warnings,
             "wall_time_s": self.meta.get("wall_time_s", 0.0) + time.time() - self.t_start,
+            "window_losses": list(self.window_losses),
         }
         self.ckpt.save(step, state, ckpt_meta)
         self.saved_step = step

@@ -192,6 +192,25 @@ def test_signal_saves_a_checkpoint_at_the_interrupt_step_and_resumes_bitwise(
     assert r["final_val_loss"] == ref["final_val_loss"]  # bitwise
 
 
+def test_an_interrupt_between_metrics_lines_resumes_the_same_curve(
+    reference: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM after update 5 (lines every 2 steps): the checkpoint at 5 carries step 5's loss,
+    so the resumed line at step 6 still averages steps 5 and 6 (it used to hold step 6 alone)."""
+    import signal
+
+    from scaling import signals
+
+    ref_out, _ = reference
+    polls = iter(range(10**6))
+    monkeypatch.setattr(signals, "requested", lambda: signal.SIGTERM if next(polls) == 5 else None)
+    with pytest.raises(signals.Interrupted, match="step 5"):
+        train(tiny(*SHORT, "train.steps_per_dispatch=1"), tmp_path, progress=False)
+    monkeypatch.undo()
+    assert train(tiny(*SHORT), tmp_path, progress=False)["resumed_from_step"] == 5
+    assert _losses(tmp_path) == _losses(ref_out)  # every train_loss bitwise, no duplicates
+
+
 LONG = ["train.steps=24", "train.checkpoint_every=10", "train.eval_every=10", "train.log_every=1"]
 STRIP = ("tokens_per_s", "elapsed_s", "mfu")
 
