@@ -102,34 +102,39 @@ def run_train_command(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "done" else 1
 
 
-def _fmt(x: float | None, spec: str) -> str:
-    return "n/a" if x is None else format(x, spec)
+def _fmt(x: object, spec: str) -> str:
+    """`x` formatted, or n/a when it is missing or not a number (a stored result.json may be
+    older than a field, or edited by hand)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return "n/a"
+    return format(x, spec)
 
 
 def _summary(result: dict, out: Path) -> str:
     """A few lines: outcome, headline numbers, and where every output lives."""
-    status = result["status"]
-    head = f"run {result['name']} ({result['run_id']}): {status} at step {result['step']}"
+    r = result.get
+    status = r("status")
+    head = f"run {r('name')} ({r('run_id')}): {status} at step {r('step')}"
     if status == "diverged":
-        head += f" (non-finite loss at step {result['diverged_at_step']})"
+        head += f" (non-finite loss at step {r('diverged_at_step')})"
     lines = [
         head,
-        f"  val loss     {_fmt(result['final_val_loss'], '.4f')} nats/token "
-        f"(best {_fmt(result['best_val_loss'], '.4f')})",
-        f"  params       {result['N_total']:,} total, {result['N_nonembed']:,} non-embedding",
-        f"  tokens       {result['D']:,}   FLOPs {result['C_exact']:.3e}",
-        f"  throughput   {_fmt(result['tokens_per_s'], ',.0f')} tokens/s, "
-        f"MFU {'n/a' if result['mfu'] is None else format(100 * result['mfu'], '.1f') + '%'} "
-        f"on {result['n_devices']} x {result['device_kind']}",
-        f"  wall time    {result['wall_time_s']:.1f} s",
+        f"  val loss     {_fmt(r('final_val_loss'), '.4f')} nats/token "
+        f"(best {_fmt(r('best_val_loss'), '.4f')})",
+        f"  params       {_fmt(r('N_total'), ',')} total, {_fmt(r('N_nonembed'), ',')} "
+        "non-embedding",
+        f"  tokens       {_fmt(r('D'), ',')}   FLOPs {_fmt(r('C_exact'), '.3e')}",
+        f"  throughput   {_fmt(r('tokens_per_s'), ',.0f')} tokens/s, "
+        f"MFU {_fmt(r('mfu'), '.1%')} on {r('n_devices', '?')} x {r('device_kind', '?')}",
+        f"  wall time    {_fmt(r('wall_time_s'), '.1f')} s",
     ]
     for w in result.get("checkpoint_warnings") or []:
         lines.append(f"  warning      {w}")
     lines += [
         f"outputs in {out}/",
-        f"  config.toml    resolved config (hash {result['run_id']})",
+        f"  config.toml    resolved config (hash {r('run_id')})",
         "  metrics.jsonl  per-step train/val loss, lr, tokens/s, MFU",
         "  checkpoints/   Orbax checkpoints (a rerun resumes from the newest readable one)",
-        "  result.json    final summary" + (" incl. few-shot evals" if result["evals"] else ""),
+        "  result.json    final summary" + (" incl. few-shot evals" if r("evals") else ""),
     ]
     return "\n".join(lines)

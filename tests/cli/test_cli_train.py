@@ -154,6 +154,24 @@ def _metric_steps(out: Path) -> list[int]:
     return [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_a_stored_result_missing_fields_still_summarises(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The rerun of a finished run prints its stored result.json; one written before a field
+    existed (or edited by hand) used to end in a KeyError traceback."""
+    out = tmp_path / "run"
+    assert cli.main(_argv(out)) == 0
+    capsys.readouterr()
+    result = json.loads((out / "result.json").read_text())
+    for key in ("mfu", "evals", "tokens_per_s", "C_exact", "N_nonembed"):
+        del result[key]
+    (out / "result.json").write_text(json.dumps(result))
+    assert cli.main(_argv(out)) == 0
+    text = capsys.readouterr().out
+    assert "n/a tokens/s, MFU n/a" in text and "FLOPs n/a" in text, text
+    assert f"{result['N_total']:,} total, n/a non-embedding" in text, text
+
+
 def test_diverged_run_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     assert cli.main(_argv(out, "train.lr=1e9", "train.warmup_steps=0")) == 1
