@@ -61,6 +61,10 @@ def progress_of(metrics: Path, planned_steps: int) -> dict[str, Any]:
     val = next((r["val_loss"] for r in reversed(recs) if r.get("val_loss") is not None), None)
     eta = None
     timed = [r for r in recs if isinstance(r.get("elapsed_s"), int | float)]
+    for i in range(len(timed) - 1, 0, -1):  # elapsed_s restarts with each session: keep the last
+        if timed[i]["elapsed_s"] < timed[i - 1]["elapsed_s"]:
+            timed = timed[i:]
+            break
     if len(timed) >= 2:
         a, b = timed[0], timed[-1]
         if b["step"] > a["step"] and b["elapsed_s"] > a["elapsed_s"]:

@@ -98,6 +98,15 @@ def test_status_progress_eta_and_last_loss(tmp_path: Path) -> None:
     assert [fmt_duration(x) for x in (None, 42.4, 185, 7620)] == ["", "42s", "3m05s", "2h07m"]
 
 
+def test_status_eta_uses_the_resumed_session_only(tmp_path: Path) -> None:
+    """elapsed_s counts from each session's start: the rate used to span the resume (session 1
+    at step 10, 10 s; session 2 at step 50, 28 s), 0.45 s/step where both ran at 1 s/step."""
+    path = tmp_path / "metrics.jsonl"
+    recs = [(10, 10.0), (20, 20.0), (30, 8.0), (40, 18.0), (50, 28.0)]  # resumed from 20
+    path.write_text("".join(json.dumps({"step": s, "elapsed_s": e}) + "\n" for s, e in recs))
+    assert progress_of(path, planned_steps=100)["eta_s"] == pytest.approx(50 * 1.0)
+
+
 def test_sweep_runs_share_one_tensorboard_dir(tmp_path: Path) -> None:
     """The launcher gives every cell SWEEP/tensorboard/<cell label>, so one viewer shows all."""
     from sweeps import registry as R
