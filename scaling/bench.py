@@ -1,11 +1,13 @@
 """Training-step benchmark: `python -m scaling.bench [--config small|gpt2-small|TOML] ...`.
 
-Runs the real compiled train step (scaling.engine: sharded AdamW, donation, async dispatch,
-one host fetch of the previous step's loss per step, like scaling.train) for a fixed number of
-steps on fixed pseudo-random byte/token batches, and prints tokens/s, achieved FLOP/s (training
-FLOPs per token from scaling.flops x tokens/s) and MFU against the device's peak (n/a on CPU),
-stating the FLOP convention and XLA's own count of the compiled step (`cost_analysis()`).
-Compilation and `--warmup` steps are excluded from the timing. No dataset is needed.
+Runs the real compiled train step (`Engine.step` of scaling.engine: sharded AdamW, donation,
+async dispatch) one update per call, fetching the previous step's loss after each dispatch, for a
+fixed number of steps on fixed pseudo-random byte/token batches, and prints tokens/s, achieved
+FLOP/s (training FLOPs per token from scaling.flops x tokens/s) and MFU against the device's peak
+(n/a on CPU), stating the FLOP convention and XLA's own count of the compiled step
+(`cost_analysis()`). The first (compiling) call and `--warmup` more steps are excluded from the
+timing. No dataset is needed. `scaling train` runs several updates per call for small models
+(`scaling.loop`), so its tokens/s can be higher than this per-call figure on them.
 
 `make bench` then runs the demo-grid throughput benchmark (`python -m sweeps.bench_demo`) and the
 fitting benchmark (`python -m analysis.laws.bench`), each its own program: scaling/ never imports
