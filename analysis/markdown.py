@@ -323,7 +323,7 @@ def _forms(js: dict, lvl: int) -> list[str]:
         ps = ", ".join(f"{k} {_g(v)}" for k, v in fr["params"].items())
         sc = fr["out_of_sample_error"]
         L.append(
-            f"| frontier L_opt(C) (on the {fr['n_budgets']} budgets' lowest losses; "
+            f"| frontier L_opt(C) (on the lowest loss at each of {fr['n_budgets']} compute levels; "
             f"cross-check) | {ps} | {fr['aic']:.1f} | {fr['bic']:.1f} | "
             f"{'' if sc is None else f'{sc:.2%}'} | – |"
         )

@@ -205,7 +205,10 @@ def frontier_line(fr: dict, lvl: int) -> str:
     there are enough budgets to resample: `Predictor.frontier_loss`)."""
     err = fr["out_of_sample_error"]
     oos = "" if err is None else f"; out-of-sample error {err:.2%}"
-    head = f"cross-check, frontier L_opt(C) fitted to the {fr['n_budgets']} budgets' lowest losses"
+    head = (  # compute levels: an IsoFLOP sweep's budgets, or clusters of C on other designs
+        f"cross-check, frontier L_opt(C) fitted to the lowest loss at each of {fr['n_budgets']} "
+        "compute levels"
+    )
     if fr.get("lo") is None:
         return f"{head}: {fr['estimate']:.4g} (too few budgets for a bootstrap CI{oos})"
     return f"{head}: {_fmt(fr)} ({lvl}% bootstrap, parameter noise only{oos})"

@@ -75,7 +75,7 @@ def test_analyze_writes_report_fits_and_figures(sweep_dir, capsys):
         "Approach 2",
         "Predictive intervals",
         "Rolling-origin back-tests",
-        "frontier L_opt(C) (on the 4 budgets' lowest losses",
+        "frontier L_opt(C) (on the lowest loss at each of 4 compute levels",
         "![interval_reliability](interval_reliability.png)",
         "nats/byte",
         "skipped run r099",
