@@ -3,7 +3,8 @@
 Parameters name their axes logically (`("embed", "mlp")`); `LOGICAL_AXIS_RULES` maps each name to
 a mesh axis of ("data", "fsdp", "tensor"), a tuple of them, or None (replicated). A parameter whose
 name has no rule raises `ShardingRuleError`. A dimension that its mesh axes do not divide (e.g. a
-byte vocab of 259 over tensor=2) is replicated along that dimension with a warning; pass
+byte vocab of 259 over tensor=2) is replicated along that dimension with a one-line `warning:` on
+stderr (`scaling.fileio.warn`, once per distinct message and process); pass
 `strict=True` to raise `UserError` instead.
 
 Typical use (see `create_sharded`):
@@ -20,7 +21,6 @@ Tracing a step under `with jax.set_mesh(mesh):` also enables the activation cons
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +28,7 @@ import jax
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from scaling import fileio
 from scaling.errors import UserError
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -90,7 +91,7 @@ def logical_to_spec(
     """PartitionSpec for an array with logical axis `names` and `shape` on a mesh.
 
     Mesh axes absent from `mesh_shape` are dropped. A dim not divisible by its mesh axes is
-    replicated (a warning, or `on_replicate(reason)` when given), or raises UserError when
+    replicated (a `warning:` line, or `on_replicate(reason)` when given), or raises UserError when
     `strict`.
     """
     rules = LOGICAL_AXIS_RULES if rules is None else rules
@@ -112,7 +113,7 @@ def logical_to_spec(
             if on_replicate is not None:
                 on_replicate(reason)
             elif warn:
-                warnings.warn(f"{what}: {reason}; replicating this dim", stacklevel=3)
+                fileio.warn(f"{what}: {reason}; replicating this dim")
             axes = ()
         used |= set(axes)
         spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
@@ -170,10 +171,9 @@ def state_shardings(state: Any, mesh: Mesh, *, strict: bool = False) -> Any:
     for reason, wheres in replicated.items():
         wheres = sorted(wheres, key=len)  # the param before its longer-named Adam moments
         some = ", ".join(wheres[:3]) + (", ..." if len(wheres) > 3 else "")
-        warnings.warn(
+        fileio.warn(
             f"{reason}: replicated along that dim, not sharded, in {len(wheres)} arrays "
-            f"({some}); to shard it, choose model sizes or mesh sizes that divide",
-            stacklevel=2,
+            f"({some}); to shard it, choose model sizes or mesh sizes that divide"
         )
     return out
 

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from scaling import sharding
+from scaling import fileio, sharding
 from scaling.config import from_dict
 from scaling.errors import UserError
 from scaling.model import Transformer, cross_entropy
@@ -116,32 +116,45 @@ def test_unknown_logical_name_raises():
         sharding.state_shardings(nnx.state(Unnamed()), mesh)
 
 
-def test_non_divisible_dim_replicates_or_raises():
+def _warnings(capsys: pytest.CaptureFixture) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line]
+
+
+def test_non_divisible_dim_replicates_or_raises(capsys, monkeypatch):
+    monkeypatch.setattr(fileio, "_warned", set())
     cfg = run_cfg(vocab_size=259)  # byte vocab: odd, tensor = 2 cannot split it
     mesh = sharding.make_mesh(cfg)
     abstract = nnx.state(nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0))))
-    with pytest.warns(UserWarning, match="vocab"):
-        shardings = sharding.state_shardings(abstract, mesh)
+    capsys.readouterr()
+    shardings = sharding.state_shardings(abstract, mesh)
+    (line,) = _warnings(capsys)
+    assert line.startswith("warning: dim 'vocab' = 259 is not divisible by mesh axes"), line
     assert shardings["embedding"].get_value().spec == P(None, "fsdp")
     with pytest.raises(UserError, match=r"\['embedding'\].*'vocab' = 259"):
         sharding.state_shardings(abstract, mesh, strict=True)
+    spec = sharding.logical_to_spec(("vocab",), (259,), dict(mesh.shape), what="head")
+    assert spec == P(None) and _warnings(capsys) == [
+        "warning: head: dim 'vocab' = 259 is not divisible by mesh axes ('tensor',) (size 2); "
+        "replicating this dim"
+    ]
 
 
-def test_replication_warns_once_per_dim_from_the_callers_line():
-    """A param and its two Adam moments replicate the same dim: one warning, naming all three,
-    attributed to the caller (was: three warnings pointing into jax's tree_util)."""
+def test_replication_warns_once_per_dim_in_one_line(capsys, monkeypatch):
+    """A param and its two Adam moments replicate the same dim: one warning, naming all three
+    (was: three warnings pointing into jax's tree_util); one `warning:` line, as every warning
+    of the project (was: Python's two-line UserWarning with a file:line header)."""
+    monkeypatch.setattr(fileio, "_warned", set())
     cfg = run_cfg(vocab_size=259)
     mesh = sharding.make_mesh(cfg)
     tx = optax.adamw(1e-3)
     abstract = nnx.state(nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0))))
     state = {"params": abstract, "opt": jax.eval_shape(tx.init, abstract)}
-    with pytest.warns(UserWarning) as record:
-        shardings = sharding.state_shardings(state, mesh)
-    assert len(record) == 1, [str(w.message) for w in record]
-    msg = str(record[0].message)
-    assert "'vocab' = 259" in msg and "in 3 arrays" in msg
+    capsys.readouterr()
+    shardings = sharding.state_shardings(state, mesh)
+    (msg,) = _warnings(capsys)
+    assert msg.startswith("warning: ") and "'vocab' = 259" in msg and "in 3 arrays" in msg
     assert msg.index("['params']['embedding']") < msg.index("mu['embedding']")
-    assert record[0].filename == __file__
+    assert "choose model sizes or mesh sizes that divide" in msg
     assert shardings["opt"][0].mu["embedding"].get_value().spec == P(None, "fsdp")
 
 
