@@ -13,7 +13,10 @@ The x axis is the optimizer step. On resume the writer purges events at or past 
 `SCALING_TRACK=wandb` (and/or `mlflow`, comma-separated) also logs the same scalars to Weights &
 Biases or MLflow. Install them with `pip install 'scaling[wandb]'` / `'scaling[mlflow]'`. Both are
 offline by default: W&B runs with WANDB_MODE=offline unless you set it (`wandb sync` uploads
-later), MLflow writes to `file:<log dir>/mlruns` unless MLFLOW_TRACKING_URI is set.
+later), MLflow writes to `file:<log dir>/mlruns` unless MLFLOW_TRACKING_URI is set. A resumed
+run logs into the run it started in both: W&B's run id is our run id, and the MLflow run is
+found again by its `scaling_run_id` tag. A run stopped by a signal or an error is closed there
+as killed or failed (W&B exit code 130 or 1, MLflow status KILLED or FAILED).
 
 Only process 0 of a multi-process run logs (the caller passes `enabled=False` elsewhere).
 Tracking does not change a run's config or id.
@@ -21,12 +24,14 @@ Tracking does not change a run's config or id.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from scaling.errors import UserError
+from scaling.fileio import warn
 
 SCALARS = {
     "train_loss": "loss/train",
@@ -40,6 +45,8 @@ SCALARS = {
 EVAL_METRICS = ("exact_match", "token_acc", "logprob")
 BACKENDS = ("wandb", "mlflow")
 ENV = "SCALING_TRACK"
+MLFLOW_TAG = "scaling_run_id"  # the tag that finds a run's MLflow run again on resume
+_EXIT_CODES = {"finished": 0, "failed": 1, "killed": 130}  # W&B marks a non-zero one failed
 
 
 def requested_backends(spec: str | None = None) -> tuple[str, ...]:
@@ -108,8 +115,12 @@ class Tracker:
         self._tb = SummaryWriter(
             logdir=str(self.log_dir), purge_step=resume_step or None, flush_secs=30
         )
-        for name in backends:
-            self._extra.append(_open_backend(name, self.log_dir, run_name, run_id, config))
+        try:
+            for name in backends:
+                self._extra.append(_open_backend(name, self.log_dir, run_name, run_id, config))
+        except BaseException as e:  # close the writers already open (a signal, a backend error)
+            self.close_quietly(e)
+            raise
 
     def log(self, record: dict[str, Any]) -> None:
         """One metrics.jsonl record (needs "step"); non-finite or missing values are skipped."""
@@ -136,13 +147,31 @@ class Tracker:
         if self._tb is not None:
             self._tb.flush()
 
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-        for backend in self._extra:
-            backend.close()
-        self._extra = []
+    def close(self, status: str = "finished") -> None:
+        """Close every writer (again: a no-op). `status` ("finished", "failed" or "killed") is
+        how W&B and MLflow record the run's end; the first error is raised after all closed."""
+        tb, extra = self._tb, self._extra
+        self._tb, self._extra = None, []
+        closers = [tb.close] if tb is not None else []
+        closers += [functools.partial(backend.close, status) for backend in extra]
+        errors: list[Exception] = []
+        for close in closers:
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001 - close the others, then raise the first
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def close_quietly(self, cause: BaseException) -> None:
+        """Close after `cause` (a signal, an error) stopped the run: the run is recorded as
+        killed or failed, and a tracker that fails to close is one `warning:` line, never an
+        exception that would replace `cause` (and its one-line report and exit code)."""
+        try:
+            self.close("killed" if isinstance(cause, KeyboardInterrupt) else "failed")
+        except Exception as e:  # noqa: BLE001
+            text = (str(e).splitlines() or [""])[0][:300]
+            warn(f"an experiment tracker failed to close ({type(e).__name__}: {text})")
 
 
 def _import(name: str):
@@ -177,24 +206,36 @@ class _WandB:
     def log(self, vals: dict[str, float], step: int) -> None:
         self.run.log(vals, step=step)
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, status: str) -> None:
+        self.run.finish(exit_code=_EXIT_CODES[status])
 
 
 class _MLflow:
+    """One MLflow run per scaling run: tagged `scaling_run_id`, and reopened by that tag when
+    the run resumes (so a resumed run is one MLflow run, not one per session)."""
+
     def __init__(self, log_dir: Path, run_name: str, run_id: str, config: dict) -> None:
         mlflow = _import("mlflow")
         self.mlflow = mlflow
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             mlflow.set_tracking_uri((log_dir / "mlruns").resolve().as_uri())
-        self.run = mlflow.start_run(run_name=f"{run_name}-{run_id}")
-        mlflow.log_params({"run_id": run_id, "name": run_name})
+        earlier = mlflow.search_runs(
+            filter_string=f"tags.{MLFLOW_TAG} = '{run_id}'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+            output_format="list",
+        )
+        if earlier:  # a resumed (or retrained) run: log into the MLflow run it started
+            self.run = mlflow.start_run(run_id=earlier[0].info.run_id)
+        else:
+            self.run = mlflow.start_run(run_name=f"{run_name}-{run_id}", tags={MLFLOW_TAG: run_id})
+            mlflow.log_params({"run_id": run_id, "name": run_name})
 
     def log(self, vals: dict[str, float], step: int) -> None:
         self.mlflow.log_metrics(vals, step=step)
 
-    def close(self) -> None:
-        self.mlflow.end_run()
+    def close(self, status: str) -> None:
+        self.mlflow.end_run(status=status.upper())
 
 
 def _open_backend(name: str, log_dir: Path, run_name: str, run_id: str, config: dict):

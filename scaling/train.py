@@ -172,10 +172,12 @@ def _loop(
     should_stop: Callable[[], bool] | None,
 ) -> tuple[dict[str, Any], Loop, tracking.Tracker]:
     """Train from the initial state to the end (or a stop); always close Orbax and the logs.
-    Returns (state, loop, tracker); the tracker stays open for finish."""
+    Returns (state, loop, tracker); the tracker stays open for finish, unless the loop raised
+    (a signal, an error): then it is closed here (W&B finish, MLflow end_run)."""
     cfg, restored = run.cfg, run.restored
     warnings = list(run.meta.get("warnings", [])) + (restored.warnings if restored else [])
     tracker = loop = None
+    failed: BaseException | None = None
     try:  # a signal while the tracker opens (tensorboardX import) must still close Orbax
         tracker = tracking.Tracker(
             Path(tb_dir) if tb_dir else run.out / "tensorboard",
@@ -202,12 +204,17 @@ def _loop(
             ckpt=run.ckpt,
         )
         state = loop.run(state, run.start, stop_after=stop_after, should_stop=should_stop)
+    except BaseException as e:
+        failed = e
+        raise
     finally:
         with signals.graceful():  # a signal now must not skip stopping Orbax's threads
             if loop is not None:
                 loop.close()
-            if tracker is not None:
+            if tracker is not None and failed is None:
                 tracker.flush()
+            elif tracker is not None:
+                tracker.close_quietly(failed)
             run.ckpt.close()  # waits for pending saves, then stops Orbax's threads
     return state, loop, tracker
 
@@ -222,10 +229,15 @@ def _finish(
         tracker.close()
         return {"status": "stopped", "step": final_step, "run_id": run.run_id}
     evals = None
-    if cfg.eval.enabled and status == "done":
-        model = nnx.merge(run.eng.graphdef, state["params"], state["other"])
-        evals = run_evals(model, cfg, run.mesh)
-    tracker.log_evals(final_step or 0, evals)
+    try:
+        if cfg.eval.enabled and status == "done":
+            model = nnx.merge(run.eng.graphdef, state["params"], state["other"])
+            evals = run_evals(model, cfg, run.mesh)
+        tracker.log_evals(final_step or 0, evals)
+    except BaseException as e:  # a signal or an error in the final evals: close, then raise
+        with signals.graceful():
+            tracker.close_quietly(e)
+        raise
     tracker.close()
     result = _result(cfg, loop, run.data.info, final_step, evals, run.mesh, run.start)
     if run.is_main:

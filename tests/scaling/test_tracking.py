@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
+import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -44,21 +48,20 @@ def test_disabled_tracker_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "tb").exists()
 
 
+FAST_RUN = [
+    "model.preset=cpu-3xs",
+    "model.seq_len=32",
+    "train.batch_size=16",
+    "data.dataset=python_source/small",
+    "data.val_tokens=2048",
+    "data.task_mix=0.0",
+    "eval.enabled=false",
+]
+
+
 def test_train_writes_events_matching_metrics(tmp_path: Path) -> None:
     cfg = config.load(
-        "tiny",
-        [
-            "model.preset=cpu-3xs",
-            "model.seq_len=32",
-            "train.batch_size=16",
-            "data.dataset=python_source/small",
-            "data.val_tokens=2048",
-            "data.task_mix=0.0",
-            "eval.enabled=false",
-            "train.steps=8",
-            "train.eval_every=4",
-            "train.log_every=2",
-        ],
+        "tiny", [*FAST_RUN, "train.steps=8", "train.eval_every=4", "train.log_every=2"]
     )
     train(cfg, tmp_path / "run", progress=False, tb_dir=tmp_path / "tb" / "cell")
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -143,3 +146,102 @@ def test_wandb_extra_logs_offline_by_default(tmp_path: Path, monkeypatch) -> Non
     runs = list((tmp_path / "wandb").glob("offline-run-*-wb1/run-wb1.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
     assert _scalars(tmp_path)["loss/train"] == {10: 2.5}  # TensorBoard is written as well
+
+
+# ----------------------------------------------------------------------------- fake W&B, MLflow
+
+
+class _FakeMLflow(types.ModuleType):
+    """The part of mlflow's module API that `tracking._MLflow` uses, over one in-memory store
+    that outlives a session (as the mlruns directory does)."""
+
+    def __init__(self) -> None:
+        super().__init__("mlflow")
+        self.__spec__ = importlib.machinery.ModuleSpec("mlflow", None)  # find_spec finds it
+        self.runs: dict[str, dict] = {}
+        self.active: str | None = None
+
+    def set_tracking_uri(self, uri: str) -> None:
+        self.uri = uri
+
+    def search_runs(self, *, filter_string, max_results, order_by, output_format):
+        key, value = re.fullmatch(r"tags\.(\w+) = '(\w+)'", filter_string).groups()
+        assert output_format == "list" and max_results == 1
+        hits = [r for r in self.runs.values() if r["tags"].get(key) == value]
+        return [types.SimpleNamespace(info=types.SimpleNamespace(run_id=r["id"])) for r in hits]
+
+    def start_run(self, run_id=None, run_name=None, tags=None):
+        assert self.active is None, "one active run at a time"
+        if run_id is None:
+            run_id = f"mlflow-{len(self.runs)}"
+            self.runs[run_id] = {"id": run_id, "tags": dict(tags or {}), "metrics": []}
+        self.runs[run_id]["status"] = "RUNNING"
+        self.active = run_id
+        return self.runs[run_id]
+
+    def log_params(self, params: dict) -> None:
+        self.runs[self.active]["params"] = params
+
+    def log_metrics(self, vals: dict, step: int) -> None:
+        self.runs[self.active]["metrics"].append((step, vals["loss/train"]))
+
+    def end_run(self, status: str = "FINISHED") -> None:
+        self.runs[self.active]["status"] = status
+        self.active = None
+
+
+def _fake_wandb(finished: list[int | None]) -> types.ModuleType:
+    """wandb.init() -> a run whose finish(exit_code) is recorded in `finished`."""
+    wandb = types.ModuleType("wandb")
+    wandb.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    wandb.init = lambda **kw: types.SimpleNamespace(
+        log=lambda vals, step: None, finish=lambda exit_code=None: finished.append(exit_code)
+    )
+    return wandb
+
+
+def test_mlflow_resumes_the_run_it_started(tmp_path: Path, monkeypatch) -> None:
+    """Each session used to start a new MLflow run: a resumed run was split in two."""
+    fake = _FakeMLflow()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    for run_id, step in (("abc", 10), ("abc", 20), ("other", 10)):
+        t = tracking.Tracker(tmp_path, run_name="r", run_id=run_id, config={}, backends=("mlflow",))
+        t.log({"step": step, "train_loss": step / 10})
+        t.close()
+    assert len(fake.runs) == 2
+    first, second = fake.runs.values()
+    assert first["tags"] == {tracking.MLFLOW_TAG: "abc"} and first["metrics"] == [(10, 1), (20, 2)]
+    assert second["metrics"] == [(10, 1)] and first["status"] == second["status"] == "FINISHED"
+    assert first["params"] == {"run_id": "abc", "name": "r"}
+
+
+def test_trackers_close_when_the_run_is_interrupted_or_fails(tmp_path: Path, monkeypatch) -> None:
+    """A signal or an error in the step loop flushed the trackers but never closed them: W&B's
+    finish() and MLflow's end_run() were skipped. Now they record the run killed / failed, and
+    the resumed session finishes the same MLflow run."""
+    import signal
+
+    from scaling import signals
+
+    fake, finished = _FakeMLflow(), []
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(finished))
+    monkeypatch.setenv(tracking.ENV, "wandb,mlflow")
+    cfg = config.load("tiny", [*FAST_RUN, "train.steps=8", "train.steps_per_dispatch=1"])
+    polls = iter(range(10**6))
+    with monkeypatch.context() as m:
+        m.setattr(signals, "requested", lambda: signal.SIGTERM if next(polls) == 3 else None)
+        with pytest.raises(signals.Interrupted):
+            train(cfg, tmp_path / "run", progress=False)
+    (run,) = fake.runs.values()
+    assert run["status"] == "KILLED" and finished == [130] and fake.active is None
+
+    def fail() -> bool:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        train(cfg, tmp_path / "run", progress=False, should_stop=fail)
+    assert run["status"] == "FAILED" and finished == [130, 1] and fake.active is None
+    assert train(cfg, tmp_path / "run", progress=False)["status"] == "done"
+    assert list(fake.runs.values()) == [run] and run["status"] == "FINISHED"
+    assert finished == [130, 1, 0] and [s for s, _ in run["metrics"]][-1] == 8
