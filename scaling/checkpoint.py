@@ -231,10 +231,7 @@ class Checkpointer:
 
     def _restore_exact(self, step: int, steps: list[int], abstract_state: Any) -> Restored:
         if step not in steps:
-            raise UserError(
-                f"--from-step {step}: no checkpoint step {step} in {self.directory} (steps "
-                f"{_fmt_steps(steps) or 'none'}); pick one of them, or --restart"
-            )
+            raise UserError(_no_step(step, self.directory, steps))
         try:
             state, meta = self.restore(step, abstract_state)
         except Exception as e:  # noqa: BLE001
@@ -325,6 +322,31 @@ def _quiet_orphans() -> None:
     sys.unraisablehook = on_unraisable
     if not getattr(excepthook, "scaling_orphans", False):
         sys.excepthook = on_exception
+
+
+def check_from_step(directory: str | Path, step: int | None) -> None:
+    """UserError, before a run creates anything, when `--from-step step` (> 0) names no step
+    directory in `directory` (the checkpoints dir; absent when the run never started).
+    `Checkpointer.restore_latest` checks the same against Orbax's own list later, once the
+    Checkpointer (which creates the directory) exists; this checks the files first."""
+    if not step:  # None: no --from-step; 0: --restart
+        return
+    directory = Path(directory)
+    if (directory / str(step)).is_dir():
+        return
+    steps = (
+        sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit() and p.is_dir())
+        if directory.is_dir()
+        else []
+    )
+    raise UserError(_no_step(step, directory.absolute(), steps))
+
+
+def _no_step(step: int, directory: Path, steps: list[int]) -> str:
+    return (
+        f"--from-step {step}: no checkpoint step {step} in {directory} (steps "
+        f"{_fmt_steps(steps) or 'none'}); pick one of them, or --restart"
+    )
 
 
 def _fmt_steps(steps: list[int]) -> str:

@@ -32,7 +32,7 @@ from flax import nnx
 from scaling import compile_cache, engine, optim, results, sharding, signals, tracking
 from scaling import config as config_lib
 from scaling import flops as flops_lib
-from scaling.checkpoint import Checkpointer
+from scaling.checkpoint import Checkpointer, check_from_step
 from scaling.config import RunConfig
 from scaling.data.sources import default_data_dir
 from scaling.errors import UserError
@@ -128,6 +128,7 @@ def _setup(
     """Check everything before compute (UserError), then the run directory, the engine and the
     initial (or restored) state; the stored result instead when this run already finished."""
     t_start = time.time()
+    check_from_step(out / "checkpoints", from_step)  # before anything is made in `out`
     sharding.maybe_initialize_distributed()
     is_main = jax.process_index() == 0
     run_id = config_lib.config_hash(cfg)

@@ -102,6 +102,25 @@ def test_missing_tracker_exits_2_before_compute(
     assert not out.exists() and engine._CACHE == compiled_before
 
 
+def test_from_step_that_does_not_exist_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`--from-step 4` on a new directory used to write config.toml and an empty checkpoints/
+    (the step was checked only once Orbax's manager had made it) before exiting 2."""
+    out = tmp_path / "run"
+    assert cli.main([*_argv(out), "--from-step", "4"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: --from-step 4: no checkpoint step 4 in ") and "(steps none)" in err
+    )
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    (out / "checkpoints" / "2").mkdir(parents=True)  # a step of an earlier session (and a tmp)
+    (out / "checkpoints" / "3.orbax-checkpoint-tmp-1").mkdir()
+    assert cli.main([*_argv(out), "--from-step", "4"]) == 2
+    assert "(steps 2); pick one of them, or --restart" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]  # no config.toml written
+
+
 def test_out_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "a_file"
     out.write_text("x")
