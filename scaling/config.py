@@ -37,7 +37,13 @@ from scaling.runconfig import (
     RunConfig,
     TrainConfig,
 )
-from scaling.validation import resolve_mesh, validate, validate_mesh
+from scaling.validation import (
+    ignored_settings,
+    resolve_mesh,
+    validate,
+    validate_mesh,
+    warn_ignored,
+)
 
 __all__ = [
     "BYTE_VOCAB",
@@ -55,6 +61,7 @@ __all__ = [
     "check_section",
     "config_hash",
     "from_dict",
+    "ignored_settings",
     "load",
     "parse_value",
     "read_toml",
@@ -65,6 +72,7 @@ __all__ = [
     "to_toml",
     "validate",
     "validate_mesh",
+    "warn_ignored",
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"

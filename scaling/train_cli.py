@@ -79,6 +79,7 @@ def run_train_command(args: argparse.Namespace) -> int:
         getattr(args, "coordinator_timeout", None),
     )
     cfg = config_lib.load(args.config, args.overrides)  # static validation: UserError
+    config_lib.warn_ignored(cfg)  # valid settings that do nothing: one `warning:` line each
     from_step = getattr(args, "from_step", None)
     if from_step is not None and from_step < 0:
         raise UserError(f"--from-step {from_step}: must be a checkpoint step >= 0")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from scaling.errors import UserError
+from scaling.fileio import warn
 from scaling.runconfig import (
     CHOICES,
     DataConfig,
@@ -26,6 +27,25 @@ def validate(cfg: RunConfig) -> None:
     _check_data(cfg.data, cfg.model, cfg.eval)
     _check_eval_and_mesh(cfg.eval, cfg.mesh, cfg.model)
     _check_batch_split(cfg.mesh, cfg.train)
+
+
+def ignored_settings(cfg: RunConfig) -> list[str]:
+    """Settings that pass `validate` but do nothing, one line each. Not errors: a stored
+    config holding one (a finished run's config.toml, a sweep's plan) must still load."""
+    m, out = cfg.model, []
+    if m.param == "sp" and m.base_width:
+        out.append(
+            f'model.base_width = {m.base_width} does nothing with model.param = "sp" (only muP '
+            f'reads it) but changes the run id; drop it, or set model.param = "mup"'
+        )
+    return out
+
+
+def warn_ignored(cfg: RunConfig) -> None:
+    """`ignored_settings` as `warning:` lines on stderr, where a config is loaded for a new run
+    (`scaling train`, the benchmark, a sweep's planning)."""
+    for line in ignored_settings(cfg):
+        warn(line)
 
 
 def _check_model(m: ModelConfig) -> None:

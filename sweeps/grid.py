@@ -348,6 +348,8 @@ def _run_config(
                 section, _, fld = key.partition(".")
                 raw.setdefault(section, {})[fld] = value
     try:
-        return C.from_dict(raw)
+        cfg = C.from_dict(raw)
     except UserError as e:
         raise UserError(f"{where}: {e}") from e
+    C.warn_ignored(cfg)  # once per distinct line (`scaling.fileio.warn`), not once per cell
+    return cfg

@@ -121,6 +121,21 @@ def test_from_step_that_does_not_exist_creates_nothing(
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]  # no config.toml written
 
 
+def test_a_setting_that_does_nothing_warns_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """model.base_width under model.param = "sp" was accepted silently, yet moved the run id.
+    A warning (not an error: stored configs holding it must still load)."""
+    from scaling import fileio  # noqa: PLC0415
+
+    monkeypatch.setattr(fileio, "_warned", set())  # warned once per process: not yet
+    argv = [*_argv(tmp_path / "run", "model.base_width=64"), "--from-step", "4"]
+    assert cli.main(argv) == 2  # stops at once: the warning comes first, from the config
+    warning, error = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith("warning: model.base_width = 64 does nothing with model.param")
+    assert "changes the run id" in warning and error.startswith("error: --from-step 4")
+
+
 def test_out_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "a_file"
     out.write_text("x")

@@ -92,3 +92,22 @@ def test_a_directory_where_a_toml_goes_is_named_as_one(tmp_path):
     """`scaling sweep plan runs/demo` (a sweep directory for the grid) said 'not found'."""
     with pytest.raises(UserError, match="is a directory, not a TOML file"):
         C.load(str(tmp_path))
+
+
+def test_base_width_without_mup_is_a_warning_not_an_error(capsys, monkeypatch):
+    """It does nothing under sp but changes the run id; a stored config holding it must still
+    load (sweeps re-load every cell's config), so it is reported, not refused."""
+    from scaling import fileio
+
+    monkeypatch.setattr(fileio, "_warned", set())
+    sp = C.load("tiny", ["model.base_width=64"])
+    assert C.config_hash(sp) != C.config_hash(C.load("tiny"))
+    (line,) = C.ignored_settings(sp)
+    assert "model.base_width = 64" in line and 'model.param = "sp"' in line
+    assert C.ignored_settings(C.load("tiny", ['model.param="mup"', "model.base_width=64"])) == []
+    assert C.ignored_settings(C.load("tiny")) == []
+    assert C.from_dict(tomllib.loads(C.to_toml(sp))) == sp  # re-loads silently
+    assert capsys.readouterr().err == ""
+    C.warn_ignored(sp)
+    C.warn_ignored(sp)
+    assert capsys.readouterr().err == f"warning: {line}\n"  # one line, once
