@@ -39,3 +39,35 @@ def test_numbers_are_self_consistent() -> None:
     assert r["mfu"] is None  # CPU: no invented peak
     text = bench.format_result(r)
     assert flops.CONVENTION in text and "cost_analysis()" in text
+
+
+@pytest.mark.parametrize(
+    ("item", "names"),
+    [
+        ("train.steps=5", ["--set train.steps=5", "use --steps"]),  # was silently ignored
+        ("train.warmup_steps=2", ["train.warmup_steps", "constant lr"]),
+        ("train.steps_per_dispatch=4", ["one update per call"]),
+        ("data.dataset=lm1b", ["data.dataset", "pseudo-random tokens"]),
+    ],
+)
+def test_a_set_the_bench_would_ignore_exits_2(
+    item: str, names: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    assert bench.main(["--steps", "1", "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for name in names:
+        assert name in err, err
+
+
+def test_seed_and_lr_are_honoured() -> None:
+    """The init and the batches used key 0 whatever train.seed said."""
+    runs = {
+        sets: bench.run_bench(bench.bench_config("small", [*TINY, *sets])[0], steps=1, warmup=0)
+        for sets in [(), ("train.seed=1",), ("train.lr=1e-2",)]
+    }
+    base, seeded, lr = runs.values()
+    assert (base["seed"], seeded["seed"]) == (0, 1)
+    assert seeded["final_loss"] != base["final_loss"]
+    assert lr["lr"] == pytest.approx(1e-3) and base["lr"] == pytest.approx(3e-4)
+    assert "constant (0.1 x train.lr), seed 1" in bench.format_result(seeded)
