@@ -102,6 +102,21 @@ def check_finite(fit: Fit, what: str) -> Fit:
     return fit
 
 
+def check_exponents(fit: Fit, what: str) -> Fit:
+    """UserError when the best fit has an exponent <= 0: a term A/N^alpha with alpha <= 0 grows
+    (or stays) with scale, which no scaling law allows; its compute-optimal allocation would be
+    NaN (a = beta/(alpha+beta) outside [0, 1])."""
+    names = ("alpha", "beta") if fit.kind == "joint" else ("alpha",)
+    bad = [f"{k} = {fit.params[k]:.3g}" for k in names if not fit.params[k] > 0]
+    if bad:
+        raise UserError(
+            f"{what}: the best fit on {fit.n_points} point(s) has {', '.join(bad)} <= 0 (loss "
+            "rising with scale): the data do not determine the law (their losses vary little "
+            "beyond their noise); add runs over a wider range of model sizes and compute budgets"
+        )
+    return fit
+
+
 def multistart(
     obj: LogHuberObjective,
     starts: np.ndarray,
@@ -198,7 +213,7 @@ def fit_joint(
         starts = chinchilla_grid()
     best, fbest, g, diag = multistart(obj, starts, keep=keep, polish=polish)
     fit = Fit("joint", best, fbest, float(np.abs(g).max()), int(L.size), method, delta, diag)
-    return check_finite(fit, "joint law L(N, D)")
+    return check_exponents(check_finite(fit, "joint law L(N, D)"), "joint law L(N, D)")
 
 
 def fit_power(
@@ -210,7 +225,7 @@ def fit_power(
     obj = LogHuberObjective([np.log(x)], np.log(L), delta=delta)
     best, fbest, g, diag = multistart(obj, power_grid(), keep=32, kind="power")
     fit = Fit("power", best, fbest, float(np.abs(g).max()), int(L.size), "grid", delta, diag)
-    return check_finite(fit, what)
+    return check_exponents(check_finite(fit, what), what)
 
 
 __all__ = ["Fit", "fit_joint", "fit_power", "chinchilla_grid", "JOINT_NAMES", "POWER_NAMES"]

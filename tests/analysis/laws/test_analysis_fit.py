@@ -111,3 +111,15 @@ def test_divergent_fit_is_a_user_error_not_nan():
     L = np.array([2.29259609, 2.13882552, 2.13912394, 2.13750499, 2.24790662])
     with pytest.raises(UserError, match=r"diverged \(.*B.*-> infinity\)"):
         fit_joint(N, D, L)
+
+
+def test_negative_exponent_is_a_user_error_not_nan_allocation():
+    """Four budgets of runs whose losses vary by little more than their 2% noise: the best fit
+    has alpha = -5.4 (loss rising with N). Its allocation exponent a = beta/(alpha+beta) was
+    outside [0, 1] and N_opt, D_opt and the predicted loss NaN; now it is an error naming it."""
+    truth = {"E": 1.82, "A": 638.7, "B": 7637.0, "alpha": 0.72, "beta": 0.8}
+    sw = isoflop_sweep(
+        truth, budgets=(1e18, 2.7e18, 7e18, 1.8e19), sigma=0.02, rng=np.random.default_rng(10)
+    )
+    with pytest.raises(UserError, match=r"alpha = -5\.\d+ <= 0"):
+        fit_joint(sw["N"], sw["D"], sw["loss"])
