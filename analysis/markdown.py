@@ -76,7 +76,7 @@ def _joint(res: dict) -> list[str]:
         "",
         f"{len(t)} runs; loss in {t.loss_unit}; {c_convention(t)}. CIs are {lvl}% percentile "
         f"intervals of bootstrap resamples of whole runs: {', '.join(counts)}"
-        + ("; the frontier's CI resamples its envelope points." if "frontier_ci" in res else "."),
+        + ("; the frontier's CI resamples its envelope's runs." if "frontier_ci" in res else "."),
         "",
         f"Design: {res['design']['description']}; analyses run: "
         f"{', '.join(a for a in res['design']['approaches'] if _ran(res, a))}.",
@@ -158,7 +158,7 @@ def _frontier(res: dict) -> list[str]:
             "is indistinguishable from a pure power law, so its irreducible loss is not "
             "identified (read the joint law's E instead).",
         ]
-    return L + ["", "(CIs from resampling the envelope points.)"]
+    return L + ["", "(CIs from resampling the runs whose points form the envelope.)"]
 
 
 def _backtest(res: dict) -> list[str]:

@@ -117,11 +117,18 @@ def _frontier(res: dict, table: RunTable, *, n_resamples: int, seed: int) -> Non
         res["notes"].append(f"frontier L(C) not fitted: {e}")
         return
     res["frontier_fit"] = lc
+    groups = env["run"]  # resample runs: one run's curve can put many points on the envelope
+    if np.unique(groups).size < 3:
+        groups = np.arange(env["C"].size)
+        res["notes"].append(
+            f"frontier L(C): its envelope comes from {np.unique(env['run']).size} run(s), too few "
+            "to resample, so its CI resamples the envelope points as if independent (too narrow)"
+        )
     lb = bootstrap_fit(
         lc,
         [np.log(env["C"])],
         np.log(env["loss"]),
-        np.arange(env["C"].size),
+        groups,
         n_resamples=min(n_resamples, 1000),
         seed=seed,
     )

@@ -38,8 +38,11 @@ def read_curve(path: str | None, N: float) -> tuple[np.ndarray, np.ndarray] | No
 
 
 def envelope(table: RunTable, use_curves: bool = True) -> dict:
-    """Approach 1: points (C, loss, N) on the lower envelope of loss versus C."""
+    """Approach 1: points (C, loss, N) on the lower envelope of loss versus C, and ``run``: the
+    table row of the run each point comes from (a run's curve can give many envelope points,
+    which share that run's noise: a bootstrap must resample them together)."""
     C, L, N, n_curves = [table.C], [table.loss], [table.N], 0
+    R = [np.arange(len(table))]
     if use_curves:
         for i, path in enumerate(table.curves):
             cur = read_curve(path, float(table.N[i]))
@@ -47,12 +50,14 @@ def envelope(table: RunTable, use_curves: bool = True) -> dict:
                 C.append(cur[0])
                 L.append(cur[1])
                 N.append(np.full(cur[0].size, table.N[i]))
+                R.append(np.full(cur[0].size, i))
                 n_curves += 1
-    C, L, N = np.concatenate(C), np.concatenate(L), np.concatenate(N)
+    C, L, N, R = (np.concatenate(x) for x in (C, L, N, R))
     order = np.lexsort((L, C))
-    C, L, N = C[order], L[order], N[order]
+    C, L, N, R = C[order], L[order], N[order], R[order]
     on = L < np.minimum.accumulate(np.concatenate([[np.inf], L[:-1]]))
-    out = {"C": C[on], "loss": L[on], "N": N[on], "n_curves": n_curves, "n_points": int(C.size)}
+    out = {"C": C[on], "loss": L[on], "N": N[on], "run": R[on]}
+    out.update(n_curves=n_curves, n_points=int(C.size))
     if np.unique(out["N"]).size >= 2:
         a, c0 = np.polyfit(np.log(out["C"]), np.log(out["N"]), 1)
         out["a"], out["log_coef"] = float(a), float(c0)

@@ -64,3 +64,38 @@ def test_approach2_counts_sizes_as_the_design_does():
     a2 = approach2(table)
     assert [m["budget"] for m in a2["minima"]] == [1e19, 1e20]
     assert any("7.94e+20: fewer than 3 model sizes" in n for n in a2["notes"])
+
+
+def test_frontier_ci_resamples_runs_not_their_curve_points(tmp_path):
+    """Five runs whose validation curves put 149 points on the Approach-1 envelope, each run
+    off the law by its own 2% (run-level noise). Resampling the points as if independent gave
+    alpha's 90% CI a width of 0.005; resampling the runs they come from gives about 0.04."""
+    import json
+
+    from analysis.report import _frontier
+
+    rng = np.random.default_rng(0)
+    Ns = np.geomspace(1e6, 1e8, 5)
+    ends, curves = [], []
+    for i, N in enumerate(Ns):
+        toks = np.geomspace(40 * N / 30, 40 * N, 40)
+        L = (1.7 + 400 * N**-0.34 + 400 * toks**-0.28) * np.exp(0.02 * rng.standard_normal())
+        p = tmp_path / f"m{i}.jsonl"
+        p.write_text(
+            "".join(
+                json.dumps({"tokens": t, "val_loss": v}) + "\n"
+                for t, v in zip(toks, L, strict=True)
+            )
+        )
+        ends.append(L[-1])
+        curves.append(str(p))
+    D = 40 * Ns
+    table = RunTable([str(i) for i in range(5)], Ns, D, 6 * Ns * D, np.array(ends),
+                     np.full(5, np.nan), curves)  # fmt: skip
+    res = {"notes": [], "level": 0.9}
+    _frontier(res, table, n_resamples=200, seed=0)
+    env = res["envelope"]
+    assert env["C"].size > 100 and np.all(env["N"] == Ns[env["run"]])
+    ci = res["frontier_ci"]["alpha"]
+    assert ci["hi"] - ci["lo"] > 0.02, ci
+    assert not res["notes"]
