@@ -143,6 +143,13 @@ def _approach2(res: dict, table: RunTable, design, W, *, required: bool) -> None
         a2 = approach2(table, W)
         res["approach2"] = a2
         boot = {"a": a2.pop("a_boot"), "b": a2.pop("b_boot")}
+        a2["n_boot_failed"] = n_bad = int(np.isnan(boot["a"]).sum())
+        if n_bad:  # nanpercentile would leave them out silently
+            a2["notes"].append(
+                f"Approach 2: {n_bad} of {boot['a'].size} bootstrap resamples found an IsoFLOP "
+                "minimum at fewer than 2 budgets; its CI leaves them out, so it is too narrow "
+                "where the minima are poorly determined (add model sizes around each minimum)"
+            )
         res["approach2_ci"] = summarize({"a": a2["a"], "b": a2["b"]}, boot, res["level"])
         if len(a2["minima"]) < 3:  # a line through 2 minima: resampling shows no spread
             for k in ("a", "b"):

@@ -99,3 +99,24 @@ def test_frontier_ci_resamples_runs_not_their_curve_points(tmp_path):
     ci = res["frontier_ci"]["alpha"]
     assert ci["hi"] - ci["lo"] > 0.02, ci
     assert not res["notes"]
+
+
+def test_approach2_says_how_many_resamples_its_ci_leaves_out():
+    """7 sizes per budget over a 4x span, 1% noise: in 5 of 500 run resamples fewer than 2
+    budgets keep a parabola minimum near the sampled sizes, so the resample has no exponent.
+    The CI (nanpercentile) left them out without a word; now the report counts them."""
+    from analysis.design import detect_design
+    from analysis.laws.bootstrap import resample_weights
+    from analysis.laws.simulate import isoflop_sweep
+    from analysis.report import _approach2
+
+    truth = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.3478, "beta": 0.3658}
+    sw = isoflop_sweep(truth, span=4.0, sigma=0.01, rng=np.random.default_rng(1))
+    n = sw["N"].size
+    table = RunTable([str(i) for i in range(n)], sw["N"], sw["D"], sw["C"], sw["loss"],
+                     sw["budget"], [None] * n)  # fmt: skip
+    W = resample_weights(np.arange(n), 500, np.random.default_rng(0))
+    res = {"notes": [], "level": 0.9}
+    _approach2(res, table, detect_design(table), W, required=True)
+    assert res["approach2"]["n_boot_failed"] == 5
+    assert any("5 of 500 bootstrap resamples" in n for n in res["notes"])
