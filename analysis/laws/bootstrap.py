@@ -2,7 +2,8 @@
 
 Each resample is a vector of counts over runs (multinomial); a point's Huber term is weighted by
 the count of its run, which is exactly refitting on the resampled table. All resamples are
-minimised together by the batched L-BFGS, warm-started from the full-data optimum. CIs are
+minimised together by the batched L-BFGS, warm-started from the full-data optimum, then restarted
+from the resamples' extreme optima (each keeps its lowest objective) to reach other basins. CIs are
 percentile intervals of the resampled estimates: a nominal 90% CI is the 5th..95th percentile.
 """
 
@@ -68,8 +69,9 @@ def bootstrap_fit(
         obj = LogHuberObjective(feats, logL, weights=Wc, delta=fit.delta)
         X0 = np.repeat(fit.vec[None, :], Wc.shape[0], axis=0)
         res = lbfgs_batched(obj, X0, max_iter=max_iter, ftol=ftol, gtol=gtol)
-        out[lo : lo + chunk] = res.x
-        n_bad += int((~res.converged).sum())
+        x, conv = _other_basins(obj, res, len(feats), max_iter=max_iter, ftol=ftol, gtol=gtol)
+        out[lo : lo + chunk] = x
+        n_bad += int((~conv).sum())
     return Bootstrap(
         fit.kind,
         out,
@@ -79,6 +81,24 @@ def bootstrap_fit(
         n_bad,
         time.perf_counter() - t0,
     )
+
+
+def _other_basins(obj, res, k: int, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """Restart every resample from the resamples' extreme optima (lowest and highest e and each
+    exponent) and keep the lowest objective: warm-started at the full-data optimum alone, a
+    resample whose optimum lies in another basin stays in a worse local minimum (15 of 200
+    resamples of a 15-run sweep with 2% noise, 7 of them more than 1% worse)."""
+    x, f, conv = res.x.copy(), np.where(np.isfinite(res.f), res.f, np.inf), res.converged.copy()
+    ok = np.flatnonzero(np.isfinite(res.f) & np.all(np.isfinite(res.x), axis=1))
+    if ok.size == 0:
+        return x, conv
+    cols = [0, *range(1 + k, 1 + 2 * k)]  # e and the exponents
+    cand = {int(ok[fn(res.x[ok, c])]) for c in cols for fn in (np.argmin, np.argmax)}
+    for c in sorted(cand):
+        r = lbfgs_batched(obj, np.repeat(res.x[c][None, :], x.shape[0], axis=0), **kw)
+        better = np.isfinite(r.f) & (r.f < f * (1 - 1e-9))
+        x[better], f[better], conv[better] = r.x[better], r.f[better], r.converged[better]
+    return x, conv
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.9, axis: int = 0) -> tuple:
