@@ -163,6 +163,12 @@ def detect_design(table: RunTable) -> Design:
     return Design("scattered", f"scattered runs: {n} model sizes, no IsoFLOP budgets or grid", n)
 
 
+def identified_exponents(table: RunTable) -> tuple[str, ...]:
+    """The joint law's exponents the runs' design identifies (`fit_joint(identified=...)`)."""
+    gone = UNIDENTIFIED.get(detect_design(table).kind, ())
+    return tuple(k for k in ("alpha", "beta") if k not in gone)
+
+
 def largest_size_mask(table: RunTable) -> np.ndarray:
     """Rows at the largest model size (within the level tolerance)."""
     sizes = levels(table.N)

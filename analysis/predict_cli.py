@@ -87,6 +87,7 @@ def predict(args: argparse.Namespace) -> int:
     """`scaling predict`: loss (with its predictive interval) at C, (N, D) or many points."""
     import numpy as np
 
+    from analysis.design import identified_exponents
     from analysis.laws.bootstrap import bootstrap_fit
     from analysis.laws.fit import fit_joint
     from analysis.laws.points import predict_points
@@ -115,7 +116,13 @@ def predict(args: argparse.Namespace) -> int:
         if args.flops is not None or args.params is not None or points is not None:
             if fit is None:
                 stage(f"law fits and bootstraps ({args.resamples} resamples)")
-                fit = fit_joint(table.N, table.D, table.loss, method=args.method)
+                fit = fit_joint(
+                    table.N,
+                    table.D,
+                    table.loss,
+                    method=args.method,
+                    identified=identified_exponents(table),
+                )
                 boot = bootstrap_fit(
                     fit,
                     [np.log(table.N), np.log(table.D)],

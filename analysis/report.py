@@ -10,6 +10,7 @@ import numpy as np
 
 from analysis.cli_source import c_convention
 from analysis.design import detect_design
+from analysis.design import identified_exponents as ident
 from analysis.laws.bootstrap import bootstrap_fit, resample_weights, summarize
 from analysis.laws.core import allocation_exponents, compute_optimal
 from analysis.laws.fit import fit_joint, fit_power
@@ -86,7 +87,7 @@ def run_analysis(
 
 def _joint(res: dict, table: RunTable, groups, *, method: str, n_resamples: int, seed: int):
     """The joint law, its run-level bootstrap and the parameters' CIs (with a and b)."""
-    fit = fit_joint(table.N, table.D, table.loss, method=method)
+    fit = fit_joint(table.N, table.D, table.loss, method=method, identified=ident(table))
     res["timings"]["fit_s"] = fit.diagnostics["seconds"]
     boot = bootstrap_fit(
         fit,

@@ -102,11 +102,13 @@ def check_finite(fit: Fit, what: str) -> Fit:
     return fit
 
 
-def check_exponents(fit: Fit, what: str) -> Fit:
+def check_exponents(fit: Fit, what: str, names: tuple[str, ...] | None = None) -> Fit:
     """UserError when the best fit has an exponent <= 0: a term A/N^alpha with alpha <= 0 grows
     (or stays) with scale, which no scaling law allows; its compute-optimal allocation would be
-    NaN (a = beta/(alpha+beta) outside [0, 1])."""
-    names = ("alpha", "beta") if fit.kind == "joint" else ("alpha",)
+    NaN (a = beta/(alpha+beta) outside [0, 1]). ``names``: the exponents the data's design
+    identifies (a ladder's are not: they are reported as not identified, not refused)."""
+    if names is None:
+        names = ("alpha", "beta") if fit.kind == "joint" else ("alpha",)
     bad = [f"{k} = {fit.params[k]:.3g}" for k in names if not fit.params[k] > 0]
     if bad:
         raise UserError(
@@ -198,8 +200,10 @@ def fit_joint(
     starts: np.ndarray | None = None,
     keep: int = 64,
     polish: bool = True,
+    identified: tuple[str, ...] = ("alpha", "beta"),
 ) -> Fit:
-    """Fit L = E + A/N^alpha + B/D^beta (summed log-Huber) by ``method`` "grid" or "varpro"."""
+    """Fit L = E + A/N^alpha + B/D^beta (summed log-Huber) by ``method`` "grid" or "varpro";
+    an ``identified`` exponent <= 0 is a UserError (`check_exponents`)."""
     N, D, L = (np.asarray(x, dtype=np.float64) for x in (N, D, L))
     check_points(L.size, 5, "joint law L(N, D)")
     obj = LogHuberObjective([np.log(N), np.log(D)], np.log(L), delta=delta)
@@ -213,7 +217,8 @@ def fit_joint(
         starts = chinchilla_grid()
     best, fbest, g, diag = multistart(obj, starts, keep=keep, polish=polish)
     fit = Fit("joint", best, fbest, float(np.abs(g).max()), int(L.size), method, delta, diag)
-    return check_exponents(check_finite(fit, "joint law L(N, D)"), "joint law L(N, D)")
+    what = "joint law L(N, D)"
+    return check_exponents(check_finite(fit, what), what, identified)
 
 
 def fit_power(

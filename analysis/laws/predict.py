@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.design import identified_exponents
 from analysis.laws.bootstrap import Bootstrap, bootstrap_fit, percentile_ci
 from analysis.laws.core import compute_optimal, joint_loss
 from analysis.laws.fit import Fit, fit_joint
@@ -141,7 +142,8 @@ def backtest(
     """Fit on the smaller runs, predict the held-out ones; relative errors and MAE with CIs."""
     mask, desc = holdout_mask(table, holdout)
     train = table.subset(~mask)
-    fit = fit_joint(train.N, train.D, train.loss, method=method)
+    ident = identified_exponents(train)
+    fit = fit_joint(train.N, train.D, train.loss, method=method, identified=ident)
     boot = bootstrap_fit(
         fit,
         [np.log(train.N), np.log(train.D)],
@@ -159,36 +161,9 @@ def backtest(
     pred = joint_loss(fit.params, N, D)
     pred_b = joint_loss({k: v[:, None] for k, v in boot.params.items()}, N[None], D[None])
     pred_b_lo, pred_b_hi = percentile_ci(pred_b, level)
-    runs = []
-    for i, rid in enumerate(np.array(table.run_id)[mask]):
-        runs.append(
-            {
-                "run_id": str(rid),
-                "N": float(N[i]),
-                "D": float(D[i]),
-                "C": float(N[i] * D[i] * 6),
-                "actual": float(L[i]),
-                "predicted": {
-                    "estimate": float(pi["loss"][i]),
-                    "lo": float(pi["lo"][i]),
-                    "hi": float(pi["hi"][i]),
-                    "level": level,
-                    "kind": "predictive",
-                },
-                "rel_error": {
-                    "estimate": float(pi["loss"][i] / L[i] - 1),
-                    "lo": float(pi["lo"][i] / L[i] - 1),
-                    "hi": float(pi["hi"][i] / L[i] - 1),
-                    "level": level,
-                },
-                "inside": bool(pi["lo"][i] <= L[i] <= pi["hi"][i]),
-                "bootstrap_predicted": _ci(pred[i], pred_b[:, i], level),
-                "distance_decades": float(pi["distance"][i]),
-                "interval_terms": pi["terms"][i],
-            }
-        )
+    ids = np.array(table.run_id)[mask]
+    runs = [_held_out_run(i, str(r), N, D, L, pi, pred, pred_b, level) for i, r in enumerate(ids)]
     inside = np.array([r["inside"] for r in runs])
-    rel_p = pi["loss"] / L - 1.0
     pb = predictor.boot_log(Xt)
     pb = pred_b if pb is None else np.exp(pb)
     return {
@@ -199,7 +174,9 @@ def backtest(
         "fit_params": fit.params,
         "runs": runs,
         "mean_abs_rel_error": _ci(
-            np.mean(np.abs(rel_p)), np.mean(np.abs(pb / L[None] - 1.0), axis=1), level
+            np.mean(np.abs(pi["loss"] / L - 1.0)),
+            np.mean(np.abs(pb / L[None] - 1.0), axis=1),
+            level,
         ),
         "mae": _ci(np.mean(np.abs(pi["loss"] - L)), np.mean(np.abs(pb - L[None]), axis=1), level),
         "coverage": {"inside": int(inside.sum()), "n": int(inside.size), "level": level},
@@ -208,4 +185,32 @@ def backtest(
         "fit": fit,
         "boot": boot,
         "pred": predictor,
+    }
+
+
+def _held_out_run(i, rid, N, D, L, pi, pred, pred_b, level) -> dict:
+    """One held-out run of the back-test: its predictive interval, error and the bootstrap's."""
+    return {
+        "run_id": rid,
+        "N": float(N[i]),
+        "D": float(D[i]),
+        "C": float(N[i] * D[i] * 6),
+        "actual": float(L[i]),
+        "predicted": {
+            "estimate": float(pi["loss"][i]),
+            "lo": float(pi["lo"][i]),
+            "hi": float(pi["hi"][i]),
+            "level": level,
+            "kind": "predictive",
+        },
+        "rel_error": {
+            "estimate": float(pi["loss"][i] / L[i] - 1),
+            "lo": float(pi["lo"][i] / L[i] - 1),
+            "hi": float(pi["hi"][i] / L[i] - 1),
+            "level": level,
+        },
+        "inside": bool(pi["lo"][i] <= L[i] <= pi["hi"][i]),
+        "bootstrap_predicted": _ci(pred[i], pred_b[:, i], level),
+        "distance_decades": float(pi["distance"][i]),
+        "interval_terms": pi["terms"][i],
     }
