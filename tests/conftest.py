@@ -69,6 +69,17 @@ enabled = false
 # A six-cell grid (2 budgets x 3 sizes) for the sweep tests with the fake trainer (sweeps.fake).
 GRID6 = tiny_grid("six")
 # The grid tables that make its cells train for real on the small embedded corpus.
+# the smallest real training run (a few seconds on CPU): config overrides for `config.load("tiny")`
+FAST_RUN = [
+    "model.preset=cpu-3xs",
+    "model.seq_len=32",
+    "train.batch_size=16",
+    "data.dataset=python_source/small",
+    "data.val_tokens=2048",
+    "data.task_mix=0.0",
+    "eval.enabled=false",
+]
+
 SMALL_DATA = """[base.data]
 dataset = "python_source/small"
 val_tokens = 2048

@@ -10,6 +10,7 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import FAST_RUN
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scaling import config, tracking
@@ -46,17 +47,6 @@ def test_disabled_tracker_writes_nothing(tmp_path: Path) -> None:
     t.log({"step": 1, "train_loss": 1.0})
     t.close()
     assert not (tmp_path / "tb").exists()
-
-
-FAST_RUN = [
-    "model.preset=cpu-3xs",
-    "model.seq_len=32",
-    "train.batch_size=16",
-    "data.dataset=python_source/small",
-    "data.val_tokens=2048",
-    "data.task_mix=0.0",
-    "eval.enabled=false",
-]
 
 
 def test_train_writes_events_matching_metrics(tmp_path: Path) -> None:

@@ -13,20 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FAST_RUN
 
 from scaling import config, engine, optim
 from scaling.errors import UserError
 from scaling.train import train
 
-BASE = [
-    "model.preset=cpu-3xs",
-    "model.seq_len=32",
-    "train.batch_size=16",
-    "data.dataset=python_source/small",
-    "data.val_tokens=2048",
-    "data.task_mix=0.0",
-    "eval.enabled=false",
-]
+BASE = FAST_RUN
 SHORT = ["train.steps=12", "train.checkpoint_every=4", "train.eval_every=4", "train.log_every=2"]
 
 
