@@ -61,9 +61,7 @@ def signal_cases(tmp: Path) -> None:
         why = clean(ran.returncode, ran.stderr, 128 + sig)
         if not why and "interrupted by" not in ran.stderr:
             why = f"no 'interrupted by' line: {ran.stderr[-200:]}"
-        # the third signal ends it at once, unless the stop had already finished (its one line
-        # printed, exit code decided: later signals then end it silently, signals.py rule 4)
-        finished = "checkpoint saved at step" in ran.stderr
+        finished = "checkpoint saved at step" in ran.stderr  # stop done first: signals.py 4.
         if not why and times >= 3 and f"({times} signals)" not in ran.stderr and not finished:
             why = f"the third signal did not end it at once: {ran.stderr[-200:]}"
         if not why and want_ckpt:
