@@ -70,6 +70,12 @@ class Design:
         return approach in self.approaches
 
     @property
+    def exponents(self) -> tuple[str, ...]:
+        """The joint law's exponents this design identifies (`fit_joint(identified=...)`)."""
+        gone = UNIDENTIFIED.get(self.kind, ())
+        return tuple(k for k in ("alpha", "beta") if k not in gone)
+
+    @property
     def no_allocation(self) -> str | None:
         """Why the design identifies no compute-optimal allocation (None when it does)."""
         return None if self.supports("allocation") else NO_ALLOCATION[self.kind]
@@ -164,9 +170,8 @@ def detect_design(table: RunTable) -> Design:
 
 
 def identified_exponents(table: RunTable) -> tuple[str, ...]:
-    """The joint law's exponents the runs' design identifies (`fit_joint(identified=...)`)."""
-    gone = UNIDENTIFIED.get(detect_design(table).kind, ())
-    return tuple(k for k in ("alpha", "beta") if k not in gone)
+    """The joint law's exponents the runs' design identifies (`Design.exponents`)."""
+    return detect_design(table).exponents
 
 
 def largest_size_mask(table: RunTable) -> np.ndarray:

@@ -10,7 +10,6 @@ import numpy as np
 
 from analysis.cli_source import c_convention
 from analysis.design import detect_design
-from analysis.design import identified_exponents as ident
 from analysis.laws.bootstrap import bootstrap_fit, resample_weights, summarize
 from analysis.laws.core import allocation_exponents, compute_optimal
 from analysis.laws.fit import fit_joint, fit_power
@@ -51,7 +50,7 @@ def run_analysis(
         )
     groups = np.asarray(table.run_id)  # resample whole runs (a run may have several rows)
     stage(f"joint law and its bootstrap ({n_resamples} resamples)")
-    _joint(res, table, groups, method=method, n_resamples=n_resamples, seed=seed)
+    _joint(res, table, groups, design.exponents, method=method, n_resamples=n_resamples, seed=seed)
     stage("Approach 1: envelope and frontier L(C)")
     _frontier(res, table, n_resamples=n_resamples, seed=seed)
     W = resample_weights(groups, min(n_resamples, 1000), np.random.default_rng(seed + 1))
@@ -85,9 +84,10 @@ def run_analysis(
     return res
 
 
-def _joint(res: dict, table: RunTable, groups, *, method: str, n_resamples: int, seed: int):
-    """The joint law, its run-level bootstrap and the parameters' CIs (with a and b)."""
-    fit = fit_joint(table.N, table.D, table.loss, method=method, identified=ident(table))
+def _joint(res: dict, table: RunTable, groups, identified, *, method: str, n_resamples, seed):
+    """The joint law (refused if an `identified` exponent is <= 0), its run-level bootstrap and
+    the parameters' CIs (with a and b)."""
+    fit = fit_joint(table.N, table.D, table.loss, method=method, identified=identified)
     res["timings"]["fit_s"] = fit.diagnostics["seconds"]
     boot = bootstrap_fit(
         fit,
