@@ -204,10 +204,12 @@ def submit(
         raise UserError(f"--backend slurm: bad submitit parameter ({e})") from e
     spec = train_fn or DEFAULT_TRAIN
     job = CellJob()
+    before = _temp_files(root / "slurm")
     try:
         with executor.batch():
             jobs = [executor.submit(job, str(root), plan.name, s, spec, lease_ttl) for s in pending]
     except submitit.core.utils.FailedJobError as e:  # sbatch said no: nothing was submitted
+        _remove_new_temp_files(root / "slurm", before)  # the pickles this call wrote
         lines = [x.strip(" '\"") for x in str(e).strip().splitlines() if x.strip()]
         raise UserError(
             f"--backend slurm: sbatch refused the submission ({lines[-1] if lines else e!r}); "
@@ -222,6 +224,28 @@ def submit(
         for s, j in zip(pending, jobs, strict=True):
             out["outcomes"][s["run_id"]] = _job_result(j)
     return out
+
+
+# what submitit writes in DIR/slurm before sbatch answers: the pickled call of each task
+# (<uuid>.pkl) and the sbatch script (.submission_file_<uuid>.sh); both move into the job's
+# folder once sbatch accepts, and were left behind when it refused
+_TEMP_GLOBS = ("*.pkl", ".submission_file_*.sh")
+
+
+def _temp_files(folder: Path) -> set[Path] | None:
+    """submitit's temporary files now in `folder` (None: the folder does not exist yet)."""
+    if not folder.is_dir():
+        return None
+    return {p for g in _TEMP_GLOBS for p in folder.glob(g)}
+
+
+def _remove_new_temp_files(folder: Path, before: set[Path] | None) -> None:
+    """Remove the temporary files a refused submission wrote in `folder` (those not there
+    before it), and the folder itself when the submission created it and left it empty."""
+    for path in (_temp_files(folder) or set()) - (before or set()):
+        path.unlink(missing_ok=True)
+    if before is None and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _job_result(job: Any) -> str:

@@ -42,6 +42,26 @@ def test_sbatch_refusing_the_submission_exits_2_not_a_traceback(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --backend slurm: sbatch refused the submission"), err
     assert "invalid partition specified: nope" in err[-1]
+    assert not (root / "slurm").exists()  # the task pickles it wrote are gone with it
+
+
+def test_refused_submission_removes_only_its_own_files(tmp_path: Path, monkeypatch) -> None:
+    """A refused submission left one <uuid>.pkl per cell and the sbatch script in DIR/slurm;
+    the files of earlier submissions stay."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: nope' >&2\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    root = tmp_path / "sweep"
+    old = [root / "slurm" / "0123abcd.pkl", root / "slurm" / "17_0" / "17_0_submitted.pkl"]
+    for path in old:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"earlier")
+    argv = ["sweep", "run", "cpu-small", "--out", str(root), "--backend", "slurm"]
+    assert main([*argv, "--train-fn", FAKE]) == 2
+    left = sorted(p for p in (root / "slurm").rglob("*") if p.is_file())
+    assert left == sorted(old)
 
 
 @pytest.mark.parametrize(
