@@ -42,7 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = ss.add_parser("status", help="done/running/failed/diverged/pending and FLOPs spent")
     q.add_argument("dir", metavar="DIR")
-    q.add_argument("--json", action="store_true", help="print rows and counts as JSON")
+    q.add_argument(
+        "--json",
+        action="store_true",
+        help="print the counts (every state, 0 included) and the rows as JSON numbers: steps, "
+        "progress 0..1, losses, eta_s seconds, FLOPs (null: not known)",
+    )
     q.set_defaults(handler=_status)
 
 
@@ -340,19 +345,8 @@ def _slurm_params(args: argparse.Namespace) -> dict:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sweeps.status import collect, format_status
+    from sweeps.status import as_json, collect, format_status
 
     info = collect(args.dir)
-    if args.json:
-        rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in info["rows"]]
-        data = dict(
-            sweep=info["sweep"],
-            counts=dict(info["counts"]),
-            spent=info["spent"],
-            planned=info["planned"],
-            rows=rows,
-        )
-        print(json.dumps(data, indent=1))
-    else:
-        print(format_status(info))
+    print(json.dumps(as_json(info), indent=1) if args.json else format_status(info))
     return 0

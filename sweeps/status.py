@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from scaling.results import finished_result
+from scaling.results import clean_json, finished_result
 from sweeps import registry as R
 from sweeps.lease import live_leases
 from sweeps.report import status_table
@@ -99,64 +99,15 @@ def last_checkpoint(ckpt_dir: Path) -> int:
 
 
 def collect(root: Path) -> dict[str, Any]:
-    """Per-run rows and totals for DIR."""
+    """Per-run rows and totals for DIR, as numbers (`format_status` formats them; `as_json`
+    gives the machine-readable form). Keys starting with "_" are internal."""
     root = Path(root)
     plan = R.read_plan(root)
     records = {r["run_id"]: r for r in R.read_records(root)}
     leases = live_leases(root / "leases")
-    rows = []
-    for c in plan["cells"]:
-        rid = c["run_id"]
-        rec = records.get(rid)
-        out = R.run_dir(root, rid)
-        prog = progress_of(out / "metrics.jsonl", c["steps"])
-        step, eta = prog["step"], ""
-        resume = None  # the step training continues from, for a cell still to train
-        note, loss = "", _loss_str(prog)
-        if rec is not None:
-            state = rec.get("status", "done")
-            step = rec.get("steps_done") or (c["steps"] if state == "done" else step)
-            val = rec.get("final_val_loss")
-            loss = f"val {val:.4f}" if isinstance(val, int | float) else ""
-            if state == "diverged":
-                note = f"diverged at step {rec.get('diverged_at_step')}"
-        elif rid in leases:
-            state, note = "running", f"owner {leases[rid].get('owner', '?')}"
-            eta, resume = fmt_duration(prog["eta_s"]), step
-        elif (fail := R.read_failure(root, rid)) is not None:
-            state, resume = "failed", last_checkpoint(out / "checkpoints")
-            msg = str(fail.get("message", "")).strip().splitlines()
-            note = f"{fail.get('attempts', 1)} attempt(s): {msg[-1][:60] if msg else ''}"
-        else:
-            state, resume = "pending", last_checkpoint(out / "checkpoints")
-            if finished_result(out, rid) is not None:  # its launcher died before recording it
-                note, resume = (
-                    "trained, not yet recorded: sweep run records it without training",
-                    None,
-                )
-            elif step:
-                ckpt = resume
-                note = f"partial, resumes at step {ckpt}" if ckpt else "partial, no checkpoint yet"
-        frac = min(1.0, step / c["steps"]) if c["steps"] else 0.0
-        rows.append(
-            dict(
-                run_id=rid,
-                cell=c["label"],
-                state=state,
-                progress=f"{step}/{c['steps']} ({100 * frac:.0f}%)",
-                loss=loss,
-                eta=eta,
-                C_spent=f"{frac * c['C_exact']:.3g}",
-                C_planned=f"{c['C_exact']:.3g}",
-                note=note,
-                _spent=frac * c["C_exact"],
-                _left=0.0
-                if resume is None
-                else max(0.0, 1 - resume / max(c["steps"], 1)) * c["C_exact"],
-            )
-        )
+    rows = [_row(root, c, records.get(c["run_id"]), leases) for c in plan["cells"]]
     counts = Counter(r["state"] for r in rows)
-    spent = sum(r["_spent"] for r in rows)
+    spent = sum(r["C_spent"] for r in rows)
     planned = sum(c["C_exact"] for c in plan["cells"])
     at_once = max(1, counts.get("running", 0))
     # what is still to train, from where each cell resumes (its newest checkpoint, not its last
@@ -171,6 +122,90 @@ def collect(root: Path) -> dict[str, Any]:
         planned=planned,
         eta_s=None if eta is None else eta / at_once,
         eta_at_once=at_once,
+    )
+
+
+def _row(root: Path, c: dict[str, Any], rec: dict[str, Any] | None, leases) -> dict[str, Any]:
+    """One planned cell's state, progress, losses, ETA and FLOPs (numbers; None: unknown)."""
+    rid = c["run_id"]
+    out = R.run_dir(root, rid)
+    prog = progress_of(out / "metrics.jsonl", c["steps"])
+    step, eta = prog["step"], None
+    resume = None  # the step training continues from, for a cell still to train
+    note, train, val = "", prog["train_loss"], prog["val_loss"]
+    if rec is not None:
+        state = rec.get("status", "done")
+        step = rec.get("steps_done") or (c["steps"] if state == "done" else step)
+        val = rec.get("final_val_loss")
+        if state == "diverged":
+            note = f"diverged at step {rec.get('diverged_at_step')}"
+    elif rid in leases:
+        state, note = "running", f"owner {leases[rid].get('owner', '?')}"
+        eta, resume = prog["eta_s"], step
+    elif (fail := R.read_failure(root, rid)) is not None:
+        state, resume = "failed", last_checkpoint(out / "checkpoints")
+        msg = str(fail.get("message", "")).strip().splitlines()
+        note = f"{fail.get('attempts', 1)} attempt(s): {msg[-1][:60] if msg else ''}"
+    else:
+        state, resume = "pending", last_checkpoint(out / "checkpoints")
+        if finished_result(out, rid) is not None:  # its launcher died before recording it
+            note, resume = "trained, not yet recorded: sweep run records it without training", None
+        elif step:
+            note = f"partial, resumes at step {resume}" if resume else "partial, no checkpoint yet"
+    frac = min(1.0, step / c["steps"]) if c["steps"] else 0.0
+    return dict(
+        run_id=rid,
+        cell=c["label"],
+        state=state,
+        step=int(step),
+        steps=c["steps"],
+        progress=frac,
+        train_loss=_number(train),
+        val_loss=_number(val),
+        eta_s=eta,
+        C_spent=frac * c["C_exact"],
+        C_planned=c["C_exact"],
+        resume_step=resume,
+        note=note,
+        _recorded=rec is not None,
+        _left=0.0 if resume is None else max(0.0, 1 - resume / max(c["steps"], 1)) * c["C_exact"],
+    )
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
+
+
+def _display(r: dict[str, Any]) -> dict[str, str]:
+    """A row as the text table shows it."""
+    if r["_recorded"]:  # a recorded run: its final validation loss
+        loss = "" if r["val_loss"] is None else f"val {r['val_loss']:.4f}"
+    else:
+        loss = _loss_str(r)
+    return dict(
+        r,
+        progress=f"{r['step']}/{r['steps']} ({100 * r['progress']:.0f}%)",
+        loss=loss,
+        eta=fmt_duration(r["eta_s"]) if r["state"] == "running" else "",
+        C_spent=f"{r['C_spent']:.3g}",
+        C_planned=f"{r['C_planned']:.3g}",
+    )
+
+
+def as_json(info: dict[str, Any]) -> dict[str, Any]:
+    """`sweep status --json`: every state's count (0 included) and the rows as numbers
+    (steps, progress 0..1, losses, seconds, FLOPs; null: not known), strict JSON."""
+    return clean_json(
+        dict(
+            sweep=info["sweep"],
+            counts={s: int(info["counts"].get(s, 0)) for s in STATES},
+            spent=info["spent"],
+            planned=info["planned"],
+            eta_s=info["eta_s"],
+            eta_at_once=info["eta_at_once"],
+            rows=info["rows"],
+        ),
+        drop_private=True,
     )
 
 
@@ -206,4 +241,5 @@ def format_status(info: dict[str, Any]) -> str:
         n = info.get("eta_at_once", 1)
         how = f"{n} runs at a time, as now" if n > 1 else "one run at a time"
         foot += f"; about {fmt_duration(info['eta_s'])} left at the finished runs' FLOP rate, {how}"
-    return "\n".join([head, "", status_table(info["rows"]), "", foot])
+    rows = [_display(r) for r in info["rows"]]
+    return "\n".join([head, "", status_table(rows), "", foot])

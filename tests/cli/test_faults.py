@@ -112,7 +112,7 @@ def test_garbage_lease_failed_and_result_files_do_not_block(sweep, capsys, garba
     assert len(R.read_records(root)) == 4
     assert main(["sweep", "status", str(root), "--json"]) == 0
     out, _ = _one_line(capsys)
-    assert json.loads(out)["counts"] == {"done": 4}
+    assert json.loads(out)["counts"] == dict(done=4, diverged=0, running=0, failed=0, pending=0)
 
 
 def test_damaged_failure_marker_counts_as_one_attempt(tmp_path: Path, capsys) -> None:
