@@ -36,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="estimate the wall time of `sweep run --workers N` (default 1)",
     )
+    q.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="the sweep directory of `sweep run --out DIR`: calibrate the time estimate on its "
+        "finished runs (measured on this machine) and say what is left to train; without it "
+        "the estimate is the built-in model of another machine, and says so",
+    )
     q.set_defaults(handler=_plan)
 
     _run_parser(ss, grid_args)
@@ -124,12 +132,25 @@ def _plan(args: argparse.Namespace) -> int:
     from sweeps.workers import check_workers
 
     check_workers(args.workers, "local", None)
+    finished = None
+    if args.out is not None:
+        from pathlib import Path
+
+        from scaling.errors import UserError
+        from sweeps.registry import read_records
+
+        if not Path(args.out).is_dir():
+            raise UserError(
+                f"--out {args.out}: no such sweep directory; pass the DIR of `scaling sweep run "
+                f"GRID --out DIR` (its finished runs calibrate the estimate), or drop --out"
+            )
+        finished = (args.out, read_records(Path(args.out)))
     plan = _load(args)
     if args.json:
         cells = [c.summary() for c in plan.cells]
         print(json.dumps(clean_json(dict(sweep=plan.name, kind=plan.kind, cells=cells)), indent=1))
     else:
-        print(plan_table(plan, detect_device(), args.workers))
+        print(plan_table(plan, detect_device(), args.workers, finished))
     return 0
 
 

@@ -24,6 +24,8 @@ Throughput:
   `CPU_LAUNCHER_CORES` busy (measured: the demo sweep took 879 s with one launcher and 576 s with
   two on the 2-core machine, 2026-12-03, so one launcher's share of 2 cores is 2 x 576 / 879).
   On a GPU/TPU the launchers share the devices, so N gives no gain in the estimate.
+All of the above models other machines and is never measured on this one: `sweep plan` says
+so under the plan, and with `--out DIR` calibrates it on DIR's finished runs (sweeps.calibrate).
 The device is taken from SCALING_DEVICE_KIND (with SCALING_DEVICE_COUNT, a whole number >= 1,
 default 1), else `nvidia-smi`, else "cpu".
 """
@@ -123,13 +125,19 @@ def throughput(n_total: float, device: tuple[str, int]) -> float | None:
 
 def estimate_seconds(cells: Sequence, device: tuple[str, int]) -> list[float | None]:
     """Per-cell estimates; the compile cost is charged to the first cell of each shape."""
+    return [None if p is None else p[0] + p[1] for p in estimate_parts(cells, device)]
+
+
+def estimate_parts(cells: Sequence, device: tuple[str, int]) -> list[tuple[float, float] | None]:
+    """Per-cell (fixed, work) seconds: fixed = compile (first cell of a shape) + per-run cost +
+    evaluation; work = steps x step overhead + FLOPs / throughput. None: unknown device."""
     cpu = device[0].lower() == "cpu"
     overhead = CPU_STEP_OVERHEAD_S if cpu else GPU_STEP_OVERHEAD_S
     compile_s = CPU_COMPILE_S if cpu else GPU_COMPILE_S
     eval_s = CPU_EVAL_S if cpu else GPU_EVAL_S
     run_s = CPU_RUN_S if cpu else GPU_RUN_S
     seen: set[tuple] = set()
-    out: list[float | None] = []
+    out: list[tuple[float, float] | None] = []
     for c in cells:
         rate = throughput(c.n_total, device)
         if rate is None:
@@ -142,8 +150,8 @@ def estimate_seconds(cells: Sequence, device: tuple[str, int]) -> list[float | N
         t = cfg.train
         n_val = n_validations(c.steps, c.steps, interval(t.eval_every, c.steps, t.validations))
         val_flops = n_val * cfg.data.val_tokens * c.flops_per_token / 3
-        secs = compile_s * first + run_s + c.steps * overhead + (c.c_exact + val_flops) / rate
-        out.append(secs + (eval_s if cfg.eval.enabled else 0.0))
+        fixed = compile_s * first + run_s + (eval_s if cfg.eval.enabled else 0.0)
+        out.append((fixed, c.steps * overhead + (c.c_exact + val_flops) / rate))
     return out
 
 

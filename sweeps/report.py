@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sweeps.estimate import estimate_seconds, fmt_seconds, wall_seconds
+from sweeps.calibrate import calibrate, describe
+from sweeps.estimate import estimate_parts, fmt_seconds, wall_seconds
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -17,10 +18,23 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def plan_table(plan, device: tuple[str, int], workers: int = 1) -> str:
+def plan_table(
+    plan,
+    device: tuple[str, int],
+    workers: int = 1,
+    finished: tuple[str, list[dict[str, Any]]] | None = None,
+) -> str:
     """The plan as a table plus totals (FLOPs and estimated wall time on `device`, with
-    `workers` launchers)."""
-    est = estimate_seconds(plan.cells, device)
+    `workers` launchers) and where the time estimate comes from. `finished`: (the sweep
+    directory, its records), to calibrate the estimate on its finished runs and say what is
+    left."""
+    parts = estimate_parts(plan.cells, device)
+    calib = (
+        None if finished is None else calibrate(plan.cells, parts, finished[1], device, finished[0])
+    )
+    est = (
+        calib.apply(parts) if calib is not None else [None if p is None else sum(p) for p in parts]
+    )
     rows = []
     for c, t in zip(plan.cells, est, strict=True):
         budget = c.cell.get("budget")
@@ -58,11 +72,9 @@ def plan_table(plan, device: tuple[str, int], workers: int = 1) -> str:
         "est_time",
     ]
     known = [t for t in est if t is not None]
-    total_t = fmt_seconds(sum(known)) if len(known) == len(est) else "?"
+    total_t = _total(known, len(est), workers, device)
     how = "sequential, local backend" if workers == 1 else f"--workers {workers}, local backend"
     if workers > 1 and len(known) == len(est):
-        par = fmt_seconds(wall_seconds(known, workers, device))
-        total_t = f"{par} with --workers {workers}, {total_t} sequential"
         how = "local backend"
     n = [c.n_total for c in plan.cells]
     head = (
@@ -72,10 +84,28 @@ def plan_table(plan, device: tuple[str, int], workers: int = 1) -> str:
     foot = (
         f"total {plan.total_flops:.4g} FLOPs (exact), "
         f"{sum(c.c_6nd for c in plan.cells):.4g} (6ND); "
-        f"estimated wall time on {device[0]} x{device[1]}: {total_t} "
-        f"({how}; see sweeps/estimate.py)"
+        f"estimated wall time on {device[0]} x{device[1]}: {total_t} ({how})"
     )
-    return "\n".join([head, "", table(headers, rows), "", foot])
+    if finished is not None:
+        done = {r.get("run_id") for r in finished[1]}
+        left = [t for c, t in zip(plan.cells, est, strict=True) if c.run_id not in done]
+        n_left = len(left)
+        left_t = _total([t for t in left if t is not None], n_left, workers, device)
+        foot += f"; left to train in {finished[0]}: {n_left} of {len(est)} runs, {left_t}"
+    return "\n".join(
+        [head, "", table(headers, rows), "", foot, describe(plan.cells, device, calib)]
+    )
+
+
+def _total(known: list[float], n: int, workers: int, device: tuple[str, int]) -> str:
+    """The wall time of `n` cells whose estimates are `known` ("?" if some are not)."""
+    if len(known) < n:
+        return "?"
+    seq = fmt_seconds(sum(known))
+    if workers > 1 and n:
+        par = fmt_seconds(wall_seconds(known, workers, device))
+        return f"{par} with --workers {workers}, {seq} sequential"
+    return seq
 
 
 def status_table(rows: list[dict[str, Any]]) -> str:

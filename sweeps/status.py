@@ -17,6 +17,7 @@ from typing import Any
 
 from scaling.results import clean_json, finished_result
 from sweeps import registry as R
+from sweeps.calibrate import finished_timings
 from sweeps.lease import live_leases
 from sweeps.report import status_table
 
@@ -222,9 +223,7 @@ def _loss_str(prog: dict[str, Any]) -> str:
 def _sweep_eta(records, remaining_flops: float) -> float | None:
     """Remaining FLOPs at the FLOP rate of the finished runs, one run at a time (None before
     the first one); `collect` divides it by the runs in flight (launchers, array tasks)."""
-    done = [
-        r for r in records if r.get("status", "done") == "done" and (r.get("wall_time_s") or 0) > 0
-    ]
+    done = finished_timings(records)
     flops = sum(float(r.get("C_exact") or 0) for r in done)
     secs = sum(float(r["wall_time_s"]) for r in done)
     if flops <= 0 or secs <= 0:

@@ -209,7 +209,7 @@ def test_workers_estimate_list_schedules_with_core_contention(capsys) -> None:
     assert wall_seconds([3.0, 1.0, 2.0], 2, gpu) == pytest.approx(6.0)  # one GPU, shared
 
     assert main(["sweep", "plan", "demo", "--workers", "2"]) == 0
-    foot = capsys.readouterr().out.strip().splitlines()[-1]
+    foot = capsys.readouterr().out.strip().splitlines()[-2]  # the last: its source
     assert "with --workers 2, " in foot and " sequential (local backend" in foot
     assert main(["sweep", "plan", "demo", "--workers", "0"]) == 2
     assert "--workers 0: must be >= 1" in capsys.readouterr().err
@@ -226,7 +226,7 @@ def test_unknown_device_footer_keeps_the_workers(capsys, monkeypatch) -> None:
         assert main(["sweep", "plan", "cpu-small", "--workers", "2"]) == 0
     finally:
         detect_device.cache_clear()
-    foot = capsys.readouterr().out.strip().splitlines()[-1]
+    foot = capsys.readouterr().out.strip().splitlines()[-2]  # the last: its source
     assert "unknown-accelerator x1: ? (--workers 2, local backend" in foot, foot
 
 

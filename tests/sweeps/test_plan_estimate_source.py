@@ -1,0 +1,96 @@
+"""`scaling sweep plan`: the time estimate says where it comes from, and `--out DIR` calibrates
+it on DIR's finished runs (measured on this machine) instead of the built-in model of another
+one (the demo: 27.9 min estimated, ~10 min measured)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scaling.cli import main
+from sweeps.calibrate import calibrate
+from sweeps.estimate import detect_device, estimate_parts, fmt_seconds
+from sweeps.grid import load_grid, plan_grid
+
+CPU = ("cpu", 1)
+
+
+@pytest.fixture(autouse=True)
+def _cpu(monkeypatch):
+    detect_device.cache_clear()
+    monkeypatch.setenv("SCALING_DEVICE_KIND", "cpu")
+    monkeypatch.delenv("SCALING_FLOPS_PER_S", raising=False)
+    yield
+    detect_device.cache_clear()
+
+
+def _finished(root: Path, cells, parts, a: float, b: float, kind: str = "cpu") -> None:
+    """results.jsonl of runs that took a x the model's fixed part + b x its work part."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps(
+            dict(run_id=c.run_id, status="done", device_kind=kind, wall_time_s=a * f + b * w)
+        )
+        for c, (f, w) in zip(cells, parts, strict=True)
+    ]
+    (root / "results.jsonl").write_text("".join(x + "\n" for x in lines))
+
+
+def _tail(capsys) -> tuple[str, str]:
+    out = capsys.readouterr().out.strip().splitlines()
+    return out[-2], out[-1]
+
+
+def test_uncalibrated_estimate_says_it_is_not_measured(capsys) -> None:
+    assert main(["sweep", "plan", "demo"]) == 0
+    foot, source = _tail(capsys)
+    assert "estimated wall time on cpu x1: " in foot
+    assert source.startswith("time estimate: not measured on this machine: the built-in CPU")
+    assert "GFLOP/s at these sizes" in source and "add --out DIR" in source
+
+
+def test_finished_runs_calibrate_the_estimate_and_what_is_left(tmp_path: Path, capsys) -> None:
+    cells = plan_grid(load_grid("demo")).cells
+    parts = estimate_parts(cells, CPU)
+    root = tmp_path / "sweep"
+    _finished(root, cells[:10], parts[:10], 0.1, 0.5)  # a machine unlike the model's
+    calib = calibrate(cells, parts, json_lines(root), CPU, str(root))
+    assert calib.n_runs == 10
+    assert calib.fixed == pytest.approx(0.1) and calib.work == pytest.approx(0.5)
+    truth = sum(0.1 * f + 0.5 * w for f, w in parts)
+    left = sum(0.1 * f + 0.5 * w for f, w in parts[10:])
+    assert main(["sweep", "plan", "demo", "--out", str(root)]) == 0
+    foot, source = _tail(capsys)
+    assert f"estimated wall time on cpu x1: {fmt_seconds(truth)} (sequential" in foot
+    assert f"left to train in {root}: 30 of 40 runs, {fmt_seconds(left)}" in foot
+    assert source.startswith(f"time estimate: calibrated on 10 finished run(s) in {root}")
+    assert "fixed costs a run 0.10x, per-step and FLOP costs 0.50x" in source
+
+
+def test_few_runs_scale_the_model_by_one_factor(tmp_path: Path) -> None:
+    cells = plan_grid(load_grid("demo")).cells
+    parts = estimate_parts(cells, CPU)
+    _finished(tmp_path, cells[:2], parts[:2], 0.4, 0.4)
+    calib = calibrate(cells, parts, json_lines(tmp_path), CPU, "d")
+    assert calib.fixed == calib.work == pytest.approx(0.4)
+
+
+def test_runs_of_another_device_or_no_runs_are_named_not_used(tmp_path: Path, capsys) -> None:
+    cells = plan_grid(load_grid("demo")).cells
+    root = tmp_path / "sweep"
+    _finished(root, cells[:5], estimate_parts(cells, CPU)[:5], 1, 1, kind="TPU v5 lite")
+    assert main(["sweep", "plan", "demo", "--out", str(root)]) == 0
+    source = _tail(capsys)[1]
+    assert source.startswith("time estimate: not measured on this machine (the finished runs")
+    assert "ran on TPU v5 lite, not on cpu" in source
+    (tmp_path / "empty").mkdir()
+    assert main(["sweep", "plan", "demo", "--out", str(tmp_path / "empty")]) == 0
+    assert "not measured on this machine (no finished runs in " in _tail(capsys)[1]
+    assert main(["sweep", "plan", "demo", "--out", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.startswith("error: --out ")
+
+
+def json_lines(root: Path) -> list[dict]:
+    return [json.loads(x) for x in (root / "results.jsonl").read_text().splitlines()]
