@@ -152,3 +152,60 @@ def describe(cells: Sequence, device: tuple[str, int], calib: Calibration | None
         f"time estimate: not measured on this machine: {what}; to calibrate it, add --out DIR, "
         f"a sweep directory with finished runs on this machine"
     )
+
+
+def plan_cells(plan: dict[str, Any]) -> list[Any] | None:
+    """The cells of a plan.json (`sweeps.grid.Cell`), to estimate them again; None when a cell
+    cannot be rebuilt (a plan written by another version)."""
+    from scaling import config as C
+    from scaling.errors import UserError
+    from sweeps.grid import Cell
+
+    try:
+        return [
+            Cell(
+                run_id=c["run_id"],
+                label=c["label"],
+                cell=c["cell"],
+                config=C.from_dict(c["config"]),
+                n_total=c["N_total"],
+                n_nonembed=c["N_nonembed"],
+                tokens=c["D"],
+                flops_per_token=c["C_exact"] / max(c["D"], 1),
+                c_6nd=c["C_6ND"],
+                c_exact=c["C_exact"],
+                steps=c["steps"],
+                batch=c["batch"],
+                lr=c["lr"],
+                warmup=c["warmup"],
+            )
+            for c in plan["cells"]
+        ]
+    except (UserError, KeyError, TypeError, ValueError):
+        return None
+
+
+def time_left(
+    plan: dict[str, Any], records: list[dict[str, Any]], left: dict[str, float]
+) -> tuple[float | None, int]:
+    """Seconds to train what is `left` of each cell (run id -> fraction, 0..1), one run at a
+    time, by the model calibrated on the sweep's finished runs (on the device they ran on), and
+    how many runs calibrated it: (None, 0) before the first finished run or on a device the
+    model does not know."""
+    from sweeps.estimate import estimate_parts
+
+    timed = finished_timings(records)
+    cells = plan_cells(plan) if timed else None
+    if not cells:
+        return None, 0
+    kinds = [str(r.get("device_kind", "")) for r in timed]
+    kind = max(set(kinds), key=kinds.count)
+    count = next(int(r.get("n_devices") or 1) for r in timed if r.get("device_kind") == kind)
+    parts = estimate_parts(cells, (kind, count))
+    calib = calibrate(cells, parts, timed, (kind, count), "")
+    if not calib.n_runs:
+        return None, 0
+    secs = calib.apply(parts)
+    return sum(
+        s * left.get(c.run_id, 0.0) for c, s in zip(cells, secs, strict=True) if s
+    ), calib.n_runs

@@ -5,7 +5,10 @@ failed.json and no live lease), pending (everything else; `partial` in the note 
 attempt left metrics, with the checkpoint step the next launch resumes from). Progress is the
 last logged step over the planned steps; FLOPs spent = C_exact x progress. The time left counts
 the running, failed and pending runs only (a diverged run is never resumed), each from where it
-goes on: a running one from its last logged step, the others from their newest checkpoint.
+goes on: a running one from its last logged step, the others from their newest checkpoint, at
+the pace of the finished runs: the time model (sweeps.estimate) calibrated on their wall times
+(sweeps.calibrate), or their FLOP rate where the model cannot be used; divided by the runs in
+flight.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from scaling.results import clean_json, finished_result
 from sweeps import registry as R
-from sweeps.calibrate import finished_timings
+from sweeps.calibrate import finished_timings, time_left
 from sweeps.lease import live_leases
 from sweeps.report import status_table
 
@@ -114,7 +117,14 @@ def collect(root: Path) -> dict[str, Any]:
     # what is still to train, from where each cell resumes (its newest checkpoint, not its last
     # logged step); a diverged run is recorded and never resumed, so it has none left
     left = sum(r["_left"] for r in rows)
-    eta = _sweep_eta(records.values(), left) if left > 0 else None
+    eta, eta_runs, eta_how = None, 0, ""
+    if left > 0:
+        fractions = {r["run_id"]: r["_left"] / max(r["C_planned"], 1e-300) for r in rows}
+        eta, eta_runs = time_left(plan, list(records.values()), fractions)
+        eta_how = "model"
+        if eta is None:  # a plan this version cannot rebuild, or a device the model lacks
+            eta, eta_how = _sweep_eta(records.values(), left), "flops"
+            eta_runs = len(finished_timings(records.values()))
     return dict(
         sweep=plan["sweep"],
         rows=rows,
@@ -123,6 +133,8 @@ def collect(root: Path) -> dict[str, Any]:
         planned=planned,
         eta_s=None if eta is None else eta / at_once,
         eta_at_once=at_once,
+        eta_runs=eta_runs,
+        _eta_how=eta_how,
     )
 
 
@@ -204,6 +216,7 @@ def as_json(info: dict[str, Any]) -> dict[str, Any]:
             planned=info["planned"],
             eta_s=info["eta_s"],
             eta_at_once=info["eta_at_once"],
+            eta_runs=info["eta_runs"],
             rows=info["rows"],
         ),
         drop_private=True,
@@ -239,6 +252,11 @@ def format_status(info: dict[str, Any]) -> str:
     if info.get("eta_s") is not None:
         n = info.get("eta_at_once", 1)
         how = f"{n} runs at a time, as now" if n > 1 else "one run at a time"
-        foot += f"; about {fmt_duration(info['eta_s'])} left at the finished runs' FLOP rate, {how}"
+        pace = (
+            f"the time model calibrated on the {info['eta_runs']} finished run(s)"
+            if info.get("_eta_how") == "model"
+            else f"the FLOP rate of the {info['eta_runs']} finished run(s)"
+        )
+        foot += f"; about {fmt_duration(info['eta_s'])} left by {pace}, {how}"
     rows = [_display(r) for r in info["rows"]]
     return "\n".join([head, "", status_table(rows), "", foot])

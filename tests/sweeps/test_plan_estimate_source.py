@@ -94,3 +94,21 @@ def test_runs_of_another_device_or_no_runs_are_named_not_used(tmp_path: Path, ca
 
 def json_lines(root: Path) -> list[dict]:
     return [json.loads(x) for x in (root / "results.jsonl").read_text().splitlines()]
+
+
+def test_status_time_left_uses_the_calibrated_model(tmp_path: Path) -> None:
+    """The finished runs' FLOP rate made the demo's time left 16 min after its first 10 runs
+    (8.9 min measured): small cells carry more fixed cost per FLOP than the rest."""
+    from sweeps import registry as R
+    from sweeps.status import collect, format_status
+
+    plan = plan_grid(load_grid("demo"))
+    parts = estimate_parts(plan.cells, CPU)
+    R.write_plan(tmp_path, plan)
+    _finished(tmp_path, plan.cells[:10], parts[:10], 0.1, 0.5)
+    info = collect(tmp_path)
+    assert info["eta_runs"] == 10
+    assert info["eta_s"] == pytest.approx(sum(0.1 * f + 0.5 * w for f, w in parts[10:]))
+    assert "left by the time model calibrated on the 10 finished run(s), one run" in (
+        format_status(info)
+    )
