@@ -30,6 +30,8 @@ from sweeps.estimate import (
     CPU_EVAL_S,
     CPU_RUN_S,
     CPU_STEP_OVERHEAD_S,
+    GPU_COMPILE_S,
+    GPU_EVAL_S,
     fmt_seconds,
     throughput,
 )
@@ -134,8 +136,10 @@ def describe(cells: Sequence, device: tuple[str, int], calib: Calibration | None
     rates = [throughput(c.n_total, device) for c in cells]
     if not cells or None in rates:
         return f"time estimate: ? (no peak FLOP/s known for {device[0]}; set SCALING_FLOPS_PER_S)"
-    lo, hi = min(rates) / 1e9, max(rates) / 1e9  # type: ignore[type-var]
-    rate = f"{lo:.3g} GFLOP/s" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}-{hi:.3g} GFLOP/s"
+    lo, hi = min(rates), max(rates)  # type: ignore[type-var]
+    unit, scale = ("TFLOP/s", 1e12) if lo >= 1e12 else ("GFLOP/s", 1e9)
+    lo_s, hi_s = (f"{x:.3g}" if x < 1000 else f"{x:,.0f}" for x in (lo / scale, hi / scale))
+    rate = f"{lo_s} {unit}" if lo_s == hi_s else f"{lo_s}-{hi_s} {unit}"
     if os.environ.get("SCALING_FLOPS_PER_S", "").strip():
         what = f"SCALING_FLOPS_PER_S = {rate} plus the built-in per-step, compile and run costs"
     elif device[0].lower() == "cpu":
@@ -145,7 +149,10 @@ def describe(cells: Sequence, device: tuple[str, int], calib: Calibration | None
             f"with evals), fitted on another 2-core machine (machines differ by 2-3x)"
         )
     else:
-        what = f"{ASSUMED_MFU:.0%} MFU of {device[0]}'s bf16 peak x{device[1]} = {rate}"
+        what = (
+            f"{ASSUMED_MFU:.0%} MFU of {device[0]}'s bf16 peak x{device[1]} = {rate}, plus "
+            f"{GPU_COMPILE_S:g} s a compile and {GPU_EVAL_S:g} s of evals a run"
+        )
     if calib is not None:
         return f"time estimate: not measured on this machine ({calib.why_not}): {what}"
     return (

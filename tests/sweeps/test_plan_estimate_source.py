@@ -112,3 +112,19 @@ def test_status_time_left_uses_the_calibrated_model(tmp_path: Path) -> None:
     assert "left by the time model calibrated on the 10 finished run(s), one run" in (
         format_status(info)
     )
+
+
+def test_accelerator_and_forced_rates_are_named(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SCALING_DEVICE_KIND", "NVIDIA H100 80GB HBM3")
+    monkeypatch.setenv("SCALING_DEVICE_COUNT", "8")
+    detect_device.cache_clear()
+    assert main(["sweep", "plan", "h100-isoflop"]) == 0
+    source = _tail(capsys)[1]
+    assert "not measured on this machine: 30% MFU of NVIDIA H100 80GB HBM3's bf16 peak x8" in source
+    assert "TFLOP/s" in source
+    monkeypatch.setenv("SCALING_DEVICE_KIND", "cpu")
+    monkeypatch.delenv("SCALING_DEVICE_COUNT")
+    monkeypatch.setenv("SCALING_FLOPS_PER_S", "4e10")
+    detect_device.cache_clear()
+    assert main(["sweep", "plan", "demo"]) == 0
+    assert "SCALING_FLOPS_PER_S = 40 GFLOP/s plus" in _tail(capsys)[1]
