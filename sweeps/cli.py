@@ -139,6 +139,11 @@ def _plan(args: argparse.Namespace) -> int:
         from scaling.errors import UserError
         from sweeps.registry import read_records
 
+        if args.json:
+            raise UserError(
+                f"--out {args.out} calibrates the printed time estimate, and --json prints no "
+                f"estimate; drop one of them"
+            )
         if not Path(args.out).is_dir():
             raise UserError(
                 f"--out {args.out}: no such sweep directory; pass the DIR of `scaling sweep run "

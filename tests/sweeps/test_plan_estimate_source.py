@@ -90,6 +90,8 @@ def test_runs_of_another_device_or_no_runs_are_named_not_used(tmp_path: Path, ca
     assert "not measured on this machine (no finished runs in " in _tail(capsys)[1]
     assert main(["sweep", "plan", "demo", "--out", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.startswith("error: --out ")
+    assert main(["sweep", "plan", "demo", "--out", str(root), "--json"]) == 2  # not ignored
+    assert "--json prints no estimate" in capsys.readouterr().err
 
 
 def json_lines(root: Path) -> list[dict]:
