@@ -147,6 +147,13 @@ class Tracker:
         if self._tb is not None:
             self._tb.flush()
 
+    def flush_quietly(self) -> None:
+        """`flush`, with a failure one `warning:` line (the run's own files are written)."""
+        try:
+            self.flush()
+        except Exception as e:  # noqa: BLE001
+            warn(f"an experiment tracker failed to flush ({_one_line(e)})")
+
     def close(self, status: str = "finished") -> None:
         """Close every writer (again: a no-op). `status` ("finished", "failed" or "killed") is
         how W&B and MLflow record the run's end; the first error is raised after all closed."""
@@ -163,15 +170,34 @@ class Tracker:
         if errors:
             raise errors[0]
 
-    def close_quietly(self, cause: BaseException) -> None:
-        """Close after `cause` (a signal, an error) stopped the run: the run is recorded as
-        killed or failed, and a tracker that fails to close is one `warning:` line, never an
-        exception that would replace `cause` (and its one-line report and exit code)."""
+    def close_quietly(self, cause: BaseException | None = None) -> None:
+        """Close without raising: after `cause` (a signal, an error) stopped the run it is
+        recorded as killed or failed, with no cause as finished. A tracker that fails to close
+        is one `warning:` line, never an exception that would replace `cause` (its one-line
+        report and exit code) or cost a finished run its result."""
+        if cause is None:
+            status = "finished"
+        else:
+            status = "killed" if isinstance(cause, KeyboardInterrupt) else "failed"
         try:
-            self.close("killed" if isinstance(cause, KeyboardInterrupt) else "failed")
+            self.close(status)
         except Exception as e:  # noqa: BLE001
-            text = (str(e).splitlines() or [""])[0][:300]
-            warn(f"an experiment tracker failed to close ({type(e).__name__}: {text})")
+            warn(f"an experiment tracker failed to close ({_one_line(e)})")
+
+    def finish_quietly(self, step: int, evals: dict | None) -> None:
+        """The end of a finished run, after its result.json is written: log the final evals
+        and close as finished; a tracker that fails is one `warning:` line each, never an
+        exception (the run's result stands, and the sweep counts it finished)."""
+        try:
+            self.log_evals(step, evals)
+        except Exception as e:  # noqa: BLE001
+            warn(f"an experiment tracker failed to log the final evals ({_one_line(e)})")
+        self.close_quietly()
+
+
+def _one_line(e: BaseException) -> str:
+    text = (str(e).splitlines() or [""])[0][:300]
+    return f"{type(e).__name__}: {text}"
 
 
 def _import(name: str):

@@ -210,13 +210,15 @@ def _loop(
         raise
     finally:
         with signals.graceful():  # a signal now must not skip stopping Orbax's threads
-            if loop is not None:
-                loop.close()
-            if tracker is not None and failed is None:
-                tracker.flush()
-            elif tracker is not None:
-                tracker.close_quietly(failed)
-            run.ckpt.close()  # waits for pending saves, then stops Orbax's threads
+            try:  # nor may a log that fails to flush or close
+                if loop is not None:
+                    loop.close()
+                if tracker is not None and failed is None:
+                    tracker.flush_quietly()
+                elif tracker is not None:
+                    tracker.close_quietly(failed)
+            finally:
+                run.ckpt.close()  # waits for pending saves, then stops Orbax's threads
     return state, loop, tracker
 
 
@@ -227,22 +229,24 @@ def _finish(
     cfg, status = run.cfg, loop.status
     final_step = int(jax.device_get(state["step"])) if status == "done" else loop.diverged_at
     if loop.stopped:
-        tracker.close()
+        with signals.graceful():
+            tracker.close_quietly()
         return {"status": "stopped", "step": final_step, "run_id": run.run_id}
     evals = None
     try:
         if cfg.eval.enabled and status == "done":
             model = nnx.merge(run.eng.graphdef, state["params"], state["other"])
             evals = run_evals(model, cfg, run.mesh)
-        tracker.log_evals(final_step or 0, evals)
-    except BaseException as e:  # a signal or an error in the final evals: close, then raise
+        result = _result(cfg, loop, run.data.info, final_step, evals, run.mesh, run.start)
+        if run.is_main:
+            results.write_result(run.out / "result.json", result)
+    except BaseException as e:  # a signal, an error or a full disk before the result is saved
         with signals.graceful():
             tracker.close_quietly(e)
         raise
-    tracker.close()
-    result = _result(cfg, loop, run.data.info, final_step, evals, run.mesh, run.start)
-    if run.is_main:
-        results.write_result(run.out / "result.json", result)
+    # the result is saved: a tracker that fails now is a warning, never a lost result
+    with signals.graceful():
+        tracker.finish_quietly(final_step or 0, evals)
     return result
 
 

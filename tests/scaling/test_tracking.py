@@ -235,3 +235,37 @@ def test_trackers_close_when_the_run_is_interrupted_or_fails(tmp_path: Path, mon
     assert train(cfg, tmp_path / "run", progress=False)["status"] == "done"
     assert list(fake.runs.values()) == [run] and run["status"] == "FINISHED"
     assert finished == [130, 1, 0] and [s for s, _ in run["metrics"]][-1] == 8
+
+
+def test_a_tracker_that_fails_to_close_never_costs_a_finished_run_its_result(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A backend whose close raised at the end of a finished run (W&B's finish, here) used to
+    propagate before result.json was written: a traceback, the result lost, and the sweep
+    counted the run unfinished. A TensorBoard flush that raised also skipped closing Orbax.
+    Now result.json is written first and each tracker failure is one warning line."""
+    from scaling import results
+
+    def finish(exit_code=None):
+        raise RuntimeError("wandb: connection lost\nmore detail")
+
+    wandb = _fake_wandb([])
+    wandb.init = lambda **kw: types.SimpleNamespace(log=lambda vals, step: None, finish=finish)
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    monkeypatch.setenv(tracking.ENV, "wandb")
+
+    def flush(self) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tracking.Tracker, "flush", flush)
+    cfg = config.load("tiny", [*FAST_RUN, "train.steps=8"])
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["status"] == "done" and result["step"] == 8
+    stored = results.finished_result(tmp_path / "run", result["run_id"])
+    assert stored is not None and stored["final_val_loss"] == result["final_val_loss"]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "warning: an experiment tracker failed to flush (OSError: " in err
+    closing = "warning: an experiment tracker failed to close (RuntimeError: wandb: connection"
+    assert f"{closing} lost)\n" in err  # one line: the first line of the error's text
+    assert list((tmp_path / "run" / "checkpoints").iterdir())  # Orbax closed, the save is there
