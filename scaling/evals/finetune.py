@@ -38,11 +38,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from scaling import engine, lora, optim, sharding
+from scaling import engine, lora, optim, sharding, signals
 from scaling.checkpoint import Checkpointer
 from scaling.config import RunConfig, TrainConfig
 from scaling.data.tokenizer import BOS, PAD
-from scaling.errors import UserError, check_interrupt
+from scaling.errors import UserError
 from scaling.evals import score
 from scaling.evals import tasks as T
 from scaling.evals.finetune_spec import Method, Settings, train_config
@@ -107,8 +107,12 @@ def load_base(run_dir: Path, cfg: RunConfig) -> Base:
     mesh = sharding.make_mesh(cfg)
     eng = engine.engine(cfg, mesh)
     ckpt = Checkpointer(Path(run_dir) / "checkpoints", keep=10**6)
-    restored = ckpt.restore_latest(eng.abstract_state)
-    ckpt.close()
+    with signals.graceful():  # a signal mid-restore must not skip stopping Orbax's threads
+        try:
+            restored = ckpt.restore_latest(eng.abstract_state)
+        finally:
+            ckpt.close()
+    signals.check()
     if restored is None:
         raise UserError(f"run {run_dir} has no checkpoint to fine-tune from; train it first")
     s = restored.state
@@ -228,9 +232,9 @@ def finetune(
     batch_sh = sharding.batch_sharding(mesh)
     key = (graphdef, mesh, s.batch_size, optim.static_hparams(tcfg), base.cfg.model.seq_len)
     losses = []
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), signals.graceful():  # a signal stops at the next step (check)
         for k in range(tcfg.steps):
-            check_interrupt()
+            signals.check()
             idx = batch_indices(k, s.batch_size, d_f, s.seed)
             tok = engine.put(rows[idx], batch_sh)
             msk = engine.put(mask[idx], batch_sh)
@@ -242,14 +246,12 @@ def finetune(
             losses.append(loss)
             if on_step is not None:
                 on_step()
+    signals.check()
     losses = [float(x) for x in jax.device_get(losses)]
     if not all(math.isfinite(x) for x in losses):
         raise FloatingPointError(f"fine-tuning loss became non-finite ({method.label}, D_f={d_f})")
     if out_dir is not None and s.save:
-        shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)  # a crashed earlier try
-        ckpt = Checkpointer(Path(out_dir) / "checkpoints", keep=1)
-        ckpt.save(tcfg.steps, {"train": state["train"]}, {"method": method.label, "d_f": d_f})
-        ckpt.close()
+        save_trained(Path(out_dir), tcfg.steps, state["train"], method.label, d_f)
     tuned = nnx.merge(graphdef, state["train"], frozen, rest)
     info = {
         "steps": tcfg.steps,
@@ -262,6 +264,23 @@ def finetune(
         "train_s": time.time() - t0,
     }
     return tuned, info
+
+
+def save_trained(out_dir: Path, step: int, train: Any, method: str, d_f: int) -> None:
+    """Checkpoint a row's trained sub-state in `out_dir/checkpoints` (an earlier try's removed).
+
+    A signal during the save only sets the flag (`scaling.signals.graceful`): the save finishes
+    and Orbax's threads stop, then `Interrupted` is raised. It used to raise inside the save,
+    the Checkpointer was never closed, and its background commit thread, still running at
+    interpreter exit, printed tracebacks after the one line (and sometimes hung the process)."""
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # a crashed earlier try
+    ckpt = Checkpointer(out_dir / "checkpoints", keep=1)
+    with signals.graceful():
+        try:
+            ckpt.save(step, {"train": train}, {"method": method, "d_f": d_f})
+        finally:
+            ckpt.close()  # waits for the save, then stops Orbax's threads
+    signals.check()
 
 
 def base_weight_bytes(model: nnx.Module) -> int:

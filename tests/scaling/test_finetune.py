@@ -116,3 +116,38 @@ def test_sizes_pick_one_run_per_size_whatever_the_finish_order() -> None:
     runs.append(run("a2", 10, 100, 2))
     for order in (runs, runs[::-1]):  # the seed decides, not the run id or the finish order
         assert [r["run_id"] for r in select_runs(order, "", 2)] == ["c0", "b"]
+
+
+# SIGINT right after a row's checkpoint save started (Orbax commits it in a background thread)
+_SIGINT_MID_SAVE = """
+import os, signal, sys
+from scaling import checkpoint, cli
+real = checkpoint.Checkpointer._save
+def save(self, *a, **k):
+    real(self, *a, **k)
+    os.kill(os.getpid(), signal.SIGINT)
+checkpoint.Checkpointer._save = save
+sys.argv = ["scaling", *sys.argv[1:]]
+cli.entry()
+"""
+
+
+def test_sigint_during_a_row_checkpoint_save_exits_130_with_one_line(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """The signal raised inside the save, the Checkpointer was never closed, and its commit
+    thread, still running at interpreter exit, printed Orbax tracebacks after the one line,
+    and sometimes hung the process (a plausible cause of the exit 139 once seen after Ctrl-C).
+    Now the save finishes, Orbax's threads stop, and the command exits 130 with one line."""
+    import sys
+
+    from conftest import finish, spawn
+
+    out = tmp_path / "ft"
+    argv = ["finetune", str(run_dir), *FT, "--method", "full", "--out", str(out), "--no-progress"]
+    rc, log = finish(spawn([sys.executable, "-c", _SIGINT_MID_SAVE, *argv]), timeout=90)
+    assert rc == 130, log
+    assert log.strip().splitlines()[-1] == "interrupted by SIGINT: rerun the same command to resume"
+    assert "Traceback" not in log and "ERROR" not in log
+    assert not (out / "results.jsonl").exists()  # the row is trained again on the rerun
+    assert main([*argv]) == 0 and len(_rows(out / "results.jsonl")) == 2
