@@ -210,16 +210,25 @@ def _loop(
         raise
     finally:
         with signals.graceful():  # a signal now must not skip stopping Orbax's threads
-            try:  # nor may a log that fails to flush or close
-                if loop is not None:
-                    loop.close()
-                if tracker is not None and failed is None:
-                    tracker.flush_quietly()
-                elif tracker is not None:
-                    tracker.close_quietly(failed)
-            finally:
-                run.ckpt.close()  # waits for pending saves, then stops Orbax's threads
+            _close_session(run, loop, tracker, failed)
     return state, loop, tracker
+
+
+def _close_session(run: _Run, loop: Any, tracker: Any, failed: BaseException | None) -> None:
+    """Close the logs and Orbax, whatever fails; the tracker stays open for `_finish` unless
+    the session failed (`failed`, or its last saves raising here: closed as failed)."""
+    try:  # a log that fails to flush or close must not skip stopping Orbax's threads
+        if loop is not None:
+            loop.close()
+        if tracker is not None:
+            tracker.flush_quietly() if failed is None else tracker.close_quietly(failed)
+    finally:
+        try:
+            run.ckpt.close()  # waits for pending saves, then stops Orbax's threads
+        except BaseException as e:
+            if tracker is not None and failed is None:
+                tracker.close_quietly(e)
+            raise
 
 
 def _finish(
@@ -244,8 +253,7 @@ def _finish(
         with signals.graceful():
             tracker.close_quietly(e)
         raise
-    # the result is saved: a tracker that fails now is a warning, never a lost result
-    with signals.graceful():
+    with signals.graceful():  # the result is saved: a tracker failing now is only a warning
         tracker.finish_quietly(final_step or 0, evals)
     return result
 

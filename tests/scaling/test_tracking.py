@@ -269,3 +269,27 @@ def test_a_tracker_that_fails_to_close_never_costs_a_finished_run_its_result(
     closing = "warning: an experiment tracker failed to close (RuntimeError: wandb: connection"
     assert f"{closing} lost)\n" in err  # one line: the first line of the error's text
     assert list((tmp_path / "run" / "checkpoints").iterdir())  # Orbax closed, the save is there
+
+
+def test_a_failed_final_save_closes_the_trackers_as_failed(tmp_path: Path, monkeypatch) -> None:
+    """Orbax raising while the run's last saves were waited on (at the end of the loop) left
+    the trackers open: MLflow's run stayed active, so in a sweep (which goes on past a failed
+    cell) the next cell's start_run failed as well. Now they are closed as failed."""
+    from scaling.checkpoint import Checkpointer
+
+    fake = _FakeMLflow()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setenv(tracking.ENV, "mlflow")
+    cfg = config.load("tiny", [*FAST_RUN, "train.steps=4"])
+
+    def wait(self) -> None:
+        raise RuntimeError("orbax: commit failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Checkpointer, "wait", wait)
+        with pytest.raises(RuntimeError, match="commit failed"):
+            train(cfg, tmp_path / "run", progress=False)
+    (run,) = fake.runs.values()
+    assert run["status"] == "FAILED" and fake.active is None
+    assert train(cfg, tmp_path / "run", progress=False)["status"] == "done"  # the next cell
+    assert run["status"] == "FINISHED"
