@@ -17,6 +17,7 @@ A full disk during a save becomes `DiskFullError` (one line, exit 1), not Orbax'
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -28,7 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from scaling.errors import DiskFullError, UserError
-from scaling.fileio import writing
+from scaling.fileio import warn, writing
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +148,23 @@ class Checkpointer:
             self._manager.wait_until_finished()
 
     def close(self) -> None:
-        """Finish pending saves and stop Orbax's background threads (before interpreter exit)."""
+        """Finish pending saves and stop Orbax's background threads (before interpreter exit).
+        A failed save raises (after the threads are stopped); once every save is on disk, a
+        manager that fails to stop is one `warning:` line: a finished run keeps its result."""
         try:
             self.wait()
-        finally:
+        except BaseException:
+            with contextlib.suppress(Exception):  # the save's error is the one to report
+                self._manager.close()
+            raise
+        try:
             self._manager.close()
+        except Exception as e:  # noqa: BLE001
+            text = (str(e).splitlines() or [""])[0][:300]
+            warn(
+                f"Orbax's checkpoint manager of {self.directory} failed to stop "
+                f"({type(e).__name__}: {text}); every checkpoint was saved before"
+            )
 
     # ------------------------------------------------------------------ restore
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
