@@ -248,8 +248,13 @@ def finetune(
                 on_step()
     signals.check()
     losses = [float(x) for x in jax.device_get(losses)]
-    if not all(math.isfinite(x) for x in losses):
-        raise FloatingPointError(f"fine-tuning loss became non-finite ({method.label}, D_f={d_f})")
+    bad = [k + 1 for k, x in enumerate(losses) if not math.isfinite(x)]
+    if bad:  # one line, not a traceback; the rows appended so far stay, a rerun skips them
+        raise UserError(
+            f"fine-tuning {method.label} at D_f={d_f} diverged (loss not finite at step {bad[0]} "
+            f"of {tcfg.steps}, lr = {tcfg.lr:g}); lower it, e.g. --set {method.kind}.lr="
+            f"{tcfg.lr / 10:g} (rows already done are kept and skipped on the rerun)"
+        )
     if out_dir is not None and s.save:
         save_trained(Path(out_dir), tcfg.steps, state["train"], method.label, d_f)
     tuned = nnx.merge(graphdef, state["train"], frozen, rest)

@@ -151,3 +151,13 @@ def test_sigint_during_a_row_checkpoint_save_exits_130_with_one_line(
     assert "Traceback" not in log and "ERROR" not in log
     assert not (out / "results.jsonl").exists()  # the row is trained again on the rerun
     assert main([*argv]) == 0 and len(_rows(out / "results.jsonl")) == 2
+
+
+def test_a_diverged_fine_tune_is_one_line_naming_the_lr(run_dir: Path, tmp_path: Path, capsys):
+    """A non-finite fine-tuning loss ended `scaling finetune` in a FloatingPointError traceback."""
+    argv = ["finetune", str(run_dir), "--task", "upper", "--df", "8", "--method", "full"]
+    argv += ["--set", "steps=3", "--set", "lr=1e30", "--out", str(tmp_path / "ft")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: fine-tuning full at D_f=8 diverged (loss not finite at step ")
+    assert "lr = 1e+30); lower it, e.g. --set full.lr=1e+29" in err
