@@ -24,6 +24,7 @@ from typing import Any
 from scaling import config as C
 from scaling import results
 from scaling.errors import UserError, check_interrupt
+from scaling.fileio import read_json
 from scaling.results import upgrade_result
 from sweeps import registry as R
 
@@ -101,17 +102,20 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
             if rec.get("status") != "done":
                 continue
             d = R.run_dir(root, rec["run_id"])
-            res = (
-                upgrade_result(json.loads((d / "result.json").read_text()))
-                if (d / "result.json").is_file()
-                else rec
-            )
-            out.append({"run_id": rec["run_id"], "dir": d, "result": res})
+            res = results.read_result(d / "result.json", fix="using its results.jsonl row")
+            out.append({"run_id": rec["run_id"], "dir": d, "result": res or rec})
         if not out:
             raise UserError(f"{root} has no finished runs to fine-tune; run the sweep first")
         return out
     if (root / "result.json").is_file():
-        res = upgrade_result(json.loads((root / "result.json").read_text()))
+        fix = (
+            f"rerun the `scaling train` command of this run (same config, --out {root}): it "
+            "resumes from the final checkpoint and rewrites it"
+        )
+        res = read_json(root / "result.json", fix=fix)  # damaged: UserError naming it
+        if not results.is_result(res):
+            raise UserError(f"{root / 'result.json'} is not a run's result; {fix}")
+        res = upgrade_result(res)
         if res.get("status") != "done":
             raise UserError(
                 f"run {root} did not finish (status {res.get('status')}); train it first"

@@ -10,6 +10,7 @@ import pytest
 
 from scaling import config
 from scaling.cli import main
+from scaling.errors import UserError
 from scaling.evals import tasks as T
 
 BASE = [
@@ -161,3 +162,25 @@ def test_a_diverged_fine_tune_is_one_line_naming_the_lr(run_dir: Path, tmp_path:
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: fine-tuning full at D_f=8 diverged (loss not finite at step ")
     assert "lr = 1e+30); lower it, e.g. --set full.lr=1e+29" in err
+
+
+def test_a_damaged_result_json_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
+    """find_runs parsed result.json with json.loads: a damaged one (a run dir, or a sweep's run)
+    ended `scaling finetune` in a JSONDecodeError traceback before any check."""
+    from sweeps.finetune import find_runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "result.json").write_text('{"run_id": "abc", "sta')
+    with pytest.raises(UserError, match=r"result.json is damaged \(not valid JSON.*rerun the "):
+        find_runs(run)
+    (run / "result.json").write_text("[1]")
+    with pytest.raises(UserError, match=r"result.json is not a run's result; rerun the "):
+        find_runs(run)
+    sweep = tmp_path / "sweep"
+    row = {"run_id": "abc", "status": "done", "N_total": 10, "D": 20}
+    (sweep / "runs" / "abc").mkdir(parents=True)
+    (sweep / "results.jsonl").write_text(json.dumps(row) + "\n")
+    (sweep / "runs" / "abc" / "result.json").write_text('{"run_id": "abc", "sta')
+    (found,) = find_runs(sweep)  # the sweep's own row stands in, with one warning
+    assert found["result"] == row and "result.json is damaged" in capsys.readouterr().err
