@@ -292,7 +292,14 @@ def test_a_manager_that_fails_to_stop_after_every_save_is_a_warning(tmp_path: Pa
     again.close()
     ck = Checkpointer(tmp_path / "b")
     ck.save(1, state)
+    real_wait, real_close_b = ck._manager.wait_until_finished, ck._manager.close
+
+    def close_b() -> None:  # b's own manager, so no async save outlives the test
+        real_wait()
+        real_close_b()
+        raise RuntimeError("orbax: handler close failed")
+
     ck._manager.wait_until_finished = lambda: (_ for _ in ()).throw(ValueError("save failed"))
-    ck._manager.close = close
+    ck._manager.close = close_b
     with pytest.raises(ValueError, match="save failed"):
         ck.close()
