@@ -1,9 +1,10 @@
 """Calibrating the time estimate (sweeps.estimate) on runs measured on this machine, and saying
 where the estimate comes from. No JAX.
 
-The built-in CPU model was fitted on another machine; on a faster one (or another JAX) its parts
-are off by different factors: on the 2-core machine of 2026-12-04 the demo's fixed costs per run
-(compile, data, saves, evals) were ~0.1x the model's and its per-step and FLOP costs ~0.5x. So
+The built-in CPU model was fitted on one machine (sweeps.estimate); on another (or another JAX)
+its parts are off by different factors: before it was refitted to the current code, the demo's
+fixed costs per run (compile, data, saves, evals) measured ~0.1x the model's on the 2-core machine
+of 2026-12-04 and its per-step and FLOP costs ~0.5x. So
 `calibrate` fits the two scales by least squares to the finished runs' wall times,
 
     measured(run) ~ a * fixed(run) + b * work(run),     a, b >= 0,
@@ -146,7 +147,7 @@ def describe(cells: Sequence, device: tuple[str, int], calib: Calibration | None
         what = (
             f"the built-in CPU model, {rate} at these sizes plus {CPU_STEP_OVERHEAD_S * 1e3:g} ms "
             f"a step, {CPU_COMPILE_S:g} s a compile and {CPU_RUN_S:g} s a run (+{CPU_EVAL_S:g} s "
-            f"with evals), fitted on another 2-core machine (machines differ by 2-3x)"
+            f"with evals), fitted on a fast 2-core machine (machines of one kind differ by 2-3x)"
         )
     else:
         what = (

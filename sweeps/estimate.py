@@ -6,15 +6,20 @@ time(cell) = compile (once per distinct static shape) + per-run cost + steps * s
 Throughput:
 - CPU: log-linear interpolation in N_total through `CPU_FLOPS_PER_S`, plus a per-step overhead,
   a compile cost and a per-run cost (opening the data, the saves and, when `eval.enabled`, the
-  few-shot evaluation: one constant in the fit, which cannot tell them apart), fitted by least
-  squares to the per-run wall times of a fresh-clone `make demo` sweep (20 runs, max error 13 s
-  per run, total exact) on the 2-core development machine, quiet (load average ~1.5), JAX 0.10
-  CPU, f32, 2026-12-02. The few-shot part (`CPU_EVAL_S`) was then measured on its own, so that
-  a plan with evals off is not charged for it: 2.6-2.9 s a run the first time a process meets a
-  shape, 0.7-1.5 s after (demo cells d8, d20, d44; 2026-12-03, load average 0.3-0.8).
-  Machines sold as the same kind differ by 2-2.5x on this workload (the same demo sweep took
-  309 s on another one), so read the estimate as the slow end. The points above 1e5 params
-  follow an earlier probe (40-45 GFLOP/s at 1-5M params).
+  few-shot evaluation), refitted on 2026-12-04 to the code as it is since the throughput work of
+  that day (several updates per dispatch, the persistent compile cache), on the 2-core AMD EPYC
+  development machine, JAX CPU, f32: non-negative least squares of the per-run wall times of the
+  demo grid's 20 cells of seed 0 run by one launcher (`sweep run demo --set 'seeds=[0]'`, fresh
+  compile cache, load average ~2) on [first cell of a shape, 1, steps, FLOPs / rate]: 3.7 s a
+  compile, 0.8 s a run, 2.6 ms a step and the rates below 1.3e5 params at 3.6x those of the
+  earlier fit; worst run off by 3.6 s, total exact (242 s). The evaluation's share of the run
+  cost is the mean of the runs' own `evals.seconds` (0.4 s). The points at 1.3e5, 1e6 and 5e6
+  params are `python -m scaling.bench --config small` (123K params, 39 GFLOP/s) and the same at
+  d_model 128 x 4 layers (1.1M, 94 GFLOP/s) and 256 x 6 (6.4M, 113 GFLOP/s), batch 16. The
+  estimate said 4.2 min for that sweep (measured 4.0) and 5.2 min for the whole demo with
+  `--workers 2` (measured 5.1-5.4 min from fresh clones that day). Machines sold as the same kind
+  differ by 2-2.5x on this workload (the same demo took 309 s on one and 753 s on another), and
+  the model was fitted on a fast one: read it as the fast end, or calibrate it (below).
   Override with SCALING_FLOPS_PER_S (a single number for every size; > 0, or exit 2).
 - GPU/TPU: `scaling.flops.peak_flops(kind, "bfloat16") * ASSUMED_MFU * n_devices`.
   Unknown devices print "?" rather than a made-up number.
@@ -22,10 +27,12 @@ Throughput:
   launcher takes the next cell nobody holds as soon as it is free, as `sweeps.workers` does), each
   one slowed by the launchers' contention for the cores: one demo launcher keeps
   `CPU_LAUNCHER_CORES` busy (measured: the demo sweep took 879 s with one launcher and 576 s with
-  two on the 2-core machine, 2026-12-03, so one launcher's share of 2 cores is 2 x 576 / 879).
+  two on the 2-core machine, 2026-12-03, so one launcher's share of 2 cores is 2 x 576 / 879;
+  not re-measured after the throughput work).
   On a GPU/TPU the launchers share the devices, so N gives no gain in the estimate.
-All of the above models other machines and is never measured on this one: `sweep plan` says
-so under the plan, and with `--out DIR` calibrates it on DIR's finished runs (sweeps.calibrate).
+All of the above models one machine and is never measured on the one it runs on: `sweep plan`
+says so under the plan, and with `--out DIR` calibrates it on DIR's finished runs
+(sweeps.calibrate).
 The device is taken from SCALING_DEVICE_KIND (with SCALING_DEVICE_COUNT, a whole number >= 1,
 default 1), else `nvidia-smi`, else "cpu".
 """
@@ -42,11 +49,11 @@ from functools import lru_cache
 from scaling.errors import UserError
 from scaling.flops import interval, n_validations
 
-CPU_FLOPS_PER_S = [(3e3, 18.4e9), (3e4, 16.5e9), (1.3e5, 20.7e9), (1e6, 42e9), (5e6, 45e9)]
-CPU_STEP_OVERHEAD_S = 6.0e-3
-CPU_COMPILE_S = 7.1
-CPU_RUN_S = 9.7  # per run: data, saves (fitted with CPU_EVAL_S as one 11.7 s constant)
-CPU_EVAL_S = 2.0  # per run with eval.enabled: the few-shot evaluation of a tiny model
+CPU_FLOPS_PER_S = [(3e3, 66e9), (3e4, 59e9), (1.3e5, 39e9), (1e6, 94e9), (5e6, 113e9)]
+CPU_STEP_OVERHEAD_S = 2.6e-3
+CPU_COMPILE_S = 3.7
+CPU_RUN_S = 0.45  # per run: data, saves (fitted with CPU_EVAL_S as one 0.8 s constant)
+CPU_EVAL_S = 0.4  # per run with eval.enabled: the few-shot evaluation of a tiny model
 CPU_LAUNCHER_CORES = 1.31  # cores one launcher of tiny cells keeps busy (see the module doc)
 ASSUMED_MFU = 0.3
 GPU_STEP_OVERHEAD_S = 5e-3

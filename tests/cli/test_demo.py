@@ -54,4 +54,4 @@ def test_demo_sweep_analysis_and_checks(tmp_path, capsys):
         assert (out / "report" / f"{name}.png").stat().st_size > 10_000
     # rerunning trains nothing
     assert main(["sweep", "run", "demo", "--out", str(out), "--no-progress"]) == 0
-    assert "nothing to do" in capsys.readouterr().out
+    assert "nothing to do" in capsys.readouterr().err  # the summary line is on stderr

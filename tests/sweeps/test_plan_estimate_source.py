@@ -1,6 +1,7 @@
 """`scaling sweep plan`: the time estimate says where it comes from, and `--out DIR` calibrates
 it on DIR's finished runs (measured on this machine) instead of the built-in model of another
-one (the demo: 27.9 min estimated, ~10 min measured)."""
+one (the demo, before the model was refitted to the current code: 27.9 min estimated, ~10 min
+measured)."""
 
 from __future__ import annotations
 
