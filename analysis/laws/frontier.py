@@ -4,7 +4,10 @@
   curve when its metrics file exists, else its final point); the model size on the envelope gives
   N_opt(C) ~ C^a. The frontier law L(C) = E + A C^-alpha is fitted to the envelope points.
 - Approach 2: per IsoFLOP budget a parabola in log N; its minimum is N_opt(C); then
-  log N_opt = a log C + c by least squares. Needs >= 2 budgets with an interior minimum.
+  log N_opt = a log C + c and log D_opt = b log C + c' by least squares. b is fitted, not taken
+  as 1 - a: that holds only when C = 6ND, and a table's C may count FLOPs otherwise (the
+  engine's exact FLOPs with attention, a published FLOP column). Needs >= 2 budgets with an
+  interior minimum.
 """
 
 from __future__ import annotations
@@ -80,14 +83,16 @@ def _parabola_fits(x: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray:
 def approach2(table: RunTable, W: np.ndarray | None = None, min_points: int = 3) -> dict:
     """Approach 2 on the table; with bootstrap weights W (R, n_runs) also per-resample exponents.
 
-    Returns per-budget minima, the exponent a (N_opt ~ C^a), b (D_opt ~ C^b), and when W is
-    given arrays "a_boot", "b_boot" (NaN where a resample has < 2 usable budgets).
+    Returns per-budget minima, the exponents a (N_opt ~ C^a) and b (D_opt ~ C^b), each fitted
+    against the table's C (a + b = 1 only when C = 6ND), and when W is given arrays "a_boot",
+    "b_boot" (NaN where a resample has < 2 usable budgets).
     """
     budgets = infer_budgets(table)
     rows, notes = [], []
     Wfull = np.ones((1, len(table))) if W is None else np.vstack([np.ones(len(table)), W])
     logN_opt = []  # per budget: (R+1,) log N_opt
     lc_opt = []  # per budget: (R+1,) log C at N_opt, in the table's FLOP convention
+    ld_opt = []  # per budget: (R+1,) log D at N_opt
     sizes = levels(table.N)  # sizes within 0.03 dex are one size (as the design counts them)
     for c in np.unique(budgets):
         m = budgets == c
@@ -113,12 +118,13 @@ def approach2(table: RunTable, W: np.ndarray | None = None, min_points: int = 3)
         d_line = np.polyfit(x, np.log(table.D[m]), 1)
         c_line = np.polyfit(x, np.log(table.C[m]), 1)
         lc_opt.append(np.polyval(c_line, lopt))
+        ld_opt.append(np.polyval(d_line, lopt))
         rows.append(
             {
                 "budget": float(c),
                 "C_opt": float(np.exp(lc_opt[-1][0])),
                 "N_opt": float(np.exp(lopt[0])),
-                "D_opt": float(np.exp(np.polyval(d_line, lopt[0]))),
+                "D_opt": float(np.exp(ld_opt[-1][0])),
                 "loss_min": float(p[0] + p[1] * (lopt[0] - xc) + p[2] * (lopt[0] - xc) ** 2),
                 "n_runs": int(m.sum()),
                 "inside_range": inside,
@@ -133,19 +139,20 @@ def approach2(table: RunTable, W: np.ndarray | None = None, min_points: int = 3)
         )
     Y = np.stack([v for _, v in logN_opt], axis=1)  # (R+1, n_budgets)
     LC = np.stack(lc_opt, axis=1)  # the compute of each minimum, per resample
-    a_all = np.full(Y.shape[0], np.nan)
-    c_all = np.full(Y.shape[0], np.nan)
+    LD = np.stack(ld_opt, axis=1)
+    a_all, c_all, b_all = (np.full(Y.shape[0], np.nan) for _ in range(3))
     for r in range(Y.shape[0]):
         ok = np.isfinite(Y[r])
         if ok.sum() >= 2:
             a_all[r], c_all[r] = np.polyfit(LC[r, ok], Y[r, ok], 1)
+            b_all[r] = np.polyfit(LC[r, ok], LD[r, ok], 1)[0]
     out = {
         "minima": rows,
         "a": float(a_all[0]),
-        "b": float(1.0 - a_all[0]),
+        "b": float(b_all[0]),
         "log_coef": float(c_all[0]),
         "notes": notes,
     }
     if W is not None:
-        out["a_boot"], out["b_boot"] = a_all[1:], 1.0 - a_all[1:]
+        out["a_boot"], out["b_boot"] = a_all[1:], b_all[1:]
     return out

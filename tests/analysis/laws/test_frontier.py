@@ -50,6 +50,34 @@ def test_approach2_regresses_on_the_tables_compute_not_the_nominal_budget():
         assert m["C_opt"] < m["budget"]  # 6ND counts less than the nominal budget here
 
 
+def test_approach2_fits_b_when_c_is_not_6nd():
+    """The table's C counts attention too (C = 6ND (1 + 2e3 N^-0.3) here, as the engine's exact
+    FLOPs do), so D_opt ~ C^b with b != 1 - a: b was reported as 1 - a (0.50 here, against
+    0.64 from the minima). b now comes from the minima's D_opt; with C = 6ND it is still 1 - a."""
+    for attn in (2e3, 0.0):
+        runs = []
+        for budget in (1e16, 1e17, 1e18, 1e19):
+            for N in np.geomspace(1e5, 1e9, 25):
+                C = budget
+                D = C / (6 * N * (1 + attn * N**-0.3))
+                N_opt = 0.1 * np.sqrt(C)
+                runs.append((N, D, C, budget, 2.0 + 0.05 * np.log(N / N_opt) ** 2))
+        N, D, C, budget, loss = (np.array(v) for v in zip(*runs, strict=True))
+        table = RunTable([str(i) for i in range(N.size)], N, D, C, loss, budget, [None] * N.size)
+        W = np.random.default_rng(0).multinomial(N.size, np.full(N.size, 1 / N.size), size=20)
+        a2 = approach2(table, W.astype(float))
+        lc = np.log([m["C_opt"] for m in a2["minima"]])
+        b_direct = np.polyfit(lc, np.log([m["D_opt"] for m in a2["minima"]]), 1)[0]
+        assert abs(a2["a"] - 0.5) < 0.01, a2["a"]
+        assert abs(a2["b"] - b_direct) < 1e-9, (a2["b"], b_direct)
+        assert np.all(np.isfinite(a2["b_boot"]))
+        if attn:
+            assert a2["b"] > 0.6 and abs(a2["a"] + a2["b"] - 1) > 0.03
+            assert not np.allclose(a2["a_boot"] + a2["b_boot"], 1.0, atol=0.01)
+        else:
+            assert abs(a2["a"] + a2["b"] - 1) < 1e-6
+
+
 def test_approach2_counts_sizes_as_the_design_does():
     """Epoch's 7.94e20 budget has N = 1.593e9, 1.609e9 and 2.28e9: two sizes, not three (within
     0.03 dex is one size); a parabola through them was a fit to 2 points."""
