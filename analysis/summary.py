@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from analysis.laws.finetune import e_cell
+from analysis.laws.finetune import e_cell, exp_cell
 from analysis.laws.intervals import unsupported_reason
 from scaling.fmt import with_ci
 
@@ -86,12 +86,11 @@ def finetune_lines(ft: dict | None) -> list[str]:
         f = g["fits"].get("N")
         if f is None:
             continue
-        ci = f["params_ci"]
         bt = g.get("backtest")
         tail = f", back-test on the largest N {bt['mean_abs_rel_error']:.2%}" if bt else ""
         out.append(
-            f"  {g['task']} {g['method']}: alpha = {with_ci(ci['alpha'], '.3g')}, "
-            f"beta = {with_ci(ci['beta'], '.3g')}, E = {e_cell(f, '.3g')}{tail}"
+            f"  {g['task']} {g['method']}: alpha = {exp_cell(f, 'alpha', '.3g')}, "
+            f"beta = {exp_cell(f, 'beta', '.3g')}, E = {e_cell(f, '.3g')}{tail}"
         )
     return out
 

@@ -7,7 +7,10 @@ the pre-training laws' machinery: summed Huber (delta 1e-3) on log-residuals, a 
 run through the batched L-BFGS and polished by scipy (analysis.laws.fit.multistart), then a
 bootstrap over fine-tuning rows (each row is its own fine-tuning run) refitted in one batch.
 Predictions at a larger N or D_f carry percentile CIs; the back-test refits without the largest
-model and predicts its rows. numpy/scipy only.
+model and predicts its rows. Each exponent is checked (`exponent_check`): with fewer than 4
+levels of its variable, a CI spanning 10x, or refits leaving out one level that differ 3x, it is
+reported as not determined by the data (the rows of one model size share that model's luck,
+which a row-level bootstrap does not resample). numpy/scipy only.
 """
 
 from __future__ import annotations
@@ -31,6 +34,19 @@ E_AT_BOUND = 1e-6
 """E below this fraction of the smallest loss sits at its bound 0 (E = exp(e), e drifting to
 -inf): the data cannot tell the law from a pure power law, so E is not identified; its CI is
 then a degenerate sliver around ~1e-13 and is not shown (as the frontier's E, `markdown`)."""
+
+MIN_LEVELS = 4
+"""An exponent needs values at >= this many levels of its variable (model sizes for alpha, D_f
+values for beta) to be checked by the data: along X the law has 3 parameters (E, A X^-alpha), so
+3 sizes fit it with nothing left over to show a wrong alpha (the demo sweep's 3 sizes gave
+alpha = 0.028 with one training seed and 0.168 with another)."""
+SPAN_NOT_DETERMINED = 10.0
+"""A CI whose upper end is >= this multiple of its lower end (or a lower end <= 0) does not
+determine the exponent: it spans an order of magnitude."""
+LOO_NOT_DETERMINED = 3.0
+"""Refits leaving out one level each (one model size, or one D_f) whose exponents differ by this
+factor or more: the exponent rests on single levels, whose shared noise (one pre-trained model's
+luck) a row-level bootstrap does not resample."""
 
 X_KINDS = {"N": "n_params", "D_pre": "pretrain_tokens"}
 """X -> the row field holding it: the base run's N_total and D (`scaling.results`) under the names
@@ -68,6 +84,44 @@ def bootstrap_mult(fit: Fit, X, D_f, L, *, n_resamples: int = 1000, seed: int = 
     out = mult_from_vec(res.x)
     out["n_unconverged"] = int((~res.converged).sum())
     return out
+
+
+def leave_one_level_out(fit: Fit, X, D_f, L, which: str) -> list[float]:
+    """The exponent ``which`` ("alpha": levels of X, "beta": levels of D_f) refitted without each
+    level in turn (warm-started at ``fit``, as the bootstrap is); [] with < 3 levels."""
+    X, D_f, L = (np.asarray(v, dtype=np.float64) for v in (X, D_f, L))
+    _, lab = np.unique(X if which == "alpha" else D_f, return_inverse=True)
+    k = int(lab.max()) + 1
+    if k < 3:  # leaving one out leaves one level: the exponent is not identified at all
+        return []
+    W = (lab[None, :] != np.arange(k)[:, None]).astype(np.float64)
+    obj = MultLogHuberObjective([np.log(X), np.log(D_f)], np.log(L), weights=W, delta=fit.delta)
+    res = lbfgs_batched(obj, np.repeat(fit.vec[None], k, 0), ftol=1e-12, gtol=1e-8)
+    return [float(v) for v in mult_from_vec(res.x)[which]]
+
+
+def exponent_check(fit: Fit, ci: dict, data: tuple, which: str, x_kind: str) -> dict:
+    """Whether the data (X, D_f, L) determine exponent ``which`` (its CI ``ci``), and if not why
+    (`MIN_LEVELS`, `SPAN_NOT_DETERMINED`, `LOO_NOT_DETERMINED`)."""
+    n_levels = int(np.unique(data[0] if which == "alpha" else data[1]).size)
+    loo = leave_one_level_out(fit, *data, which)
+    var = {"alpha": "model sizes" if x_kind == "N" else f"values of {x_kind}"}.get(
+        which, "values of D_f"
+    )
+    why = []
+    if n_levels < MIN_LEVELS:
+        why.append(f"only {n_levels} {var} for a law with 3 parameters along them")
+    lo, hi = ci["lo"], ci["hi"]
+    if not lo > 0 or hi >= SPAN_NOT_DETERMINED * lo:
+        why.append(f"its {round(100 * ci['level'])}% CI [{lo:.3g}, {hi:.3g}] spans 10x or more")
+    if loo and (min(loo) <= 0 or max(loo) >= LOO_NOT_DETERMINED * min(loo)):
+        why.append(f"leaving out one of the {var} moves it from {min(loo):.3g} to {max(loo):.3g}")
+    return {
+        "n_levels": n_levels,
+        "leave_one_out": loo,
+        "determined": not why,
+        "why": "; ".join(why) or None,
+    }
 
 
 def load_rows(path: str | Path) -> list[dict]:
@@ -126,10 +180,13 @@ def fit_group(rows: list[dict], x_kind: str, *, n_resamples: int, seed: int, lev
         preds.append(
             {x_kind: float(x), "d_f": float(d), "loss": _ci(pt, mult_loss(boot, x, d), level)}
         )
+    ci = summarize(fit.params, boot, level)
+    checks = {k: exponent_check(fit, ci[k], (X, D, L), k, x_kind) for k in ("alpha", "beta")}
     return {
         "x": x_kind,
         "fit": fit.to_json(),
-        "params_ci": summarize(fit.params, boot, level),
+        "params_ci": ci,
+        "exponents": checks,
         "E_identified": bool(fit.params["E"] >= E_AT_BOUND * L.min()),
         "n_unconverged": n_bad,
         "predictions": preds,
@@ -204,6 +261,13 @@ def analyze(
                 continue
             if not entry["fits"][x_kind]["E_identified"]:
                 out["notes"].append(e_note(f"{task} / {method}, X = {x_kind}"))
+            for k, c in entry["fits"][x_kind]["exponents"].items():
+                if not c["determined"]:
+                    est = entry["fits"][x_kind]["params_ci"][k]["estimate"]
+                    out["notes"].append(
+                        f"{task} / {method}, X = {x_kind}: {k} = {est:.3g} is not determined by "
+                        f"the data ({c['why']}); fine-tune more model sizes and D_f values"
+                    )
         try:
             entry["backtest"] = backtest_largest(g, n_resamples=n_resamples, seed=seed, level=level)
         except UserError as e:
@@ -235,6 +299,14 @@ def e_cell(fit: dict, fmt: str = ".4g") -> str:
     return with_ci(ci, fmt)
 
 
+def exp_cell(fit: dict, k: str, fmt: str = ".4g") -> str:
+    """An exponent with its CI, tagged "(not determined)" where `exponent_check` says so (the
+    notes say why; fits.json written before the check: untagged)."""
+    c = (fit.get("exponents") or {}).get(k)
+    tag = " (not determined)" if c and not c["determined"] else ""
+    return with_ci(fit["params_ci"][k], fmt) + tag
+
+
 def _g(x: float) -> str:
     return f"{x:.4g}"
 
@@ -257,7 +329,9 @@ def report_md(res: dict) -> str:
         def cell(fit, k):
             if fit is None:
                 return "n/a"
-            return e_cell(fit) if k == "E" else with_ci(fit["params_ci"][k])
+            if k == "E":
+                return e_cell(fit)
+            return exp_cell(fit, k) if k in ("alpha", "beta") else with_ci(fit["params_ci"][k])
 
         tp = "-".join(_g(x) for x in (g["trainable_params"][0], g["trainable_params"][-1]))
         bt = g.get("backtest")
