@@ -62,8 +62,9 @@ def _not_applicable(fits: dict) -> list[tuple[str, None, str]]:
             ("frontier falls with compute", None, na),
             ("IsoFLOP minima inside the grid", None, na),
         ]
-    if design and "allocation" not in design.get("approaches", ["allocation"]):
-        why = design.get("no_allocation") or "N and D move together"
+    no_alloc = "allocation" not in design.get("approaches", ["allocation"])
+    if design and (no_alloc or fits.get("no_allocation")):  # or a term at its bound 0
+        why = fits.get("no_allocation") or design.get("no_allocation") or "N and D move together"
         na = f"not applicable: {design['description']} ({why})"
         out.append(("allocation exponents identified", None, na))
     return out

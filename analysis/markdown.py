@@ -15,6 +15,7 @@ import numpy as np
 from analysis.checks import backtest_prior_note, prior_only_note
 from analysis.cli_source import c_convention
 from analysis.laws.intervals import SUPPORT_MARGIN, unsupported_reason
+from analysis.summary import no_allocation, unidentified
 from scaling.fmt import with_ci
 
 
@@ -86,28 +87,27 @@ def _joint(res: dict) -> list[str]:
         f"| parameter | estimate | {lvl}% CI |",
         "|---|---|---|",
     ]
-    gone = (res.get("design") or {}).get("unidentified", ())  # no CI: not the data's spread
+    gone = unidentified(res)  # no value, no CI: its spread is the optimiser's, not the data's
     for k in ("E", "A", "B", "alpha", "beta"):
-        d = res["params_ci"][k]
-        L.append(
-            f"| {k} | {_g(d['estimate'])} | not identified by this design |"
-            if k in gone
-            else _ci_row(k, d)
-        )
+        why = gone.get(k)
+        if why is None:
+            L.append(_ci_row(k, res["params_ci"][k]))
+        elif why == "design":
+            L.append(f"| {k} | – | not identified by this design |")
+        elif why == k:
+            L.append(f"| {k} | 0 (at its bound) | not identified: the data do not need the term |")
+        else:
+            L.append(f"| {k} | – | not identified: {why} sits at its bound 0 |")
     return L
-
-
-def _no_allocation(res: dict) -> str:
-    """Why the design identifies no allocation (fits.json's design; a ladder's by default)."""
-    return (res.get("design") or {}).get("no_allocation") or "N and D move together"
 
 
 def _allocation(res: dict) -> list[str]:
     lvl = _lvl(res)
     if not res["compute_optimal"]:
+        by = "design" if (res.get("design") or {}).get("no_allocation") else "fit"
         return [
             "",
-            f"Allocation: not identified by this design ({_no_allocation(res)}), so no "
+            f"Allocation: not identified by this {by} ({no_allocation(res)}), so no "
             "compute-optimal N, D or prediction at a budget is given; predict a model on the "
             "design with `scaling predict ... --params N --tokens D`.",
         ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.laws.bootstrap import percentile_ci
-from analysis.laws.core import compute_optimal, joint_loss, power_loss
+from analysis.laws.core import compute_optimal, joint_loss_vec, power_loss
 from analysis.plot_axes import place_legend, tidy_log_axes
 from scaling.fileio import writing
 
@@ -218,8 +218,7 @@ def residuals(res: dict, out_dir: Path) -> list[str]:
     """log(actual) - log(fitted) versus C and versus N."""
     plt = _plt()
     t, fit = res["table"], res["fit"]
-    with np.errstate(over="ignore"):  # a degenerate fit (one model size) may overflow: inf
-        r = np.log(t.loss) - np.log(joint_loss(fit.params, t.N, t.D))
+    r = np.log(t.loss) - np.log(joint_loss_vec(fit.vec, t.N, t.D))  # exact where A, B overflow
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, x, lab in (
         (axes[0], t.C, "training compute C = 6ND (FLOPs)"),

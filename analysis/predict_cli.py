@@ -111,6 +111,7 @@ def predict(args: argparse.Namespace) -> int:
                 method=args.method,
             )
             fit, boot, pred = bt.pop("fit"), bt.pop("boot"), bt.pop("pred")
+            _check_terms(fit, args, points)
             out["backtest"] = bt
         n_fit = out["backtest"]["n_train"] if args.holdout else len(table)
         if args.flops is not None or args.params is not None or points is not None:
@@ -123,6 +124,7 @@ def predict(args: argparse.Namespace) -> int:
                     method=args.method,
                     identified=identified_exponents(table),
                 )
+                _check_terms(fit, args, points)  # before the bootstrap and the law forms
                 boot = bootstrap_fit(
                     fit,
                     [np.log(table.N), np.log(table.D)],
@@ -172,6 +174,19 @@ def _check_budget_target(table, args: argparse.Namespace, points) -> None:
             f"at a budget is not identified; {'hold out fewer runs, or ' if left else ''}predict "
             "a model like the runs with --params N --tokens D (or an --at file with N and D "
             "columns)"
+        )
+
+
+def _check_terms(fit, args: argparse.Namespace, points) -> None:
+    """A prediction at a budget needs both the N and the D term: one the fit left at its bound 0
+    (`fit_joint`'s diagnostics["at_bound"]) leaves the allocation without a value."""
+    at_budget = args.flops is not None or (points is not None and points.kind == "flops")
+    nd = [t for t in fit.diagnostics.get("at_bound", []) if t in ("A", "B")]
+    if at_budget and nd:
+        raise UserError(
+            f"the fitted {' and '.join(nd)} term sits at its bound 0 (the data do not need it), "
+            "so the compute-optimal model at a budget is not identified; add runs that vary N "
+            "and D over a wider range, or predict a model with --params N --tokens D"
         )
 
 

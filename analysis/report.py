@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from analysis.cli_source import c_convention
-from analysis.design import detect_design
+from analysis.design import UNIDENTIFIED, detect_design
 from analysis.laws.bootstrap import bootstrap_fit, resample_weights, summarize
 from analysis.laws.core import allocation_exponents, compute_optimal
-from analysis.laws.fit import fit_joint, fit_power
+from analysis.laws.fit import TERM_PARAMS, fit_joint, fit_power
 from analysis.laws.frontier import approach2, envelope
 from analysis.laws.predict import backtest, predict_flops, table_predictor
 from analysis.markdown import emergence_md, report_md
@@ -51,6 +51,7 @@ def run_analysis(
     groups = np.asarray(table.run_id)  # resample whole runs (a run may have several rows)
     stage(f"joint law and its bootstrap ({n_resamples} resamples)")
     _joint(res, table, groups, design.exponents, method=method, n_resamples=n_resamples, seed=seed)
+    _unidentified(res, design)
     stage("Approach 1: envelope and frontier L(C)")
     _frontier(res, table, n_resamples=n_resamples, seed=seed)
     W = resample_weights(groups, min(n_resamples, 1000), np.random.default_rng(seed + 1))
@@ -65,7 +66,7 @@ def run_analysis(
     res["timings"]["predictor_s"] = time.perf_counter() - t1
     Cmax = float(np.max(6.0 * table.N * table.D))  # the law's C (table.C may count otherwise)
     res["compute_optimal"] = []  # a ladder identifies no allocation: no compute-optimal point
-    if design.supports("allocation"):
+    if design.supports("allocation") and not res["no_allocation"]:
         res["compute_optimal"] = [
             predict_flops(res["fit"], res["boot"], c, level, pred)
             for c in (Cmax, 10 * Cmax, 100 * Cmax)
@@ -103,6 +104,30 @@ def _joint(res: dict, table: RunTable, groups, identified, *, method: str, n_res
     p["a"], p["b"] = allocation_exponents(fit.params)
     bp["a"], bp["b"] = allocation_exponents(boot.params)
     res["params_ci"] = summarize(p, bp, res["level"])
+
+
+def _unidentified(res: dict, design) -> None:
+    """res["unidentified"]: {parameter: "design" | TERM} for the joint law's parameters that have
+    no value: those the design cannot identify, and those of a term the fit left at its bound 0
+    (TERM: its coefficient; varpro reported such a term as 1e-300). A term of N or D at its bound
+    leaves no allocation: res["no_allocation"] says why (None when there is one)."""
+    gone = dict.fromkeys(UNIDENTIFIED.get(design.kind, ()), "design")
+    at_bound = res["fit"].diagnostics.get("at_bound", [])
+    for term in at_bound:
+        for k in TERM_PARAMS[term]:
+            gone.setdefault(k, term)
+    res["unidentified"] = gone
+    res["no_allocation"] = design.no_allocation
+    lost = [t for t in at_bound if gone.get(t) == t]  # at its bound, not already the design's
+    if not lost:
+        return
+    res["notes"].append(
+        f"joint law: the fitted {' and '.join(lost)} term(s) sit at the bound 0 (below "
+        "1e-6 of every run's loss): the data do not need them, so their parameters are not "
+        "identified; add runs that vary N and D over a wider range"
+    )
+    if res["no_allocation"] is None and (nd := sorted({"A", "B"} & set(lost))):
+        res["no_allocation"] = f"the fitted {' and '.join(nd)} term(s) sit at the bound 0"
 
 
 def _frontier(res: dict, table: RunTable, *, n_resamples: int, seed: int) -> None:
@@ -196,6 +221,8 @@ def fits_json(res: dict) -> dict:
         },
         "compute_optimal": res["compute_optimal"],
         "design": res.get("design"),
+        "joint_unidentified": res.get("unidentified", {}),
+        "no_allocation": res.get("no_allocation"),
         "approach1": {k: v for k, v in res["envelope"].items()},
         "notes": res["notes"],
         "timings": res["timings"],

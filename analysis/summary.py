@@ -34,7 +34,7 @@ def summary_lines(res: dict) -> list[str]:
             f"{with_ci(co[0]['tokens_per_param'], '.3g')}"
         )
     else:
-        why = (res.get("design") or {}).get("no_allocation") or "N and D move together"
+        why = no_allocation(res)
         out.append(
             f"  allocation not identified ({why}): no compute-optimal point; "
             "predict a model on the design with --params N --tokens D"
@@ -95,12 +95,30 @@ def finetune_lines(ft: dict | None) -> list[str]:
     return out
 
 
+def unidentified(res: dict) -> dict:
+    """{parameter: "design" | term at its bound} (`analysis.report._unidentified`; a result
+    without it: the design's list)."""
+    if "unidentified" in res:
+        return res["unidentified"]
+    return dict.fromkeys((res.get("design") or {}).get("unidentified", ()), "design")
+
+
+def no_allocation(res: dict) -> str:
+    """Why no compute-optimal allocation is given (a ladder's reason by default)."""
+    why = res.get("no_allocation") or (res.get("design") or {}).get("no_allocation")
+    return why or "N and D move together"
+
+
 def _param(res: dict, k: str) -> str:
-    """`k = estimate [lo, hi]`; a parameter the design cannot identify gets no CI (its bootstrap
-    spread is the optimiser's, not the data's: a ladder's beta read 2.368 [2.368, 2.368])."""
-    if k in (res.get("design") or {}).get("unidentified", ()):
-        return f"{k} = {res['params_ci'][k]['estimate']:.4g} (not identified)"
-    return f"{k} = {with_ci(res['params_ci'][k])}"
+    """`k = estimate [lo, hi]`; a parameter without a value prints none: the design cannot
+    identify it (its bootstrap spread is the optimiser's: a ladder's beta read 2.368 [2.368,
+    2.368], a one-size sweep's E 1e-300), or its term sits at its bound 0."""
+    why = unidentified(res).get(k)
+    if why is None:
+        return f"{k} = {with_ci(res['params_ci'][k])}"
+    if why == "design":
+        return f"{k} = not identified"
+    return f"{k} = {'0 (at its bound)' if why == k else f'not identified ({why} = 0)'}"
 
 
 def _far_lines(big: dict, lvl: int) -> list[str]:

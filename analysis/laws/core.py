@@ -95,6 +95,16 @@ def joint_loss(p: dict, N: np.ndarray, D: np.ndarray) -> np.ndarray:
     return p["E"] + p["A"] / np.power(N, p["alpha"]) + p["B"] / np.power(D, p["beta"])
 
 
+def joint_loss_vec(v: np.ndarray, N: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """L(N, D) from the log-space vector [e, a, b, alpha, beta] (leading batch dims broadcast
+    against N and D): exact where the natural parameters under- or overflow (a size ladder's fit
+    had B = exp(-800) with beta = -43: `joint_loss` read that term as 0 * inf = nan)."""
+    v = np.asarray(v, dtype=np.float64)
+    lN, lD = np.log(N), np.log(D)
+    terms = [v[..., 0] + 0 * lN, v[..., 1] - v[..., 3] * lN, v[..., 2] - v[..., 4] * lD]
+    return np.exp(np.logaddexp(np.logaddexp(terms[0], terms[1]), terms[2]))
+
+
 def power_loss(p: dict, x: np.ndarray) -> np.ndarray:
     """L(x) = E + A * x^-alpha."""
     return p["E"] + p["A"] * np.power(x, -p["alpha"])

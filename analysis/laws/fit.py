@@ -102,6 +102,22 @@ def check_finite(fit: Fit, what: str) -> Fit:
     return fit
 
 
+TERM_AT_BOUND = 1e-6
+"""A term of the joint law below this share of the loss at every run sits at its bound 0: the data
+do not need it (varpro's NNLS sets it to exactly 0; the log-space fit drives it to ~1e-15)."""
+TERM_PARAMS = {"E": ("E",), "A": ("A", "alpha"), "B": ("B", "beta")}
+"""The parameters a term at its bound leaves without a value: with A = 0, any alpha fits."""
+
+
+def terms_at_bound(vec: np.ndarray, N: np.ndarray, D: np.ndarray, L: np.ndarray) -> list[str]:
+    """Linear coefficients of the joint law (E, A, B) whose term is below `TERM_AT_BOUND` of the
+    loss at every point (in log space: A/N^alpha may be 1e291 * 1e-293)."""
+    e, a, b, al, be = vec
+    logs = {"E": np.full(L.shape, e), "A": a - al * np.log(N), "B": b - be * np.log(D)}
+    cut = np.log(TERM_AT_BOUND * L)
+    return [k for k, t in logs.items() if np.all(t < cut)]
+
+
 def check_exponents(fit: Fit, what: str, names: tuple[str, ...] | None = None) -> Fit:
     """UserError when the best fit has an exponent <= 0: a term A/N^alpha with alpha <= 0 grows
     (or stays) with scale, which no scaling law allows; its compute-optimal allocation would be
@@ -203,22 +219,26 @@ def fit_joint(
     identified: tuple[str, ...] = ("alpha", "beta"),
 ) -> Fit:
     """Fit L = E + A/N^alpha + B/D^beta (summed log-Huber) by ``method`` "grid" or "varpro";
-    an ``identified`` exponent <= 0 is a UserError (`check_exponents`)."""
+    an ``identified`` exponent <= 0 is a UserError (`check_exponents`) unless its term sits at
+    its bound 0; the terms at their bound are listed in ``diagnostics["at_bound"]``."""
     N, D, L = (np.asarray(x, dtype=np.float64) for x in (N, D, L))
     check_points(L.size, 5, "joint law L(N, D)")
     obj = LogHuberObjective([np.log(N), np.log(D)], np.log(L), delta=delta)
     if method == "varpro":
         from analysis.laws.varpro import varpro_starts
 
-        starts = varpro_starts(N, D, L, obj)
+        starts = varpro_starts(N, D, L, obj, identified=identified)
     elif method != "grid":
         raise UserError(f"unknown fit method {method!r}; use 'grid' or 'varpro'")
     elif starts is None:
         starts = chinchilla_grid()
     best, fbest, g, diag = multistart(obj, starts, keep=keep, polish=polish)
+    diag["at_bound"] = gone = terms_at_bound(best, N, D, L)
     fit = Fit("joint", best, fbest, float(np.abs(g).max()), int(L.size), method, delta, diag)
     what = "joint law L(N, D)"
-    return check_exponents(check_finite(fit, what), what, identified)
+    lost = {p for k in gone for p in TERM_PARAMS[k]}  # alpha with A = 0 has no value to refuse
+    names = tuple(k for k in identified if k not in lost)
+    return check_exponents(check_finite(fit, what), what, names)
 
 
 def fit_power(

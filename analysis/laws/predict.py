@@ -12,7 +12,7 @@ import numpy as np
 
 from analysis.design import identified_exponents
 from analysis.laws.bootstrap import Bootstrap, bootstrap_fit, percentile_ci
-from analysis.laws.core import compute_optimal, joint_loss
+from analysis.laws.core import compute_optimal, joint_loss, joint_loss_vec
 from analysis.laws.fit import Fit, fit_joint
 from analysis.laws.forms import design
 from analysis.laws.predictive import Predictor, build_predictor
@@ -106,7 +106,7 @@ def predict_nd(
     """Loss of a model with N parameters trained on D tokens, with a CI."""
     _positive("--params", N)
     _positive("--tokens", D)
-    pt = float(joint_loss(fit.params, N, D))
+    pt = float(joint_loss_vec(fit.vec, N, D))
     out = {
         "params": float(N),
         "tokens": float(D),
@@ -158,7 +158,7 @@ def backtest(
     if "U" in Xt and "U" not in predictor.X:
         Xt = design(N, D)
     pi = predictor.predict(Xt, level)
-    pred = joint_loss(fit.params, N, D)
+    pred = joint_loss_vec(fit.vec, N, D)
     pred_b = joint_loss({k: v[:, None] for k, v in boot.params.items()}, N[None], D[None])
     pred_b_lo, pred_b_hi = percentile_ci(pred_b, level)
     ids = np.array(table.run_id)[mask]

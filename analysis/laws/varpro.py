@@ -6,6 +6,15 @@ relative errors, which approximates the log-space fit). The 3-variable NNLS is s
 vectorised over a dense exponent grid by enumerating active sets. The best exponent pairs, scored
 by the true summed log-Huber objective, seed a short 5-parameter L-BFGS that makes the result the
 exact Huber optimum (the NNLS step alone minimises a slightly different, squared-error loss).
+
+NNLS puts a term the data do not need at exactly 0. Its start is moved up to `START_FLOOR` of the
+smallest loss (at the data's largest value of that term), not to log(1e-300): there the term's
+gradient underflows, the polish cannot move it and the fit reported 1e-300 as a fitted value, at
+a worse objective than the grid method's on an N x D grid whose N term was weak. Only a term
+whose exponent the design identifies is freed so: on a size ladder (or one size, one token
+count) the unidentified term left at 1e-300 stays switched off instead of trading off against
+the other term without end (B -> infinity). Either way a term at its bound is reported as such
+(`analysis.laws.fit.terms_at_bound`), never as a fitted value.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import numpy as np
 
 from analysis.laws.core import LogHuberObjective
 
+START_FLOOR = 1e-3  # a zero NNLS coefficient starts with its term at this share of min(L)
 _SUBSETS = [s for m in (3, 2, 1) for s in itertools.combinations(range(3), m)]
 
 
@@ -46,9 +56,15 @@ def nnls3_batched(G_K33: np.ndarray, h_K3: np.ndarray) -> np.ndarray:
 
 
 def profile_grid(
-    N: np.ndarray, D: np.ndarray, L: np.ndarray, alphas: np.ndarray, betas: np.ndarray
+    N: np.ndarray,
+    D: np.ndarray,
+    L: np.ndarray,
+    alphas: np.ndarray,
+    betas: np.ndarray,
+    identified: tuple[str, ...] = ("alpha", "beta"),
 ) -> np.ndarray:
-    """(K, 5) vectors [e, a, b, alpha, beta] with (E, A, B) from NNLS per exponent pair."""
+    """(K, 5) vectors [e, a, b, alpha, beta] with (E, A, B) from NNLS per exponent pair; a zero
+    coefficient of E, or of a term whose exponent is ``identified``, starts at its floor."""
     al, be = (x.ravel() for x in np.meshgrid(alphas, betas, indexing="ij"))
     w = 1.0 / L
     x1 = np.power(N[None, :], -al[:, None]) * w  # (K, n)
@@ -58,17 +74,29 @@ def profile_grid(
     G = np.einsum("kni,knj->kij", X, X)
     h = X.sum(axis=1)  # y = L * w = 1
     c = nnls3_batched(G, h)
-    tiny = 1e-300
-    return np.column_stack([np.log(np.maximum(c, tiny)), al, be])
+    # the floor: each term at START_FLOOR * min(L) where it is largest on the data
+    floor = (
+        START_FLOOR
+        * L.min()
+        * np.column_stack([np.ones_like(al), np.power(N.min(), al), np.power(D.min(), be)])
+    )
+    dead = [False, "alpha" not in identified, "beta" not in identified]
+    floor[:, dead] = 1e-300  # an unidentified term NNLS switched off stays off
+    return np.column_stack([np.log(np.maximum(c, floor)), al, be])
 
 
 def varpro_starts(
-    N: np.ndarray, D: np.ndarray, L: np.ndarray, obj: LogHuberObjective, n_best: int = 32
+    N: np.ndarray,
+    D: np.ndarray,
+    L: np.ndarray,
+    obj: LogHuberObjective,
+    n_best: int = 32,
+    identified: tuple[str, ...] = ("alpha", "beta"),
 ) -> np.ndarray:
     """Best ``n_best`` exponent pairs on a 0.05-step grid in [0.05, 2.5]^2, with their NNLS
     (E, A, B), ranked by the log-Huber objective; used as starts for the 5-parameter polish."""
     grid = np.arange(0.05, 2.5001, 0.05)
-    V = profile_grid(N, D, L, grid, grid)
+    V = profile_grid(N, D, L, grid, grid, identified)
     f, _ = obj(V, np.arange(V.shape[0]))
     f = np.where(np.isfinite(f), f, np.inf)
     return V[np.argsort(f)[:n_best]]

@@ -185,7 +185,8 @@ def test_one_size_or_one_token_count_identifies_no_allocation():
 
 def test_parameters_a_design_cannot_identify_get_no_ci():
     """A ladder's joint law printed beta = 2.368 [2.368, 2.368]: a zero-width CI on a parameter
-    the design cannot identify (the bootstrap's spread there is the optimiser's, not the data's)."""
+    the design cannot identify (the bootstrap's spread there is the optimiser's, not the data's);
+    then "B = 1e-300 (not identified)" (varpro's floor): such a parameter now prints no value."""
     from analysis.markdown import report_md
     from analysis.summary import summary_lines
 
@@ -196,10 +197,10 @@ def test_parameters_a_design_cannot_identify_get_no_ci():
 
     text = "\n".join(summary_lines(res))
     for k in ("A", "B", "alpha", "beta"):
-        assert re.search(rf"\b{k} = [-+.e\d]+ \(not identified\)", text), k
+        assert re.search(rf"\b{k} = not identified\b", text), k
     assert re.search(r"\bE = [-+.e\d]+ \[", text)  # E (the asymptote) keeps its CI
     md = report_md(res, {}, Path("."))
-    assert "| beta | " in md and "| not identified by this design |" in md
+    assert "| beta | – | not identified by this design |" in md
     assert sum("not identified by this design |" in line for line in md.splitlines()) == 4
     assert detect_design(_grid()).to_json()["unidentified"] == []
 
@@ -232,3 +233,60 @@ def test_checks_say_why_when_approach2_was_skipped():
     ok, detail = checks["IsoFLOP minima inside the grid"]
     assert ok is None and detail.startswith("not answered: Approach 2 skipped")
     assert checks["frontier falls with compute"][0] is None
+
+
+def test_varpro_on_one_size_or_a_ladder_prints_no_floor_value():
+    """varpro left the term NNLS switched off at 1e-300 and analyze printed "E = 1e-300 (not
+    identified)" (one model size) or "B = 1e-300 (not identified)" (a ladder), in the summary and
+    as report.md's estimate."""
+    from analysis.markdown import report_md
+    from analysis.summary import summary_lines
+
+    N = np.geomspace(1e7, 1e9, 8)
+    for t in (_table(np.full(8, 1e8), np.geomspace(1e9, 1e11, 8)), _table(N, 20 * N)):
+        res = run_analysis(t, n_resamples=20, holdout=None, intervals=False, method="varpro")
+        gone = res["design"]["unidentified"]
+        assert res["unidentified"] == dict.fromkeys(gone, "design")
+        text = "\n".join(summary_lines(res)) + report_md(res, {}, Path("."))
+        assert "e-300" not in text and "e+2" not in text.split("## Convergence")[0], text
+        assert all(f"{k} = not identified" in text and f"| {k} | – |" in text for k in gone)
+        fits = json.loads(json.dumps(fits_json(res)))
+        assert fits["joint_unidentified"] == dict.fromkeys(gone, "design")
+
+
+def test_a_term_at_its_bound_is_not_identified_and_leaves_no_allocation(tmp_path, capsys):
+    """An N x D grid whose losses do not depend on N (L = 1.7 + 410/D^0.28, 0.5% noise): the fit
+    sends A/N^alpha to 0 (below 1e-6 of every loss) and printed its alpha (116 by the grid
+    method, 1e-300 for A by varpro) as fitted, with an allocation a = beta/(alpha + beta) = 0.002
+    built on it. A and alpha are now not identified, and no allocation is given."""
+    from analysis.markdown import report_md
+    from analysis.summary import summary_lines
+
+    N, D = (x.ravel() for x in np.meshgrid(np.geomspace(1e7, 1e9, 5), np.geomspace(1e9, 1e11, 4)))
+    loss = (1.7 + 410 / D**0.28) * np.exp(np.random.default_rng(8).normal(0, 0.005, N.size))
+    ids = [f"r{i}" for i in range(N.size)]
+    t = RunTable(ids, N, D, 6 * N * D, loss, np.full(N.size, np.nan), [None] * N.size)
+    assert detect_design(t).kind == "grid"
+    for method in ("grid", "varpro"):
+        res = run_analysis(t, n_resamples=20, holdout=None, intervals=False, method=method)
+        assert res["fit"].diagnostics["at_bound"] == ["A"]
+        assert res["unidentified"] == {"A": "A", "alpha": "A"}
+        assert (
+            res["compute_optimal"] == [] and "A term(s) sit at the bound 0" in res["no_allocation"]
+        )
+        text = "\n".join(summary_lines(res))
+        assert "A = 0 (at its bound)" in text and "alpha = not identified (A = 0)" in text
+        assert "allocation not identified (the fitted A term(s) sit at the bound 0)" in text
+        md = report_md(res, {}, Path("."))
+        assert "| alpha | – | not identified: A sits at its bound 0 |" in md
+        assert "Allocation: not identified by this fit" in md
+        assert any("the fitted A term(s) sit at the bound 0" in n for n in res["notes"])
+        checks = {n: ok for n, ok, _ in study_checks(json.loads(json.dumps(fits_json(res))))}
+        assert checks["allocation exponents identified"] is None
+    f = tmp_path / "grid.csv"
+    rows = zip(N, D, loss, strict=True)
+    f.write_text("N,D,loss\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
+    argv = ["predict", "--csv", str(f), "--map", "N=N", "--map", "D=D", "--map", "loss=loss"]
+    assert main([*argv, "--flops", "1e21", "--resamples", "20"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the fitted A term sits at its bound 0") and err.count("\n") == 1
