@@ -286,10 +286,19 @@ def _warnings(summary: list[dict]) -> list[str]:
 def intervals_md(res: dict) -> list[str]:
     """The predictive-interval section: chosen predictor, forms, rolling back-tests, terms."""
     js = res["predictor"].to_json(res["level"])
-    return _forms(js, _lvl(res)) + _rolling(js["rolling"]) + _interval_terms(res, js)
+    forms = _forms(js, _lvl(res), unidentified(res))
+    return forms + _rolling(js["rolling"]) + _interval_terms(res, js)
 
 
-def _forms(js: dict, lvl: int) -> list[str]:
+def _form_params(name: str, params: dict, gone: dict) -> str:
+    """A form's parameters; the chinchilla form's that the design cannot identify say so."""
+    na = {k for k, why in gone.items() if why == "design"} if name == "chinchilla" else ()
+    return ", ".join(
+        f"{k} not identified" if k in na else f"{k} {_g(v)}" for k, v in params.items()
+    )
+
+
+def _forms(js: dict, lvl: int, gone: dict) -> list[str]:
     rb = js["rolling"]
     L = [
         "",
@@ -312,7 +321,7 @@ def _forms(js: dict, lvl: int) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for n, f in js["forms"].items():
-        ps = ", ".join(f"{k} {_g(v)}" for k, v in f["params"].items())
+        ps = _form_params(n, f["params"], gone)
         sc = rb["scores"].get(n)
         L.append(
             f"| {n} | {ps} | {f['aic']:.1f} | {f['bic']:.1f} | "

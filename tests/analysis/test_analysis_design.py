@@ -290,3 +290,18 @@ def test_a_term_at_its_bound_is_not_identified_and_leaves_no_allocation(tmp_path
     assert main([*argv, "--flops", "1e21", "--resamples", "20"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the fitted A term sits at its bound 0") and err.count("\n") == 1
+
+
+def test_the_chinchilla_forms_row_on_a_ladder_gives_no_unidentified_values():
+    """report.md's law-forms table printed a ladder's chinchilla form as "A 7.04e+212, alpha
+    30.65": values of parameters the design cannot identify."""
+    from analysis.markdown import report_md
+
+    N = np.geomspace(1e7, 1e9, 8)
+    res = run_analysis(_table(N, 20 * N), n_resamples=20, holdout=None)
+    row = next(
+        x for x in report_md(res, {}, Path(".")).splitlines() if x.startswith("| chinchilla")
+    )
+    assert row.startswith("| chinchilla | E ") and "E not identified" not in row
+    for k in ("A", "B", "alpha", "beta"):
+        assert f"{k} not identified" in row, row
