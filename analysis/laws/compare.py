@@ -70,8 +70,15 @@ def compute_for_loss(f: dict, L) -> np.ndarray:
 def fit_sweep(
     table: RunTable, label: str, *, n_resamples: int, seed: int, method: str = "grid"
 ) -> SweepFit:
-    """Joint fit and run-level bootstrap of one sweep."""
+    """Joint fit and run-level bootstrap of one sweep; a UserError when the fit leaves the N or D
+    term at its bound 0 (the frontier the multiplier reads then has no value)."""
     fit = fit_joint(table.N, table.D, table.loss, method=method)
+    if nd := [t for t in fit.diagnostics["at_bound"] if t in ("A", "B")]:
+        raise UserError(
+            f"{label}: the fitted {' and '.join(nd)} term sits at its bound 0 (the data do not "
+            "need it), so the compute-optimal frontier, which the multiplier reads, is not "
+            "identified; compare sweeps that vary N and D over a wider range"
+        )
     boot = bootstrap_fit(
         fit,
         [np.log(table.N), np.log(table.D)],

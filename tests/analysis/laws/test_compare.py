@@ -187,6 +187,25 @@ def test_a_size_ladder_cannot_be_compared_and_says_why(tmp_path, capsys):
     assert "size ladder" in err and "not identified" in err and err.count("\n") == 1
 
 
+def test_a_sweep_whose_n_term_vanishes_cannot_be_compared(tmp_path, capsys):
+    """An N x D grid whose losses do not depend on N: the fit sends A/N^alpha below 1e-6 of
+    every loss, so the frontier E + K C^-gamma built from alpha (116) means nothing."""
+    N, D = (x.ravel() for x in np.meshgrid(np.geomspace(1e7, 1e9, 5), np.geomspace(1e9, 1e11, 4)))
+    files = []
+    for k in ("a", "b"):
+        loss = (1.7 + 410 / D**0.28) * np.exp(np.random.default_rng(8).normal(0, 0.005, N.size))
+        f = tmp_path / f"{k}.csv"
+        rows = zip(N, D, loss, strict=True)
+        f.write_text("N,D,loss\n" + "".join(f"{n},{d},{y}\n" for n, d, y in rows))
+        files.append(str(f))
+    argv = ["compare", *files, "--map", "N=N", "--map", "D=D", "--map", "loss=loss"]
+    assert main([*argv, "--resamples", "10", "--out", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: a: the fitted A term sits at its bound 0") and err.count("\n") == 1
+    )
+
+
 def test_frontier_above_its_own_best_runs_is_flagged(base_fit, shared_data):
     """Porian et al.'s tuned constant-lr sweep: the joint law's frontier passes 3-5% above that
     sweep's best runs at its smallest budgets, so multipliers there read the misfit; a law that
