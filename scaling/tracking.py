@@ -16,7 +16,10 @@ offline by default: W&B runs with WANDB_MODE=offline unless you set it (`wandb s
 later), MLflow writes to `file:<log dir>/mlruns` unless MLFLOW_TRACKING_URI is set. A resumed
 run logs into the run it started in both: W&B's run id is our run id, and the MLflow run is
 found again by its `scaling_run_id` tag. A run stopped by a signal or an error is closed there
-as killed or failed (W&B exit code 130 or 1, MLflow status KILLED or FAILED).
+as killed or failed (W&B exit code 130 or 1, MLflow status KILLED or FAILED). A sweep session
+that stops because another launcher took its lease over (it stalled past --lease-ttl) closes
+its session as killed, never finished: the other launcher goes on logging into the same run
+and closes it when the run ends.
 
 Only process 0 of a multi-process run logs (the caller passes `enabled=False` elsewhere).
 Tracking does not change a run's config or id.
@@ -170,14 +173,16 @@ class Tracker:
         if errors:
             raise errors[0]
 
-    def close_quietly(self, cause: BaseException | None = None) -> None:
+    def close_quietly(
+        self, cause: BaseException | None = None, *, status: str | None = None
+    ) -> None:
         """Close without raising: after `cause` (a signal, an error) stopped the run it is
-        recorded as killed or failed, with no cause as finished. A tracker that fails to close
-        is one `warning:` line, never an exception that would replace `cause` (its one-line
-        report and exit code) or cost a finished run its result."""
-        if cause is None:
+        recorded as killed or failed, with no cause as finished, unless `status` says how. A
+        tracker that fails to close is one `warning:` line, never an exception that would
+        replace `cause` (its one-line report and exit code) or cost a finished run its result."""
+        if status is None and cause is None:
             status = "finished"
-        else:
+        elif status is None:
             status = "killed" if isinstance(cause, KeyboardInterrupt) else "failed"
         try:
             self.close(status)

@@ -237,9 +237,9 @@ def _finish(
     """The evals of a finished run, result.json, and the result (or the stopped marker)."""
     cfg, status = run.cfg, loop.status
     final_step = int(jax.device_get(state["step"])) if status == "done" else loop.diverged_at
-    if loop.stopped:
-        with signals.graceful():
-            tracker.close_quietly()
+    if loop.stopped:  # another launcher took the run over and logs on into the same tracker
+        with signals.graceful():  # run: not finished here
+            tracker.close_quietly(status="killed")
         return {"status": "stopped", "step": final_step, "run_id": run.run_id}
     evals = None
     try:

@@ -293,3 +293,24 @@ def test_a_failed_final_save_closes_the_trackers_as_failed(tmp_path: Path, monke
     assert run["status"] == "FAILED" and fake.active is None
     assert train(cfg, tmp_path / "run", progress=False)["status"] == "done"  # the next cell
     assert run["status"] == "FINISHED"
+
+
+def test_a_session_whose_lease_was_taken_over_is_not_closed_finished(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A sweep session that stops because another launcher took its lease over (it stalled
+    past --lease-ttl) closed W&B and MLflow as finished while the other launcher went on
+    logging into the same run. Now it closes them as killed; the run's end finishes them."""
+    fake, finished = _FakeMLflow(), []
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(finished))
+    monkeypatch.setenv(tracking.ENV, "wandb,mlflow")
+    cfg = config.load("tiny", [*FAST_RUN, "train.steps=8", "train.steps_per_dispatch=1"])
+    polls = iter(range(10**6))
+    lost = train(cfg, tmp_path / "run", progress=False, should_stop=lambda: next(polls) >= 3)
+    assert lost["status"] == "stopped"
+    (run,) = fake.runs.values()
+    assert run["status"] == "KILLED" and finished == [130] and fake.active is None
+    assert train(cfg, tmp_path / "run", progress=False)["status"] == "done"  # the other one
+    assert list(fake.runs.values()) == [run] and run["status"] == "FINISHED"
+    assert finished == [130, 0]
