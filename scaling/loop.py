@@ -22,7 +22,6 @@ keeps the device busy while the host prepares data and logs).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -39,59 +38,11 @@ from tqdm.auto import tqdm
 
 from scaling import distributed, engine, optim, signals
 from scaling import flops as flops_lib
-from scaling.fileio import atomic_write, split_jsonl, writing
+from scaling.metrics_log import MetricsLog
 from scaling.model import compute_dtype
-from scaling.results import clean_json
 
 MAX_AUTO = 32  # steps per call at most in auto mode, and the compiled loop's capacity
 TARGET_S = 0.2  # auto mode: about this much device time per call
-
-
-class MetricsLog:
-    """metrics.jsonl writer (process 0 only). On resume, lines past the resumed step are
-    dropped (they were written after the checkpoint by the interrupted session)."""
-
-    def __init__(
-        self,
-        path: Path,
-        resume_step: int,
-        enabled: bool,
-        on_write: Callable[[dict[str, Any]], None] | None = None,
-    ):
-        self.path, self.enabled, self.on_write = path, enabled, on_write
-        if not enabled:
-            return
-        kept: list[dict[str, Any]] = []
-        if resume_step > 0 and path.is_file():  # lines cut by a kill are dropped
-            records, _ = split_jsonl(path.read_bytes())
-            kept = [r for r in records if _step_of(r) <= resume_step]
-        atomic_write(path, "".join(_line(r) + "\n" for r in kept))
-        with writing(path):
-            self._fh = path.open("a")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with writing(self.path):
-                self._fh.write(_line(record) + "\n")
-                self._fh.flush()
-            if self.on_write is not None:
-                self.on_write(record)
-
-    def close(self) -> None:
-        if self.enabled and not self._fh.closed:
-            try:
-                self._fh.close()
-            except OSError:  # the flush of a full disk: DiskFullError was raised already
-                pass
-
-
-def _line(record: dict[str, Any]) -> str:
-    return json.dumps(clean_json(record, keep_nonfinite=True))
-
-
-def _step_of(record: dict[str, Any]) -> float:
-    step = record.get("step", 0)
-    return step if isinstance(step, int | float) else math.inf
 
 
 def capacity(steps_per_dispatch: int) -> int:
@@ -172,10 +123,12 @@ class Loop:
         progress: bool,
         is_main: bool,
         ckpt: Any,
+        launchers: int = 1,
     ):
         t, m = cfg.train, cfg.model
         self.cfg, self.eng, self.data, self.out, self.ckpt = cfg, eng, data, out, ckpt
         self.meta, self.warnings, self.run_id, self.t_start = meta, warnings, run_id, t_start
+        self.launchers = launchers  # launchers training on this machine (`sweep run --workers`)
         self.tokens_per_step = t.batch_size * m.seq_len
         self.fpt = flops_lib.flops_per_token(m)
         self.dtype = jnp.dtype(compute_dtype(m)).name
@@ -263,6 +216,27 @@ class Loop:
                 raise signals.Interrupted(self.interrupted, where)
         self.t_done = time.time()  # the steps' end: the final evals and save are not throughput
         return state
+
+    def throughput(self, step: int, t_end: float) -> float | None:
+        """Training tokens/s of this session at `step`, from its first (compiling) chunk's end
+        to `t_end`, validation, evals and saves excluded; when it measured none (a resume that
+        trained no steps, or one chunk), the rate its checkpoint carried from earlier sessions."""
+        secs = (t_end - self.t_first - self.excluded) if self.t_first else 0.0
+        if step > self.step_first and secs > 0:
+            return (step - self.step_first) * self.tokens_per_step / secs
+        return self.meta.get("tokens_per_s")
+
+    def timing(self, now: float) -> dict[str, Any]:
+        """The run's wall time over its sessions, its launcher-seconds (launchers x seconds) and
+        its first session's start (None: it began before checkpoints carried it), at `now`."""
+        before = self.meta.get("wall_time_s", 0.0)
+        session = now - self.t_start
+        return {
+            "wall_time_s": before + session,
+            "launcher_s": self.meta.get("launcher_s", before * self.launchers)
+            + session * self.launchers,
+            "started_at": self.meta.get("started_at", None if self.meta else self.t_start),
+        }
 
     def close(self) -> None:
         self.bar.close()
@@ -361,18 +335,22 @@ class Loop:
             tokens = step * self.tokens_per_step
             self.evals_log.write({"step": step, "tokens": tokens, "evals": scores})
         if do_ckpt:
-            self.save(state, step)
+            self.save(state, step, t_steps=t0)
         spent = time.time() - t0
         self.excluded += spent
         self.t_window += spent
 
-    def save(self, state: dict[str, Any], step: int) -> None:
+    def save(self, state: dict[str, Any], step: int, t_steps: float | None = None) -> None:
+        """A checkpoint at `step`; its meta carries what the run's result needs across sessions
+        (the throughput of the steps up to `t_steps`, default now)."""
+        now = time.time()
         ckpt_meta = {
             "run_id": self.run_id,
             "best_val_loss": self.best_val,
             "last_val_loss": self.val_loss,
             "warnings": self.warnings,
-            "wall_time_s": self.meta.get("wall_time_s", 0.0) + time.time() - self.t_start,
+            **self.timing(now),
+            "tokens_per_s": self.throughput(step, t_steps or now),
             "window_losses": list(self.window_losses),
         }
         self.ckpt.save(step, state, ckpt_meta)

@@ -46,16 +46,18 @@ RESULT_FIELDS = (
     "final_val_loss", "best_val_loss", "final_val_bpb", "best_val_bpb",
     N_TOTAL, N_EMBED, N_NONEMBED, D, "epochs", "flops_per_token", C_EXACT, C_6ND, C_6ND_NONEMBED,
     "flops_val", "flops_convention", "wall_time_s", "tokens_per_s", "mfu",
-    "device_kind", "n_devices", "compute_dtype", "mesh", "warmup_steps", "resumed_from_step",
+    "launchers", "started_at", "device_kind", "n_devices", "compute_dtype", "mesh",
+    "warmup_steps", "resumed_from_step",
     "checkpoint_warnings", "data_info", "evals", "metrics_path", "config",
 )  # fmt: skip
-"""The keys of result.json, as `scaling.train` writes them."""
+"""The keys of result.json, as `scaling.run_result` writes them for `scaling.train`."""
 
 RECORD_FIELDS = (
     RUN_ID, "sweep", "label", "cell", "config", N_TOTAL, N_NONEMBED, D, C_6ND, C_EXACT,
     "steps", "batch", "lr", "final_val_loss", "best_val_loss", "final_val_bpb",
     "tokenizer", "tokenizer_sha256", "curve", "evals", STATUS, "steps_done",
-    "diverged_at_step", "wall_time_s", "tokens_per_s", "mfu", "device_kind", "n_devices", "seed",
+    "diverged_at_step", "wall_time_s", "tokens_per_s", "mfu", "launchers", "started_at",
+    "device_kind", "n_devices", "seed",
 )  # fmt: skip
 """The keys of a results.jsonl row, as `sweeps.registry.make_record` writes them."""
 

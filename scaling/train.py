@@ -2,7 +2,7 @@
 
 `train(cfg, out_dir)` runs in three parts: `_setup` (every check before compute, the run
 directory, the engine and the initial or restored state), `_loop` (the steps, validation and
-checkpoints) and `_finish` (evals and result.json, in the names of `scaling.results`). It is a
+checkpoints) and `_finish` (evals and result.json, `scaling.run_result`). It is a
 pure function of the resolved config: the batch of step k is
 `data.batch(k, batch_size, seed)`, params are initialised from `seed`, and no other randomness
 is used, so a run killed and resumed from a checkpoint ends bitwise equal (on CPU) to an
@@ -29,9 +29,8 @@ from typing import Any
 import jax
 from flax import nnx
 
-from scaling import compile_cache, engine, optim, results, sharding, signals, tracking
+from scaling import compile_cache, engine, results, sharding, signals, tracking
 from scaling import config as config_lib
-from scaling import flops as flops_lib
 from scaling.checkpoint import Checkpointer, check_from_step
 from scaling.config import RunConfig
 from scaling.data.sources import default_data_dir
@@ -39,6 +38,7 @@ from scaling.errors import UserError
 from scaling.fileio import atomic_write, warn
 from scaling.loop import Loop, run_evals
 from scaling.model import forced_attention
+from scaling.run_result import build_result
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def train(
     tb_dir: str | Path | None = None,
     restart: bool = False,
     from_step: int | None = None,
+    launchers: int = 1,
 ) -> dict[str, Any]:
     """Train `cfg` into `out_dir`, resuming from its newest readable checkpoint; return result.
 
@@ -94,12 +95,15 @@ def train(
     (`scaling.checkpoint`), and retrain a finished run (its result.json becomes
     result.replaced.json once the start state is ready). SIGINT/SIGTERM (`scaling.signals`)
     finish the dispatch in flight, save a checkpoint at its last step and raise
-    `signals.Interrupted`.
+    `signals.Interrupted`. `launchers`: how many launchers train on this machine at once
+    (`sweep run --workers N`); result.json records it, so their shared cores are accounted for
+    when the time estimate is calibrated on the run (`sweeps.calibrate`).
     """
     setup = _setup(cfg, Path(out_dir), progress=progress, restart=restart, from_step=from_step)
     if isinstance(setup, dict):  # finished before: its stored result
         return setup
     run, state = setup
+    run.launchers = launchers
     state, loop, tracker = _loop(run, state, tb_dir, progress, stop_after, should_stop)
     return _finish(run, state, loop, tracker)
 
@@ -120,6 +124,7 @@ class _Run:
     start: int
     meta: dict[str, Any]
     restored: Any
+    launchers: int = 1
 
 
 def _setup(
@@ -203,6 +208,7 @@ def _loop(
             progress=progress,
             is_main=run.is_main,
             ckpt=run.ckpt,
+            launchers=run.launchers,
         )
         state = loop.run(state, run.start, stop_after=stop_after, should_stop=should_stop)
     except BaseException as e:
@@ -246,7 +252,7 @@ def _finish(
         if cfg.eval.enabled and status == "done":
             model = nnx.merge(run.eng.graphdef, state["params"], state["other"])
             evals = run_evals(model, cfg, run.mesh)
-        result = _result(cfg, loop, run.data.info, final_step, evals, run.mesh, run.start)
+        result = build_result(cfg, loop, run.data.info, final_step, evals, run.mesh, run.start)
         if run.is_main:
             results.write_result(run.out / "result.json", result)
     except BaseException as e:  # a signal, an error or a full disk before the result is saved
@@ -271,81 +277,6 @@ def _initial_state(
     if int(jax.device_get(state["step"])) != start:
         raise UserError(f"checkpoint step {start} holds state of step {state['step']}")
     return state, start, restored.meta, restored
-
-
-def _result(
-    cfg: RunConfig,
-    loop: Loop,
-    info: dict[str, Any],
-    final_step: int | None,
-    evals: dict[str, Any] | None,
-    mesh: Any,
-    start: int,
-) -> dict[str, Any]:
-    """result.json (keys: `scaling.results.RESULT_FIELDS`): the outcome, sizes, FLOPs (our
-    formula, `scaling.flops`) and throughput."""
-    from scaling.data import val_bpb  # noqa: PLC0415
-
-    m, t = cfg.model, cfg.train
-    t_end = time.time()
-    tokens_per_step, fpt = loop.tokens_per_step, loop.fpt
-    steady_steps = (final_step or 0) - loop.step_first
-    t_steps = loop.t_done or t_end  # not the final few-shot evals or the wait for the last save
-    steady_time = (t_steps - loop.t_first - loop.excluded) if loop.t_first else 0.0
-    tps = (
-        steady_steps * tokens_per_step / steady_time
-        if steady_steps > 0 and steady_time > 0
-        else None
-    )
-    done = loop.status == "done"
-    counts = flops_lib.param_counts(m)
-    tokens = (final_step or 0) * tokens_per_step
-    mfu = flops_lib.mfu(tps * fpt, loop.device_kind, loop.dtype, loop.n_dev) if tps else None
-    validated = (final_step or 0) if done else max((final_step or 0) - 1, 0)  # not the NaN step
-    n_val = flops_lib.n_validations(validated, t.steps, loop.eval_every)
-    val_tokens = loop.n_val_batches * tokens_per_step  # padded rows run too
-    return {
-        "run_id": loop.run_id,
-        "name": cfg.name,
-        "status": loop.status,
-        "step": final_step,
-        "diverged_at_step": loop.diverged_at,
-        "final_val_loss": loop.val_loss if done else None,
-        "best_val_loss": loop.best_val,
-        "final_val_bpb": val_bpb(loop.val_loss, info) if done else None,
-        "best_val_bpb": val_bpb(loop.best_val, info),
-        results.N_TOTAL: counts.total,
-        results.N_EMBED: counts.embedding,
-        results.N_NONEMBED: counts.nonembedding,
-        results.D: tokens,
-        "epochs": _epochs(tokens, info),
-        "flops_per_token": fpt,
-        results.C_EXACT: fpt * tokens,
-        results.C_6ND: flops_lib.flops_6nd(counts.total, tokens),
-        results.C_6ND_NONEMBED: flops_lib.flops_6nd(counts.nonembedding, tokens),
-        "flops_val": n_val * val_tokens * flops_lib.forward_flops_per_token(m),
-        "flops_convention": flops_lib.CONVENTION,
-        "wall_time_s": loop.meta.get("wall_time_s", 0.0) + t_end - loop.t_start,
-        "tokens_per_s": tps,
-        "mfu": mfu,
-        "device_kind": loop.device_kind,
-        "n_devices": loop.n_dev,
-        "compute_dtype": loop.dtype,
-        "mesh": dict(mesh.shape),
-        "warmup_steps": optim.warmup_steps(t),
-        "resumed_from_step": start or None,
-        "checkpoint_warnings": loop.warnings,
-        "data_info": info,
-        "evals": evals,
-        "metrics_path": str(loop.out / "metrics.jsonl"),
-        "config": cfg.to_dict(),
-    }
-
-
-def _epochs(tokens: int, info: dict[str, Any]) -> float | None:
-    """Passes over the training split: training tokens / `data_info.n_train_tokens`."""
-    n = info.get("n_train_tokens")
-    return tokens / n if n else None
 
 
 def _check_vocab(cfg: RunConfig, tok_vocab: int | None = None) -> None:

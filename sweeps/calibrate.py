@@ -13,9 +13,12 @@ of 2026-12-04 and its per-step and FLOP costs ~0.5x. So
 with fewer than 3 runs or when the two parts cannot be told apart. Checked on three finished demo
 sweeps (2 launchers each): fitted on the first 5, 10, 20 or 30 runs, it predicted the wall time
 of the rest within 0.8-1.0x on a quiet machine (one common scale: 0.6-0.75x; the FLOP rate of
-the finished runs: 1.2-2.4x). Wall times are measured as run: runs that shared the cores with
-`--workers` carry that contention, and the estimate for `--workers N` adds it again, so that one
-errs long (5.4 min measured, 7 min estimated, for the demo).
+the finished runs: 1.2-2.4x). Runs that shared the cores with `--workers N` carry that contention
+in their wall times, and the estimate for `--workers N` adds it again: each run records how many
+launchers trained beside it (`launchers`), and its wall time is divided by the contention the
+estimate charges for that many (`estimate.contention`) before the fit. Runs recorded before that
+field existed are taken as measured (with `--workers`, the calibrated estimate errs long: 7.0 min
+against 5.4 measured for the demo), and the line under the plan says how many there are.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from sweeps.estimate import (
     CPU_STEP_OVERHEAD_S,
     GPU_COMPILE_S,
     GPU_EVAL_S,
+    contention,
     fmt_seconds,
     throughput,
 )
@@ -64,6 +68,8 @@ class Calibration:
     work: float = 1.0
     max_error_s: float = 0.0
     why_not: str = ""
+    n_shared: int = 0  # runs trained beside other launchers: their times divided by contention
+    n_uncounted: int = 0  # runs recorded without a launcher count: taken as measured
 
     def apply(self, parts: Sequence[tuple[float, float] | None]) -> list[float | None]:
         """Calibrated per-cell seconds from `estimate_parts`."""
@@ -93,10 +99,21 @@ def calibrate(
             why = f"none of the {len(here)} finished runs in {where} is a cell of this plan"
         return Calibration(where, why_not=why)
     xs = [model[r["run_id"]] for r in used]
-    ys = [float(r["wall_time_s"]) for r in used]
+    ys = [float(r["wall_time_s"]) / contention(_launchers(r) or 1, device) for r in used]
     a, b = _fit(xs, ys)
     err = max(abs(a * f + b * w - y) for (f, w), y in zip(xs, ys, strict=True))
-    return Calibration(where, len(used), sum(ys), sum(f + w for f, w in xs), a, b, err)
+    shared = sum(1 for r in used if (_launchers(r) or 1) > 1)
+    uncounted = sum(1 for r in used if _launchers(r) is None)
+    model_s = sum(f + w for f, w in xs)
+    return Calibration(where, len(used), sum(ys), model_s, a, b, err, "", shared, uncounted)
+
+
+def _launchers(record: dict[str, Any]) -> float | None:
+    """How many launchers trained on the machine beside the run (None: not recorded, a run
+    recorded before the field existed, or not a number)."""
+    n = record.get("launchers")
+    ok = isinstance(n, int | float) and not isinstance(n, bool) and n >= 1
+    return float(n) if ok else None
 
 
 def _fit(xs: list[tuple[float, float]], ys: list[float]) -> tuple[float, float]:
@@ -127,12 +144,18 @@ def describe(cells: Sequence, device: tuple[str, int], calib: Calibration | None
             if calib.fixed == calib.work
             else f"fixed costs a run {calib.fixed:.2f}x, per-step and FLOP costs {calib.work:.2f}x"
         )
+        pace = " at one launcher's pace" if calib.n_shared else ""
+        shared = (
+            f"; {calib.n_uncounted} of them recorded no launcher count (recorded before it "
+            f"was): any that shared the cores (--workers) make it err long"
+            if calib.n_uncounted
+            else ""
+        )
         return (
             f"time estimate: calibrated on {calib.n_runs} finished run(s) in {calib.where} "
-            f"(measured {fmt_seconds(calib.measured_s)}, the built-in model said "
+            f"(measured {fmt_seconds(calib.measured_s)}{pace}, the built-in model said "
             f"{fmt_seconds(calib.model_s)}): the model scaled by {scales} (worst run off by "
-            f"{fmt_seconds(calib.max_error_s)}); runs that shared the cores (--workers) make it "
-            f"err long"
+            f"{fmt_seconds(calib.max_error_s)}){shared}"
         )
     rates = [throughput(c.n_total, device) for c in cells]
     if not cells or None in rates:

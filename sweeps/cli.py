@@ -88,6 +88,8 @@ def _run_parser(ss, grid_args) -> None:
     )
     # one of --workers' extra launchers; T = the first launcher's start (time.time())
     q.add_argument("--worker-since", type=float, default=None, help=argparse.SUPPRESS)
+    # ... and how many launchers that call runs in all (recorded with each run it trains)
+    q.add_argument("--launchers", type=int, default=1, help=argparse.SUPPRESS)
     q.add_argument(
         "--replan",
         action="store_true",
@@ -245,9 +247,9 @@ def _run_local(args: argparse.Namespace, root, plan, progress: bool) -> int:
 
     lease_ttl = args.lease_ttl or 120.0
 
-    def launcher(failed_since: float | None) -> dict[str, int]:
+    def launcher(failed_since: float | None, launchers: int) -> dict[str, int]:
         """This launcher's pass over the cells; one failed by another launcher since
-        `failed_since` is not retried."""
+        `failed_since` is not retried; `launchers` train on this machine in all."""
         return run_local(
             root,
             plan,
@@ -257,11 +259,12 @@ def _run_local(args: argparse.Namespace, root, plan, progress: bool) -> int:
             progress=progress,
             max_runs=args.max_runs,
             failed_since=failed_since,
+            launchers=launchers,
         )
 
     if args.workers > 1:
         return _run_workers(args, root, plan, lease_ttl, launcher)
-    counts = launcher(args.worker_since)
+    counts = launcher(args.worker_since, max(1, args.launchers))
     if args.worker_since is not None:  # one of --workers: the first launcher sums up
         return 1 if counts.get("failed") else 0
     return _summary(plan, root, counts)
@@ -287,7 +290,7 @@ def _summary(plan, root, counts: dict[str, int]) -> int:
 
 
 def _run_workers(args: argparse.Namespace, root, plan, lease_ttl: float, launcher) -> int:
-    """`--workers N`: this launcher (`launcher(failed_since)`) and N-1 more on the same
+    """`--workers N`: this launcher (`launcher(failed_since, N)`) and N-1 more on the same
     directory (sweeps.workers), at most one launcher per unfinished cell."""
     import signal
     import time
@@ -297,11 +300,12 @@ def _run_workers(args: argparse.Namespace, root, plan, lease_ttl: float, launche
     from sweeps import workers as W
 
     t0 = time.time()
-    argv = W.worker_argv(args.grid, root, args.overrides, lease_ttl, args.train_fn, t0)
     left = {c.run_id for c in plan.cells} - R.finished_ids(root)
-    procs = W.start(min(args.workers, len(left)) - 1, argv)  # at most one launcher per cell
+    n = max(1, min(args.workers, len(left)))  # at most one launcher per cell
+    argv = W.worker_argv(args.grid, root, args.overrides, lease_ttl, args.train_fn, t0, n)
+    procs = W.start(n - 1, argv)
     try:
-        launcher(t0)
+        launcher(t0, n)
     except BaseException as e:  # a signal is passed on; bad input or a full disk: SIGTERM
         W.stop(procs, e.signum if isinstance(e, signals.Interrupted) else signal.SIGTERM)
         W.wait(procs)  # each saves a checkpoint and releases its lease

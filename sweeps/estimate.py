@@ -169,6 +169,18 @@ def _usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def contention(launchers: float, device: tuple[str, int], cores: int | None = None) -> float:
+    """How much slower each run trains with `launchers` launchers on one machine than alone (>= 1;
+    `cores` default: this machine's), see the module doc. `wall_seconds` charges it to every
+    cell of `--workers N`; `sweeps.calibrate` divides a run's measured time by it."""
+    if launchers <= 1:
+        return 1.0
+    if device[0].lower() == "cpu":
+        n = max(1, cores or _usable_cores())
+        return max(1.0, launchers * CPU_LAUNCHER_CORES / n) / max(1.0, CPU_LAUNCHER_CORES / n)
+    return float(launchers)  # they share the accelerators
+
+
 def wall_seconds(
     per_cell: Sequence[float], workers: int, device: tuple[str, int], cores: int | None = None
 ) -> float:
@@ -178,11 +190,7 @@ def wall_seconds(
     workers = min(workers, len(per_cell))
     if workers <= 1:
         return float(sum(per_cell))
-    if device[0].lower() == "cpu":
-        n = max(1, cores or _usable_cores())
-        slow = max(1.0, workers * CPU_LAUNCHER_CORES / n) / max(1.0, CPU_LAUNCHER_CORES / n)
-    else:
-        slow = float(workers)  # they share the accelerators
+    slow = contention(workers, device, cores)
     free = [0.0] * workers  # when each launcher is next free
     for t in per_cell:
         i = free.index(min(free))

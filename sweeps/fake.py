@@ -41,7 +41,9 @@ def _hold(path: str | None, limit_s: float = 600.0) -> None:
         time.sleep(0.1)
 
 
-def fake_train(cfg: C.RunConfig, out_dir: str | Path, *, progress: bool = False) -> dict[str, Any]:
+def fake_train(
+    cfg: C.RunConfig, out_dir: str | Path, *, progress: bool = False, launchers: int = 1
+) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_id = C.config_hash(cfg)
@@ -101,6 +103,8 @@ def fake_train(cfg: C.RunConfig, out_dir: str | Path, *, progress: bool = False)
         wall_time_s=round(time.time() - t0, 3),
         tokens_per_s=None,
         mfu=None,
+        launchers=launchers,
+        started_at=t0,
         device_kind="fake",
         n_devices=1,
         evals=None,

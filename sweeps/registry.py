@@ -181,6 +181,8 @@ def make_record(
         wall_time_s=result.get("wall_time_s"),
         tokens_per_s=result.get("tokens_per_s"),
         mfu=result.get("mfu"),
+        launchers=result.get("launchers"),
+        started_at=result.get("started_at"),
         device_kind=result.get("device_kind"),
         n_devices=result.get("n_devices"),
         seed=summary["cell"].get("seed", summary["config"]["train"]["seed"]),

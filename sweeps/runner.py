@@ -53,8 +53,10 @@ def run_cell(
     owner: str | None = None,
     lease_ttl: float = 120.0,
     progress: bool = False,
+    launchers: int = 1,
 ) -> str:
-    """Train one planned cell unless done or leased elsewhere.
+    """Train one planned cell unless done or leased elsewhere; `launchers` (how many train on
+    this machine at once, `--workers N`) goes to the train function when it takes it.
 
     Returns "skipped" (already recorded), "busy" (another live launcher holds it), "done",
     "diverged" or "failed" (exception; written to runs/<id>/failed.json, retried next launch).
@@ -84,6 +86,8 @@ def run_cell(
             kwargs = {}
             if "should_stop" in inspect.signature(fn).parameters:
                 kwargs["should_stop"] = lease.lost.is_set  # stop if another launcher took over
+            if "launchers" in inspect.signature(fn).parameters:  # recorded in result.json
+                kwargs["launchers"] = launchers
             if "tb_dir" in inspect.signature(fn).parameters:  # one TensorBoard dir per sweep
                 kwargs["tb_dir"] = root / "tensorboard" / summary["label"].replace("/", "-")
             result = fn(cfg, out, progress=progress, **kwargs)
@@ -137,13 +141,13 @@ def run_local(
     progress: bool = True,
     max_runs: int | None = None,
     failed_since: float | None = None,
+    launchers: int = 1,
 ) -> dict[str, int]:
-    """Run every unfinished cell in sequence in this process; returns outcome counts.
-
-    Cells leased by another live launcher are skipped; with `wait`, this launcher then polls
-    until they are recorded or their lease goes stale (and takes them over). A cell whose
-    failure another launcher recorded since `failed_since` (a time.time()) is not tried again
-    (`--workers`: one attempt per call, as with one launcher)."""
+    """Run every unfinished cell in sequence in this process; returns outcome counts. Cells
+    leased by another live launcher are skipped; with `wait`, this launcher then polls until
+    they are recorded or their lease goes stale (and takes them over). A cell whose failure
+    another launcher recorded since `failed_since` (a time.time()) is not tried again (one
+    attempt per call, as with one launcher); each run records `launchers` (this call's)."""
     from tqdm import tqdm
 
     root = Path(root)
@@ -186,6 +190,7 @@ def run_local(
                     owner=owner,
                     lease_ttl=lease_ttl,
                     progress=progress,
+                    launchers=launchers,
                 )
                 counts[outcome] = counts.get(outcome, 0) + 1
                 if outcome == "busy":

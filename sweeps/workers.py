@@ -5,9 +5,10 @@ machine busy: on the 2-core machine the demo grid's sweep ran at a load of about
 two launchers the whole 20-run sweep finished 1.53x sooner (879 s -> 576 s, same losses; the
 README has the figures). Launchers can already share a sweep directory: each cell is leased
 (`sweeps.lease`), trained once and recorded once. So `--workers N` starts N-1 more launchers
-of the same grid beside this one (`sweep run ... --no-wait --no-progress --worker-since T`),
-each taking the next cell nobody holds, and this launcher keeps the progress bar, waits for
-every cell and prints one summary for all of them.
+of the same grid beside this one (`sweep run ... --no-wait --no-progress --worker-since T
+--launchers N`), each taking the next cell nobody holds, and this launcher keeps the progress
+bar, waits for every cell and prints one summary for all of them. Each run records N (its
+`launchers`): the time estimate's calibration divides its wall time by the cores' contention.
 
 Stopping is the same as with one launcher:
 - SIGINT or SIGTERM to this launcher (a Ctrl-C in the terminal included: the workers have
@@ -57,15 +58,17 @@ def worker_argv(
     lease_ttl: float,
     train_fn: str | None,
     since: float,
+    launchers: int,
 ) -> list[str]:
     """The command of one extra launcher: the same grid and directory, no bar, no waiting for
     cells the others hold (this launcher waits for them), and no retry of a cell another
-    launcher failed since `since` (this call's start, a time.time())."""
+    launcher failed since `since` (this call's start, a time.time()); `launchers`: how many
+    launchers this call runs in all (each run records it)."""
     argv = [sys.executable, "-m", "scaling.cli", "sweep", "run", grid, "--out", str(root)]
     for item in overrides:
         argv += ["--set", item]
     argv += ["--lease-ttl", repr(lease_ttl), "--no-wait", "--no-progress"]
-    argv += ["--worker-since", repr(since)]
+    argv += ["--worker-since", repr(since), "--launchers", str(launchers)]
     if train_fn:
         argv += ["--train-fn", train_fn]
     return argv

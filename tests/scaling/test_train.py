@@ -336,3 +336,41 @@ def test_few_shot_evals_at_the_end_and_periodically(tmp_path: Path) -> None:
     periodic = [json.loads(x) for x in (tmp_path / "evals.jsonl").read_text().splitlines()]
     assert [e["step"] for e in periodic] == [6]
     assert set(periodic[0]["evals"]["scores"]) == set(r["evals"]["scores"])
+
+
+def test_a_resume_with_no_steps_left_keeps_the_runs_throughput(tmp_path: Path, monkeypatch) -> None:
+    """result.json failing to save after the final checkpoint (a full disk), then a rerun: the
+    resumed session trained no steps, and its result said tokens_per_s null. The checkpoints
+    now carry the throughput (and the launchers, the first start and the wall time so far), and
+    a session that measures none reports the one its checkpoint carried."""
+    from scaling import results
+    from scaling.checkpoint import Checkpointer
+    from scaling.errors import DiskFullError
+
+    cfg, lost, metas = tiny(*SHORT), [], {}
+    real_save = Checkpointer.save
+
+    def save(self, step, state, meta=None):
+        metas[step] = meta
+        return real_save(self, step, state, meta)
+
+    def full(path, result):
+        lost.append(result)
+        raise DiskFullError(path)
+
+    monkeypatch.setattr(Checkpointer, "save", save)
+    with monkeypatch.context() as m:
+        m.setattr(results, "write_result", full)
+        with pytest.raises(DiskFullError):
+            train(cfg, tmp_path, progress=False, launchers=2)  # two launchers on the machine
+    (first,) = lost
+    assert first["tokens_per_s"] > 0 and first["launchers"] == 2
+    assert metas[12]["tokens_per_s"] > 0 and metas[12]["started_at"] == first["started_at"]
+    r = train(cfg, tmp_path, progress=False)  # alone now
+    assert r["status"] == "done" and r["resumed_from_step"] == 12
+    assert r["tokens_per_s"] == metas[12]["tokens_per_s"]
+    assert r["started_at"] == first["started_at"]
+    assert r["wall_time_s"] > metas[12]["wall_time_s"]  # the sessions add up
+    assert 1 < r["launchers"] < 2  # its sessions' counts, weighted by their wall time
+    stored = json.loads((tmp_path / "result.json").read_text())
+    assert stored["tokens_per_s"] == r["tokens_per_s"] and stored["launchers"] == r["launchers"]

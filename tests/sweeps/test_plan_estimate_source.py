@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from scaling.cli import main
+from sweeps import estimate
 from sweeps.calibrate import calibrate
-from sweeps.estimate import detect_device, estimate_parts, fmt_seconds
+from sweeps.estimate import contention, detect_device, estimate_parts, fmt_seconds, wall_seconds
 from sweeps.grid import load_grid, plan_grid
 
 CPU = ("cpu", 1)
@@ -27,12 +28,23 @@ def _cpu(monkeypatch):
     detect_device.cache_clear()
 
 
-def _finished(root: Path, cells, parts, a: float, b: float, kind: str = "cpu") -> None:
-    """results.jsonl of runs that took a x the model's fixed part + b x its work part."""
+def _finished(
+    root: Path, cells, parts, a: float, b: float, kind: str = "cpu", launchers: int | None = None
+) -> None:
+    """results.jsonl of runs that took a x the model's fixed part + b x its work part (alone;
+    with `launchers`, recorded, they took that much longer: `estimate.contention`)."""
     root.mkdir(parents=True, exist_ok=True)
+    slow = contention(launchers or 1, (kind, 1))
+    counted = {} if launchers is None else {"launchers": launchers}
     lines = [
         json.dumps(
-            dict(run_id=c.run_id, status="done", device_kind=kind, wall_time_s=a * f + b * w)
+            dict(
+                run_id=c.run_id,
+                status="done",
+                device_kind=kind,
+                wall_time_s=(a * f + b * w) * slow,
+                **counted,
+            )
         )
         for c, (f, w) in zip(cells, parts, strict=True)
     ]
@@ -131,3 +143,40 @@ def test_accelerator_and_forced_rates_are_named(monkeypatch, capsys) -> None:
     detect_device.cache_clear()
     assert main(["sweep", "plan", "demo"]) == 0
     assert "SCALING_FLOPS_PER_S = 40 GFLOP/s plus" in _tail(capsys)[1]
+
+
+def test_runs_beside_other_launchers_calibrate_at_one_launchers_pace(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Runs of `sweep run --workers 2` shared the cores, and the `--workers 2` estimate charges
+    that contention again: calibrated on them, the demo's said 7.0 min where 5.4 were measured.
+    Each run now records its launchers, and its wall time is divided by the contention the
+    estimate charges for that many before the fit; a run recorded without the count (before the
+    field existed) is taken as measured, as before, and the line under the plan says so."""
+    monkeypatch.setattr(estimate, "_usable_cores", lambda: 2)  # the 2-core machine
+    slow = contention(2, CPU)
+    assert slow > 1.2
+    cells = plan_grid(load_grid("demo")).cells
+    parts = estimate_parts(cells, CPU)
+    alone = [0.1 * f + 0.5 * w for f, w in parts]
+    root = tmp_path / "sweep"
+    _finished(root, cells[:20], parts[:20], 0.1, 0.5, launchers=2)
+    calib = calibrate(cells, parts, json_lines(root), CPU, str(root))
+    assert calib.fixed == pytest.approx(0.1) and calib.work == pytest.approx(0.5)
+    assert (calib.n_runs, calib.n_shared, calib.n_uncounted) == (20, 20, 0)
+    assert main(["sweep", "plan", "demo", "--workers", "2", "--out", str(root)]) == 0
+    foot, source = _tail(capsys)
+    both = f"{fmt_seconds(wall_seconds(alone, 2, CPU))} with --workers 2, "
+    assert f"{both}{fmt_seconds(sum(alone))} sequential" in foot
+    assert f"(measured {fmt_seconds(sum(alone[:20]))} at one launcher's pace, " in source
+    assert "err long" not in source
+
+    _finished(root, cells[:20], parts[:20], 0.1 * slow, 0.5 * slow)  # the same, not counted
+    calib = calibrate(cells, parts, json_lines(root), CPU, str(root))
+    assert calib.fixed == pytest.approx(0.1 * slow) and calib.work == pytest.approx(0.5 * slow)
+    assert (calib.n_shared, calib.n_uncounted) == (0, 20)
+    assert main(["sweep", "plan", "demo", "--out", str(root)]) == 0
+    source = _tail(capsys)[1]
+    assert "20 of them recorded no launcher count (recorded before it was)" in source
+    assert "shared the cores (--workers) make it err long" in source
+    assert "one launcher's pace" not in source

@@ -67,6 +67,8 @@ def test_three_workers_train_every_cell_once_and_sum_up(six, monkeypatch, capsys
     trainers = [pids(root, i) for i in ids]
     assert all(len(p) == 1 for p in trainers)  # nothing trained twice
     assert len({p[0] for p in trainers}) == 3  # by three processes
+    # each run records the launchers of the call (the time estimate's calibration reads it)
+    assert [r["launchers"] for r in R.read_records(root)] == [3] * 6
     err = capsys.readouterr().err
     assert f"sweep 'six' in {root}: 6 done" in err and err.count("sweep 'six'") == 1
     assert main([*argv, "--no-progress"]) == 0  # rerun: nothing to do
@@ -159,5 +161,6 @@ def test_no_more_launchers_than_unfinished_cells(six, monkeypatch, capsys) -> No
     argv = ["sweep", "run", str(grid), "--out", str(root), "--workers", "3", "--train-fn", FAKE]
     assert main([*argv, "--no-progress"]) == 0
     assert started == [0] and len(R.read_records(root)) == len(ids)
+    assert [r["launchers"] for r in R.read_records(root)] == [1] * 6  # it trained alone
     cpu = ("cpu", 1)
     assert wall_seconds([10.0, 10.0], 64, cpu, cores=2) == wall_seconds([10.0, 10.0], 2, cpu, 2)
