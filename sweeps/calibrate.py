@@ -217,12 +217,13 @@ def plan_cells(plan: dict[str, Any]) -> list[Any] | None:
 
 
 def time_left(
-    plan: dict[str, Any], records: list[dict[str, Any]], left: dict[str, float]
+    plan: dict[str, Any], records: list[dict[str, Any]], left: dict[str, float], at_once: int = 1
 ) -> tuple[float | None, int]:
-    """Seconds to train what is `left` of each cell (run id -> fraction, 0..1), one run at a
-    time, by the model calibrated on the sweep's finished runs (on the device they ran on), and
-    how many runs calibrated it: (None, 0) before the first finished run or on a device the
-    model does not know."""
+    """Seconds to train what is `left` of each cell (run id -> fraction, 0..1), `at_once` runs
+    at a time on this machine (each slowed by their contention, `estimate.contention`), by the
+    model calibrated on the sweep's finished runs (on the device they ran on), and how many runs
+    calibrated it: (None, 0) before the first finished run or on a device the model does not
+    know."""
     from sweeps.estimate import estimate_parts
 
     timed = finished_timings(records)
@@ -237,6 +238,6 @@ def time_left(
     if not calib.n_runs:
         return None, 0
     secs = calib.apply(parts)
-    return sum(
-        s * left.get(c.run_id, 0.0) for c, s in zip(cells, secs, strict=True) if s
-    ), calib.n_runs
+    alone = sum(s * left.get(c.run_id, 0.0) for c, s in zip(cells, secs, strict=True) if s)
+    n = max(1, at_once)
+    return alone * contention(n, (kind, count)) / n, calib.n_runs

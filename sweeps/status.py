@@ -8,7 +8,7 @@ the running, failed and pending runs only (a diverged run is never resumed), eac
 goes on: a running one from its last logged step, the others from their newest checkpoint, at
 the pace of the finished runs: the time model (sweeps.estimate) calibrated on their wall times
 (sweeps.calibrate), or their FLOP rate where the model cannot be used; divided by the runs in
-flight.
+flight (the model's one-launcher pace also slowed by their contention for the cores).
 """
 
 from __future__ import annotations
@@ -120,10 +120,11 @@ def collect(root: Path) -> dict[str, Any]:
     eta, eta_runs, eta_how = None, 0, ""
     if left > 0:
         fractions = {r["run_id"]: r["_left"] / max(r["C_planned"], 1e-300) for r in rows}
-        eta, eta_runs = time_left(plan, list(records.values()), fractions)
+        eta, eta_runs = time_left(plan, list(records.values()), fractions, at_once)
         eta_how = "model"
         if eta is None:  # a plan this version cannot rebuild, or a device the model lacks
             eta, eta_how = _sweep_eta(records.values(), left), "flops"
+            eta = None if eta is None else eta / at_once
             eta_runs = len(finished_timings(records.values()))
     return dict(
         sweep=plan["sweep"],
@@ -131,7 +132,7 @@ def collect(root: Path) -> dict[str, Any]:
         counts=counts,
         spent=spent,
         planned=planned,
-        eta_s=None if eta is None else eta / at_once,
+        eta_s=eta,
         eta_at_once=at_once,
         eta_runs=eta_runs,
         _eta_how=eta_how,

@@ -180,3 +180,32 @@ def test_runs_beside_other_launchers_calibrate_at_one_launchers_pace(
     assert "20 of them recorded no launcher count (recorded before it was)" in source
     assert "shared the cores (--workers) make it err long" in source
     assert "one launcher's pace" not in source
+
+
+def test_status_time_left_of_runs_in_flight_carries_their_contention(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The calibrated model trains at one launcher's pace (the runs' recorded launchers divide
+    their contention out); two runs in flight on 2 cores each go that much slower, so dividing
+    the time left by two alone said too little."""
+    from sweeps import registry as R
+    from sweeps.lease import Lease
+    from sweeps.status import collect
+
+    monkeypatch.setattr(estimate, "_usable_cores", lambda: 2)
+    slow = contention(2, CPU)
+    plan = plan_grid(load_grid("demo"))
+    parts = estimate_parts(plan.cells, CPU)
+    R.write_plan(tmp_path, plan)
+    _finished(tmp_path, plan.cells[:10], parts[:10], 0.1, 0.5, launchers=2)
+    alone = sum(0.1 * f + 0.5 * w for f, w in parts[10:])
+    assert collect(tmp_path)["eta_s"] == pytest.approx(alone)  # nothing in flight: one at a time
+    leases = [Lease(tmp_path / "leases", c.run_id, c.run_id, 120.0) for c in plan.cells[10:12]]
+    try:
+        assert all(lease.acquire() for lease in leases)  # two runs in flight
+        info = collect(tmp_path)
+    finally:
+        for lease in leases:
+            lease.release()
+    assert info["eta_at_once"] == 2
+    assert info["eta_s"] == pytest.approx(alone * slow / 2)
