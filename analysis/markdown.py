@@ -15,7 +15,7 @@ import numpy as np
 from analysis.checks import backtest_prior_note, prior_only_note
 from analysis.cli_source import c_convention
 from analysis.laws.intervals import SUPPORT_MARGIN, unsupported_reason
-from analysis.summary import no_allocation, unidentified
+from analysis.summary import lost_reason, no_allocation, unidentified
 from scaling.fmt import with_ci
 
 
@@ -87,17 +87,16 @@ def _joint(res: dict) -> list[str]:
         f"| parameter | estimate | {lvl}% CI |",
         "|---|---|---|",
     ]
-    gone = unidentified(res)  # no value, no CI: its spread is the optimiser's, not the data's
-    for k in ("E", "A", "B", "alpha", "beta"):
-        why = gone.get(k)
+    for k in ("E", "A", "B", "alpha", "beta"):  # no value, no CI: its spread is the optimiser's
+        why = lost_reason(res, k)
         if why is None:
             L.append(_ci_row(k, res["params_ci"][k]))
-        elif why == "design":
+        elif why[0] == "design":
             L.append(f"| {k} | – | not identified by this design |")
-        elif why == k:
+        elif why[0] == "bound":
             L.append(f"| {k} | 0 (at its bound) | not identified: the data do not need the term |")
         else:
-            L.append(f"| {k} | – | not identified: {why} sits at its bound 0 |")
+            L.append(f"| {k} | – | not identified: {why[1]} |")
     return L
 
 

@@ -178,15 +178,18 @@ def _check_budget_target(table, args: argparse.Namespace, points) -> None:
 
 
 def _check_terms(fit, args: argparse.Namespace, points) -> None:
-    """A prediction at a budget needs both the N and the D term: one the fit left at its bound 0
-    (`fit_joint`'s diagnostics["at_bound"]) leaves the allocation without a value."""
+    """A prediction at a budget needs both the N and the D term: one the data do not identify
+    (`fit_joint`'s diagnostics["lost_terms"]: at its bound 0, flat, or only at the smallest size)
+    leaves the allocation without a value."""
+    from analysis.laws.fit import term_phrase
+
     at_budget = args.flops is not None or (points is not None and points.kind == "flops")
-    nd = [t for t in fit.diagnostics.get("at_bound", []) if t in ("A", "B")]
-    if at_budget and nd:
+    lost = fit.diagnostics.get("lost_terms", {})
+    if at_budget and (nd := [term_phrase(t, lost[t]) for t in ("A", "B") if t in lost]):
         raise UserError(
-            f"the fitted {' and '.join(nd)} term sits at its bound 0 (the data do not need it), "
-            "so the compute-optimal model at a budget is not identified; add runs that vary N "
-            "and D over a wider range, or predict a model with --params N --tokens D"
+            f"{' and '.join(nd)} (the data do not identify it), so the compute-optimal model at a "
+            "budget is not identified; add runs that vary N and D over a wider range, or predict "
+            "a model with --params N --tokens D"
         )
 
 

@@ -12,7 +12,7 @@ from analysis.cli_source import c_convention
 from analysis.design import UNIDENTIFIED, detect_design
 from analysis.laws.bootstrap import bootstrap_fit, resample_weights, summarize
 from analysis.laws.core import allocation_exponents, compute_optimal
-from analysis.laws.fit import TERM_PARAMS, fit_joint, fit_power
+from analysis.laws.fit import TERM_PARAMS, fit_joint, fit_power, lost_params, term_phrase
 from analysis.laws.frontier import approach2, envelope
 from analysis.laws.predict import backtest, predict_flops, table_predictor
 from analysis.markdown import emergence_md, report_md
@@ -108,26 +108,37 @@ def _joint(res: dict, table: RunTable, groups, identified, *, method: str, n_res
 
 def _unidentified(res: dict, design) -> None:
     """res["unidentified"]: {parameter: "design" | TERM} for the joint law's parameters that have
-    no value: those the design cannot identify, and those of a term the fit left at its bound 0
-    (TERM: its coefficient; varpro reported such a term as 1e-300). A term of N or D at its bound
-    leaves no allocation: res["no_allocation"] says why (None when there is one)."""
+    no value: those the design cannot identify, and those of a term the data do not identify
+    (TERM; res["lost_terms"]: {TERM: "bound" | "flat" | "spike"}, `analysis.laws.fit.lost_terms`;
+    varpro reported a term at its bound as 1e-300). A lost term of N or D leaves no allocation:
+    res["no_allocation"] says why (None when there is one)."""
     gone = dict.fromkeys(UNIDENTIFIED.get(design.kind, ()), "design")
-    at_bound = res["fit"].diagnostics.get("at_bound", [])
-    for term in at_bound:
-        for k in TERM_PARAMS[term]:
+    terms = res["fit"].diagnostics.get("lost_terms", {})
+    for term, why in sorted(terms.items(), key=lambda kv: kv[1] != "flat"):  # E: the flat term's
+        for k in lost_params(term, why):
             gone.setdefault(k, term)
-    res["unidentified"] = gone
+    res["unidentified"], res["lost_terms"] = gone, terms
     res["no_allocation"] = design.no_allocation
-    lost = [t for t in at_bound if gone.get(t) == t]  # at its bound, not already the design's
+    lost = {t: w for t, w in terms.items() if gone.get(TERM_PARAMS[t][-1]) == t}  # not the design's
     if not lost:
         return
     res["notes"].append(
-        f"joint law: the fitted {' and '.join(lost)} term(s) sit at the bound 0 (below "
-        "1e-6 of every run's loss): the data do not need them, so their parameters are not "
-        "identified; add runs that vary N and D over a wider range"
+        f"joint law: {_lost_words(lost)}: the data do not identify them, so their parameters "
+        f"{'(and E) ' if 'flat' in lost.values() else ''}are not identified; add runs that vary "
+        "N and D over a wider range"
     )
-    if res["no_allocation"] is None and (nd := sorted({"A", "B"} & set(lost))):
-        res["no_allocation"] = f"the fitted {' and '.join(nd)} term(s) sit at the bound 0"
+    if res["no_allocation"] is None and (nd := {t: lost[t] for t in ("A", "B") if t in lost}):
+        res["no_allocation"] = _lost_words(nd, short=True)
+
+
+def _lost_words(lost: dict, short: bool = False) -> str:
+    """'the fitted A term(s) sit at the bound 0 (below 1e-6 of every run's loss); the fitted B
+    term is flat across the runs (...)' (``short``: without the parenthesis)."""
+    bound = [t for t, w in lost.items() if w == "bound"]
+    out = [f"the fitted {' and '.join(bound)} term(s) sit at the bound 0"] if bound else []
+    if bound and not short:
+        out[0] += " (below 1e-6 of every run's loss)"
+    return "; ".join(out + [term_phrase(t, w) for t, w in lost.items() if w != "bound"])
 
 
 def _frontier(res: dict, table: RunTable, *, n_resamples: int, seed: int) -> None:
@@ -222,6 +233,7 @@ def fits_json(res: dict) -> dict:
         "compute_optimal": res["compute_optimal"],
         "design": res.get("design"),
         "joint_unidentified": res.get("unidentified", {}),
+        "joint_lost_terms": res.get("lost_terms", {}),
         "no_allocation": res.get("no_allocation"),
         "approach1": {k: v for k, v in res["envelope"].items()},
         "notes": res["notes"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 
 from analysis.laws.finetune import e_cell, exp_cell
+from analysis.laws.fit import term_phrase
 from analysis.laws.intervals import unsupported_reason
 from scaling.fmt import with_ci
 
@@ -109,16 +110,34 @@ def no_allocation(res: dict) -> str:
     return why or "N and D move together"
 
 
+def lost_reason(res: dict, k: str) -> tuple[str, str] | None:
+    """Why parameter k has no value, as (short, long) words; None when it has one. ("design", _):
+    the design cannot identify it; ("bound", _): k's own term sits at its bound 0 (it reads 0);
+    else its term TERM is lost (`analysis.laws.fit.lost_terms`): ("A = 0", "A sits at its bound
+    0"), ("A term flat", ...) or ("A term only at the smallest N", ...)."""
+    why = unidentified(res).get(k)
+    if why is None or why == "design":
+        return None if why is None else ("design", "")
+    how = res.get("lost_terms", {}).get(why, "bound")
+    if how == "bound":
+        return ("bound", "") if why == k else (f"{why} = 0", f"{why} sits at its bound 0")
+    short = {
+        "flat": "term flat",
+        "spike": f"term only at the smallest {'N' if why == 'A' else 'D'}",
+    }
+    return f"{why} {short[how]}", term_phrase(why, how)
+
+
 def _param(res: dict, k: str) -> str:
     """`k = estimate [lo, hi]`; a parameter without a value prints none: the design cannot
     identify it (its bootstrap spread is the optimiser's: a ladder's beta read 2.368 [2.368,
-    2.368], a one-size sweep's E 1e-300), or its term sits at its bound 0."""
-    why = unidentified(res).get(k)
+    2.368], a one-size sweep's E 1e-300), or its term is lost (`lost_reason`)."""
+    why = lost_reason(res, k)
     if why is None:
         return f"{k} = {with_ci(res['params_ci'][k])}"
-    if why == "design":
+    if why[0] == "design":
         return f"{k} = not identified"
-    return f"{k} = {'0 (at its bound)' if why == k else f'not identified ({why} = 0)'}"
+    return f"{k} = {'0 (at its bound)' if why[0] == 'bound' else f'not identified ({why[0]})'}"
 
 
 def _far_lines(big: dict, lvl: int) -> list[str]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from analysis.laws.bootstrap import Bootstrap, bootstrap_fit, percentile_ci
 from analysis.laws.core import compute_optimal
-from analysis.laws.fit import Fit, fit_joint
+from analysis.laws.fit import Fit, fit_joint, term_phrase
 from analysis.tables import RunTable
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
@@ -70,14 +70,15 @@ def compute_for_loss(f: dict, L) -> np.ndarray:
 def fit_sweep(
     table: RunTable, label: str, *, n_resamples: int, seed: int, method: str = "grid"
 ) -> SweepFit:
-    """Joint fit and run-level bootstrap of one sweep; a UserError when the fit leaves the N or D
-    term at its bound 0 (the frontier the multiplier reads then has no value)."""
+    """Joint fit and run-level bootstrap of one sweep; a UserError when the data do not identify
+    the N or D term (`lost_terms`: the frontier the multiplier reads then has no value)."""
     fit = fit_joint(table.N, table.D, table.loss, method=method)
-    if nd := [t for t in fit.diagnostics["at_bound"] if t in ("A", "B")]:
+    lost = fit.diagnostics["lost_terms"]
+    if nd := [term_phrase(t, lost[t]) for t in ("A", "B") if t in lost]:
         raise UserError(
-            f"{label}: the fitted {' and '.join(nd)} term sits at its bound 0 (the data do not "
-            "need it), so the compute-optimal frontier, which the multiplier reads, is not "
-            "identified; compare sweeps that vary N and D over a wider range"
+            f"{label}: {' and '.join(nd)} (the data do not identify it), so the compute-optimal "
+            "frontier, which the multiplier reads, is not identified; compare sweeps that vary N "
+            "and D over a wider range"
         )
     boot = bootstrap_fit(
         fit,

@@ -118,6 +118,61 @@ def terms_at_bound(vec: np.ndarray, N: np.ndarray, D: np.ndarray, L: np.ndarray)
     return [k for k, t in logs.items() if np.all(t < cut)]
 
 
+TERM_FLAT = 1e-3
+"""A term of N (or D) that varies across the runs by less than this share of the smallest loss is
+flat: a constant that merges with E, so E, its coefficient and its exponent are not identified
+(alpha 0.00016 made A/N^alpha a constant 1.17 next to E 0.53, and gave an allocation a ~ 1)."""
+TERM_FLAT_REL = 0.02
+"""... or by less than this share of its own largest value: 1 - (N_min/N_max)^alpha below 2%, an
+exponent near 0 (alpha 0.0014 over 2 decades: the term is 99.3% constant)."""
+LOST_WHY = {
+    "bound": "sits at its bound 0",
+    "flat": "is flat across the runs (a constant that merges with E)",
+    "spike": "matters only at the smallest {}",
+}
+"""Why the data do not identify a term (`lost_terms`), as `term_phrase` words it."""
+
+
+def lost_terms(
+    vec: np.ndarray,
+    N: np.ndarray,
+    D: np.ndarray,
+    L: np.ndarray,
+    identified: tuple[str, ...] = ("alpha", "beta"),
+) -> dict[str, str]:
+    """{term: "bound" | "flat" | "spike"} for the joint law's terms the data do not identify: at
+    its bound (`terms_at_bound`); flat (`TERM_FLAT`, `TERM_FLAT_REL`); or above `TERM_FLAT` of
+    the loss only at the smallest size (or token count) while the variable has other levels (an
+    exponent of 26-116 making the term a spike there). Only terms whose exponent the design
+    identifies (``identified``) are tested for flat or spike."""
+    out = dict.fromkeys(terms_at_bound(vec, N, D, L), "bound")
+    e, a, b, al, be = vec
+    for k, x, c, p in (("A", N, a, al), ("B", D, b, be)):
+        if k in out or TERM_PARAMS[k][1] not in identified:
+            continue
+        with np.errstate(over="ignore"):
+            t = np.exp(c - p * np.log(x))
+            spread = float(np.ptp(t)) if np.all(np.isfinite(t)) else np.inf
+        smallest = np.log10(x / x.min()) <= 0.03  # one level (`analysis.design.LEVEL_TOL_DEX`)
+        big = t > TERM_FLAT * L
+        if spread < TERM_FLAT * L.min() or spread < TERM_FLAT_REL * t.max():
+            out[k] = "flat"
+        elif big.any() and not smallest.all() and np.all(smallest[big]):
+            out[k] = "spike"
+    return out
+
+
+def lost_params(term: str, why: str) -> tuple[str, ...]:
+    """The parameters a lost term leaves without a value: its coefficient and exponent (with
+    A = 0 any alpha fits), and E as well when the term is flat (E + A/N^alpha is one constant)."""
+    return (("E",) if why == "flat" else ()) + TERM_PARAMS[term]
+
+
+def term_phrase(term: str, why: str) -> str:
+    """'the fitted A term sits at its bound 0' (or is flat, or matters only at the smallest N)."""
+    return f"the fitted {term} term {LOST_WHY[why].format('N' if term == 'A' else 'D')}"
+
+
 def check_exponents(fit: Fit, what: str, names: tuple[str, ...] | None = None) -> Fit:
     """UserError when the best fit has an exponent <= 0: a term A/N^alpha with alpha <= 0 grows
     (or stays) with scale, which no scaling law allows; its compute-optimal allocation would be
@@ -219,8 +274,8 @@ def fit_joint(
     identified: tuple[str, ...] = ("alpha", "beta"),
 ) -> Fit:
     """Fit L = E + A/N^alpha + B/D^beta (summed log-Huber) by ``method`` "grid" or "varpro";
-    an ``identified`` exponent <= 0 is a UserError (`check_exponents`) unless its term sits at
-    its bound 0; the terms at their bound are listed in ``diagnostics["at_bound"]``."""
+    an ``identified`` exponent <= 0 is a UserError (`check_exponents`) unless its term is lost:
+    the terms the data do not identify are ``diagnostics["lost_terms"]`` (`lost_terms`)."""
     N, D, L = (np.asarray(x, dtype=np.float64) for x in (N, D, L))
     check_points(L.size, 5, "joint law L(N, D)")
     obj = LogHuberObjective([np.log(N), np.log(D)], np.log(L), delta=delta)
@@ -233,10 +288,10 @@ def fit_joint(
     elif starts is None:
         starts = chinchilla_grid()
     best, fbest, g, diag = multistart(obj, starts, keep=keep, polish=polish)
-    diag["at_bound"] = gone = terms_at_bound(best, N, D, L)
+    diag["lost_terms"] = gone = lost_terms(best, N, D, L, identified)
     fit = Fit("joint", best, fbest, float(np.abs(g).max()), int(L.size), method, delta, diag)
     what = "joint law L(N, D)"
-    lost = {p for k in gone for p in TERM_PARAMS[k]}  # alpha with A = 0 has no value to refuse
+    lost = {p for k, why in gone.items() for p in lost_params(k, why)}  # no value to refuse
     names = tuple(k for k in identified if k not in lost)
     return check_exponents(check_finite(fit, what), what, names)
 

@@ -269,7 +269,7 @@ def test_a_term_at_its_bound_is_not_identified_and_leaves_no_allocation(tmp_path
     assert detect_design(t).kind == "grid"
     for method in ("grid", "varpro"):
         res = run_analysis(t, n_resamples=20, holdout=None, intervals=False, method=method)
-        assert res["fit"].diagnostics["at_bound"] == ["A"]
+        assert res["fit"].diagnostics["lost_terms"] == {"A": "bound"}
         assert res["unidentified"] == {"A": "A", "alpha": "A"}
         assert (
             res["compute_optimal"] == [] and "A term(s) sit at the bound 0" in res["no_allocation"]
@@ -290,6 +290,38 @@ def test_a_term_at_its_bound_is_not_identified_and_leaves_no_allocation(tmp_path
     assert main([*argv, "--flops", "1e21", "--resamples", "20"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the fitted A term sits at its bound 0") and err.count("\n") == 1
+
+
+def test_a_flat_term_leaves_e_its_parameters_and_the_allocation_not_identified(tmp_path, capsys):
+    """The same grid with seed 0: the fit gave alpha = 0.00016, A/N^alpha a constant 1.17 next
+    to E = 0.53, and reported a = 0.9994 as the compute-optimal allocation. E, A and alpha are
+    now not identified and no allocation is given (analyze, checks, predict --flops)."""
+    from analysis.markdown import report_md
+    from analysis.summary import summary_lines
+
+    N, D = (x.ravel() for x in np.meshgrid(np.geomspace(1e7, 1e9, 5), np.geomspace(1e9, 1e11, 4)))
+    loss = (1.7 + 410 / D**0.28) * np.exp(np.random.default_rng(0).normal(0, 0.005, N.size))
+    ids = [f"r{i}" for i in range(N.size)]
+    t = RunTable(ids, N, D, 6 * N * D, loss, np.full(N.size, np.nan), [None] * N.size)
+    res = run_analysis(t, n_resamples=20, holdout=None, intervals=False)
+    assert res["unidentified"] == {"E": "A", "A": "A", "alpha": "A"}
+    assert res["compute_optimal"] == [] and "A term is flat" in res["no_allocation"]
+    text = "\n".join(summary_lines(res))
+    assert "E = not identified (A term flat)" in text and "alpha = not identified (A term" in text
+    assert "allocation not identified (the fitted A term is flat across the runs" in text
+    assert "| E | – | not identified: the fitted A term is flat" in report_md(res, {}, Path("."))
+    fits = json.loads(json.dumps(fits_json(res)))
+    assert fits["joint_lost_terms"] == {"A": "flat"}
+    checks = {n: ok for n, ok, _ in study_checks(fits)}
+    assert checks["allocation exponents identified"] is None
+    f = tmp_path / "grid.csv"
+    f.write_text(
+        "N,D,loss\n" + "".join(f"{a},{b},{y}\n" for a, b, y in zip(N, D, loss, strict=True))
+    )
+    argv = ["predict", "--csv", str(f), "--map", "N=N", "--map", "D=D", "--map", "loss=loss"]
+    assert main([*argv, "--flops", "1e21", "--resamples", "20"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the fitted A term is flat across") and err.count("\n") == 1
 
 
 def test_the_chinchilla_forms_row_on_a_ladder_gives_no_unidentified_values():
