@@ -43,6 +43,26 @@ UNIDENTIFIED = {
     "one_size": ("E", "A", "alpha"),
     "one_length": ("E", "B", "beta"),
 }
+# each law form's parameters a design cannot identify (report.md's law-forms table). On a ladder
+# the N and D terms trade off (kaplan's N_c/N and D_c/D, power_sum's A/N^alpha and B/D^beta), and
+# with D/N fixed overtrain's a (M/C)^eta and b (MC)^-eta both go as C^-eta. With one model size a
+# term in N alone is a constant (power_sum's A N^-alpha; kaplan's (N_c/N)^(alpha_N/alpha_D)), and
+# overtrain's M/C = 1/(6N^2) makes a (M/C)^eta one that merges with E (one token count: MC = 6D^2)
+FORM_UNIDENTIFIED = {
+    "ladder": {
+        "kaplan": ("N_c", "D_c", "alpha_N", "alpha_D"),
+        "overtrain": ("a", "b"),
+        "power_sum": ("A", "B", "alpha", "beta"),
+    },
+    "one_size": {
+        "kaplan": ("N_c", "alpha_N"),
+        "overtrain": ("E", "a"),
+        "power_sum": ("A", "alpha"),
+    },
+    "one_length": {"overtrain": ("E", "b"), "power_sum": ("B", "beta")},
+}
+for _kind, _gone in UNIDENTIFIED.items():  # the chinchilla-parametrised forms: the joint law's
+    FORM_UNIDENTIFIED[_kind].update(chinchilla=_gone, data_constrained=_gone)
 # why a design identifies no compute-optimal allocation (the kinds without "allocation")
 NO_ALLOCATION = {
     "ladder": "N and D move together",

@@ -14,8 +14,9 @@ import numpy as np
 
 from analysis.checks import backtest_prior_note, prior_only_note
 from analysis.cli_source import c_convention
+from analysis.design import FORM_UNIDENTIFIED
 from analysis.laws.intervals import SUPPORT_MARGIN, unsupported_reason
-from analysis.summary import lost_reason, no_allocation, unidentified
+from analysis.summary import lost_reason, no_allocation
 from scaling.fmt import with_ci
 
 
@@ -285,19 +286,19 @@ def _warnings(summary: list[dict]) -> list[str]:
 def intervals_md(res: dict) -> list[str]:
     """The predictive-interval section: chosen predictor, forms, rolling back-tests, terms."""
     js = res["predictor"].to_json(res["level"])
-    forms = _forms(js, _lvl(res), unidentified(res))
+    forms = _forms(js, _lvl(res), (res.get("design") or {}).get("kind"))
     return forms + _rolling(js["rolling"]) + _interval_terms(res, js)
 
 
-def _form_params(name: str, params: dict, gone: dict) -> str:
-    """A form's parameters; the chinchilla form's that the design cannot identify say so."""
-    na = {k for k, why in gone.items() if why == "design"} if name == "chinchilla" else ()
+def _form_params(name: str, params: dict, kind: str | None) -> str:
+    """A form's parameters; those the design cannot identify say so (`FORM_UNIDENTIFIED`)."""
+    na = FORM_UNIDENTIFIED.get(kind or "", {}).get(name, ())
     return ", ".join(
         f"{k} not identified" if k in na else f"{k} {_g(v)}" for k, v in params.items()
     )
 
 
-def _forms(js: dict, lvl: int, gone: dict) -> list[str]:
+def _forms(js: dict, lvl: int, kind: str | None) -> list[str]:
     rb = js["rolling"]
     L = [
         "",
@@ -320,7 +321,7 @@ def _forms(js: dict, lvl: int, gone: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for n, f in js["forms"].items():
-        ps = _form_params(n, f["params"], gone)
+        ps = _form_params(n, f["params"], kind)
         sc = rb["scores"].get(n)
         L.append(
             f"| {n} | {ps} | {f['aic']:.1f} | {f['bic']:.1f} | "
