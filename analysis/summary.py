@@ -81,7 +81,7 @@ def finetune_lines(ft: dict | None) -> list[str]:
         return []
     out = [
         f"Fine-tuning law L(N, D_f) = E + A N^-alpha D_f^-beta from {ft['n_rows']} rows "
-        f"(row-level bootstrap):"
+        f"({'row' if ft.get('resample_unit') != 'run' else 'run'}-level bootstrap):"
     ]
     for g in ft["groups"]:
         f = g["fits"].get("N")

@@ -45,6 +45,19 @@ def resample_weights(groups: np.ndarray, n_resamples: int, rng: np.random.Genera
     return counts[:, inv].astype(np.float64)
 
 
+def two_stage_weights(groups: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(R, n_rows) weights of a two-stage bootstrap: draw the runs with replacement, then each
+    drawn run's rows with replacement (a run drawn c times: c * n_rows draws among its rows)."""
+    runs = resample_weights(np.unique(groups), n_resamples, rng)  # (R, n_runs) counts
+    _, inv = np.unique(groups, return_inverse=True)
+    W = np.zeros((n_resamples, groups.size))
+    for j in range(runs.shape[1]):
+        mine = np.flatnonzero(inv == j)
+        p = np.full(mine.size, 1.0 / mine.size)
+        W[:, mine] = rng.multinomial((runs[:, j] * mine.size).astype(np.int64), p)
+    return W
+
+
 def bootstrap_fit(
     fit: Fit,
     feats: list[np.ndarray],

@@ -5,12 +5,13 @@ X is the model size N (total parameters) or, for comparison, the pre-training to
 number of fine-tuning examples; L the fine-tuned test loss (nats per target token). The fit is
 the pre-training laws' machinery: summed Huber (delta 1e-3) on log-residuals, a multi-start grid
 run through the batched L-BFGS and polished by scipy (analysis.laws.fit.multistart), then a
-bootstrap over fine-tuning rows (each row is its own fine-tuning run) refitted in one batch.
+bootstrap over pre-trained runs (a model's rows, which share its luck, are drawn together;
+rows without a run_id: each row) refitted in one batch.
 Predictions at a larger N or D_f carry percentile CIs; the back-test refits without the largest
 model and predicts its rows. Each exponent is checked (`exponent_check`): with fewer than 4
 levels of its variable, a CI spanning 10x, or refits leaving out one level that differ 3x, it is
-reported as not determined by the data (the rows of one model size share that model's luck,
-which a row-level bootstrap does not resample). numpy/scipy only.
+reported as not determined by the data (a model size's luck rests on few models, however many
+rows each has). numpy/scipy only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.laws.bootstrap import resample_weights, summarize
+from analysis.laws.bootstrap import resample_weights, summarize, two_stage_weights
 from analysis.laws.core import HUBER_DELTA, MultLogHuberObjective, mult_from_vec, mult_loss
 from analysis.laws.fit import Fit, check_finite, check_points, multistart
 from analysis.laws.lbfgs import lbfgs_batched
@@ -46,7 +47,7 @@ determine the exponent: it spans an order of magnitude."""
 LOO_NOT_DETERMINED = 3.0
 """Refits leaving out one level each (one model size, or one D_f) whose exponents differ by this
 factor or more: the exponent rests on single levels, whose shared noise (one pre-trained model's
-luck) a row-level bootstrap does not resample."""
+luck) a bootstrap over few models measures poorly."""
 
 X_KINDS = {"N": "n_params", "D_pre": "pretrain_tokens"}
 """X -> the row field holding it: the base run's N_total and D (`scaling.results`) under the names
@@ -75,10 +76,18 @@ def fit_mult(X, D_f, L, *, delta: float = HUBER_DELTA) -> Fit:
     return check_finite(fit, what)
 
 
-def bootstrap_mult(fit: Fit, X, D_f, L, *, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Parameter arrays (length R) refitted on row-level bootstrap resamples."""
+def bootstrap_mult(
+    fit: Fit, X, D_f, L, *, groups=None, n_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """Parameter arrays (length R) refitted on bootstrap resamples of ``groups`` (each row's
+    pre-trained run: the rows of one model share its luck, so they are drawn together; a row
+    bootstrap read them as independent and its CIs were too narrow). None: each row alone."""
     X, D_f, L = (np.asarray(v, dtype=np.float64) for v in (X, D_f, L))
-    W = resample_weights(np.arange(L.size), n_resamples, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        W = resample_weights(np.arange(L.size), n_resamples, rng)
+    else:
+        W = two_stage_weights(np.asarray(groups), n_resamples, rng)
     obj = MultLogHuberObjective([np.log(X), np.log(D_f)], np.log(L), weights=W, delta=fit.delta)
     res = lbfgs_batched(obj, np.repeat(fit.vec[None], n_resamples, 0), ftol=1e-12, gtol=1e-8)
     out = mult_from_vec(res.x)
@@ -154,6 +163,12 @@ def _ci(point: float, samples: np.ndarray, level: float) -> dict:
     return {"estimate": float(point), "lo": float(lo), "hi": float(hi), "level": level}
 
 
+def run_groups(rows: list[dict]) -> np.ndarray | None:
+    """Each row's pre-trained run (the bootstrap's unit), or None when a row has no run_id."""
+    ids = [r.get("run_id") for r in rows]
+    return None if None in ids else np.array([str(i) for i in ids])
+
+
 def _arrays(rows: list[dict], x_kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     key = X_KINDS[x_kind]
     return (
@@ -172,7 +187,7 @@ def fit_group(rows: list[dict], x_kind: str, *, n_resamples: int, seed: int, lev
             "needs >= 2 of each; fine-tune more runs (--sizes) or more --df values"
         )
     fit = fit_mult(X, D, L)
-    boot = bootstrap_mult(fit, X, D, L, n_resamples=n_resamples, seed=seed)
+    boot = bootstrap_mult(fit, X, D, L, groups=run_groups(rows), n_resamples=n_resamples, seed=seed)
     n_bad = boot.pop("n_unconverged")
     preds = []
     for x, d in ((X.max(), 10 * D.max()), (10 * X.max(), D.max()), (10 * X.max(), 10 * D.max())):
@@ -201,7 +216,16 @@ def backtest_largest(rows: list[dict], *, n_resamples: int, seed: int, level: fl
     if np.unique(X[~held]).size < 2 or (~held).sum() < 4:
         raise UserError("back-test needs >= 2 smaller models and >= 4 rows without the largest")
     fit = fit_mult(X[~held], D[~held], L[~held])
-    boot = bootstrap_mult(fit, X[~held], D[~held], L[~held], n_resamples=n_resamples, seed=seed)
+    runs = run_groups(rows)
+    boot = bootstrap_mult(
+        fit,
+        X[~held],
+        D[~held],
+        L[~held],
+        groups=None if runs is None else runs[~held],
+        n_resamples=n_resamples,
+        seed=seed,
+    )
     boot.pop("n_unconverged")
     out = []
     for x, d, actual in zip(X[held], D[held], L[held], strict=True):
@@ -239,6 +263,7 @@ def analyze(
         "source": str(path),
         "level": level,
         "n_rows": len(rows),
+        "resample_unit": "row" if run_groups(rows) is None else "run",
         "groups": [],
         "notes": [],
     }
@@ -307,6 +332,14 @@ def exp_cell(fit: dict, k: str, fmt: str = ".4g") -> str:
     return with_ci(fit["params_ci"][k], fmt) + tag
 
 
+def resample_words(res: dict) -> str:
+    """What the bootstrap resampled: pre-trained runs (each with all its rows), or rows (rows
+    without a run_id, or fits.json written before the bootstrap drew whole runs)."""
+    if res.get("resample_unit") == "run":
+        return "pre-trained runs (each with all its rows)"
+    return "rows"
+
+
 def _g(x: float) -> str:
     return f"{x:.4g}"
 
@@ -317,7 +350,7 @@ def report_md(res: dict) -> str:
     L = [
         f"{res['n_rows']} fine-tuning rows from `{res['source']}`. Law: L(X, D_f) = E + A X^-alpha "
         f"D_f^-beta (Zhang et al. 2024), X = N (total parameters); loss = test-set nats per target "
-        f"token. {lvl}% CIs over row-level bootstrap resamples.",
+        f"token. {lvl}% CIs over bootstrap resamples of {resample_words(res)}.",
         "",
         "| task | method | rows | trainable params | E | A | alpha (N) | beta (D_f) "
         "| alpha (X = D_pre) | back-test error |",
