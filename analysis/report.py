@@ -122,10 +122,11 @@ def _unidentified(res: dict, design) -> None:
     lost = {t: w for t, w in terms.items() if gone.get(TERM_PARAMS[t][-1]) == t}  # not the design's
     if not lost:
         return
+    them = ("these terms", "their") if len(lost) > 1 else ("this term", "its")
     res["notes"].append(
-        f"joint law: {_lost_words(lost)}: the data do not identify them, so their parameters "
-        f"{'(and E) ' if 'flat' in lost.values() else ''}are not identified; add runs that vary "
-        "N and D over a wider range"
+        f"joint law: {_lost_words(lost)}: the data do not identify {them[0]}, so {them[1]} "
+        f"parameters{' and E' if 'flat' in lost.values() else ''} are not identified; add runs "
+        "that vary N and D over a wider range"
     )
     if res["no_allocation"] is None and (nd := {t: lost[t] for t in ("A", "B") if t in lost}):
         res["no_allocation"] = _lost_words(nd, short=True)

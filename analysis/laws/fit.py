@@ -127,7 +127,7 @@ TERM_FLAT_REL = 0.02
 exponent near 0 (alpha 0.0014 over 2 decades: the term is 99.3% constant)."""
 LOST_WHY = {
     "bound": "sits at its bound 0",
-    "flat": "is flat across the runs (a constant that merges with E)",
+    "flat": "is flat across the runs, a constant that merges with E",
     "spike": "matters only at the smallest {}",
 }
 """Why the data do not identify a term (`lost_terms`), as `term_phrase` words it."""
