@@ -63,7 +63,7 @@ def _not_applicable(fits: dict) -> list[tuple[str, None, str]]:
             ("IsoFLOP minima inside the grid", None, na),
         ]
     no_alloc = "allocation" not in design.get("approaches", ["allocation"])
-    if design and (no_alloc or fits.get("no_allocation")):  # or a term at its bound 0
+    if design and (no_alloc or fits.get("no_allocation")):  # or a lost N or D term
         why = fits.get("no_allocation") or design.get("no_allocation") or "N and D move together"
         na = f"not applicable: {design['description']} ({why})"
         out.append(("allocation exponents identified", None, na))

@@ -97,7 +97,7 @@ def finetune_lines(ft: dict | None) -> list[str]:
 
 
 def unidentified(res: dict) -> dict:
-    """{parameter: "design" | term at its bound} (`analysis.report._unidentified`; a result
+    """{parameter: "design" | its lost term} (`analysis.report._unidentified`; a result
     without it: the design's list)."""
     if "unidentified" in res:
         return res["unidentified"]
