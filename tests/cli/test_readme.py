@@ -49,6 +49,35 @@ def test_readme_has_the_two_commands():
     assert sum(c.startswith("scaling ") for c in cmds) >= 10
 
 
+def test_readme_make_targets_exist():
+    """Every `make TARGET` the README names (in code blocks or inline) is a Makefile target."""
+    readme = (ROOT / "README.md").read_text()
+    inline = re.findall(r"`make ([a-z][a-z0-9-]*)", readme)
+    blocks = [c.split()[1] for c in readme_commands() if c.startswith("make ")]
+    named = set(inline + blocks)
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", (ROOT / "Makefile").read_text(), re.M))
+    assert named and named <= targets, f"README names targets the Makefile lacks: {named - targets}"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a markdown heading: lower case, punctuation dropped, spaces -> '-'."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_readme_section_links_resolve():
+    """Every `](#anchor)` link points at a heading that exists."""
+    readme = (ROOT / "README.md").read_text()
+    in_code, anchors = False, set()
+    for line in readme.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            anchors.add(_anchor(line.lstrip("#")))
+    links = set(re.findall(r"\]\(#([^)]+)\)", readme))
+    assert links and links <= anchors, f"README links to missing sections: {links - anchors}"
+
+
 @pytest.mark.parametrize("cmd", [c for c in readme_commands() if c.startswith("scaling ")])
 def test_readme_command_parses(cmd):
     argv = shlex.split(cmd, comments=True)[1:]
