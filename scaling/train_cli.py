@@ -138,4 +138,6 @@ def _summary(result: dict, out: Path) -> str:
         "  checkpoints/   Orbax checkpoints (a rerun resumes from the newest readable one)",
         "  result.json    final summary" + (" incl. few-shot evals" if r("evals") else ""),
     ]
+    if (out / "tensorboard").is_dir():
+        lines.append(f"  tensorboard/   TensorBoard events: tensorboard --logdir {out}/tensorboard")
     return "\n".join(lines)

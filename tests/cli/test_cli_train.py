@@ -155,6 +155,7 @@ def test_train_command_runs_and_says_where_outputs_are(
     assert cli.main(_argv(out)) == 0
     text = capsys.readouterr().out
     assert f"outputs in {out}/" in text and "metrics.jsonl" in text and "result.json" in text
+    assert f"tensorboard --logdir {out}/tensorboard" in text  # the events were not listed
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "done" and result["step"] == 6
     assert (out / "config.toml").is_file() and (out / "checkpoints").is_dir()
