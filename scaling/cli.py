@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import logging
 import os
 import sys
@@ -52,20 +53,31 @@ def commands() -> dict[str, ModuleType]:
 
 class _Defaults(argparse.HelpFormatter):
     """--help shows each option's default, where it has one and its help does not say it
-    already (no default, off, empty: nothing is added)."""
+    already (no default, off, empty: nothing is added), options without a help text included
+    (argparse prints nothing after those, so `--ffn-order {greedy,gradient}` hid its default)."""
 
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
+    @staticmethod
+    def _adds_default(action: argparse.Action) -> bool:
         default = action.default
-        if (
+        return not (
             not action.option_strings
             or default is None
             or default is False
             or default in ("", [], argparse.SUPPRESS)
-            or "default" in text.lower()
-        ):
+            or "default" in (action.help or "").lower()
+        )
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and action.help != argparse.SUPPRESS and self._adds_default(action):
+            action = copy.copy(action)
+            action.help = "default %(default)s"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if not self._adds_default(action):
             return action.help
-        return f"{text} (default %(default)s)" if text else "default %(default)s"
+        text = action.help or ""
+        return text if "%(default)" in text else f"{text} (default %(default)s)"
 
 
 class _RawDefaults(_Defaults, argparse.RawDescriptionHelpFormatter):

@@ -78,3 +78,15 @@ def test_help_shows_each_default_once_and_none_where_there_is_none():
     helps = [fmt._expand_help(a) for a in parser._actions if a.help]
     assert "bootstrap resamples (default 4000)" in helps
     assert all(h.lower().count("default") <= 1 for h in helps)
+
+
+def test_options_without_a_help_text_still_show_their_default():
+    """argparse prints nothing after an option without a help text, so its default was hidden
+    (`ablate --ffn-order`, `compare --n-kind`, `sweep run --backend`, `mup-check --batch`)."""
+    assert "--ffn-order {greedy,gradient} default greedy" in _help("ablate")
+    assert "--n-kind {total,nonembed} default total" in _help("compare")
+    assert "--backend {local,slurm} default local" in _help("sweep", "run")
+    assert "--batch BATCH default 16" in _help("mup-check")
+    assert "--model-type {bpe,unigram} default bpe" in _help("tokenizer", "train")
+    every = [_help(name) for name in cli.commands()]
+    assert not any("(default None)" in h or "default False" in h for h in every)
