@@ -171,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m analysis.checks", description=__doc__.split("\n")[0]
     )
     p.add_argument("fits", help="a fits.json written by `scaling analyze`")
-    p.add_argument("--max-backtest-error", type=float, default=0.03)
+    p.add_argument(
+        "--max-backtest-error",
+        type=float,
+        default=0.03,
+        help="the back-test check fails above this mean |relative error| (default 0.03)",
+    )
     args = p.parse_args(argv)
     path = Path(args.fits)
     try:

@@ -425,3 +425,13 @@ def test_the_frontier_check_forgives_a_rise_within_the_minimas_noise():
 
     assert check([2.30, 2.200, 2.201]) == (True, "IsoFLOP minima 2.300 > 2.200 ~ 2.201")
     assert check([2.30, 2.20, 2.25]) == (False, "IsoFLOP minima 2.300 > 2.200 < 2.250")
+
+
+def test_checks_help_states_the_backtest_threshold(capsys):
+    """`python -m analysis.checks --help` listed --max-backtest-error without its 3% default."""
+    from analysis.checks import main as checks_main
+
+    with pytest.raises(SystemExit) as e:
+        checks_main(["--help"])
+    assert e.value.code == 0
+    assert "(default 0.03)" in " ".join(capsys.readouterr().out.split())
