@@ -17,8 +17,9 @@ the finished runs: 1.2-2.4x). Runs that shared the cores with `--workers N` carr
 in their wall times, and the estimate for `--workers N` adds it again: each run records how many
 launchers trained beside it (`launchers`), and its wall time is divided by the contention the
 estimate charges for that many (`estimate.contention`) before the fit. Runs recorded before that
-field existed are taken as measured (with `--workers`, the calibrated estimate errs long: 7.0 min
-against 5.4 measured for the demo), and the line under the plan says how many there are.
+field existed are taken as measured (with `--workers`, the calibrated estimate errs long: 6.5 min
+against 5.1 measured for the 20:22 fresh-clone demo of 2026-12-04), and the line under the plan
+says how many there are.
 """
 
 from __future__ import annotations
