@@ -33,8 +33,9 @@ Throughput:
 All of the above models one machine and is never measured on the one it runs on: `sweep plan`
 says so under the plan, and with `--out DIR` calibrates it on DIR's finished runs
 (sweeps.calibrate).
-The device is taken from SCALING_DEVICE_KIND (with SCALING_DEVICE_COUNT, a whole number >= 1,
-default 1), else `nvidia-smi`, else "cpu".
+The device is taken from SCALING_DEVICE_KIND, else `nvidia-smi`, else "cpu"; SCALING_DEVICE_COUNT
+(a whole number >= 1) sets the number of devices, else 1 with SCALING_DEVICE_KIND, else the
+detected count.
 """
 
 from __future__ import annotations
@@ -66,10 +67,11 @@ GPU_EVAL_S = 30.0
 def detect_device() -> tuple[str, int]:
     """(device kind, device count) of this machine, without importing JAX."""
     kind = os.environ.get("SCALING_DEVICE_KIND", "").strip()
+    # read (and checked) whether or not the kind is set: it overrides the detected count too
+    count = _env_positive(
+        "SCALING_DEVICE_COUNT", int, "a whole number of devices", "8", "the detected count"
+    )
     if kind:
-        count = _env_positive(
-            "SCALING_DEVICE_COUNT", int, "a whole number of devices", "8", "1 device"
-        )
         return kind, int(count or 1)
     if shutil.which("nvidia-smi"):
         try:
@@ -82,10 +84,10 @@ def detect_device() -> tuple[str, int]:
             ).stdout
             names = [line.strip() for line in out.splitlines() if line.strip()]
             if names:
-                return names[0], len(names)
+                return names[0], int(count or len(names))
         except (OSError, subprocess.SubprocessError):
             pass
-    return "cpu", 1
+    return "cpu", int(count or 1)
 
 
 def _env_positive(name: str, cast: type, what: str, example: str, unset: str) -> float | None:

@@ -312,11 +312,30 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m analysis.laws.validate", description=__doc__.split("\n")[0]
     )
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data directory")
-    p.add_argument("--resamples", type=int, default=50, help="bootstrap resamples per form")
-    p.add_argument("--level", type=float, default=0.9)
-    p.add_argument("--figure", default="runs/validate/reliability.png")
+    p.add_argument(
+        "--resamples", type=int, default=50, help="bootstrap resamples per form (default 50)"
+    )
+    p.add_argument(
+        "--level",
+        type=float,
+        default=0.9,
+        help="nominal level of the scored intervals, in (0, 1) (default 0.9; the reliability "
+        "figure always shows 0.5-0.99)",
+    )
+    p.add_argument(
+        "--figure",
+        default="runs/validate/reliability.png",
+        help="where to draw the reliability figure (default runs/validate/reliability.png)",
+    )
     p.add_argument("--write-prior", action="store_true", help=f"write {PRIOR_PATH.name}")
     a = p.parse_args(argv)
+    if not 0.0 < a.level < 1.0:
+        raise UserError(f"--level {a.level}: must lie strictly between 0 and 1, e.g. --level 0.9")
+    if a.resamples < 2:
+        raise UserError(
+            f"--resamples {a.resamples}: the bootstrap needs at least 2 resamples per form, "
+            f"e.g. --resamples 50"
+        )
     res = run(Path(a.data), a.resamples, a.level)
     print_table(res)
     print_forms_table(res)

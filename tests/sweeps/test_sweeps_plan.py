@@ -386,6 +386,7 @@ def test_sweeps_import_no_jax() -> None:
             {"SCALING_DEVICE_KIND": "H100", "SCALING_DEVICE_COUNT": "-2"},
             "SCALING_DEVICE_COUNT='-2'",
         ),
+        ({"SCALING_DEVICE_COUNT": "abc"}, "SCALING_DEVICE_COUNT='abc'"),  # no kind: still read
         ({"SCALING_FLOPS_PER_S": "abc"}, "SCALING_FLOPS_PER_S='abc'"),
         ({"SCALING_FLOPS_PER_S": "-1"}, "SCALING_FLOPS_PER_S='-1'"),
         ({"SCALING_FLOPS_PER_S": "0"}, "SCALING_FLOPS_PER_S='0'"),

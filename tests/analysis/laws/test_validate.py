@@ -27,3 +27,24 @@ def test_interval_coverage_on_published_sweeps_stays_in_band(shared_data, capsys
     }
     assert err["chosen"].size == err["old chinchilla fit"].size == p["n_test"]
     assert np.mean(err["chosen"]) < np.mean(err["old chinchilla fit"])  # 3.0% vs 4.5% (README)
+
+
+def test_bad_level_or_resamples_exit_2_before_any_fit(tmp_path, capsys):
+    """`python -m analysis.laws.validate --level 1.5` ended in numpy's percentile traceback and
+    `--resamples 0` in an unpacking error: each is one line naming the value, exit 2, before
+    any data are read."""
+    import subprocess
+    import sys
+
+    for args, what in (
+        (["--level", "1.5"], "--level 1.5"),
+        (["--resamples", "0"], "--resamples 0"),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "analysis.laws.validate", "--data", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith(f"error: {what}:") and r.stderr.count("\n") == 1, r.stderr
