@@ -113,26 +113,24 @@ def curves_from_results(
         chance: dict[tuple, float] = {}
         majority: dict[tuple, float] = {}
         for r in rs:
-            ev = r["evals"]
             sc = _scale_of(r, keys)
-            for task, by_shot in (ev.get("scores") or {}).items():
-                for shot, m in by_shot.items():
-                    n = _n_items(m.get("n_items", 1), r, task)
-                    for metric, val in m.items():
-                        if metric == "n_items" or not isinstance(val, int | float):
-                            continue
-                        if not math.isfinite(val):
-                            dropped.append(f"{r.get('run_id', '?')} {task}/{metric}")
-                            continue
-                        cells[(task, metric, int(shot))][sc].append(
-                            (float(val), n, _first(r, LOSS_KEYS), _seed(r), r.get("run_id"))
-                        )
-                        ch = (ev.get("chance") or {}).get(task, {}).get(metric)
-                        if ch is not None:
-                            chance[(task, metric)] = float(ch)
-                        mj = (ev.get("majority") or {}).get(task, {}).get(metric)
-                        if mj is not None:
-                            majority[(task, metric)] = float(mj)
+            for task, shot, m in _eval_blocks(r):
+                n = _n_items(m.get("n_items", 1), r, task)
+                for metric, val in m.items():
+                    if metric == "n_items":
+                        continue
+                    if val is None or not math.isfinite(val):
+                        dropped.append(f"{r.get('run_id', '?')} {task}/{metric}")
+                        continue
+                    cells[(task, metric, shot)][sc].append(
+                        (float(val), n, _first(r, LOSS_KEYS), _seed(r), r.get("run_id"))
+                    )
+                    ch = _rate(r, "chance", task, metric)
+                    if ch is not None:
+                        chance[(task, metric)] = ch
+                    mj = _rate(r, "majority", task, metric)
+                    if mj is not None:
+                        majority[(task, metric)] = mj
         units = {loss_unit_of(r) for r in rs}  # mixed units: the loss axis says none
         unit = units.pop() if len(units) == 1 else None
         for (task, metric, shot), pts in sorted(cells.items()):
@@ -147,6 +145,64 @@ def curves_from_results(
             file=sys.stderr,
         )
     return curves
+
+
+EVALS_FORMAT = (
+    '{"scores": {TASK: {SHOTS: {METRIC: number, "n_items": N}}}, "chance": {TASK: {METRIC: rate}}}'
+)
+
+
+def _bad_evals(rec: dict, where: str, v) -> UserError:
+    text = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+    return UserError(
+        f"run {rec.get('run_id', '?')}: {where} is {text}; the evals block must read "
+        f"{EVALS_FORMAT} (fix or drop the record in results.jsonl)"
+    )
+
+
+def _eval_blocks(rec: dict) -> list[tuple[str, int, dict]]:
+    """(task, shots, {metric: value}) of a record's evals block; UserError naming the part that
+    does not follow the contract (a traceback otherwise). A null or NaN score is kept here (the
+    caller drops it with a note); a string or boolean score is an error."""
+    ev = rec["evals"]
+    if not isinstance(ev, dict):
+        raise _bad_evals(rec, "evals", ev)
+    scores = ev.get("scores") or {}
+    if not isinstance(scores, dict):
+        raise _bad_evals(rec, "evals.scores", scores)
+    out = []
+    for task, by_shot in scores.items():
+        if not isinstance(by_shot, dict):
+            raise _bad_evals(rec, f"evals.scores[{task!r}]", by_shot)
+        for shot, m in by_shot.items():
+            try:
+                k = int(shot)
+            except (TypeError, ValueError):
+                raise _bad_evals(rec, f"a shot count of evals.scores[{task!r}]", shot) from None
+            if not isinstance(m, dict):
+                raise _bad_evals(rec, f"evals.scores[{task!r}][{shot!r}]", m)
+            for metric, val in m.items():
+                if val is not None and (isinstance(val, bool) or not isinstance(val, int | float)):
+                    raise _bad_evals(rec, f"evals.scores[{task!r}][{shot!r}][{metric!r}]", val)
+            out.append((str(task), k, m))
+    return out
+
+
+def _rate(rec: dict, key: str, task: str, metric: str) -> float | None:
+    """evals[key][task][metric] (key: chance or majority) as a float, None when absent."""
+    block = rec["evals"].get(key) or {}
+    if not isinstance(block, dict):
+        raise _bad_evals(rec, f"evals.{key}", block)
+    by_metric = block.get(task) or {}
+    if not isinstance(by_metric, dict):
+        raise _bad_evals(rec, f"evals.{key}[{task!r}]", by_metric)
+    v = by_metric.get(metric)
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise _bad_evals(rec, f"evals.{key}[{task!r}][{metric!r}]", v) from None
 
 
 def _n_items(v, rec: dict, task: str) -> int:

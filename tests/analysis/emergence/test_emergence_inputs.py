@@ -164,3 +164,30 @@ def test_sweep_inputs(tmp_path, capsys):
     assert "1 non-finite eval score(s) dropped (r3 copy/exact_match)" in capsys.readouterr().err
     _fails(capsys, ["emergence", _sweep(tmp_path, [_rec(0, 0.1, n=0)])], "r0", "n_items=0")
     _fails(capsys, ["emergence", _sweep(tmp_path, [_rec(0, 40.0)])], "r0", "40.0", "[0, 1]")
+
+
+@pytest.mark.parametrize(
+    ("evals", "names"),
+    [
+        ("oops", ["evals is 'oops'"]),
+        ({"scores": [1, 2]}, ["evals.scores is [1, 2]"]),
+        ({"scores": {"copy": {"1": [0.2]}}}, ["evals.scores['copy']['1'] is [0.2]"]),
+        ({"scores": {"copy": {"zero": {"exact_match": 0.2}}}}, ["'zero'"]),
+        ({"scores": {"copy": {"1": {"exact_match": "0.2"}}}}, ["['exact_match'] is '0.2'"]),
+        ({"scores": {"copy": {"1": {"exact_match": True}}}}, ["['exact_match'] is True"]),
+        ({"scores": {"copy": {"1": {"exact_match": 0.2}}}, "chance": "x"}, ["evals.chance is"]),
+        (
+            {
+                "scores": {"copy": {"1": {"exact_match": 0.2}}},
+                "chance": {"copy": {"exact_match": "?"}},
+            },
+            ["evals.chance['copy']['exact_match'] is '?'"],
+        ),  # fmt: skip
+    ],
+)
+def test_malformed_evals_block_is_one_error_line(tmp_path, capsys, evals, names):
+    """An evals block off the contract's shape: exit 2 naming the run and the part, no traceback
+    (a string, a list, a non-numeric shot count or score, a non-object chance block)."""
+    rec = _rec(0, 0.1)
+    rec["evals"] = evals
+    _fails(capsys, ["emergence", _sweep(tmp_path, [rec]), "--no-figures"], "run r0", *names)
