@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -55,8 +56,8 @@ def _floats(text: str | None, what: str) -> list[float] | None:
         raise UserError(
             f"{what} {text!r}: expected comma-separated numbers, e.g. 2.1,2.0"
         ) from None
-    if not out or any(not x > 0 for x in out):
-        raise UserError(f"{what} {text!r}: give one or more positive numbers")
+    if not out or any(not (math.isfinite(x) and x > 0) for x in out):
+        raise UserError(f"{what} {text!r}: give one or more positive finite numbers")
     return out
 
 
@@ -76,12 +77,20 @@ def _label(src: str) -> str:
 
 def _compare(args: argparse.Namespace) -> int:
     from analysis.laws import compare as cmp
+    from analysis.laws import compare_plot
     from analysis.progress import stage, status
 
     if not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}")
     if args.resamples < 10:
         raise UserError(f"--resamples must be at least 10, got {args.resamples}")
+    if not (math.isfinite(args.extrapolate) and args.extrapolate > 1):  # before the bootstraps
+        raise UserError(
+            f"--extrapolate must be a finite factor > 1 on the largest budget, e.g. 100; "
+            f"got {args.extrapolate}"
+        )
+    if args.seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
     labels = (args.labels or f"{_label(args.a)},{_label(args.b)}").split(",")
     if len(labels) != 2 or not all(s.strip() for s in labels):
         raise UserError(f"--labels {args.labels!r}: give two names, e.g. --labels rope,learned")
@@ -121,7 +130,7 @@ def _compare(args: argparse.Namespace) -> int:
         b = cmp.fit_sweep(tb, lb, seed=args.seed + 1, **kw)
         stage("multiplier, exponent test, figure")
         res = cmp.compare(a, b, losses=losses, extrapolate=args.extrapolate, level=args.level)
-        paths = cmp.write(res, a, b, out)
+        paths = compare_plot.write(res, a, b, out)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

@@ -17,9 +17,7 @@ gamma_B - gamma_A and E_B - E_A; an interval that excludes 0 rejects "offset onl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -28,7 +26,6 @@ from analysis.laws.core import compute_optimal
 from analysis.laws.fit import Fit, fit_joint, term_phrase
 from analysis.tables import RunTable
 from scaling.errors import UserError
-from scaling.fileio import atomic_write
 from scaling.fmt import with_ci
 
 
@@ -95,7 +92,10 @@ def _ci(point: float, samples: np.ndarray, level: float) -> dict:
     """Percentile CI; resamples where the quantity is undefined (both sweeps' frontiers stay
     above the loss: inf / inf) are left out and counted."""
     s = np.asarray(samples, dtype=np.float64)
-    lo, hi = percentile_ci(s, level) if not np.isnan(s).all() else (np.nan, np.nan)
+    with np.errstate(invalid="ignore"):
+        lo, hi = percentile_ci(s, level) if not np.isnan(s).all() else (np.nan, np.nan)
+    if np.isnan(hi) and np.any(s == np.inf):  # inf - inf in the interpolation: the bound is inf
+        hi = np.inf
     return {
         "estimate": float(point),
         "lo": float(lo),
@@ -147,9 +147,9 @@ def compare(
             f"the sweeps report loss in different units ({a.table.loss_unit!r} vs "
             f"{b.table.loss_unit!r}); compare runs on the same data, or use --loss bpb"
         )
-    if extrapolate <= 1:
+    if not (np.isfinite(extrapolate) and extrapolate > 1):
         raise UserError(
-            f"--extrapolate must be > 1 (a factor on the largest budget), got {extrapolate}"
+            f"--extrapolate must be a finite factor > 1 on the largest budget, got {extrapolate}"
         )
     R = min(a.boot.n_resamples, b.boot.n_resamples)
     fa, fb = frontier_params(a.fit.params), frontier_params(b.fit.params)
@@ -305,6 +305,14 @@ def summary_lines(res: dict) -> list[str]:
     for r in res["multipliers"]:
         m = r["multiplier"]
         tag = " (extrapolated)" if r["extrapolated"] else ""
+        never = [s for s in ("A", "B") if not np.isfinite(r[f"C_{s}"])]
+        if never:  # C*(L) = inf: the loss is at or below that frontier's E (m = inf or nan)
+            es = ", ".join(f"{s}'s E = {res['test'][f'E_{s}']['estimate']:.4g}" for s in never)
+            out.append(
+                f"  loss {r['loss']:.4g} {unit}: {' and '.join(never)} never reach it (at or "
+                f"below {es}): no multiplier; ask for a loss above E"
+            )
+            continue
         out.append(
             f"  loss {r['loss']:.4g} {unit}: A needs C = {r['C_A']:.3g}, B {r['C_B']:.3g}; "
             f"multiplier {with_ci(m, '.3g')}{tag}"
@@ -319,82 +327,3 @@ def summary_lines(res: dict) -> list[str]:
         )
     out.append(f"  verdict: {t['verdict']}")
     return out + misfit_lines(res)
-
-
-def figure(a: SweepFit, b: SweepFit, res: dict, out_dir: Path) -> list[str]:
-    """Both sweeps' runs and frontiers (bootstrap bands) on one axis, and m(L) with its CI."""
-    from analysis.plots import _plt, _save
-
-    plt = _plt()
-    level, R = res["level"], res["n_resamples"]
-    c_lo = min(a.table.C.min(), b.table.C.min())
-    c_max = max(a.table.C.max(), b.table.C.max())
-    Cg = np.geomspace(c_lo / 2, res["extrapolate"] * c_max, 200)
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"wspace": 0.3})
-    fa = frontier_params(a.fit.params)
-    for s, col in ((a, "C0"), (b, "C3")):
-        f = frontier_params(s.fit.params)
-        fb = frontier_params({k: v[:R, None] for k, v in s.boot.params.items()})
-        lo, hi = percentile_ci(frontier_loss(fb, Cg[None, :]), level)
-        ax.fill_between(Cg, lo, hi, color=col, alpha=0.18, lw=0)
-        ax.plot(Cg, frontier_loss(f, Cg), color=col, label=f"{s.label}: frontier L*(C)")
-        ax.scatter(s.table.C, s.table.loss, s=18, color=col, edgecolor="k", lw=0.3, zorder=3)
-    ax.axvline(c_max, color="0.6", ls=":", lw=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training compute C = 6ND (FLOPs)")
-    ax.set_ylabel(f"validation loss ({res['loss_unit']})")
-    ax.set_title(f"Compute-optimal frontiers ({int(level * 100)}% bootstrap bands)")
-    ax.legend(loc="upper right")
-    ax.grid(True, which="both", alpha=0.25)
-    # multiplier versus compute on A's frontier
-    ba = frontier_params({k: v[:R, None] for k, v in a.boot.params.items()})
-    bb = frontier_params({k: v[:R, None] for k, v in b.boot.params.items()})
-    fb0 = frontier_params(b.fit.params)
-    L_on_a = frontier_loss(fa, Cg)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m = compute_for_loss(fa, L_on_a) / compute_for_loss(fb0, L_on_a)
-        mb = compute_for_loss(ba, L_on_a[None, :]) / compute_for_loss(bb, L_on_a[None, :])
-    lo, hi = percentile_ci(mb, level)
-    ax2.fill_between(Cg, lo, hi, color="C2", alpha=0.2, lw=0)
-    ax2.plot(Cg, m, color="C2", label=f"multiplier of {b.label} over {a.label}")
-    for r in res["multipliers"]:
-        mm = r["multiplier"]
-        ax2.errorbar(
-            r["C_A"],
-            mm["estimate"],
-            yerr=[[mm["estimate"] - mm["lo"]], [max(mm["hi"] - mm["estimate"], 0.0)]],
-            fmt="o",
-            color="k",
-            ms=4,
-            capsize=3,
-        )
-    ax2.axhline(1.0, color="k", lw=1)
-    ax2.axvline(c_max, color="0.6", ls=":", lw=1)
-    ax2.set_xscale("log")
-    ax2.set_yscale("log")
-    # the y range follows the runs' compute: past it the multiplier's band may span 1e-10..1e3,
-    # which squashed the measured part into a line
-    seen = np.concatenate([m[Cg <= c_max], lo[Cg <= c_max], hi[Cg <= c_max], [1.0]])
-    seen = seen[np.isfinite(seen) & (seen > 0)]
-    ax2.set_ylim(seen.min() / 3, seen.max() * 3)
-    for axis in (ax, ax2):
-        axis.axvspan(c_max, Cg[-1], color="0.93", lw=0, zorder=0)
-        axis.text(0.99, 0.02, "extrapolated", transform=axis.transAxes, ha="right",
-                  va="bottom", fontsize=8, color="0.4")  # fmt: skip
-    ax2.set_xlabel(f"compute {a.label} spends to reach the loss (FLOPs)")
-    ax2.set_ylabel(f"C({a.label}) / C({b.label}) at equal loss")
-    ax2.set_title("Compute multiplier (> 1: B is cheaper)")
-    ax2.legend(loc="best")
-    ax2.grid(True, which="both", alpha=0.25)
-    paths = _save(fig, out_dir, "compare")
-    plt.close(fig)
-    return paths
-
-
-def write(res: dict, a: SweepFit, b: SweepFit, out_dir: Path) -> dict:
-    """compare.json and the figure in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figs = figure(a, b, res, out_dir)
-    atomic_write(out_dir / "compare.json", json.dumps(res, indent=2) + "\n")
-    return {"json": str(out_dir / "compare.json"), "figures": figs}

@@ -224,3 +224,49 @@ def test_frontier_above_its_own_best_runs_is_flagged(base_fit, shared_data):
            "B": {"label": "tuned const", "frontier_vs_runs": f}}  # fmt: skip
     (line,) = cmp.misfit_lines(res)
     assert "B = tuned const: its fitted frontier lies above its own best run" in line
+
+
+def _csv_pair(tmp_path) -> list[str]:
+    ta, tb = _table(CHINCHILLA_TRUTH, 1, "a"), _table(_planted(2.0), 2, "b")
+    _write_csv(tmp_path / "rope.csv", ta)
+    _write_csv(tmp_path / "learned.csv", tb)
+    args = ["compare", str(tmp_path / "rope.csv"), str(tmp_path / "learned.csv")]
+    return args + ["--map", "N=params", "--map", "C=flops", "--map", "loss=loss"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "needle"),
+    [
+        ("--extrapolate=nan", "--extrapolate must be a finite factor > 1"),
+        ("--extrapolate=inf", "--extrapolate must be a finite factor > 1"),
+        ("--extrapolate=0.5", "got 0.5"),
+        ("--losses=inf", "--losses 'inf'"),
+        ("--seed=-1", "--seed must be a non-negative integer, got -1"),
+    ],
+)
+def test_bad_numbers_exit_2_before_the_fits(tmp_path, capsys, monkeypatch, flag, needle):
+    """--extrapolate nan/inf and --losses inf printed nan multipliers with exit 0; --seed -1 was a
+    numpy traceback; --extrapolate 0.5 was refused only after both bootstraps had run."""
+
+    def no_fit(*a, **k):
+        raise AssertionError("fitted before the arguments were checked")
+
+    monkeypatch.setattr(cmp, "fit_sweep", no_fit)
+    assert main([*_csv_pair(tmp_path), "--resamples", "10", flag]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and err.count("\n") == 1, err
+
+
+def test_a_loss_below_the_irreducible_loss_says_so(tmp_path, capsys):
+    """A --losses value at or below both fitted E: C*(L) is infinite, and the line read
+    'A needs C = inf, B inf; multiplier nan [nan, nan]'; it now says neither reaches it, and an
+    upper bound made of infinite resamples reads inf, not nan."""
+    E = CHINCHILLA_TRUTH["E"]
+    argv = [*_csv_pair(tmp_path), "--resamples", "20", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--losses", f"{E / 2:g},{E + 0.3:g}"]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out, out
+    assert f"loss {E / 2:.4g} nats/token: A and B never reach it (at or below A's E = " in out
+    assert "ask for a loss above E" in out
+    s = np.array([1.0, 2.0, np.inf, np.inf, np.nan])
+    assert cmp._ci(1.0, s, 0.9)["hi"] == np.inf

@@ -1,0 +1,95 @@
+"""The figure of `scaling compare`: both sweeps' frontiers with bootstrap bands, and the compute
+multiplier of B over A along A's frontier (analysis/laws/compare.py computes the numbers); and
+`write`, which saves compare.json with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis.laws.bootstrap import percentile_ci
+from analysis.laws.compare import SweepFit, compute_for_loss, frontier_loss, frontier_params
+from scaling.fileio import atomic_write
+
+
+def figure(a: SweepFit, b: SweepFit, res: dict, out_dir: Path) -> list[str]:
+    """Both sweeps' runs and frontiers (bootstrap bands) on one axis, and m(L) with its CI."""
+    from analysis.plots import _plt, _save
+
+    plt = _plt()
+    level, R = res["level"], res["n_resamples"]
+    c_lo = min(a.table.C.min(), b.table.C.min())
+    c_max = max(a.table.C.max(), b.table.C.max())
+    Cg = np.geomspace(c_lo / 2, res["extrapolate"] * c_max, 200)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"wspace": 0.3})
+    fa = frontier_params(a.fit.params)
+    for s, col in ((a, "C0"), (b, "C3")):
+        f = frontier_params(s.fit.params)
+        fb = frontier_params({k: v[:R, None] for k, v in s.boot.params.items()})
+        lo, hi = percentile_ci(frontier_loss(fb, Cg[None, :]), level)
+        ax.fill_between(Cg, lo, hi, color=col, alpha=0.18, lw=0)
+        ax.plot(Cg, frontier_loss(f, Cg), color=col, label=f"{s.label}: frontier L*(C)")
+        ax.scatter(s.table.C, s.table.loss, s=18, color=col, edgecolor="k", lw=0.3, zorder=3)
+    ax.axvline(c_max, color="0.6", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C = 6ND (FLOPs)")
+    ax.set_ylabel(f"validation loss ({res['loss_unit']})")
+    ax.set_title(f"Compute-optimal frontiers ({int(level * 100)}% bootstrap bands)")
+    ax.legend(loc="upper right")
+    ax.grid(True, which="both", alpha=0.25)
+    # multiplier versus compute on A's frontier
+    ba = frontier_params({k: v[:R, None] for k, v in a.boot.params.items()})
+    bb = frontier_params({k: v[:R, None] for k, v in b.boot.params.items()})
+    fb0 = frontier_params(b.fit.params)
+    L_on_a = frontier_loss(fa, Cg)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = compute_for_loss(fa, L_on_a) / compute_for_loss(fb0, L_on_a)
+        mb = compute_for_loss(ba, L_on_a[None, :]) / compute_for_loss(bb, L_on_a[None, :])
+    lo, hi = percentile_ci(mb, level)
+    ax2.fill_between(Cg, lo, hi, color="C2", alpha=0.2, lw=0)
+    ax2.plot(Cg, m, color="C2", label=f"multiplier of {b.label} over {a.label}")
+    for r in res["multipliers"]:
+        mm = r["multiplier"]
+        if not (np.isfinite(r["C_A"]) and np.isfinite(mm["estimate"])):
+            continue  # a loss at or below a frontier's E: no multiplier to draw
+        ax2.errorbar(
+            r["C_A"],
+            mm["estimate"],
+            yerr=[[mm["estimate"] - mm["lo"]], [max(mm["hi"] - mm["estimate"], 0.0)]],
+            fmt="o",
+            color="k",
+            ms=4,
+            capsize=3,
+        )
+    ax2.axhline(1.0, color="k", lw=1)
+    ax2.axvline(c_max, color="0.6", ls=":", lw=1)
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    # the y range follows the runs' compute: past it the multiplier's band may span 1e-10..1e3,
+    # which squashed the measured part into a line
+    seen = np.concatenate([m[Cg <= c_max], lo[Cg <= c_max], hi[Cg <= c_max], [1.0]])
+    seen = seen[np.isfinite(seen) & (seen > 0)]
+    ax2.set_ylim(seen.min() / 3, seen.max() * 3)
+    for axis in (ax, ax2):
+        axis.axvspan(c_max, Cg[-1], color="0.93", lw=0, zorder=0)
+        axis.text(0.99, 0.02, "extrapolated", transform=axis.transAxes, ha="right",
+                  va="bottom", fontsize=8, color="0.4")  # fmt: skip
+    ax2.set_xlabel(f"compute {a.label} spends to reach the loss (FLOPs)")
+    ax2.set_ylabel(f"C({a.label}) / C({b.label}) at equal loss")
+    ax2.set_title("Compute multiplier (> 1: B is cheaper)")
+    ax2.legend(loc="best")
+    ax2.grid(True, which="both", alpha=0.25)
+    paths = _save(fig, out_dir, "compare")
+    plt.close(fig)
+    return paths
+
+
+def write(res: dict, a: SweepFit, b: SweepFit, out_dir: Path) -> dict:
+    """compare.json and the figure in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figs = figure(a, b, res, out_dir)
+    atomic_write(out_dir / "compare.json", json.dumps(res, indent=2) + "\n")
+    return {"json": str(out_dir / "compare.json"), "figures": figs}
