@@ -93,12 +93,14 @@ def parse_hparams(table: Any) -> tuple[Hparams, tuple[Point, ...]]:
         axes["warmup"] = list(h["warmup"])
     for rule in axes.get("warmup", [h["warmup"]]):
         _check_warmup(rule)
-    b, m = h["batch_size"], h["batch_multiple"]
-    if not isinstance(b, list) and b % m:  # batch_for halves it, keeping the multiple only
-        raise UserError(
-            f"grid [hparams] batch_size = {b} is not a multiple of batch_multiple = {m}; "
-            f"set batch_size = {m * max(1, round(b / m))} or lower batch_multiple"
-        )
+    m = h["batch_multiple"]
+    for b in axes.get("batch_size", [h["batch_size"]]):  # an axis batch is used as is
+        if b % m:  # batch_for halves it, keeping the multiple only
+            where = f" = {h['batch_size']}: {b}" if "batch_size" in axes else f" = {b}"
+            raise UserError(
+                f"grid [hparams] batch_size{where} is not a multiple of batch_multiple = {m}; "
+                f"use {m * max(1, round(b / m))} or lower batch_multiple"
+            )
     if h["batch_per"] not in ("cell", "budget"):
         raise UserError(f"grid [hparams] batch_per = {h['batch_per']!r}; use cell or budget")
     points = [Point()]

@@ -91,6 +91,12 @@ def test_lr_factors_batch_and_warmup_axes_combine() -> None:
         (dict(lr=[1e-3, 1e-3]), "repeated"),
         (dict(lr=[1e-3], lr_factors=[1.0]), "either lr"),
         (dict(batch_size=[8.5]), "positive integer"),
+        # an axis batch skipped the check the scalar batch gets (the device count's multiple)
+        (
+            dict(batch_size=[8, 12], batch_multiple=8),
+            r"\[8, 12\]: 12 is not a multiple of "
+            "batch_multiple = 8; use 16 or lower batch_multiple",
+        ),  # fmt: skip
         (dict(warmup=[]), "warmup = \\[\\]"),
     ],
 )
