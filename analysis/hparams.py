@@ -1,9 +1,9 @@
 """Hyperparameter axes of a sweep (lr, batch, warmup): the best value per cell, with a CI.
+numpy only (no JAX): the analysis reads results tables and nothing else.
 
 A grid with [hparams] lists (sweeps.grid) runs every (shape, budget/tokens, seed) cell at several
 lrs / batches / warmups; its cells carry `hp_axes`. For the scaling fits each such *group* must
 count once, so `analyze_records`:
-
 - groups the finished runs by their cell without the axis coordinates (lr, lr_factor, batch,
   warmup) and keeps the run of lowest loss as the group's point (the others are dropped from the
   fits, with a note);
@@ -13,19 +13,17 @@ count once, so `analyze_records`:
   value; its CI comes from the parabola-parameter uncertainty (delta method: covariance
   s^2 (X'X)^-1 with s^2 = SSR / (n - 3), Student-t quantile with n - 3 degrees of freedom), so it
   needs >= 4 points and widens honestly when there are few;
-- counts a diverged variant (status "diverged", no loss) as +inf: it never wins and is left out
-  of the parabola, but it bounds the axis. A best value next to a diverged one is not an edge
-  (widening that way would only diverge again); the note says the neighbour diverged;
+- counts a diverged variant (status "diverged", no loss) as +inf: it never wins, and it bounds
+  the axis: the parabola uses no point at or past it. A best value next to a diverged one is not
+  an edge (widening that way would only diverge again); the note says the neighbour diverged;
 - flags an *edge* optimum: the grid's best value is its smallest or largest, or the vertex lies
   outside the grid, or the parabola has no minimum. Widen the axis for those cells;
 - fits best lr against N and best batch against the planned budget C as power laws (log-log
   least squares, exponent CI from the slope's standard error with Student t on n - 2 degrees of
   freedom, none from 2 cells; cells whose best is on the grid's edge are left out: their best
-  is only a bound), only when the cells span at least
-  MIN_LAW_DECADES of x; otherwise the law is "not fitted" with the reason (three shapes at one
-  budget differ in 6ND by a few percent, which would fit a spurious exponent).
-
-numpy only (no JAX): the analysis reads results tables and nothing else.
+  is only a bound), only when the cells span at least MIN_LAW_DECADES of x; otherwise the law
+  is "not fitted" with the reason (three shapes at one budget differ in 6ND by a few percent,
+  which would fit a spurious exponent).
 """
 
 from __future__ import annotations
@@ -59,13 +57,13 @@ def parabola_optimum(
     Uses the grid argmin and up to two neighbours on each side. Returns x_best (the vertex, or
     the grid argmin when there is no minimum or the vertex lies outside the grid), lo/hi (None
     when not estimable), a, the points used, and `edge` with its reason. Non-finite y (diverged
-    runs) are left out of the fit; when the best finite point's next neighbour diverged,
-    `diverged_next` names that side ("larger" / "smaller") and the point is not an edge.
+    runs) are left out of the fit, and so is every point past one (it bounds the axis); when the
+    best finite point's next neighbour diverged, `diverged_next` names that side ("larger" /
+    "smaller") and the point is not an edge.
     """
     order = np.argsort(x)
     x_all, y_all = np.asarray(x, float)[order], np.asarray(y, float)[order]
-    ok = np.isfinite(y_all)
-    x, y = x_all[ok], y_all[ok]
+    x, y = _finite_run(x_all, y_all)
     i = int(np.argmin(y))
     lo_i, hi_i = max(0, i - 2), min(x.size, i + 3)
     xs, ys = x[lo_i:hi_i], y[lo_i:hi_i]
@@ -101,6 +99,13 @@ def parabola_optimum(
         half = t_quantile(0.5 + level / 2, dof, seed) * math.sqrt(max(0.0, float(g @ cov @ g)))
         out["lo"], out["hi"] = float(vertex - half), float(vertex + half)
     return out
+
+
+def _finite_run(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The best finite point and its neighbours up to the first diverged value on each side."""
+    i, bad = int(np.argmin(np.where(np.isfinite(y), y, np.inf))), np.flatnonzero(~np.isfinite(y))
+    lo, hi = max(bad[bad < i], default=-1) + 1, min(bad[bad > i], default=y.size)
+    return x[lo:hi], y[lo:hi]
 
 
 def _diverged_side(x: np.ndarray, y: np.ndarray, x_best: float) -> str | None:
@@ -234,8 +239,7 @@ def _axis_result(
         fit = parabola_optimum(np.log10(values), losses, level=level, seed=seed)
         res = dict(best=10 ** fit["x_best"], grid_best=values[j])  # the grid's own value
         res |= dict(lo=_pow10(fit["lo"]), hi=_pow10(fit["hi"]), edge=fit["edge"])
-        res |= dict(reason=fit["reason"], n_points=fit["n_points"])
-        res["diverged_next"] = fit["diverged_next"]
+        res |= {k: fit[k] for k in ("reason", "n_points", "diverged_next")}
     else:
         nums = [v for v in values if isinstance(v, int | float)]
         edge = isinstance(values[j], int | float) and values[j] in (min(nums), max(nums))

@@ -173,3 +173,20 @@ def test_empty_lr_factors_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith("error: grid [hparams] lr_factors = []: give a non-empty list")
+
+
+def test_the_parabola_does_not_reach_across_a_diverged_lr() -> None:
+    """lr 3e-3 diverged between 1e-3 and 1e-2, which trained (1e-2 best): the parabola through
+    1e-3, 1e-2 and 3e-2 put the best lr at 4.4e-3, next to the lr that diverged. A diverged value
+    bounds the axis, so the fit stops at it: the best is the grid's 1e-2, bounded below."""
+    recs = []
+    for lr, loss in ((1e-3, 3.1), (3e-3, None), (1e-2, 3.0), (3e-2, 3.2)):
+        cell = dict(kind="isoflop", budget=1e11, shape="d16", seed=0, lr=lr, hp_axes=["lr"])
+        r = dict(run_id=f"lr{lr}", cell=cell, N_total=2e4, D=1e11 / 1.2e5, C_6ND=1e11,
+                 status="done" if loss else "diverged", final_val_loss=loss)  # fmt: skip
+        recs.append(r)
+    v = analyze_records(recs)["groups"][0]["axes"]["lr"]
+    assert v["best"] == pytest.approx(1e-2) and v["grid_best"] == 1e-2
+    assert v["diverged_next"] == "smaller" and not v["edge"] and v["n_points"] == 2
+    p = hparams.parabola_optimum([0.0, 1.0, 2.0, 3.0], [1.0, float("nan"), 0.0, 0.5])
+    assert p["x_best"] == 2.0 and p["a"] is None  # two points past the gap: no parabola
