@@ -159,6 +159,8 @@ def summarize(recs: list[dict], *, top_frac: float = 0.2, level: float = 0.9) ->
         rows.append(row)
     trends = [t for kind in KINDS for metric in METRICS for axis in ("N", "C")
               if (t := trend(recs, kind, metric, axis, level=level)) is not None]  # fmt: skip
+    for t in trends:  # every point is '< f', counted as 0: the slope 0 [0, 0] measures nothing
+        t["all_censored"] = censored(rows, f"{t['kind']}/{t['metric']}") >= t["n_runs"]
     return {"runs": rows, "trends": trends, "tol": recs[0]["spec"]["tol"] if recs else None}
 
 
@@ -231,6 +233,13 @@ def report_md(summary: dict, metric: str = "logprob") -> str:
     shown = [t for t in summary["trends"] if t["metric"] == metric or t["metric"] == "exact_match"]
     for t in shown:
         cut = censored(summary["runs"], f"{t['kind']}/{t['metric']}")
+        if t.get("all_censored"):
+            L.append(
+                f"- {t['kind']} ({t['metric']}) vs log10 {t['axis']}: not measured: at all "
+                f"{t['n_runs']} runs the first pruning step already dropped more than the "
+                "tolerance (`< f`); only finer steps (or more components) can tell how much"
+            )
+            continue
         L.append(
             f"- {t['kind']} ({t['metric']}) vs log10 {t['axis']}: slope {t['slope']:+.3f} "
             f"[{t['slope_lo']:+.3f}, {t['slope_hi']:+.3f}] over {t['n_runs']} runs"
@@ -255,4 +264,7 @@ def analyze(table: str | Path, out_dir: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(recs)
     atomic_write(out / "ablation.json", json.dumps(summary, indent=2) + "\n")
+    if not recs:  # an empty table (or only damaged lines): say so, not a TypeError on tol
+        md = f"{table} holds no readable ablation record; rerun `scaling ablate DIR`."
+        return {"runs": recs, "summary": summary, "md": md}
     return {"runs": recs, "summary": summary, "md": report_md(summary)}

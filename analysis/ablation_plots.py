@@ -58,7 +58,7 @@ def removable_figure(recs: list[dict], summary: dict, metric: str = "logprob"):
                         capsize=3, label=kind)  # fmt: skip
             t = next((t for t in summary["trends"] if (t["kind"], t["metric"], t["axis"])
                       == (kind, metric, axis)), None)  # fmt: skip
-            if t is not None:
+            if t is not None and not t.get("all_censored"):  # a slope of '< f' zeros: none
                 xs = np.linspace(min(t["x"]), max(t["x"]), 20)
                 ax.plot(10**xs, t["intercept"] + t["slope"] * xs, color=COLORS[kind], lw=1.2,
                         label=f"{kind} fit: {t['slope']:+.2f}/decade "
@@ -110,6 +110,8 @@ def plot_curves(recs: list[dict], out: Path, metric: str = "logprob") -> Path:
 def all_figures(ab: dict, out: Path) -> dict[str, list[str]]:
     """The report's ablation figures from `analysis.ablation.analyze`'s output."""
     recs, summary = ab["runs"], ab["summary"]
+    if not recs:  # an empty table: nothing to draw (np.ptp of no sizes raised)
+        return {}
     return {
         "ablation removable fraction vs N and C": [str(plot_removable(recs, summary, out))],
         "ablation pruning curves": [str(plot_curves(recs, out))],

@@ -296,3 +296,43 @@ def test_nothing_removable_reads_less_than_the_first_step():
         k: {"logprob": v["logprob"], "exact_match": v["logprob"]}
         for k, v in rec("r1", 0.0)["removable"].items()}})  # fmt: skip
     assert "heads: logprob < 0.12, exact < 0.12; ffn: logprob < 0.50" in line
+
+
+def test_a_trend_of_only_censored_runs_is_not_a_measured_zero_slope(tmp_path):
+    """Every run at '< f' (the demo's FFN: one of 2 MLP blocks already costs more than 5%): the
+    zeros fitted 'slope +0.000 [+0.000, +0.000]', which read as a precisely measured 'no
+    trend'. It now says the trend is not measured, and the figure draws no line for it."""
+    from analysis import ablation as A
+    from analysis.ablation_plots import removable_figure
+
+    def rec(i: int, n: float) -> dict:
+        rm = {"logprob": {"suite": {"estimate": 0.0, "lo": 0.0, "hi": 0.0, "eligible": True},
+                          "suite_draws": [0.0, 0.0]}}  # fmt: skip
+        return {"run_id": f"r{i}", "N_total": n, "C_6ND": 1e11 * n, "n_layers": 2, "n_heads": 4,
+                "spec": {"tol": 0.05}, "curves": {"ffn": {"actual": [0.0, 0.5, 1.0]}},
+                "removable": {"ffn": rm},
+                "importance": {"heads": {"t/0": [[1.0, 2.0, 3.0, 4.0]] * 2},
+                               "heads_aggregate": [[1.0, 2.0, 3.0, 4.0]] * 2,
+                               "induction": {"prefix": [[0.0] * 4] * 2,
+                                             "copying": [[0.0] * 4] * 2}}}  # fmt: skip
+
+    recs = [rec(i, n) for i, n in enumerate((1e4, 1e5, 1e6))]
+    summary = A.summarize(recs)
+    md = A.report_md(summary)
+    assert "slope +0.000" not in md, md
+    assert "ffn (logprob) vs log10 N: not measured: at all 3 runs the first pruning step" in md
+    fig = removable_figure(recs, summary)
+    assert not [ln for ln in fig.axes[0].get_lines() if "fit" in str(ln.get_label())]
+
+
+def test_an_empty_ablation_table_is_a_report_line_not_a_crash(tmp_path):
+    """A table with no readable record (empty, or only damaged lines) raised a TypeError on its
+    tolerance inside `scaling analyze`; now the section says the table is empty, no figures."""
+    from analysis import ablation_plots
+    from analysis.ablation import analyze
+
+    table = tmp_path / "ablation.jsonl"
+    table.write_text("")
+    ab = analyze(table, tmp_path / "out")
+    assert "holds no readable ablation record; rerun `scaling ablate DIR`" in ab["md"]
+    assert ablation_plots.all_figures(ab, tmp_path / "out") == {}
