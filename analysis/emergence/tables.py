@@ -23,8 +23,10 @@ from analysis.emergence.published import BUILTIN_SPECS
 from scaling.errors import UserError
 from scaling.fileio import read_text
 
-
 # --------------------------------------------------------------------------- published tables
+MISSING = ("", "nan", "na", "n/a", "-", "none", "null")  # a score cell that says "not scored"
+
+
 def load_spec(arg: str | None, inline: list[str]) -> dict:
     """A column-mapping spec: built-in name, TOML file, and/or KEY=VALUE overrides."""
     spec: dict = {}
@@ -227,11 +229,28 @@ def _groups(rows, col, fam_col, fams) -> dict[str, list[dict]]:
                 f"families present: {sorted(map(str, present))}"
             )
     groups: dict[str, list[dict]] = defaultdict(list)
+    left_out = []
     for r in rows:
         fam = r.get(fam_col, "all") if fam_col else "all"
-        if (not fams or fam in fams) and _num(r.get(col)) > 0:
+        if fams and fam not in fams:
+            continue
+        if _num(r.get(col)) > 0:  # NaN too: a model without a scale is on no curve
             groups[fam].append(r)
+        else:
+            left_out.append(r)
+    _note_unread(left_out, col, "positive number", "the model is on no curve")
     return groups
+
+
+def _note_unread(rows: list[dict], col: str, what: str, effect: str) -> None:
+    """One stderr note for the rows whose `col` is not `what` (a typo, 0, a negative value, a
+    blank): they were left out without a word."""
+    if rows:
+        eg = ", ".join(repr(r.get(col)) for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+        print(
+            f"  note: {len(rows)} row(s) have no {what} in column {col!r} ({eg}): {effect}",
+            file=sys.stderr,
+        )
 
 
 def _curve(vals, mcol, m, fam, metrics) -> Curve:
@@ -268,6 +287,10 @@ def curves_from_table(
     mapped = {scale: col, "family": fam_col} | {f"metric {m}": m for m in metrics}
     _check_columns(rows, mapped)
     groups = _groups(rows, col, fam_col, families or spec.get("families"))
+    for mcol in metrics:  # a blank or NA cell is a model not scored; other unreadable ones: noted
+        cells = [r for rs in groups.values() for r in rs if not math.isfinite(_num(r.get(mcol)))]
+        bad = [r for r in cells if str(r.get(mcol) or "").strip().lower() not in MISSING]
+        _note_unread(bad, mcol, "number", "those scores are left out")
     curves, skipped = [], defaultdict(list)
     for fam, rs in sorted(groups.items()):
         for mcol, m in metrics.items():

@@ -191,3 +191,22 @@ def test_malformed_evals_block_is_one_error_line(tmp_path, capsys, evals, names)
     rec = _rec(0, 0.1)
     rec["evals"] = evals
     _fails(capsys, ["emergence", _sweep(tmp_path, [rec]), "--no-figures"], "run r0", *names)
+
+
+def test_unreadable_scale_or_score_cells_are_noted(tmp_path, capsys):
+    """A typo in the compute column ('1OO'), a negative or blank compute, or a typo in a score
+    ('0.9o') left those models out of every curve without a word; each column now gets one note.
+    A blank or NA score is a model not scored: no note."""
+    rows = [list(r) for r in _rows()]
+    rows[1] = ["m1", "F", "1OO", EM[1], TOK[1]]
+    rows[2] = ["m2", "F", -5, EM[2], TOK[2]]
+    rows[3] = ["m3", "F", 1e21, "0.9o", TOK[3]]
+    rows[4] = ["m4", "F", 10 ** (20 + 4 / 3), "NA", ""]
+    spec = {"model": "Model", "family": "Family", "compute": "C",
+            "metrics": {"em": {"chance": 0.0, "n_items": 500}, "tok": {}}}  # fmt: skip
+    (em, tok) = curves_from_table([_csv(tmp_path, rows)], spec)
+    err = capsys.readouterr().err
+    assert "note: 2 row(s) have no positive number in column 'C' ('1OO', '-5')" in err, err
+    assert "note: 1 row(s) have no number in column 'em' ('0.9o')" in err, err
+    assert "column 'tok'" not in err and "'NA'" not in err
+    assert len(em.scale) == len(EM) - 4 and len(tok.scale) == len(TOK) - 3
