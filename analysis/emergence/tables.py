@@ -205,8 +205,50 @@ def _points(rs, col, mult, model, mcol, m, fam) -> list[tuple]:
     return vals
 
 
+METRIC_KEYS = ("chance", "majority", "n_items", "scale", "companions", "higher_is_better",
+               "task", "metric", "shots")  # fmt: skip
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_options(mcol: str, m) -> dict:
+    """The types of one metric's options (a TOML [metrics.COL] table skips parse_metric_flag):
+    a typo'd key (`n = 100`: the flag's name) silently made the metric continuous, a string
+    n_items or scale was a traceback, scale 0 a ZeroDivisionError, `higher_is_better = "no"`
+    read as true and a string `companions` as one companion per character."""
+    where = f"[metrics.{json.dumps(mcol)}]"
+    if not isinstance(m, dict):
+        raise UserError(
+            f"{where} = {m!r}: expected a table, e.g. {{chance = 0.25, n_items = 1000}}"
+        )
+    if bad := sorted(set(m) - set(METRIC_KEYS)):
+        raise UserError(f"{where}: unknown key {bad[0]!r}; valid keys: {', '.join(METRIC_KEYS)}")
+    n = m.get("n_items")
+    if n is not None and not (_finite(n) and n >= 1 and n == int(n)):
+        raise UserError(f"{where} n_items = {n!r}: give the positive whole number of items scored")
+    if "scale" in m and not (_finite(m["scale"]) and m["scale"] != 0):
+        raise UserError(f"{where} scale = {m['scale']!r}: give a non-zero number, e.g. 100")
+    comps = m.get("companions", [])
+    if not (isinstance(comps, list) and all(isinstance(c, str) and c for c in comps)):
+        raise UserError(
+            f'{where} companions = {comps!r}: give a list of column names, e.g. ["bleu"]'
+        )
+    if not isinstance(m.get("higher_is_better", True), bool):
+        raise UserError(f"{where} higher_is_better = {m['higher_is_better']!r}: use true or false")
+    if m.get("shots") is not None and not (
+        _finite(m["shots"]) and m["shots"] == int(m["shots"]) >= 0
+    ):
+        raise UserError(f"{where} shots = {m['shots']!r}: give a whole number of shots, e.g. 5")
+    return dict(m)
+
+
 def _metrics(spec: dict) -> dict:
-    metrics = {k: dict(v) for k, v in (spec.get("metrics") or {}).items()}
+    raw = spec.get("metrics") or {}
+    if not isinstance(raw, dict):
+        raise UserError(f"metrics = {raw!r}: expected a [metrics.COLUMN] table per score column")
+    metrics = {k: _check_options(k, v) for k, v in raw.items()}
     if not metrics:
         raise UserError("no metrics mapped: add --metric COLUMN:chance=C:n=N or [metrics] in TOML")
     for mcol, m in list(metrics.items()):  # a companion column belongs to its primary's task

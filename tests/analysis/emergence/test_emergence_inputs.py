@@ -210,3 +210,32 @@ def test_unreadable_scale_or_score_cells_are_noted(tmp_path, capsys):
     assert "note: 1 row(s) have no number in column 'em' ('0.9o')" in err, err
     assert "column 'tok'" not in err and "'NA'" not in err
     assert len(em.scale) == len(EM) - 4 and len(tok.scale) == len(TOK) - 3
+
+
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        ("n = 100", "unknown key 'n'; valid keys: chance, majority, n_items"),
+        ("n_items = 0", "n_items = 0: give the positive whole number"),
+        ('n_items = "abc"', "n_items = 'abc'"),
+        ("n_items = 2.5", "n_items = 2.5"),
+        ("scale = 0", "scale = 0: give a non-zero number"),
+        ('scale = "x"', "scale = 'x'"),
+        ('companions = "tok"', "companions = 'tok': give a list of column names"),
+        ('higher_is_better = "no"', "higher_is_better = 'no': use true or false"),
+        ('shots = "x"', "shots = 'x'"),
+    ],
+)
+def test_toml_metric_options_are_checked(tmp_path, capsys, option, needle):
+    """A [metrics.COL] table skips the --metric flag's checks: `n = 100` (the flag's name) made
+    the metric silently continuous, n_items 0 gave NaN intervals, a string n_items or scale and
+    scale 0 were tracebacks, 'no' read as true, and a string companions as one per character."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'model = "Model"\nfamily = "Family"\ncompute = "C"\n[metrics.em]\nchance = 0.0\n'
+        + ("" if option.startswith("n") else "n_items = 500\n")
+        + option
+        + "\n"
+    )
+    argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", str(spec), "--no-figures"]
+    _fails(capsys, argv + ["--out", str(tmp_path / "o")], '[metrics."em"]', needle)
