@@ -84,6 +84,11 @@ def _table_curves(args: argparse.Namespace):
     fams = args.families or spec.get("families")
     if isinstance(fams, str):
         fams = [f.strip() for f in fams.split(",") if f.strip()]
+    if fams is not None and not (isinstance(fams, list) and all(isinstance(f, str) for f in fams)):
+        raise UserError(
+            f'families = {fams!r}: give family names, e.g. families = ["Pythia", "OPT"] or '
+            '"Pythia,OPT"'
+        )
     return curves_from_table(args.csv, spec, scale=args.scale, families=fams)
 
 

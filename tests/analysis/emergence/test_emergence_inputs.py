@@ -239,3 +239,14 @@ def test_toml_metric_options_are_checked(tmp_path, capsys, option, needle):
     )
     argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", str(spec), "--no-figures"]
     _fails(capsys, argv + ["--out", str(tmp_path / "o")], '[metrics."em"]', needle)
+
+
+def test_families_in_a_toml_map_must_be_names(tmp_path, capsys):
+    """`families = 3` in a TOML map was a TypeError traceback ('can only join an iterable')."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'model = "Model"\nfamily = "Family"\ncompute = "C"\nfamilies = 3\n'
+        "[metrics.em]\nchance = 0.0\nn_items = 500\n"
+    )
+    argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", str(spec), "--no-figures"]
+    _fails(capsys, argv + ["--out", str(tmp_path / "o")], "families = 3: give family names")
