@@ -84,9 +84,11 @@ def _train_probe(
 
 
 def _check(widths: Sequence[int], lrs: Sequence[float], steps: int, seeds: int) -> None:
-    if len(widths) < 2 or any(w <= 0 for w in widths):
-        raise UserError(f"mup-check --widths {list(widths)}: give at least two positive widths")
-    if not lrs or any(not lr > 0 for lr in lrs):
+    if len(set(widths)) < 2 or any(w <= 0 for w in widths):  # one width twice: a ratio of 1
+        raise UserError(
+            f"mup-check --widths {list(widths)}: give at least two distinct positive widths"
+        )
+    if not lrs or any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
         raise UserError(f"mup-check --lrs {list(lrs)}: give a non-empty list of positive lrs")
     if steps < 1 or seeds < 1:
         raise UserError(f"mup-check: --steps {steps} and --seeds {seeds} must be >= 1")

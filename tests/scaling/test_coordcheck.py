@@ -42,6 +42,8 @@ def test_coordinate_check_32_to_512(tmp_path: Path, capsys) -> None:
     "kw,match",
     [
         (dict(widths=[32]), "at least two"),
+        (dict(widths=[64, 64]), "two distinct"),  # probed 4 runs to report 'RMS ratio 1.00x'
+        (dict(lrs=[float("inf")]), "positive lrs"),
         (dict(lrs=[]), "non-empty list of positive lrs"),
         (dict(base_width=-4), "--base-width -4"),
         (dict(widths=[32, 44]), "multiple of head_dim"),
