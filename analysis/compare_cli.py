@@ -132,7 +132,9 @@ def _compare(args: argparse.Namespace) -> int:
         res = cmp.compare(a, b, losses=losses, extrapolate=args.extrapolate, level=args.level)
         paths = compare_plot.write(res, a, b, out)
     if args.json:
-        print(json.dumps(res, indent=2))
+        from scaling.results import clean_json
+
+        print(json.dumps(clean_json(res), indent=2))
     else:
         print("\n".join(cmp.summary_lines(res)))
         print(f"wrote {paths['json']} and {', '.join(paths['figures'])}")

@@ -12,6 +12,7 @@ import numpy as np
 from analysis.laws.bootstrap import percentile_ci
 from analysis.laws.compare import SweepFit, compute_for_loss, frontier_loss, frontier_params
 from scaling.fileio import atomic_write
+from scaling.results import clean_json
 
 
 def figure(a: SweepFit, b: SweepFit, res: dict, out_dir: Path) -> list[str]:
@@ -91,5 +92,6 @@ def write(res: dict, a: SweepFit, b: SweepFit, out_dir: Path) -> dict:
     """compare.json and the figure in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     figs = figure(a, b, res, out_dir)
-    atomic_write(out_dir / "compare.json", json.dumps(res, indent=2) + "\n")
+    text = json.dumps(clean_json(res), indent=2)  # strict JSON: an unreachable loss's inf -> null
+    atomic_write(out_dir / "compare.json", text + "\n")
     return {"json": str(out_dir / "compare.json"), "figures": figs}

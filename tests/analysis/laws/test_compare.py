@@ -268,5 +268,8 @@ def test_a_loss_below_the_irreducible_loss_says_so(tmp_path, capsys):
     assert "nan" not in out, out
     assert f"loss {E / 2:.4g} nats/token: A and B never reach it (at or below A's E = " in out
     assert "ask for a loss above E" in out
+    text = (tmp_path / "o" / "compare.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON
+    assert json.loads(text)["multipliers"][0]["C_A"] is None
     s = np.array([1.0, 2.0, np.inf, np.inf, np.nan])
     assert cmp._ci(1.0, s, 0.9)["hi"] == np.inf
