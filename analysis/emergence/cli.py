@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else (base if base.is_dir() else base.parent) / "emergence"
         source = str(args.dir)
         if not curves:
-            print(f"no run in {args.dir} has an evals block: nothing to flag")
+            print(f"no finished run in {args.dir} has an evals block and a {args.scale} value: "
+                  "nothing to flag")  # fmt: skip
             return 0
     else:
         raise UserError("pass a sweep DIR, or --csv FILE with a column map (--map/--metric)")

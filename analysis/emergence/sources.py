@@ -94,12 +94,20 @@ def curves_from_results(
     keys = {"compute": COMPUTE_KEYS, "params": PARAMS_KEYS}.get(scale)
     if keys is None:
         raise UserError(f"--scale {scale!r} is not one of compute, params")
-    recs = [
+    scored = [
         r
         for r in read_records(path)
-        if r.get("evals") and r.get("status", "done") == "done" and _scale_of(r, keys)
+        if r.get("evals") and r.get("status", "done") == "done"
         if run_ids is None or r.get("run_id") in run_ids
     ]
+    recs = [r for r in scored if _scale_of(r, keys)]
+    if len(recs) < len(scored):  # they were left out without a word
+        other = "params" if scale == "compute" else "compute"
+        print(
+            f"  note: {len(scored) - len(recs)} run(s) with evals have no positive {scale} value "
+            f"({', '.join(keys)}): left out of the curves (--scale {other} may have it)",
+            file=sys.stderr,
+        )
     if not recs:
         return []
     fams: dict[str, list[dict]] = defaultdict(list)

@@ -250,3 +250,18 @@ def test_families_in_a_toml_map_must_be_names(tmp_path, capsys):
     )
     argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", str(spec), "--no-figures"]
     _fails(capsys, argv + ["--out", str(tmp_path / "o")], "families = 3: give family names")
+
+
+def test_runs_without_a_compute_value_are_noted(tmp_path, capsys):
+    """Runs with evals but no compute were left out without a word, and when none had one the
+    command said 'no run ... has an evals block', which they had."""
+    recs = [_rec(i, e) for i, e in enumerate(EM)]
+    recs[2].pop("C_exact")
+    assert main(["emergence", _sweep(tmp_path, recs), "--no-figures"]) == 0
+    assert "note: 1 run(s) with evals have no positive compute value" in capsys.readouterr().err
+    for r in recs:
+        r.pop("C_exact", None)
+    assert main(["emergence", _sweep(tmp_path, recs), "--no-figures"]) == 0
+    out = capsys.readouterr()
+    assert f"note: {len(EM)} run(s) with evals have no positive compute value" in out.err
+    assert "--scale params may have it" in out.err and "has an evals block and a compute" in out.out
