@@ -17,7 +17,7 @@ JUMP_MARGIN = 0.05  # LFO: observed - predicted (chance-normalised) must be at l
 ALPHA = 0.05  # family-wise error rate (Holm across curves)
 LFO_POINTS = 2  # LFO tests the onset point and the next one
 MIN_PRE = 3  # points before the onset needed to test for a jump (trend + its scatter)
-Z_DROP = 3.0  # a drop between two points is real when z > Z_DROP and >= MARGIN
+Z_DROP = 3.0  # a drop is real when z > Z_DROP, >= MARGIN and (binomial) Wilson CIs apart
 FLAGGED = ("emergent", "emergent_metric_induced", "insufficient_resolution", "non_monotone")
 VERDICTS = (
     "smooth",

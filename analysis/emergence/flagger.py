@@ -95,13 +95,21 @@ def _lfo(x, s, v, onset: int, noise_sd: float) -> list[dict]:
     return steps
 
 
-def _drops(s, v, noise_sd: float) -> list[tuple[int, int, float]]:
+def _apart(ci: tuple | None, hi_i: int, lo_j: int) -> bool:
+    """Binomial 95% CIs of points hi_i (above) and lo_j (below) do not overlap (always true
+    without CIs: a continuous metric). With a handful of items the normal z overstates a change
+    (1/1 then 0/1: z = 3.2, Fisher p = 1); the Wilson intervals do not."""
+    return ci is None or bool(ci[0][hi_i] > ci[1][lo_j])
+
+
+def _drops(s, v, noise_sd: float, ci: tuple | None = None) -> list[tuple[int, int, float]]:
     """(i, j, drop) for later points significantly and practically below an earlier one."""
     out = []
     for i in range(len(s)):
         for j in range(i + 1, len(s)):
             d = s[i] - s[j]
-            if d >= MARGIN and d / math.sqrt(v[i] + v[j] + 2 * noise_sd**2 + 1e-300) > Z_DROP:
+            z = d / math.sqrt(v[i] + v[j] + 2 * noise_sd**2 + 1e-300)
+            if d >= MARGIN and z > Z_DROP and _apart(ci, i, j):
                 out.append((i, j, float(d)))
     return out
 
@@ -160,7 +168,8 @@ def analyze_curve(c: Curve) -> dict:
         res["loss"] = loss.tolist()
         res["loss_unit"] = c.loss_unit
         res["loss_threshold"] = st.hinge_fit(loss, s)
-    drops = _drops(s, v, p["noise_sd"])
+    ci = (p["lo"], p["hi"]) if c.bounded else None
+    drops = _drops(s, v, p["noise_sd"], ci)
     res["drops"] = drops
     # warnings
     w = res["warnings"]
@@ -176,7 +185,8 @@ def analyze_curve(c: Curve) -> dict:
         ds = np.diff(s)
         i = int(np.argmax(ds))
         sd = math.sqrt(v[i] + v[i + 1] + 2 * p["noise_sd"] ** 2 + 1e-300)
-        if ds[i] >= max(JUMP_MARGIN, 0.5 * float(np.ptp(s))) and ds[i] / sd > Z_DROP:
+        big = ds[i] >= max(JUMP_MARGIN, 0.5 * float(np.ptp(s)))
+        if big and ds[i] / sd > Z_DROP and _apart(ci, i + 1, i):
             w.append("jump_between_adjacent_scales")
             res["largest_step"] = {"from_index": i, "to_index": i + 1, "delta": float(ds[i])}
     sg = res["sigmoid"]

@@ -187,3 +187,23 @@ def test_lfo_false_positive_rate_with_model_scatter(scatter):
         y = rng.binomial(n, np.clip(truth, 0, 1)) / n
         hits += st.lfo_step(X, y, st.binom_var(y, np.full(len(X), n)), j)["p"] < 0.01
     assert hits / draws < 0.03
+
+
+def _items(y: list[float], n: float) -> dict:
+    c = Curve(task="t", metric="acc", family="F", scale=10.0 ** np.arange(len(y)),
+              y=np.array(y), n_items=np.full(len(y), n), chance=0.0)  # fmt: skip
+    (r,) = analyze_curves([c])
+    return r
+
+
+def test_one_item_flipping_is_neither_a_drop_nor_a_jump():
+    """One item scored per model: 0/1, 0/1, 0/1, 1/1, 0/1, 0/1 was called non_monotone ('falls back
+    by 1.000') with a jump_between_adjacent_scales warning, from z = 3.2 on a normal
+    approximation, though 1/1 against 0/1 is no evidence (Fisher p = 1). A drop or jump of a
+    binomial metric now also needs the two points' Wilson intervals apart; 5/5 then 0/5 is."""
+    r = _items([0, 0, 0, 1, 0, 0], 1)
+    assert r["verdict"] != "non_monotone" and not r["drops"], r["reason"]
+    assert "jump_between_adjacent_scales" not in r["warnings"]
+    r = _items([0, 0, 0, 1, 0, 0], 5)
+    assert r["verdict"] == "non_monotone" and r["drops"], r["reason"]
+    assert "jump_between_adjacent_scales" in r["warnings"]
