@@ -24,6 +24,8 @@ from scaling.errors import UserError
 from scaling.fileio import read_text
 
 # --------------------------------------------------------------------------- published tables
+MAP_KEYS = ("model", "join", "family", "compute", "compute_multiplier", "params",
+            "params_multiplier", "families", "metrics")  # fmt: skip
 MISSING = ("", "nan", "na", "n/a", "-", "none", "null")  # a score cell that says "not scored"
 
 
@@ -48,6 +50,11 @@ def load_spec(arg: str | None, inline: list[str]) -> dict:
             raise UserError(f"--set-map {kv!r}: expected KEY=VALUE, e.g. family='Model Family'")
         k, v = kv.split("=", 1)
         spec[k.strip()] = v.strip()
+    if bad := sorted(set(spec) - set(MAP_KEYS)):  # a typo ('familiy') was silently ignored
+        raise UserError(
+            f"--map: unknown key {bad[0]!r}; keys are {', '.join(MAP_KEYS)} (a metric column "
+            "is mapped with --metric or a [metrics.COLUMN] table)"
+        )
     return spec
 
 

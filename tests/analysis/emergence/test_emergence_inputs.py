@@ -265,3 +265,12 @@ def test_runs_without_a_compute_value_are_noted(tmp_path, capsys):
     out = capsys.readouterr()
     assert f"note: {len(EM)} run(s) with evals have no positive compute value" in out.err
     assert "--scale params may have it" in out.err and "has an evals block and a compute" in out.out
+
+
+def test_an_unknown_map_key_is_refused(tmp_path, capsys):
+    """`--map compute_multipler=1e21` (a typo) was ignored: the onsets came out 21 decades off
+    with exit 0. An unknown key of the column map now exits 2 naming it and the valid keys."""
+    argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", "model=Model",
+            "--map", "compute=C", "--map", "compute_multipler=1e21", "--metric", "em:chance=0:n=9",
+            "--out", str(tmp_path / "o"), "--no-figures"]  # fmt: skip
+    _fails(capsys, argv, "--map: unknown key 'compute_multipler'", "compute_multiplier")
