@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from scaling.errors import UserError
 from scaling.fileio import atomic_write, check_writable_dir
 
 
@@ -34,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--widths", type=_ints, default=[32, 64, 128, 256, 512], help="d_model list")
     p.add_argument("--base-width", type=int, default=None, help="muP base width (default: min)")
-    p.add_argument("--lr", type=float, default=1e-2, help="peak lr of the coordinate check")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak lr of the coordinate check (default 1e-2; with --lrs, one of them: "
+        "default 1e-2 if listed, else the first)",
+    )
     p.add_argument("--lrs", type=_floats, default=None, help="lr list: also plot loss vs lr")
     p.add_argument("--steps", type=int, default=5, help="Adam updates per probe")
     p.add_argument("--batch", type=int, default=16)
@@ -63,9 +70,14 @@ def run(args: argparse.Namespace) -> int:
         sweep,
     )
 
+    lrs = args.lrs or [1e-2 if args.lr is None else args.lr]
+    if args.lr is not None and args.lr not in lrs:  # it was replaced by lrs[0] without a word
+        raise UserError(
+            f"mup-check --lr {args.lr:g} is not one of --lrs {','.join(f'{x:g}' for x in lrs)}: "
+            "the coordinate check runs at one of the probed lrs; add it to --lrs or drop --lr"
+        )
+    coord_lr = args.lr if args.lr is not None else (1e-2 if 1e-2 in lrs else lrs[0])
     out = check_writable_dir(Path(args.out))  # before the probes: results must be savable
-    lrs = args.lrs or [args.lr]
-    coord_lr = args.lr if args.lr in lrs else lrs[0]
     records = sweep(
         args.widths, lrs, base_width=args.base_width, steps=args.steps, batch=args.batch,
         seeds=args.seeds, progress=not args.no_progress, n_layers=args.layers,

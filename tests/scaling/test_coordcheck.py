@@ -109,3 +109,18 @@ def test_bad_out_or_base_width_exits_2_before_any_probe(
     monkeypatch.undo()
     with pytest.raises(UserError, match="--base-width 0: must be > 0"):
         coordcheck.sweep([16, 32], [1e-2], base_width=0)
+
+
+def test_an_lr_outside_lrs_exits_2_before_any_probe(tmp_path: Path, capsys, monkeypatch) -> None:
+    """--lr 3e-3 --lrs 1e-3,1e-2 ran the coordinate check at 1e-3 without a word."""
+
+    def no_probes(*a, **k):
+        raise AssertionError("probed before checking --lr")
+
+    monkeypatch.setattr(coordcheck, "sweep", no_probes)
+    argv = ["mup-check", "--widths", "16,32", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--lr", "3e-3", "--lrs", "1e-3,1e-2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: mup-check --lr 0.003 is not one of --lrs 0.001,0.01") and (
+        err.count("\n") == 1
+    )
