@@ -45,8 +45,12 @@ def _trend(ax, r: dict, x: np.ndarray) -> None:
         ax.plot(xx, b0 + b1 * xx, "--", color="tab:orange", lw=1, label="pre-onset trend")
 
 
-def plot_curve(r: dict, companions: list[dict], out_dir: Path, *, scale: str) -> Path:
-    """One PNG: normalised score with CIs, onset, LFO, sigmoid; companions; loss view."""
+def plot_curve(
+    r: dict, companions: list[dict], out_dir: Path, *, scale: str, taken: set | None = None
+) -> Path:
+    """One PNG: normalised score with CIs, onset, LFO, sigmoid; companions; loss view. `taken`:
+    the file names already written this run (family 'OPT IML' and 'OPT_IML' share a slug: the
+    second figure overwrote the first); a repeated name gets _2, _3, ..."""
     x = np.asarray(r["log10_scale"])
     s = np.asarray(r["score_norm"])
     panels = 1 + bool(companions) + bool(r.get("loss_threshold"))
@@ -105,7 +109,11 @@ def plot_curve(r: dict, companions: list[dict], out_dir: Path, *, scale: str) ->
     if r.get("loss_threshold"):
         loss_panel(axes[0][col], r)
     fig.tight_layout()
-    name = _slug(f"emergence_{r['family']}_{r['task']}_{r['metric']}_{r['shots']}") + ".png"
+    stem = _slug(f"emergence_{r['family']}_{r['task']}_{r['metric']}_{r['shots']}")
+    taken = set() if taken is None else taken
+    name = next(n for k in range(1, len(taken) + 2)
+                if (n := stem + (f"_{k}" if k > 1 else "") + ".png") not in taken)  # fmt: skip
+    taken.add(name)
     path = Path(out_dir) / name
     fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps the legend below the axes
     plt.close(fig)

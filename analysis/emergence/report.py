@@ -45,12 +45,14 @@ def write_report(
         from analysis.emergence.plots import plot_curve
 
         by_key = {(r["task"], r["shots"], r["family"], r["metric"]): r for r in results}
+        taken: set[str] = set()
         for r in results:
             if r["verdict"] in FLAGGED:
                 comps = [
                     by_key.get((r["task"], r["shots"], r["family"], m)) for m in r["companions"]
                 ]
-                r["figure"] = str(plot_curve(r, [c for c in comps if c], out, scale=scale))
+                comps = [c for c in comps if c]
+                r["figure"] = str(plot_curve(r, comps, out, scale=scale, taken=taken))
     report = {
         "source": source,
         "scale": scale,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,3 +275,19 @@ def test_an_unknown_map_key_is_refused(tmp_path, capsys):
             "--map", "compute=C", "--map", "compute_multipler=1e21", "--metric", "em:chance=0:n=9",
             "--out", str(tmp_path / "o"), "--no-figures"]  # fmt: skip
     _fails(capsys, argv, "--map: unknown key 'compute_multipler'", "compute_multiplier")
+
+
+def test_families_with_one_slug_keep_both_figures(tmp_path):
+    """Families 'F x' and 'F_x' share a file-name slug: the second figure overwrote the first,
+    and both curves named the same PNG."""
+    rows = [(f"m{i}{k}", fam, 10 ** (20 + i / 3), e, t) for k, fam in enumerate(("F x", "F_x"))
+            for i, (e, t) in enumerate(zip(EM, TOK, strict=True))]  # fmt: skip
+    spec = {"model": "Model", "family": "Family", "compute": "C",
+            "metrics": {"em": {"chance": 0.0, "n_items": 2000}}}  # fmt: skip
+    results = analyze_curves(curves_from_table([_csv(tmp_path, rows)], spec))
+    from analysis.emergence.report import write_report
+
+    report = write_report(results, tmp_path / "o", scale="compute", source="t")
+    figs = [c["figure"] for c in report["curves"] if c.get("figure")]
+    assert len(figs) == 2 and len(set(figs)) == 2, figs
+    assert all(Path(f).is_file() for f in figs)
