@@ -11,9 +11,10 @@ line per check and exits 1 if any fails; `make demo` runs it last. The checks:
   rolling-origin back-test against intervals calibrated on the other origins, fall inside their
   nominal intervals about as often as promised (FAIL when the coverage is more than 10 points
   below nominal AND a binomial test rejects the nominal level at 1%).
-A check the study's design cannot answer (analysis.design: the IsoFLOP checks on a size ladder or
-an N x D grid, the allocation on a ladder), or one whose analysis did not run (Approach 2 skipped,
-e.g. one budget), is printed [n/a] with the reason, never [ok].
+A check the study's design cannot answer (analysis.design: the IsoFLOP checks on a size ladder,
+an N x D grid or one budget, the allocation on a ladder or one budget), or one whose analysis did
+not run (Approach 2 skipped, e.g. only one budget with an IsoFLOP minimum), is printed [n/a] with
+the reason, never [ok].
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def study_checks(fits: dict, max_backtest_error: float = 0.03) -> list[tuple[str
 def _not_applicable(fits: dict) -> list[tuple[str, None, str]]:
     design, out = fits.get("design") or {}, []
     skipped = [n for n in fits.get("notes") or [] if n.startswith("Approach 2 skipped")]
-    if design and "approach2" not in design.get("approaches", ["approach2"]):
+    if design.get("kind") == "one_budget":  # one minimum: nothing to fall, no grid of budgets
+        na = f"not applicable: {design['description']}: no second budget to compare with"
+    elif design and "approach2" not in design.get("approaches", ["approach2"]):
         na = f"not applicable: {design['description']} has no IsoFLOP budgets"
     elif skipped and not (fits.get("approach2") or {}).get("minima"):
         na = f"not answered: {skipped[0]}"  # e.g. one budget: no line through the minima

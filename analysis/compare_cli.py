@@ -119,7 +119,12 @@ def _compare(args: argparse.Namespace) -> int:
             raise UserError(
                 f"{lab}: {design.description}: {design.no_allocation}, so the joint law's "
                 "compute-optimal frontier, which the multiplier reads, is not identified; compare "
-                "sweeps that vary N at fixed compute (IsoFLOP) or N and D independently (a grid)"
+                + (
+                    "IsoFLOP sweeps at >= 2 compute budgets each"
+                    if design.kind == "one_budget"
+                    else "sweeps that vary N at fixed compute (IsoFLOP) or N and D independently "
+                    "(a grid)"
+                )
             )
     out = _default_out(args, (la, lb))
     kw = dict(n_resamples=args.resamples, method=args.method)

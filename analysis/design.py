@@ -7,6 +7,12 @@
   within 0.05 dex, D not falling with N), e.g. 20 tokens per parameter at every size. N and D
   move together, so the joint law's separate N and D terms (and the allocation exponents) are
   not identified; the frontier L(C) is. No Approach 2.
+- ``one_budget``: >= 2 model sizes, every run at one compute budget (declared, or C values that
+  cluster into one, as for ``isoflop``), e.g. a first IsoFLOP sweep: D = C/(6N), so N and D move
+  together (log D = log(C/6) - log N) and, as on a ladder, the joint law's N and D terms (and the
+  allocation exponents, and any prediction at another budget) are not identified, nor is the
+  frontier L(C) from final losses alone (one C). The joint law's fit of that one IsoFLOP curve
+  and its parabola's minimum N_opt at that budget (Approach 2 without exponents) are.
 - ``grid``: model sizes crossed with token counts (or tokens-per-parameter multiples), e.g. the
   OLMo ladder's 5 sizes x 5 lengths: the joint law, Approach 1 and the frontier. No IsoFLOP
   budgets, so no Approach 2.
@@ -33,6 +39,7 @@ APPROACHES = {
     "grid": ("joint", "approach1", "frontier", "allocation"),
     "scattered": ("joint", "approach1", "frontier", "allocation"),
     "ladder": ("joint", "approach1", "frontier"),
+    "one_budget": ("joint", "approach1", "frontier"),
     "one_size": ("joint", "approach1", "frontier"),
     "one_length": ("joint", "approach1", "frontier"),
 }
@@ -40,6 +47,7 @@ APPROACHES = {
 # one model size A/N^alpha is a constant that merges with E, with one token count B/D^beta does
 UNIDENTIFIED = {
     "ladder": ("A", "B", "alpha", "beta"),
+    "one_budget": ("A", "B", "alpha", "beta"),
     "one_size": ("E", "A", "alpha"),
     "one_length": ("E", "B", "beta"),
 }
@@ -54,6 +62,10 @@ FORM_UNIDENTIFIED = {
         "overtrain": ("a", "b"),
         "power_sum": ("A", "B", "alpha", "beta"),
     },
+    "one_budget": {  # one C: every form's N and D terms are one curve in N (D = C/6N)
+        "kaplan": ("N_c", "D_c", "alpha_N", "alpha_D"),
+        "power_sum": ("A", "B", "alpha", "beta"),
+    },
     "one_size": {
         "kaplan": ("N_c", "alpha_N"),
         "overtrain": ("E", "a"),
@@ -66,11 +78,13 @@ for _kind, _gone in UNIDENTIFIED.items():  # the chinchilla-parametrised forms: 
 # why a design identifies no compute-optimal allocation (the kinds without "allocation")
 NO_ALLOCATION = {
     "ladder": "N and D move together",
+    "one_budget": "every run is at one compute budget, where D = C/(6N) moves with N",
     "one_size": "every run has the same model size",
     "one_length": "every run has the same token count",
 }
 LEVEL_TOL_DEX = 0.03  # two values within 7% are one level (a size, a length)
 LADDER_RESID_DEX = 0.05  # log D within this of a line in log N: D is a function of N
+ONE_BUDGET_DEX = 0.2  # one budget's runs: N D within this (infer_budgets' widest cluster)
 GRID_FILL = 0.75  # share of the size x length cells that must hold a run
 
 
@@ -132,6 +146,19 @@ def _isoflop(table: RunTable, sizes: np.ndarray) -> str | None:
     return f"IsoFLOP sweep: {k} budget{'s' if k > 1 else ''} with >= 3 model sizes ({how})"
 
 
+def _one_budget(table: RunTable, sizes: np.ndarray) -> str | None:
+    """>= 2 model sizes and every run at one compute budget (the clustering `_isoflop` uses),
+    their N D within ONE_BUDGET_DEX (a budget column that says one budget while N D varies is
+    not believed: N and D do not then move together)."""
+    declared = bool(np.all(np.isfinite(table.budget)))
+    b = table.budget if declared else infer_budgets(table)
+    n = int(sizes.max()) + 1
+    if n < 2 or np.unique(b).size > 1 or np.ptp(np.log10(table.N * table.D)) > ONE_BUDGET_DEX:
+        return None
+    how = "budget column" if declared else "C values cluster into one budget"
+    return f"one compute budget (C = {np.median(b):.3g}, {how}): {n} model sizes"
+
+
 def _one_level(table: RunTable, sizes: np.ndarray) -> tuple[str, str] | None:
     """(kind, description) when every run has one model size or one token count."""
     n, m = int(sizes.max()) + 1, int(levels(table.D).max()) + 1
@@ -172,6 +199,8 @@ def detect_design(table: RunTable) -> Design:
     """Classify the table (see the module docstring); deterministic and cheap."""
     sizes = levels(table.N)
     n = int(sizes.max()) + 1
+    if desc := _one_budget(table, sizes):
+        return Design("one_budget", desc, n)
     declared = bool(np.all(np.isfinite(table.budget)))
     if declared and (desc := _isoflop(table, sizes)):
         return Design("isoflop", desc, n)

@@ -176,6 +176,8 @@ def _frontier(res: dict, table: RunTable, *, n_resamples: int, seed: int) -> Non
 def _approach2(res: dict, table: RunTable, design, W, *, required: bool) -> None:
     """Approach 2 (IsoFLOP parabolas) where the design has budgets; a note where it can't run."""
     try:
+        if design.kind == "one_budget":
+            return _one_minimum(res, table, design)
         if not design.supports("approach2"):
             raise UserError(f"not applicable ({design.description}: no IsoFLOP budgets)")
         a2 = approach2(table, W)
@@ -201,6 +203,25 @@ def _approach2(res: dict, table: RunTable, design, W, *, required: bool) -> None
         if required and design.supports("approach2"):
             raise
         res["notes"].append(f"Approach 2 skipped: {e}")
+
+
+def _one_minimum(res: dict, table: RunTable, design) -> None:
+    """One budget: its IsoFLOP parabola's minimum (res["isoflop_minimum"]), no exponents."""
+    try:
+        m = approach2(table, minima_only=True)["minima"][0]
+    except UserError as e:
+        m, why = None, str(e)
+    res["isoflop_minimum"] = m
+    if m is not None:
+        where = "inside" if m["inside_range"] else "outside (extrapolated)"
+        why = (
+            f"IsoFLOP minimum at the one budget C = {m['budget']:.3g}: N_opt = {m['N_opt']:.4g}, "
+            f"D_opt = {m['D_opt']:.4g} tokens, loss {m['loss_min']:.4g} ({where} the sampled N)"
+        )
+    res["notes"].append(
+        f"Approach 2 skipped: not applicable ({design.description}: the exponents a, b need "
+        f">= 2 budgets); {why}"
+    )
 
 
 def _jsonable(x):
@@ -245,7 +266,7 @@ def fits_json(res: dict) -> dict:
     if "frontier_fit" in res:
         out["frontier"] = res["frontier_fit"].to_json()
         out["frontier_ci"] = res["frontier_ci"]
-    for k in ("approach2", "approach2_ci", "backtest", "emergence", "finetune"):
+    for k in ("approach2", "approach2_ci", "isoflop_minimum", "backtest", "emergence", "finetune"):
         if k in res:
             out[k] = res[k]
     return _jsonable(out)

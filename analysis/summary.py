@@ -46,6 +46,11 @@ def summary_lines(res: dict) -> list[str]:
         a = res["approach2_ci"]["a"]
         a2 = with_ci(a, ".3f") if a["lo"] is not None else f"{a['estimate']:.3f} (no CI: 2 budgets)"
         out.append(f"  cross-check, IsoFLOP parabolas (Approach 2): a = {a2}")
+    if m := res.get("isoflop_minimum"):  # one budget: its minimum, no exponents
+        out.append(
+            f"  IsoFLOP minimum at the one budget (C = {m['budget']:.3g}): N_opt = "
+            f"{m['N_opt']:.4g}, D_opt = {m['D_opt']:.4g}, loss {m['loss_min']:.4g}"
+        )
     bt = res.get("backtest")
     if bt:
         m = bt["mean_abs_rel_error"]

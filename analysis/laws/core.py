@@ -92,7 +92,9 @@ class LogHuberObjective:
 
 def joint_loss(p: dict, N: np.ndarray, D: np.ndarray) -> np.ndarray:
     """L(N, D) = E + A/N^alpha + B/D^beta (vectorised over N, D and over parameter arrays)."""
-    return p["E"] + p["A"] / np.power(N, p["alpha"]) + p["B"] / np.power(D, p["beta"])
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # a diverged bootstrap
+        # resample's huge exponent or coefficient gives 0, inf or nan, as for `compute_optimal`
+        return p["E"] + p["A"] / np.power(N, p["alpha"]) + p["B"] / np.power(D, p["beta"])
 
 
 def joint_loss_vec(v: np.ndarray, N: np.ndarray, D: np.ndarray) -> np.ndarray:
@@ -113,13 +115,14 @@ def power_loss(p: dict, x: np.ndarray) -> np.ndarray:
 def joint_from_vec(v: np.ndarray) -> dict:
     """[e, a, b, alpha, beta] (any leading batch shape) -> dict of E, A, B, alpha, beta."""
     v = np.asarray(v, dtype=np.float64)
-    return {
-        "E": np.exp(v[..., 0]),
-        "A": np.exp(v[..., 1]),
-        "B": np.exp(v[..., 2]),
-        "alpha": v[..., 3],
-        "beta": v[..., 4],
-    }
+    with np.errstate(over="ignore"):  # an unidentified term's resample may run off: inf
+        return {
+            "E": np.exp(v[..., 0]),
+            "A": np.exp(v[..., 1]),
+            "B": np.exp(v[..., 2]),
+            "alpha": v[..., 3],
+            "beta": v[..., 4],
+        }
 
 
 def power_from_vec(v: np.ndarray) -> dict:
@@ -142,10 +145,12 @@ def compute_optimal(p: dict, C) -> dict:
     """
     C = np.asarray(C, dtype=np.float64)
     a_exp, b_exp = allocation_exponents(p)
-    G = np.power(p["alpha"] * p["A"] / (p["beta"] * p["B"]), 1.0 / (p["alpha"] + p["beta"]))
-    N = G * np.power(C / 6.0, a_exp)
-    D = np.power(C / 6.0, b_exp) / G
-    return {"N_opt": N, "D_opt": D, "tokens_per_param": D / N, "loss": joint_loss(p, N, D)}
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # a resample with an
+        # exponent <= 0 (or a term at 0) has no optimum: NaN or inf, left out of its CI
+        G = np.power(p["alpha"] * p["A"] / (p["beta"] * p["B"]), 1.0 / (p["alpha"] + p["beta"]))
+        N = G * np.power(C / 6.0, a_exp)
+        D = np.power(C / 6.0, b_exp) / G
+        return {"N_opt": N, "D_opt": D, "tokens_per_param": D / N, "loss": joint_loss(p, N, D)}
 
 
 class MultLogHuberObjective:

@@ -80,13 +80,15 @@ def _parabola_fits(x: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray:
     return P
 
 
-def approach2(table: RunTable, W: np.ndarray | None = None, min_points: int = 3) -> dict:
+def approach2(
+    table: RunTable, W: np.ndarray | None = None, min_points: int = 3, minima_only: bool = False
+) -> dict:
     """Approach 2 on the table; with bootstrap weights W (R, n_runs) also per-resample exponents.
 
     Returns per-budget minima, the exponents a (N_opt ~ C^a) and b (D_opt ~ C^b), each fitted
     against the table's C (a + b = 1 only when C = 6ND), and when W is given arrays "a_boot",
-    "b_boot" (NaN where a resample has < 2 usable budgets).
-    """
+    "b_boot" (NaN where a resample has < 2 usable budgets). ``minima_only``: just {"minima",
+    "notes"} (one budget's minimum needs no second budget; UserError when none)."""
     budgets = infer_budgets(table)
     rows, notes = [], []
     Wfull = np.ones((1, len(table))) if W is None else np.vstack([np.ones(len(table)), W])
@@ -132,6 +134,8 @@ def approach2(table: RunTable, W: np.ndarray | None = None, min_points: int = 3)
             }
         )
         logN_opt.append((c, lopt))
+    if minima_only and rows:
+        return {"minima": rows, "notes": notes}
     if len(rows) < 2:
         raise UserError(
             f"Approach 2 needs IsoFLOP minima at >= 2 budgets, found {len(rows)} "

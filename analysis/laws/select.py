@@ -12,8 +12,8 @@ budget run`` or any extra column of the table (CSV/JSONL columns whose names are
 Anything else (calls, attributes of values, arithmetic, subscripts) is refused with one line.
 
 Hold-out specs: ``largest`` (the largest IsoFLOP budget; the largest model size when the table
-is not an IsoFLOP sweep, the largest token count when it has one model size, see
-analysis.design), a bare number (runs with C above it),
+is not an IsoFLOP sweep or holds one budget, the largest token count when it has one model
+size, see analysis.design), a bare number (runs with C above it),
 ``@FILE`` or the path of an existing file (run names, one per line, ``#`` comments), or a filter
 expression (``N > 4e8``, ``data == "c4"``).
 """
@@ -327,8 +327,9 @@ def holdout_rows(table: RunTable, spec: str, n_params: int = 5) -> tuple[np.ndar
 
 def _largest(table: RunTable) -> tuple[np.ndarray, str]:
     """The largest IsoFLOP budget with >= 3 model sizes (as the design requires: a top budget
-    of one or two runs would back-test just those); in a design without budgets, the largest
-    model size (the largest token count when every run has one model size)."""
+    of one or two runs would back-test just those); in a design without budgets or with one
+    (`one_budget`), the largest model size (the largest token count when every run has one
+    model size)."""
     from analysis.design import detect_design, largest_size_mask, levels
 
     kind = detect_design(table).kind

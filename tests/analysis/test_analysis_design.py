@@ -215,8 +215,9 @@ def test_report_header_names_only_the_analyses_that_ran():
     head = report_md(res, {}, Path(".")).split("## Joint law")[0]
     assert "Approach 2" not in head and "per law form" not in head
     assert "analyses run: joint, approach1, frontier." in head
-    sw = isoflop_sweep(budgets=(1e19,), n_sizes=5)  # one budget: no line through minima
-    t = _table(sw["N"], sw["D"], sw["budget"])
+    sw = isoflop_sweep(budgets=(1e18, 1e19), n_sizes=5)  # one usable budget: no line through
+    t = _table(sw["N"], sw["D"], sw["budget"])  # minima (1e18 keeps one model size)
+    t = t.subset((t.budget == 1e19) | (t.N == t.N[t.budget == 1e18].min()))
     res = run_analysis(t, n_resamples=20, holdout=None, intervals=False)
     assert "approach2" not in res and res["design"]["kind"] == "isoflop"
     head = report_md(res, {}, Path(".")).split("## Joint law")[0]
@@ -224,11 +225,12 @@ def test_report_header_names_only_the_analyses_that_ran():
 
 
 def test_checks_say_why_when_approach2_was_skipped():
-    """An IsoFLOP sweep of one budget skips Approach 2: its two checks were left out silently
-    instead of printed [n/a] with the reason."""
-    sw = isoflop_sweep(budgets=(1e19,), n_sizes=5)
-    res = run_analysis(_table(sw["N"], sw["D"], sw["budget"]), n_resamples=20, holdout=None,
-                       intervals=False)  # fmt: skip
+    """An IsoFLOP sweep with one usable budget (the other has one model size) skips Approach 2:
+    its two checks were left out silently instead of printed [n/a] with the reason."""
+    sw = isoflop_sweep(budgets=(1e18, 1e19), n_sizes=5)
+    t = _table(sw["N"], sw["D"], sw["budget"])
+    t = t.subset((t.budget == 1e19) | (t.N == t.N[t.budget == 1e18].min()))  # 1e18: one size
+    res = run_analysis(t, n_resamples=20, holdout=None, intervals=False)
     checks = {n: (ok, s) for n, ok, s in study_checks(json.loads(json.dumps(fits_json(res))))}
     ok, detail = checks["IsoFLOP minima inside the grid"]
     assert ok is None and detail.startswith("not answered: Approach 2 skipped")

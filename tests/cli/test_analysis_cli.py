@@ -188,14 +188,19 @@ def test_bad_values_exit_2(tmp_path, capsys, case):
         assert "positive finite" in err
 
 
-def test_single_budget_approach2_exit_2(tmp_path, capsys):
+def test_single_budget_gives_its_minimum_not_approach2(tmp_path, capsys):
+    """One budget is its own design (`one_budget`): analyze exited 2 asking for Approach 2's
+    second budget; it now reports that budget's IsoFLOP minimum and no allocation."""
     sw = isoflop_sweep(budgets=(1e18,), n_sizes=8, rng=np.random.default_rng(1))
     recs = [
         _record(i, *(float(sw[k][i]) for k in ("N", "D", "C", "loss", "budget"))) for i in range(8)
     ]
     _write(tmp_path / "results.jsonl", recs)
-    assert main(["analyze", str(tmp_path), "--resamples", "20", "--holdout", "none"]) == 2
-    assert "Approach 2 needs IsoFLOP minima at >= 2 budgets" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path), "--resamples", "20", "--holdout", "none"]) == 0
+    out, err = capsys.readouterr()
+    assert "Design: one compute budget (C = 1e+18" in out and "allocation not identified" in out
+    assert "IsoFLOP minimum at the one budget (C = 1e+18)" in out
+    assert "the exponents a, b need >= 2 budgets" in err and "RuntimeWarning" not in err
 
 
 def test_csv_mapping_errors_exit_2(tmp_path, capsys):
