@@ -24,7 +24,7 @@ import numpy as np
 from analysis.laws.bootstrap import Bootstrap, bootstrap_fit, percentile_ci
 from analysis.laws.core import compute_optimal
 from analysis.laws.fit import Fit, fit_joint, term_phrase
-from analysis.tables import RunTable
+from analysis.tables import RunTable, infer_budgets
 from scaling.errors import UserError
 from scaling.fmt import with_ci
 
@@ -260,10 +260,12 @@ def frontier_vs_runs(s: SweepFit) -> dict:
     a little below it), so a best run more than MISFIT (3%, the back-test's threshold) below it
     means the law misfits the sweep there, and multipliers at those losses read the misfit. A
     tolerance from the fit's own residuals would hide exactly the misfits that inflate them
-    (Porian et al.'s tuned constant-lr sweep: best runs 3-5% below at both ends, RMS 3%)."""
+    (Porian et al.'s tuned constant-lr sweep: best runs 3-5% below at both ends, RMS 3%).
+    Budgets are the table's, else clusters of C as in `scaling analyze` (tables.infer_budgets):
+    grouping on exact C would make every run its own budget when C = 6ND varies run to run."""
     t, tol, f = s.table, MISFIT, frontier_params(s.fit.params)
     C = 6.0 * t.N * t.D
-    key = np.where(np.isfinite(t.budget), t.budget, C)
+    key = infer_budgets(t)
     gaps = []
     for k in np.unique(key):
         i = np.flatnonzero(key == k)

@@ -226,6 +226,23 @@ def test_frontier_above_its_own_best_runs_is_flagged(base_fit, shared_data):
     assert "B = tuned const: its fitted frontier lies above its own best run" in line
 
 
+@pytest.mark.parametrize("c_from", ["column", "6ND"])
+def test_budgets_without_a_budget_column_cluster_C_like_analyze(shared_data, c_from):
+    """No budget column: runs are grouped into budgets by clustering C (tables.infer_budgets),
+    not by exact float equality of 6ND, which made nearly every run its own 'budget' (97 on
+    this 12-budget sweep; 27 when D came from a C column)."""
+    rows = [r for r in csv.DictReader((shared_data / "porian2024_isoflop.csv").open())
+            if r["config_id"] == "rw_tuned_short_const_standard_val"
+            and float(r["D"]) >= float(r["N"])]  # fmt: skip
+    N, D, L, Ccol = (np.array([float(r[k]) for r in rows]) for k in ("N", "D", "loss", "C"))
+    C = Ccol if c_from == "column" else 6.0 * N * D
+    nan = np.full(N.size, np.nan)
+    t = RunTable([f"p{i}" for i in range(N.size)], N, D, C, L, nan, [None] * N.size, source="t")
+    f = cmp.frontier_vs_runs(cmp.fit_sweep(t, "tc", n_resamples=5, seed=0))
+    assert (f["n_budgets"], f["n_below"]) == (12, 2)
+    assert f["worst_below"] == pytest.approx(0.048, abs=0.001)
+
+
 def _csv_pair(tmp_path) -> list[str]:
     ta, tb = _table(CHINCHILLA_TRUTH, 1, "a"), _table(_planted(2.0), 2, "b")
     _write_csv(tmp_path / "rope.csv", ta)
