@@ -18,12 +18,14 @@ count once, so `analyze_records`:
   an edge (widening that way would only diverge again); the note says the neighbour diverged;
 - flags an *edge* optimum: the grid's best value is its smallest or largest, or the vertex lies
   outside the grid, or the parabola has no minimum. Widen the axis for those cells;
+- flags a *flat* axis: every value that trained gave the same loss (the axis does not reach the
+  loss: check it is wired); no best value, no edge, and the cell stays out of the law;
 - fits best lr against N and best batch against the planned budget C as power laws (log-log
   least squares, exponent CI from the slope's standard error with Student t on n - 2 degrees of
   freedom, none from 2 cells; cells whose best is on the grid's edge are left out: their best
-  is only a bound), only when the cells span at least MIN_LAW_DECADES of x; otherwise the law
-  is "not fitted" with the reason (three shapes at one budget differ in 6ND by a few percent,
-  which would fit a spurious exponent).
+  is only a bound; so are flat cells), only when the cells span at least MIN_LAW_DECADES of x;
+  otherwise the law is "not fitted" with the reason (three shapes at one budget differ in 6ND
+  by a few percent, which would fit a spurious exponent).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ AXIS_KEYS = ("lr", "lr_factor", "batch", "warmup")
 FIT_AXES = ("lr", "batch")  # fitted on a log scale; warmup: best grid value only
 MIN_LAW_DECADES = 0.3  # as analysis.ablation.MIN_TREND_DECADES: x must span at least 2x
 EDGE = "best grid value at the edge of the grid"
+FLAT = "the loss does not vary along this axis (every value gave the same loss)"
 
 
 @functools.lru_cache(maxsize=64)
@@ -59,7 +62,8 @@ def parabola_optimum(
     when not estimable), a, the points used, and `edge` with its reason. Non-finite y (diverged
     runs) are left out of the fit, and so is every point past one (it bounds the axis); when the
     best finite point's next neighbour diverged, `diverged_next` names that side ("larger" /
-    "smaller") and the point is not an edge.
+    "smaller") and the point is not an edge. When every finite loss is the same, `flat` is True
+    and nothing else is estimated (the grid's first value is no optimum, nor an edge).
     """
     order = np.argsort(x)
     x_all, y_all = np.asarray(x, float)[order], np.asarray(y, float)[order]
@@ -69,6 +73,8 @@ def parabola_optimum(
     xs, ys = x[lo_i:hi_i], y[lo_i:hi_i]
     out: dict[str, Any] = dict(x_grid_best=float(x[i]), x_best=float(x[i]), lo=None, hi=None)
     out |= dict(a=None, n_points=int(xs.size), edge=False, reason="", diverged_next=None)
+    if out.setdefault("flat", _flat(y)):
+        return out | dict(reason=FLAT)
     if x.size > 1 and i in (0, x.size - 1):
         out.update(edge=True, reason=EDGE)
     if side := _diverged_side(x_all, y_all, x[i]):  # a bound, not an edge: widening would diverge
@@ -99,6 +105,12 @@ def parabola_optimum(
         half = t_quantile(0.5 + level / 2, dof, seed) * math.sqrt(max(0.0, float(g @ cov @ g)))
         out["lo"], out["hi"] = float(vertex - half), float(vertex + half)
     return out
+
+
+def _flat(y: np.ndarray) -> bool:
+    """More than one finite loss, all the same (to 1e-12 relative: float noise of one value)."""
+    y = y[np.isfinite(y)]
+    return bool(y.size > 1 and np.ptp(y) <= 1e-12 * float(np.abs(y).max()))
 
 
 def _finite_run(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -223,6 +235,8 @@ def analyze_records(
         laws=_laws(out_groups, level, seed),
         edge_cells=[_label(g) + f" ({a})" for g in out_groups for a, v in g["axes"].items()
                     if v["edge"]],
+        flat_cells=[_label(g) + f" ({a})" for g in out_groups for a, v in g["axes"].items()
+                    if v.get("flat")],
         diverged_next=[_label(g) + f" ({a}: next {v['diverged_next']})" for g in out_groups
                        for a, v in g["axes"].items() if v.get("diverged_next")],
     )  # fmt: skip
@@ -239,12 +253,14 @@ def _axis_result(
         fit = parabola_optimum(np.log10(values), losses, level=level, seed=seed)
         res = dict(best=10 ** fit["x_best"], grid_best=values[j])  # the grid's own value
         res |= dict(lo=_pow10(fit["lo"]), hi=_pow10(fit["hi"]), edge=fit["edge"])
-        res |= {k: fit[k] for k in ("reason", "n_points", "diverged_next")}
+        res |= {k: fit[k] for k in ("reason", "n_points", "diverged_next", "flat")}
     else:
         nums = [v for v in values if isinstance(v, int | float)]
         edge = isinstance(values[j], int | float) and values[j] in (min(nums), max(nums))
+        flat = _flat(losses)
         res = dict(best=values[j], grid_best=values[j], edge=bool(edge and len(values) > 1))
-        res["reason"] = EDGE if res["edge"] else ""
+        res |= dict(edge=res["edge"] and not flat, flat=flat)
+        res["reason"] = FLAT if flat else EDGE if res["edge"] else ""
     res["values"] = values
     res["losses"] = [float(v) if math.isfinite(v) else None for v in losses]
     return res
@@ -274,14 +290,17 @@ def _laws(groups: list[dict], level: float, seed: int) -> dict[str, Any]:
     laws: dict[str, Any] = {}
     for axis, name, what in (("lr", "lr_vs_N", "N"), ("batch", "batch_vs_C", "budgets C")):
         had = [g for g in groups if axis in g["axes"]]
-        use = [g for g in had if not g["axes"][axis]["edge"]]  # an edge best is only a bound
+        # an edge best is only a bound; a flat axis has no best
+        use = [g for g in had if not (g["axes"][axis]["edge"] or g["axes"][axis].get("flat"))]
         if not had:
             continue
         x = [g["N"] if axis == "lr" else float(g["cell"].get("budget") or g["C"]) for g in use]
-        laws[name] = _law(x, [g["axes"][axis]["best"] for g in use], what, level, seed)
-        laws[name]["edge_left_out"] = k = len(had) - len(use)
-        if k and "not_fitted" in laws[name]:
-            laws[name]["not_fitted"] += f"; {k} cells left out: their best is on the grid's edge"
+        laws[name] = law = _law(x, [g["axes"][axis]["best"] for g in use], what, level, seed)
+        law["flat_left_out"] = f = sum(bool(g["axes"][axis].get("flat")) for g in had)
+        law["edge_left_out"] = k = len(had) - len(use) - f
+        why = [f"{k} whose best is on the grid's edge"] * bool(k) + [f"{f} flat"] * bool(f)
+        if why and "not_fitted" in law:
+            law["not_fitted"] += f"; cells left out: {' and '.join(why)}"
     return laws
 
 
@@ -308,21 +327,18 @@ def summary_lines(hp: dict[str, Any]) -> list[str]:
             continue
         ci = f" [{law['lo']:.3g}, {law['hi']:.3g}]" if law.get("lo") is not None else " (no CI)"
         edge = f", {k} edge cells left out" if (k := law.get("edge_left_out")) else ""
+        edge += f", {f} flat cells left out" if (f := law.get("flat_left_out")) else ""
         lines.append(f"  best {y} ~ {x}^{law['exponent']:.3g}{ci} over {law['n']} cells{edge}")
-    if hp["edge_cells"]:
-        lines.append(
-            f"  EDGE: optimum on the grid's edge for {len(hp['edge_cells'])} cell(s): "
-            + ", ".join(hp["edge_cells"][:4])
-            + ("..." if len(hp["edge_cells"]) > 4 else "")
-            + "; widen that axis"
-        )
-    if bounded := hp.get("diverged_next", []):
-        lines.append(
-            f"  DIVERGED NEXT: the best value's neighbour diverged for {len(bounded)} cell(s): "
-            + ", ".join(bounded[:4])
-            + ("..." if len(bounded) > 4 else "")
-            + "; the optimum is bounded by divergence (do not widen that way)"
-        )
+    for key, head, tail in (
+        ("edge_cells", "EDGE: optimum on the grid's edge", "widen that axis"),
+        ("flat_cells", "FLAT: the loss does not vary along the axis",
+         "no best value, left out of the laws (is that axis wired to the run?)"),
+        ("diverged_next", "DIVERGED NEXT: the best value's neighbour diverged",
+         "the optimum is bounded by divergence (do not widen that way)"),
+    ):  # fmt: skip
+        if cells := hp.get(key, []):
+            more = "..." if len(cells) > 4 else ""
+            lines.append(f"  {head} for {len(cells)} cell(s): {', '.join(cells[:4])}{more}; {tail}")
     return lines
 
 
@@ -338,9 +354,13 @@ def markdown(hp: dict[str, Any]) -> str:
     for g in hp["groups"]:
         for axis, v in g["axes"].items():
             ci = f"[{v['lo']:.3g}, {v['hi']:.3g}]" if v.get("lo") is not None else "n/a"
-            best, grid = (f"{x:.3g}" if isinstance(x, float) else str(x)
-                          for x in (v["best"], v["grid_best"]))  # fmt: skip
-            note = "EDGE: " + v["reason"] if v["edge"] else v.get("diverged_next") and v["reason"]
+            shown = ("n/a" if v.get("flat") else v["best"], v["grid_best"])  # flat: no best
+            best, grid = (f"{x:.3g}" if isinstance(x, float) else str(x) for x in shown)
+            note = (
+                "EDGE: " + v["reason"]
+                if v["edge"]
+                else (v.get("diverged_next") or v.get("flat")) and v["reason"]
+            )
             md.append(
                 f"| {_label(g)} | {axis} | {best} | {ci} | {grid} | {note or ''} | "
                 f"{g['loss']:.4f} |"
@@ -349,52 +369,7 @@ def markdown(hp: dict[str, Any]) -> str:
 
 
 def figure(hp: dict[str, Any], out_dir: Path, axis: str = "lr") -> list[str]:
-    """loss vs `axis` (log scale), one line per width (shape), one panel per budget/tokens;
-    the fitted optimum marked, diverged variants as crosses along the top edge. Returns [png]
-    or [] when no cell has that axis."""
-    groups = [g for g in hp["groups"] if axis in g["axes"]]
-    if not groups:
-        return []
-    import matplotlib  # noqa: PLC0415
+    """loss_vs_<axis>.png (analysis.hparams_plot.loss_vs_axis); [] when no cell has that axis."""
+    from analysis.hparams_plot import loss_vs_axis  # noqa: PLC0415 (matplotlib on demand)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from matplotlib.lines import Line2D  # noqa: PLC0415
-
-    def panel_of(g: dict) -> tuple[float, str]:
-        c = g["cell"]
-        if "budget" in c:
-            return float(c["budget"]), f"C={c['budget']:.3g}"
-        if "tokens" in c:
-            return float(c["tokens"]), f"D={c['tokens']:.3g}"
-        return 0.0, f"{c.get('kind', 'all')}"
-
-    panels = sorted({panel_of(g) for g in groups})
-    shapes = sorted({str(g["cell"].get("shape")): g["N"] for g in groups}.items(),
-                    key=lambda kv: kv[1])  # fmt: skip
-    colour = {s: f"C{i % 10}" for i, (s, _) in enumerate(shapes)}  # one colour per shape
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
-        for g in sorted((g for g in groups if panel_of(g) == panel), key=lambda g: g["N"]):
-            v, c = g["axes"][axis], colour[str(g["cell"].get("shape"))]
-            pts = sorted(
-                (x, y) for x, y in zip(v["values"], v["losses"], strict=True) if y is not None
-            )
-            xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, marker="o", ms=3, color=c)
-            if gone := [x for x, y in zip(v["values"], v["losses"], strict=True) if y is None]:
-                ax.plot(gone, [0.96] * len(gone), "x", ms=6, mew=1.5, color=c, clip_on=False,
-                        transform=ax.get_xaxis_transform())  # fmt: skip
-            ax.plot([v["best"]], [min(ys)], marker="*", ms=11, color=c,
-                    markeredgecolor="k" if not v["edge"] else "r")  # fmt: skip
-        ax.set(xscale="log", xlabel=f"peak {axis}" if axis == "lr" else axis, title=panel[1])
-    axes[0][0].set_ylabel("final validation loss")
-    handles = [Line2D([], [], color=colour[s], marker="o", ms=3, label=s) for s, _ in shapes]
-    fig.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
-               title="shape (star: fitted best; red edge: on grid edge;\n"
-                     "x at the top: diverged, no loss)")  # fmt: skip
-    path = Path(out_dir) / f"loss_vs_{axis}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return [str(path)]
+    return loss_vs_axis(hp, out_dir, axis)

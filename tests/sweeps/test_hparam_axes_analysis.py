@@ -190,3 +190,29 @@ def test_the_parabola_does_not_reach_across_a_diverged_lr() -> None:
     assert v["diverged_next"] == "smaller" and not v["edge"] and v["n_points"] == 2
     p = hparams.parabola_optimum([0.0, 1.0, 2.0, 3.0], [1.0, float("nan"), 0.0, 0.5])
     assert p["x_best"] == 2.0 and p["a"] is None  # two points past the gap: no parabola
+
+
+def test_an_axis_with_one_loss_for_every_lr_is_flat_not_an_edge() -> None:
+    """Every lr gave exactly the same loss (the axis never reached the run): no best lr, no
+    'widen that axis' (the grid's first value was reported as an EDGE), and the cell stays out
+    of the lr law; the other shapes still fit it."""
+    recs = []
+    for shape, n in {**SHAPES, "d48": 1.6e5}.items():
+        for lr in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1):
+            cell = dict(kind="isoflop", budget=1e12, shape=shape, seed=0, lr=lr, hp_axes=["lr"])
+            best = 1e-2 * (n / 2e4) ** -0.5
+            loss = 3.25 if shape == "d48" else 3 + 0.1 * math.log10(lr / best) ** 2
+            recs.append(dict(run_id=f"{shape}/{lr}", cell=cell, N_total=n, D=1e12 / (6 * n),
+                             C_6ND=1e12, final_val_loss=loss))  # fmt: skip
+    hp = analyze_records(recs)
+    flat = next(g for g in hp["groups"] if g["cell"]["shape"] == "d48")["axes"]["lr"]
+    assert not flat["edge"] and flat.get("flat") and "does not vary" in flat["reason"]
+    assert hp["edge_cells"] == [] and hp["flat_cells"] == ["C=1e+12/d48/seed0 (lr)"]
+    law = hp["laws"]["lr_vs_N"]
+    assert law["n"] == 3 and law["flat_left_out"] == 1 and law["edge_left_out"] == 0
+    assert law["exponent"] == pytest.approx(-0.5, abs=0.05)
+    text = "\n".join(summary_lines(hp))
+    assert "widen that axis" not in text and "FLAT: the loss does not vary" in text
+    assert "1 flat cells left out" in text
+    row = next(r for r in markdown(hp).splitlines() if r.startswith("| C=1e+12/d48"))
+    assert row.split("|")[3].strip() == "n/a" and "does not vary" in row
