@@ -52,19 +52,6 @@ def figure(a: SweepFit, b: SweepFit, res: dict, out_dir: Path) -> list[str]:
     lo, hi = percentile_ci(mb, level)
     ax2.fill_between(Cg, lo, hi, color="C2", alpha=0.2, lw=0)
     ax2.plot(Cg, m, color="C2", label=f"multiplier of {b.label} over {a.label}")
-    for r in res["multipliers"]:
-        mm = r["multiplier"]
-        if not (np.isfinite(r["C_A"]) and np.isfinite(mm["estimate"])):
-            continue  # a loss at or below a frontier's E: no multiplier to draw
-        ax2.errorbar(
-            r["C_A"],
-            mm["estimate"],
-            yerr=[[mm["estimate"] - mm["lo"]], [max(mm["hi"] - mm["estimate"], 0.0)]],
-            fmt="o",
-            color="k",
-            ms=4,
-            capsize=3,
-        )
     ax2.axhline(1.0, color="k", lw=1)
     ax2.axvline(c_max, color="0.6", ls=":", lw=1)
     ax2.set_xscale("log")
@@ -74,6 +61,7 @@ def figure(a: SweepFit, b: SweepFit, res: dict, out_dir: Path) -> list[str]:
     seen = np.concatenate([m[Cg <= c_max], lo[Cg <= c_max], hi[Cg <= c_max], [1.0]])
     seen = seen[np.isfinite(seen) & (seen > 0)]
     ax2.set_ylim(seen.min() / 3, seen.max() * 3)
+    _multiplier_points(ax2, res["multipliers"])
     for axis in (ax, ax2):
         axis.axvspan(c_max, Cg[-1], color="0.93", lw=0, zorder=0)
         axis.text(0.99, 0.02, "extrapolated", transform=axis.transAxes, ha="right",
@@ -86,6 +74,32 @@ def figure(a: SweepFit, b: SweepFit, res: dict, out_dir: Path) -> list[str]:
     paths = _save(fig, out_dir, "compare")
     plt.close(fig)
     return paths
+
+
+def _multiplier_points(ax, rows: list[dict]) -> None:
+    """Each reported multiplier with its CI. A CI end at 0 or inf (some resamples never reach
+    that loss) is no bound: the point is hollow and that side a dashed line to the axis edge
+    ending in an arrow, so an unbounded multiplier does not pass for a precise one."""
+    y0, y1 = ax.get_ylim()
+    open_ = False
+    for r in rows:
+        mm, x = r["multiplier"], r["C_A"]
+        if not (np.isfinite(x) and np.isfinite(mm["estimate"])):
+            continue  # a loss at or below a frontier's E: no multiplier to draw
+        est, lo, hi = mm["estimate"], mm["lo"], mm["hi"]
+        lo_ok, hi_ok = bool(np.isfinite(lo) and lo > 0), bool(np.isfinite(hi))
+        bounded = lo_ok and hi_ok
+        err = [[est - lo if lo_ok else 0.0], [max(hi - est, 0.0) if hi_ok else 0.0]]
+        ax.errorbar(x, est, yerr=err, fmt="o", color="k", ms=4 if bounded else 6, capsize=3,
+                    mfc="k" if bounded else "none", zorder=4)  # fmt: skip
+        for ok, end, tip in ((lo_ok, y0, "v"), (hi_ok, y1, "^")):
+            if not ok:
+                ax.plot([x, x], [est, end], color="k", ls="--", lw=1, zorder=4)
+                ax.plot([x], [end], marker=tip, color="k", ms=6, clip_on=False, zorder=4)
+        open_ |= not bounded
+    if open_:  # a legend entry (the caller's ax.legend picks it up)
+        ax.plot([], [], color="k", ls="--", marker="o", mfc="none", ms=6,
+                label="hollow, dashed to the edge: CI unbounded (0 or inf)")  # fmt: skip
 
 
 def write(res: dict, a: SweepFit, b: SweepFit, out_dir: Path) -> dict:

@@ -290,3 +290,34 @@ def test_a_loss_below_the_irreducible_loss_says_so(tmp_path, capsys):
     assert json.loads(text)["multipliers"][0]["C_A"] is None
     s = np.array([1.0, 2.0, np.inf, np.inf, np.nan])
     assert cmp._ci(1.0, s, 0.9)["hi"] == np.inf
+
+
+def test_an_unbounded_multiplier_ci_is_drawn_open_not_as_a_bare_dot(
+    base_fit, tmp_path, monkeypatch
+):
+    """A multiplier whose CI is [0, inf] (some resamples never reach that loss) was drawn as a
+    plain dot, which reads as precise; it is now hollow with dashed open ends and a legend
+    entry saying the CI is unbounded. A bounded one stays a filled dot with no such entry."""
+    import matplotlib.pyplot as plt
+
+    from analysis.laws import compare_plot
+
+    b = cmp.fit_sweep(base_fit.table, "again", n_resamples=50, seed=7)
+    res = cmp.compare(base_fit, b, losses=[2.4, 2.2])
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    compare_plot.figure(base_fit, b, res, tmp_path / "bounded")
+    res["multipliers"][1]["multiplier"].update(lo=0.0, hi=float("inf"))
+    compare_plot.figure(base_fit, b, res, tmp_path / "open")
+    monkeypatch.undo()
+    for fig, n_open in zip(figs, (0, 1), strict=True):
+        ax2 = fig.axes[1]
+        dots = [ln for ln in ax2.get_lines() if ln.get_marker() == "o" and len(ln.get_xdata())]
+        hollow = [ln for ln in dots if ln.get_markerfacecolor() == "none"]
+        assert len(dots) == len(res["multipliers"]) == 3 and len(hollow) == n_open
+        labels = [t.get_text() for t in ax2.get_legend().get_texts()]
+        assert any("CI unbounded" in t for t in labels) == bool(n_open)
+    dashed = [ln for ln in figs[1].axes[1].get_lines() if ln.get_linestyle() == "--"]
+    assert len([ln for ln in dashed if len(ln.get_xdata()) == 2]) == 2  # down to 0, up to inf
+    for fig in figs:
+        plt.close(fig)
