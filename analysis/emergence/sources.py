@@ -115,11 +115,12 @@ def curves_from_results(
         fams[str(r.get("family") or r.get("sweep") or "ours")].append(r)
     curves: list[Curve] = []
     dropped: list[str] = []
+    differ: list[str] = []
     for fam, rs in sorted(fams.items()):
         rs = _frontier(best_variants(rs)[0], keys)  # lr/batch variants: the fits' choice
         cells: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
-        chance: dict[tuple, float] = {}
-        majority: dict[tuple, float] = {}
+        chance: dict[tuple, list] = defaultdict(list)  # (rate, items) per eval block
+        majority: dict[tuple, list] = defaultdict(list)
         for r in rs:
             sc = _scale_of(r, keys)
             for task, shot, m in _eval_blocks(r):
@@ -133,19 +134,24 @@ def curves_from_results(
                     cells[(task, metric, shot)][sc].append(
                         (float(val), n, _first(r, LOSS_KEYS), _seed(r), r.get("run_id"))
                     )
-                    ch = _rate(r, "chance", task, metric)
-                    if ch is not None:
-                        chance[(task, metric)] = ch
-                    mj = _rate(r, "majority", task, metric)
-                    if mj is not None:
-                        majority[(task, metric)] = mj
+                    for key, into in (("chance", chance), ("majority", majority)):
+                        if (v := _rate(r, key, task, metric)) is not None:
+                            into[(task, metric)].append((v, n))
         units = {loss_unit_of(r) for r in rs}  # mixed units: the loss axis says none
         unit = units.pop() if len(units) == 1 else None
+        ch = {k: _level(v, f"{fam} chance of {k[0]}/{k[1]}", differ) for k, v in chance.items()}
+        mj = {k: _level(v, f"{fam} majority of {k[0]}/{k[1]}", differ) for k, v in majority.items()}
         for (task, metric, shot), pts in sorted(cells.items()):
-            c = _pool(task, metric, shot, fam, pts, chance.get((task, metric)))
+            c = _pool(task, metric, shot, fam, pts, ch.get((task, metric)))
             c.loss_unit = unit
-            c.majority = majority.get((task, metric)) if c.bounded else None
+            c.majority = mj.get((task, metric)) if c.bounded else None
             curves.append(c)
+    if differ:
+        print(
+            f"  note: runs record different levels for the same task and metric (items dropped "
+            f"for seq_len?): {'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}",
+            file=sys.stderr,
+        )
     if dropped:
         print(
             f"  note: {len(dropped)} non-finite eval score(s) dropped ({', '.join(dropped[:3])}"
@@ -153,6 +159,18 @@ def curves_from_results(
             file=sys.stderr,
         )
     return curves
+
+
+def _level(pairs: list[tuple[float, int]], what: str, differ: list[str]) -> float:
+    """One chance (or majority) level from the runs' (rate, n_items): the item-weighted mean, as
+    the pooled score is item-weighted. Runs that dropped items (too long for seq_len) record
+    their own level; when the levels differ, `differ` gets a line naming the range."""
+    v, w = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], float)
+    if np.ptp(v) <= 1e-12:
+        return float(v[0])  # one level: kept exactly (a weighted mean would round it)
+    mean = float(np.sum(v * w) / w.sum())
+    differ.append(f"{what} {v.min():.4g} to {v.max():.4g}, using the item-weighted {mean:.4g}")
+    return mean
 
 
 EVALS_FORMAT = (

@@ -197,3 +197,29 @@ def test_a_repeated_line_is_one_run_not_two_seeds(tmp_path):
     _write(tmp_path / "results.jsonl", recs + recs)
     curve = next(c for c in curves_from_results(tmp_path) if c.task == "copy")
     assert list(curve.n_seeds) == [1] * len(LOG_C)
+
+
+def test_runs_with_different_chance_levels_pool_item_weighted_with_a_note(tmp_path, capsys):
+    """The larger runs dropped half the copy items (too long for their seq_len) and record
+    chance 0.03 on the 200 left; the smaller ones 0.01 on 400. The curve's chance level was the
+    last record's (0.03) without a word; it is now the item-weighted mean, with a note."""
+    from analysis.emergence.sources import curves_from_results
+
+    rng = np.random.default_rng(5)
+    recs = [_record(rng, i, s) for i in range(len(LOG_C)) for s in (0, 1)]
+    for r in recs[8:]:  # budgets 4..6
+        r["evals"]["chance"]["copy"]["exact_match"] = 0.03
+        for block in r["evals"]["scores"]["copy"].values():
+            block["n_items"] = 200
+    _write(tmp_path / "results.jsonl", recs)
+    curves = curves_from_results(tmp_path / "results.jsonl")
+    want = (0.01 * 8 * 3 * 400 + 0.03 * 6 * 3 * 200) / (8 * 3 * 400 + 6 * 3 * 200)
+    em = [c for c in curves if (c.task, c.metric) == ("copy", "exact_match")]
+    assert len(em) == 3 and all(abs(c.chance - want) < 1e-12 for c in em)
+    assert [c.chance for c in curves if c.task == "add3" and c.metric == "exact_match"] == [
+        0.001
+    ] * 3
+    err = capsys.readouterr().err
+    assert "note: runs record different levels" in err
+    assert "chance of copy/exact_match 0.01 to 0.03, using the item-weighted 0.01545" in err
+    assert "add3" not in err  # the levels that agree say nothing
