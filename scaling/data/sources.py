@@ -287,6 +287,13 @@ def check_split(builder: Any, split: str, text_key: str) -> None:
             f"data.text_key = {text_key!r} is not a feature of {name}; "
             f"it has: {', '.join(features.keys())}"
         )
+    if not _is_text(features[text_key]):
+        text = [k for k, f in features.items() if _is_text(f)]
+        raise UserError(
+            f"data.text_key = {text_key!r} is a {type(features[text_key]).__name__} feature of "
+            f"{name}, not one string per example; set data.text_key to a text feature "
+            f"({', '.join(text) or 'it has none'})"
+        )
     for part in split.split("+"):
         base = part.split("[")[0].split("(")[0].strip()
         if base not in splits:
@@ -302,6 +309,16 @@ def check_split(builder: Any, split: str, text_key: str) -> None:
             f"split {split!r} of {name} cannot be read ({why}); set data.train_split / "
             f"data.val_split to a TFDS split expression such as 'train[:95%]' or 'train+test'"
         ) from e
+
+
+def _is_text(feature: Any) -> bool:
+    """One string (Text, or a scalar string Tensor) per example: what a document can be read
+    from. A number would be read as that many zero bytes, a sequence would not be read at all."""
+    try:
+        kind = np.dtype(feature.np_dtype).kind
+    except (AttributeError, TypeError):  # FeaturesDict and other nested features
+        return False
+    return tuple(feature.shape) == () and kind in "OSU"
 
 
 def _tokenize_split(

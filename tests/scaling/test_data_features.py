@@ -1,0 +1,77 @@
+"""data.text_key must name a feature holding one string per example: a number was read as that
+many zero bytes (a silent corpus of NULs), a sequence crashed with a TypeError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from scaling.config import DataConfig
+from scaling.data import open_dataset
+from scaling.errors import UserError
+
+
+class ScalingMixedFeatures(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A toy dataset with one text feature beside a label, a number and a list of strings."""
+
+    VERSION = tfds.core.Version("0.1.0")
+
+    def _info(self):
+        features = {
+            "body": tfds.features.Text(),
+            "raw": tfds.features.Tensor(shape=(), dtype=np.object_),
+            "label": tfds.features.ClassLabel(num_classes=3),
+            "n": tfds.features.Scalar(dtype=np.int64),
+            "words": tfds.features.Sequence(tfds.features.Text()),
+        }
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(0, 30), "test": self._generate_examples(100, 10)}
+
+    def _generate_examples(self, base, n):
+        for i in range(base, base + n):
+            text = f"document {i} " * 8
+            row = {"body": text, "raw": text.encode(), "label": i % 3, "n": 40 + i, "words": ["a"]}
+            yield i, row
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tfds")
+    ScalingMixedFeatures(data_dir=str(root), file_format="array_record").download_and_prepare()
+    return root
+
+
+def _cfg(data_dir: Path, key: str) -> DataConfig:
+    return DataConfig(
+        dataset="scaling_mixed_features",
+        data_dir=str(data_dir),
+        text_key=key,
+        val_split="test",
+        val_tokens=40,
+        task_mix=0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"), [("label", "ClassLabel"), ("n", "Scalar"), ("words", "Sequence")]
+)
+def test_a_text_key_that_is_not_text_is_one_clear_error(
+    data_dir: Path, key: str, kind: str
+) -> None:
+    with pytest.raises(UserError) as e:
+        open_dataset(_cfg(data_dir, key), 8, progress=False)
+    msg = str(e.value)
+    assert f"data.text_key = {key!r} is a {kind} feature" in msg
+    assert "set data.text_key to a text feature (body, raw)" in msg
+
+
+@pytest.mark.parametrize("key", ["body", "raw"])
+def test_text_and_string_tensor_features_are_read(data_dir: Path, key: str) -> None:
+    d = open_dataset(_cfg(data_dir, key), 8, progress=False)
+    head = np.asarray(d.train_tokens[:12])
+    assert head[0] == 256 and bytes(head[1:10].astype(np.uint8)) == b"document "
