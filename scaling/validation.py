@@ -6,6 +6,7 @@ naming the field and the fix. Re-exported by scaling.config. Never imports JAX.
 from __future__ import annotations
 
 import math
+import re
 
 from scaling.errors import UserError
 from scaling.fileio import warn
@@ -151,6 +152,7 @@ def _check_data(d: DataConfig, m: ModelConfig, e: EvalConfig) -> None:
         )
     if any(not isinstance(p, str) or not p for p in d.paths):
         raise UserError(f"data.paths = {list(d.paths)!r}: give non-empty glob strings")
+    check_disjoint_splits(d.train_split, d.val_split)
 
 
 def _check_eval_and_mesh(e: EvalConfig, mesh: MeshConfig, m: ModelConfig) -> None:
@@ -222,3 +224,57 @@ def validate_mesh(cfg: RunConfig, n_devices: int) -> tuple[int, int, int]:
             f"= {cfg.model.kv_heads}; set mesh.tensor to a divisor of both and data or fsdp to -1"
         )
     return data, fsdp, tensor
+
+
+_SLICE = re.compile(r"^([^\[\]+]+)(?:\[(-?\d*\.?\d*)(%?):(-?\d*\.?\d*)(%?)\])?$")
+
+
+def check_disjoint_splits(train: str, val: str) -> None:
+    """UserError unless validation is held out from training: different splits, or disjoint
+    slices of one (`train[:99%]` and `train[99%:]`), part by part for a union (`a+b`). A slice
+    of the split trained on whole (or overlapping slices) would validate on trained tokens."""
+    for t in train.split("+"):
+        for v in val.split("+"):
+            why, base = _overlap(t.strip(), v.strip())
+            if why:
+                raise UserError(
+                    f"data.train_split = {train!r} and data.val_split = {val!r} {why}; pick a "
+                    f"held-out split, or disjoint slices of one, e.g. data.train_split = "
+                    f"'{base}[:99%]' and data.val_split = '{base}[99%:]'"
+                )
+
+
+def _overlap(train: str, val: str) -> tuple[str, str]:
+    """(why they may overlap, the split's name), or ("", "") when they cannot."""
+    mt, mv = _SLICE.match(train), _SLICE.match(val)
+    if not (mt and mv) or mt.group(1).strip() != mv.group(1).strip():
+        return "", ""  # different splits (or an expression this check does not read)
+    base, rt, rv = mt.group(1).strip(), _range(mt), _range(mv)
+    if rt is None or rv is None or ("*" not in (rt[0], rv[0]) and rt[0] != rv[0]):
+        return (
+            "slice one split in different units (or with negative indices), so their overlap "
+            "cannot be checked",
+            base,
+        )
+    if max(rt[1], rv[1]) < min(rt[2], rv[2]):
+        return "overlap: validation tokens would be trained on", base
+    return "", ""
+
+
+def _range(m: re.Match) -> tuple[str, float, float] | None:
+    """(unit, lo, hi) of a slice: in percent ("%", 100 = the whole split) or in examples ("",
+    open-ended above); the whole split is ("*", 0, inf), which overlaps anything. None for
+    negative example indices, whose position needs the split's size."""
+    lo, lo_pct, hi, hi_pct = m.group(2), m.group(3), m.group(4), m.group(5)
+    if lo is None and hi is None:
+        return ("*", 0.0, math.inf)
+    units = {u for v, u in ((lo, lo_pct), (hi, hi_pct)) if v}
+    if len(units) > 1:
+        return None
+    unit = units.pop() if units else "%"
+    a, b = float(lo) if lo else 0.0, float(hi) if hi else (100.0 if unit else math.inf)
+    if unit == "%":
+        a, b = (a + 100.0 if a < 0 else a), (b + 100.0 if b < 0 else b)
+    elif a < 0 or b < 0:
+        return None
+    return (unit, a, b)

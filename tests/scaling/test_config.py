@@ -111,3 +111,21 @@ def test_base_width_without_mup_is_a_warning_not_an_error(capsys, monkeypatch):
     C.warn_ignored(sp)
     C.warn_ignored(sp)
     assert capsys.readouterr().err == f"warning: {line}\n"  # one line, once
+
+
+@pytest.mark.parametrize(
+    ("train", "val"), [("train", "train"), ("train", "train[:1%]"), ("train[:60%]", "train[50%:]")]
+)
+def test_a_validation_split_overlapping_training_is_refused_at_load(train, val):
+    """Static, like every other data check: `scaling sweep plan` printed a plan (exit 0) for a
+    grid whose every run would stop at startup with this error."""
+    with pytest.raises(UserError, match=r"^data\.train_split = .* and data\.val_split = "):
+        C.load("tiny", [f"data.train_split={train!r}", f"data.val_split={val!r}"])
+    assert C.load("tiny", ["data.train_split='train[:90%]'", "data.val_split='train[90%:]'"])
+
+
+def test_sweep_plan_refuses_a_validation_split_overlapping_training():
+    from sweeps.grid import load_grid, plan_grid
+
+    with pytest.raises(UserError, match=r"data\.val_split = 'train'"):
+        plan_grid(load_grid("demo", ["base.data.val_split=train"]))
