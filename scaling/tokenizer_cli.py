@@ -46,6 +46,12 @@ def _train(args: argparse.Namespace) -> int:
         overrides += [f"data.dataset={TEXT_FILES}", f"data.paths=[{paths}]"]
     if args.vocab > 65536:
         raise UserError(f"--vocab {args.vocab}: token ids are stored as uint16; use <= 65536")
+    if args.vocab < spm.MIN_VOCAB:  # before the corpus is prepared
+        raise UserError(
+            f"--vocab {args.vocab}: needs at least {spm.MIN_VOCAB} (the ids below are reserved)"
+        )
+    if not args.max_mb > 0:  # "up to 0 MB" trained on one whole chunk
+        raise UserError(f"--max-mb {args.max_mb:g}: must be > 0 (MB of text to train on)")
     cfg = C.load(args.config, overrides + ["eval.enabled=false", 'data.tokenizer=""'])
     builder = get_builder(cfg.data, progress=not args.no_progress)
     feature = "text" if cfg.data.dataset == TEXT_FILES else cfg.data.text_key

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -156,5 +157,12 @@ def train_sentencepiece(
             minloglevel=2,
         )
     except RuntimeError as e:
-        raise UserError(f"SentencePiece training failed: {str(e).splitlines()[0][:200]}") from e
+        first = str(e).splitlines()[0]
+        most = re.search(r"Vocabulary size too high \((\d+)\).*<= (\d+)", first)
+        if most:  # the corpus has fewer distinct pieces than asked for
+            raise UserError(
+                f"--vocab {vocab}: this corpus yields at most {most.group(2)} pieces; use "
+                f"--vocab {most.group(2)} or less, or train on more text"
+            ) from e
+        raise UserError(f"SentencePiece training failed: {first[:200]}") from e
     return out_prefix.with_suffix(".model")

@@ -171,3 +171,29 @@ def test_train_reads_data_train_split_and_saves_outside_the_prepared_copy(
     capsys.readouterr()
     assert main([*argv, "--set", 'data.train_split="nosuch"']) == 2
     assert "'nosuch' is not a split" in capsys.readouterr().err
+
+
+def test_train_flag_errors_come_before_the_corpus_and_name_the_fix(
+    tmp_path: Path, corpus: Path, capsys
+) -> None:
+    """--vocab below the reserved ids was refused only after the corpus was prepared; --max-mb 0
+    trained on one chunk ('up to 0 MB'); a vocab the corpus cannot fill printed SentencePiece's
+    internals. Each is one error line naming the flag and the value that works."""
+    data = ["--data", str(corpus / "c" / "argparse.txt"), "--data", str(corpus / "c" / "glob.txt")]
+    tfds_dir = tmp_path / "tfds"
+    base = ["tokenizer", "train", *data, "--set", f'data.data_dir="{tfds_dir}"', "--no-progress"]
+    for extra, want in (
+        (["--vocab", "100"], "error: --vocab 100: needs at least 260"),
+        (["--max-mb", "0"], "error: --max-mb 0: must be > 0"),
+    ):
+        capsys.readouterr()
+        assert main([*base, *extra, "--out", str(tmp_path / "x.model")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(want) and err.count("\n") == 1, err
+    assert not tfds_dir.exists()  # refused before anything was prepared
+    assert main([*base, "--vocab", "60000", "--out", str(tmp_path / "x.model")]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    most = int(err.split("at most ")[1].split()[0])
+    assert err.startswith("error: --vocab 60000: this corpus yields at most") and most < 60000
+    assert main([*base, "--vocab", str(most), "--out", str(tmp_path / "y.model")]) == 0
+    assert spm.get_tokenizer(str(tmp_path / "y.model")).vocab_size == most
