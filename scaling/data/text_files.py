@@ -132,6 +132,7 @@ def iter_documents(files: list[CorpusFile], text_key: str):
             if text.strip():
                 yield f"{i}", text, str(f.path)
             continue
+        text = text.removeprefix("\ufeff")  # a UTF-8 BOM (Windows editors) is not JSON
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue

@@ -150,3 +150,11 @@ def test_fallback_validation_takes_every_copy_of_its_text() -> None:
     assert not {d[1] for d in train} & {d[1] for d in val} and len(train) == 6
     with pytest.raises(UserError, match="same text.*add distinct documents"):
         text_files.split_documents([(f"{i}", texts[0], "x") for i in range(4)])
+
+
+def test_a_jsonl_file_saved_with_a_utf8_bom_is_read(tmp_path: Path) -> None:
+    """Windows editors start UTF-8 files with a BOM; its first line was 'not valid JSON'."""
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "first doc"}\n{"text": "second doc"}\n')
+    docs = [text for _, text, _ in text_files.iter_documents(text_files.scan([path]), "text")]
+    assert docs == ["first doc", "second doc"]
