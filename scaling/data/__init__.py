@@ -42,17 +42,7 @@ def open_dataset(
     kw = dict(progress=progress, label=label, tok=tok)
     train = load_split(builder, cfg.train_split, feature, **kw)
     val = load_split(builder, cfg.val_split, feature, **kw)
-    window = seq_len + 1
-    if train.n_tokens < 2 * window:
-        raise UserError(
-            f"{cfg.dataset} {cfg.train_split} has only {train.n_tokens} tokens, fewer than two "
-            f"windows of model.seq_len + 1 = {window}; use a larger dataset or shorter seq_len"
-        )
-    if val.n_tokens < cfg.val_tokens:
-        raise UserError(
-            f"data.val_tokens = {cfg.val_tokens} but {cfg.dataset} {cfg.val_split} has only "
-            f"{val.n_tokens} tokens; set data.val_tokens <= {val.n_tokens}"
-        )
+    _check_sizes(cfg, seq_len, train.n_tokens, val.n_tokens)
     meta = dict(builder.info.metadata or {})
     info = {
         "dataset": cfg.dataset,
@@ -92,6 +82,29 @@ def open_dataset(
     data.info["val_target_tokens"] = int((targets != tokenizer.PAD).sum())
     data.info["val_target_bytes"] = int(tok.token_bytes()[targets].sum())
     return data
+
+
+def _check_sizes(cfg: DataConfig, seq_len: int, n_train: int, n_val: int) -> None:
+    """UserError unless the training split holds two windows of seq_len + 1 tokens and the
+    validation split data.val_tokens (which must exceed seq_len), naming the values that fit."""
+    longest = min(n_train // 2, n_val) - 1  # the longest seq_len both splits can hold
+    fit = f"set model.seq_len <= {longest}" if longest > 0 else "use a larger dataset"
+    if n_train < 2 * (seq_len + 1):
+        raise UserError(
+            f"{cfg.dataset} {cfg.train_split} has only {n_train} tokens, fewer than two windows "
+            f"of model.seq_len + 1 = {seq_len + 1}; {fit}, or use a larger dataset"
+        )
+    if n_val <= seq_len:  # data.val_tokens must exceed seq_len and fit in the split
+        raise UserError(
+            f"{cfg.dataset} {cfg.val_split} has only {n_val} tokens, but data.val_tokens must "
+            f"exceed model.seq_len = {seq_len}; {fit} (and data.val_tokens <= {n_val}), or set "
+            f"data.val_split to a larger split"
+        )
+    if n_val < cfg.val_tokens:
+        raise UserError(
+            f"data.val_tokens = {cfg.val_tokens} but {cfg.dataset} {cfg.val_split} has only "
+            f"{n_val} tokens; set data.val_tokens <= {n_val}"
+        )
 
 
 def val_bpb(val_loss: float | None, info: dict) -> float | None:

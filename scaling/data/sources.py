@@ -288,7 +288,7 @@ def check_split(builder: Any, split: str, text_key: str) -> None:
             f"it has: {', '.join(features.keys())}"
         )
     if not _is_text(features[text_key]):
-        text = [k for k, f in features.items() if _is_text(f)]
+        text = sorted(k for k, f in features.items() if _is_text(f))
         raise UserError(
             f"data.text_key = {text_key!r} is a {type(features[text_key]).__name__} feature of "
             f"{name}, not one string per example; set data.text_key to a text feature "

@@ -3,12 +3,15 @@ many zero bytes (a silent corpus of NULs), a sequence crashed with a TypeError."
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from scaling import config as C
 from scaling.config import DataConfig
 from scaling.data import open_dataset
 from scaling.errors import UserError
@@ -75,3 +78,22 @@ def test_text_and_string_tensor_features_are_read(data_dir: Path, key: str) -> N
     d = open_dataset(_cfg(data_dir, key), 8, progress=False)
     head = np.asarray(d.train_tokens[:12])
     assert head[0] == 256 and bytes(head[1:10].astype(np.uint8)) == b"document "
+
+
+def test_a_short_validation_split_names_a_seq_len_that_fits(data_dir: Path) -> None:
+    """A validation split shorter than seq_len said 'set data.val_tokens <= n', which the static
+    check then refused ('must exceed model.seq_len'): a circle. It now names the seq_len that
+    fits both splits, and following it opens the dataset with a config that validates."""
+    cfg = dataclasses.replace(_cfg(data_dir, "body"), val_tokens=5000)
+    with pytest.raises(UserError) as e:
+        open_dataset(cfg, 1200, progress=False)
+    msg = str(e.value)
+    assert "but data.val_tokens must exceed model.seq_len = 1200; set model.seq_len <= " in msg
+    seq_len = int(re.search(r"model\.seq_len <= (\d+)", msg)[1])
+    n_val = int(re.search(r"data\.val_tokens <= (\d+)", msg)[1])
+    assert n_val == seq_len + 1
+    fixed = dataclasses.replace(cfg, val_tokens=n_val)
+    C.validate(C.from_dict({"model": {"preset": "cpu-3xs", "seq_len": seq_len}}))
+    assert open_dataset(fixed, seq_len, progress=False).n_val_windows == 1
+    with pytest.raises(UserError, match=r"fewer than two windows .* set model\.seq_len <= "):
+        open_dataset(fixed, 10 * seq_len, progress=False)
