@@ -80,13 +80,20 @@ def _stdlib_digest(config_name: str) -> str:
     return python_source.current_manifest_digest(config)
 
 
-def _checked_data_dir(cfg: DataConfig) -> Path:
-    """`default_data_dir(cfg)`, created if missing; UserError naming data.data_dir when it is a
-    file, or under one, or cannot be created."""
+def _checked_data_dir(cfg: DataConfig, *, create: bool = True) -> Path:
+    """`default_data_dir(cfg)`, created if missing (only when `create`: a dataset prepared
+    here); UserError naming data.data_dir when it is missing (not `create`), a file, or under
+    one, or cannot be created."""
     data_dir = default_data_dir(cfg)
     which = "data.data_dir" if cfg.data_dir else "$SCALING_DATA_DIR (data.data_dir unset)"
     if not cfg.data_dir and not os.environ.get("SCALING_DATA_DIR"):
         which = "the default data.data_dir"
+    if not create and not data_dir.exists():  # a typo: do not make it, say so
+        raise UserError(
+            f"{which} = {str(data_dir)!r} does not exist, so data.dataset = {cfg.dataset!r} "
+            f"is not prepared there; set data.data_dir to the folder given to `tfds build "
+            f"{cfg.dataset.split('/')[0]} --data_dir DIR --file_format array_record`"
+        )
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -103,8 +110,8 @@ def get_builder(cfg: DataConfig, *, progress: bool = True):
     import tensorflow_datasets as tfds
 
     tfds.display_progress_bar(progress and sys.stderr.isatty())
-    data_dir = _checked_data_dir(cfg)
     name = cfg.dataset
+    data_dir = _checked_data_dir(cfg, create=name == TEXT_FILES or _is_embedded(name))
     if name == TEXT_FILES:
         return _prepare_text_files(cfg, data_dir)
     if _is_embedded(name):

@@ -97,3 +97,12 @@ def test_a_short_validation_split_names_a_seq_len_that_fits(data_dir: Path) -> N
     assert open_dataset(fixed, seq_len, progress=False).n_val_windows == 1
     with pytest.raises(UserError, match=r"fewer than two windows .* set model\.seq_len <= "):
         open_dataset(fixed, 10 * seq_len, progress=False)
+
+
+def test_a_data_dir_that_does_not_exist_is_named_and_not_created(tmp_path: Path) -> None:
+    """A typo in data.data_dir for a dataset prepared elsewhere made the folder (empty) and
+    said TFDS could not find the dataset; it now says the folder does not exist."""
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(UserError, match=r"^data\.data_dir = .*such' does not exist.*tfds build"):
+        open_dataset(_cfg(missing, "body"), 8, progress=False)
+    assert not (tmp_path / "no").exists()
