@@ -26,6 +26,7 @@ import numpy as np
 from scaling.config import DataConfig
 from scaling.data import tokenizer
 from scaling.errors import UserError
+from scaling.fileio import warn
 
 EMBEDDED = "python_source"
 TEXT_FILES = "text_files"  # local .txt/.jsonl files (scaling.data.text_files)
@@ -272,7 +273,7 @@ def load_split(
     root = _cache_dir(builder)
     tok_path, idx_path = root / f"{stem}.tokens.u16", root / f"{stem}.docs.npy"
     with _file_lock(root / ".lock"):
-        if not (tok_path.exists() and idx_path.exists()):
+        if not _cache_ok(tok_path, idx_path):
             _tokenize_split(builder, split, text_key, tok_path, idx_path, progress, label, tok)
     if tok_path.stat().st_size == 0:
         raise UserError(
@@ -281,6 +282,25 @@ def load_split(
         )
     tokens = np.memmap(tok_path, dtype=np.uint16, mode="r")
     return Split(tokens=tokens, doc_starts=np.load(idx_path), cache_path=tok_path)
+
+
+def _cache_ok(tok_path: Path, idx_path: Path) -> bool:
+    """Whether both cache files exist and agree: the token file holds exactly the tokens the
+    document index ends at. A truncated copy (an interrupted copy of data_dir) was read as a
+    shorter corpus without a word; it is tokenized again, with a warning."""
+    if not (tok_path.exists() and idx_path.exists()):
+        return False
+    try:
+        starts = np.load(idx_path)
+        want = 2 * int(starts[-1])  # uint16 tokens
+    except (OSError, ValueError, EOFError, IndexError) as e:
+        why = f"its document index is unreadable ({type(e).__name__})"
+    else:
+        if tok_path.stat().st_size == want:
+            return True
+        why = f"{tok_path.stat().st_size} bytes where its index says {want}"
+    warn(f"token cache {tok_path.name} in {tok_path.parent} is damaged ({why}); tokenizing again")
+    return False
 
 
 def check_split(builder: Any, split: str, text_key: str) -> None:

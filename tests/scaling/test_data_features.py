@@ -106,3 +106,22 @@ def test_a_data_dir_that_does_not_exist_is_named_and_not_created(tmp_path: Path)
     with pytest.raises(UserError, match=r"^data\.data_dir = .*such' does not exist.*tfds build"):
         open_dataset(_cfg(missing, "body"), 8, progress=False)
     assert not (tmp_path / "no").exists()
+
+
+def test_a_damaged_token_cache_is_tokenized_again(tmp_path: Path, capsys) -> None:
+    """A truncated token cache (an interrupted copy of data_dir) was memory-mapped as it was: the
+    run trained on part of the corpus, without a word. Now it is rebuilt, with a warning."""
+    ScalingMixedFeatures(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    cfg = _cfg(tmp_path, "body")
+    whole = np.array(open_dataset(cfg, 8, progress=False).train_tokens)
+    (cache,) = tmp_path.rglob("train-*.tokens.u16")
+    (index,) = tmp_path.rglob("train-*.docs.npy")
+    for damage in (
+        lambda: cache.write_bytes(cache.read_bytes()[:1001]),
+        lambda: index.write_bytes(b""),
+    ):
+        damage()
+        capsys.readouterr()
+        again = open_dataset(cfg, 8, progress=False)
+        assert f"token cache {cache.name} " in capsys.readouterr().err
+        np.testing.assert_array_equal(np.asarray(again.train_tokens), whole)
