@@ -18,6 +18,8 @@ BATCHING = "epoch-permuted-windows-v1"  # see scaling.data.packing; bump if the 
 __all__ = [
     "TokenData",
     "check_disjoint_splits",
+    "check_resume",
+    "data_identity",
     "default_data_dir",
     "open_dataset",
     "tokenizer",
@@ -105,6 +107,38 @@ def _check_sizes(cfg: DataConfig, seq_len: int, n_train: int, n_val: int) -> Non
             f"data.val_tokens = {cfg.val_tokens} but {cfg.dataset} {cfg.val_split} has only "
             f"{n_val} tokens; set data.val_tokens <= {n_val}"
         )
+
+
+# What a checkpoint's training stream depends on beyond the run config (which the run id covers):
+# the corpus contents, the tokenizer file and the batching scheme.
+_IDENTITY = ("tfds_name", "manifest_sha256", "n_train_tokens", "tokenizer", "batching")
+
+
+def data_identity(info: dict) -> dict:
+    """The part of `TokenData.info` a resumed run must find unchanged (see `check_resume`)."""
+    return {k: info.get(k) for k in _IDENTITY}
+
+
+def check_resume(saved: dict | None, info: dict, step: int) -> None:
+    """UserError when the checkpoint at `step` was trained on other data than `info` describes
+    (a corpus file edited, a tokenizer retrained at the same path): resuming would continue on
+    a different token stream. Checkpoints written before this was recorded are not checked."""
+    now = data_identity(info)
+    changed = [k for k in _IDENTITY if saved and k in saved and saved[k] != now[k]]
+    if changed:
+        k = changed[0]
+        raise UserError(
+            f"the checkpoint at step {step} was trained on other data: {k} was {saved[k]!r}, "
+            f"now {now[k]!r} ({_why_changed(k)}); restore the data it was trained on, or train "
+            f"into a new --out (or pass --restart to retrain this run from step 0)"
+        )
+
+
+def _why_changed(key: str) -> str:
+    return {
+        "tokenizer": "the data.tokenizer file changed",
+        "batching": "the batching scheme of this version changed",
+    }.get(key, "the corpus changed")
 
 
 def val_bpb(val_loss: float | None, info: dict) -> float | None:
