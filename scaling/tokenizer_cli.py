@@ -44,8 +44,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.data:
         paths = ", ".join(f'"{p}"' for p in args.data)
         overrides += [f"data.dataset={TEXT_FILES}", f"data.paths=[{paths}]"]
-    if args.vocab > 65536:
-        raise UserError(f"--vocab {args.vocab}: token ids are stored as uint16; use <= 65536")
+    if args.vocab > spm.MAX_VOCAB:
+        raise UserError(
+            f"--vocab {args.vocab}: token ids are stored as uint16; use <= {spm.MAX_VOCAB}"
+        )
     if args.vocab < spm.MIN_VOCAB:  # before the corpus is prepared
         raise UserError(
             f"--vocab {args.vocab}: needs at least {spm.MIN_VOCAB} (the ids below are reserved)"

@@ -28,6 +28,7 @@ from scaling.errors import UserError
 
 UNK, BOS, EOS, PAD = 0, byte_tok.BOS, byte_tok.EOS, byte_tok.PAD
 MIN_VOCAB = PAD + 2
+MAX_VOCAB = 1 << 16  # ids are stored as uint16
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,12 @@ def get_tokenizer(path: str) -> Tok:
             f"data.tokenizer = {path!r} was not trained by `scaling tokenizer train` (its "
             f"specials are bos {proc.bos_id()}, eos {proc.eos_id()}, pad {proc.pad_id()}; "
             f"need {BOS}, {EOS}, {PAD}); retrain it with that command"
+        )
+    if proc.get_piece_size() > MAX_VOCAB:  # its ids would not fit the uint16 token caches
+        raise UserError(
+            f"data.tokenizer = {path!r} has {proc.get_piece_size()} pieces; token ids are stored "
+            f"as uint16, so at most {MAX_VOCAB}: retrain it with `scaling tokenizer train "
+            f"--vocab {MAX_VOCAB}` (or less)"
         )
     return Tok(f"spm-{digest[:16]}", int(proc.get_piece_size()), str(p.resolve()), digest)
 

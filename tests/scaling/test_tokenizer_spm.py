@@ -197,3 +197,23 @@ def test_train_flag_errors_come_before_the_corpus_and_name_the_fix(
     assert err.startswith("error: --vocab 60000: this corpus yields at most") and most < 60000
     assert main([*base, "--vocab", str(most), "--out", str(tmp_path / "y.model")]) == 0
     assert spm.get_tokenizer(str(tmp_path / "y.model")).vocab_size == most
+
+
+def test_a_model_with_more_ids_than_uint16_is_refused(tmp_path: Path, model: Path) -> None:
+    """A SentencePiece model with our specials but over 65536 pieces (trained elsewhere) was
+    accepted and crashed tokenizing (OverflowError: 65539 out of bounds for uint16)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(model.read_bytes())
+    for i in range(spm.MAX_VOCAB + 1 - len(proto.pieces)):
+        piece = proto.pieces.add()
+        piece.piece, piece.score, piece.type = (
+            f"<extra{i}>",
+            0.0,
+            pb.ModelProto.SentencePiece.USER_DEFINED,
+        )
+    big = tmp_path / "big.model"
+    big.write_bytes(proto.SerializeToString())
+    with pytest.raises(UserError, match=r"has 65537 pieces; .* at most 65536: retrain it"):
+        spm.get_tokenizer(str(big))
