@@ -54,6 +54,8 @@ def _train(args: argparse.Namespace) -> int:
         )
     if not args.max_mb > 0:  # "up to 0 MB" trained on one whole chunk
         raise UserError(f"--max-mb {args.max_mb:g}: must be > 0 (MB of text to train on)")
+    if args.out:
+        _check_out(Path(args.out))  # before the corpus is prepared and the model trained
     cfg = C.load(args.config, overrides + ["eval.enabled=false", 'data.tokenizer=""'])
     builder = get_builder(cfg.data, progress=not args.no_progress)
     feature = "text" if cfg.data.dataset == TEXT_FILES else cfg.data.text_key
@@ -64,8 +66,6 @@ def _train(args: argparse.Namespace) -> int:
     else:  # not inside builder.data_dir: a rebuild of the prepared copy deletes that folder
         root = default_data_dir(cfg.data) / "tokenizers" / builder.info.full_name
         out = root / f"spm-{args.model_type}-{args.vocab}.model"
-    if out.suffix != ".model":
-        raise UserError(f"--out {out}: a SentencePiece model file must end in .model")
     tmp = out.with_name(f".tmp{os.getpid()}-{out.stem}")
     chunks = _doc_chunks(builder, split, feature, int(args.max_mb * 2**20))
     print(
@@ -73,9 +73,13 @@ def _train(args: argparse.Namespace) -> int:
         f"{cfg.data.dataset} {split} (up to {args.max_mb:g} MB) ...",
         file=sys.stderr,
     )
-    model = spm.train_sentencepiece(chunks, tmp, args.vocab, args.model_type)
-    os.replace(model, out)
-    os.replace(tmp.with_suffix(".vocab"), out.with_suffix(".vocab"))
+    try:
+        model = spm.train_sentencepiece(chunks, tmp, args.vocab, args.model_type)
+        os.replace(model, out)
+        os.replace(tmp.with_suffix(".vocab"), out.with_suffix(".vocab"))
+    finally:  # a failed training or move leaves no .tmp files beside --out
+        for left in (tmp.with_suffix(".model"), tmp.with_suffix(".vocab")):
+            left.unlink(missing_ok=True)
     tok = spm.get_tokenizer(str(out))
     print(f"wrote {out} (vocab {tok.vocab_size}, sha256 {tok.sha256[:16]})")
     print(
@@ -83,6 +87,20 @@ def _train(args: argparse.Namespace) -> int:
         f"--set eval.enabled=false"
     )
     return 0
+
+
+def _check_out(out: Path) -> None:
+    """UserError unless `out` can become a model file: ends in .model, is not a directory, and
+    no folder on its way is a file."""
+    if out.suffix != ".model":
+        raise UserError(f"--out {out}: a SentencePiece model file must end in .model")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file path, e.g. {out / 'spm.model'}")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(
+                f"--out {out}: {parent} is a file, not a directory; choose another path"
+            )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

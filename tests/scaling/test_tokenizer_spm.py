@@ -190,8 +190,18 @@ def test_train_flag_errors_come_before_the_corpus_and_name_the_fix(
         assert main([*base, *extra, "--out", str(tmp_path / "x.model")]) == 2
         err = capsys.readouterr().err
         assert err.startswith(want) and err.count("\n") == 1, err
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "dir.model").mkdir()
+    for out, want in (
+        (tmp_path / "afile" / "x.model", "afile is a file, not a directory"),
+        (tmp_path / "dir.model", "dir.model is a directory; give a file path"),
+    ):  # a directory was refused only after training, naming a .tmp file left behind
+        assert main([*base, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --out {out}") and want in err and err.count("\n") == 1
     assert not tfds_dir.exists()  # refused before anything was prepared
     assert main([*base, "--vocab", "60000", "--out", str(tmp_path / "x.model")]) == 2
+    assert not list(tmp_path.glob(".tmp*"))  # the failed training left nothing behind
     err = capsys.readouterr().err.splitlines()[-1]
     most = int(err.split("at most ")[1].split()[0])
     assert err.startswith("error: --vocab 60000: this corpus yields at most") and most < 60000
