@@ -5,7 +5,8 @@ relative to the working directory; `**` recurses). A `.txt` file is one document
 holds one document per line, the string under `data.text_key`. Documents are split into train
 and validation by a hash of their text (5%, `VAL_PER_MILLE`), so the split is stable across
 machines, file orders and renames, and a document never lands in both (a corpus too small for
-any document to hash into validation gives it the text with the smallest hash, every copy).
+any document to hash into validation, or for any to stay in train, gives validation the text
+with the smallest hash, every copy).
 
 The corpus is prepared once into TFDS array_record files through the same `tfds.builder` ->
 `download_and_prepare` -> `as_data_source` path as `python_source`. The builder config's name is
@@ -101,15 +102,17 @@ def is_validation(text: str) -> bool:
 
 def split_documents(docs: list[tuple[str, str, str]]) -> tuple[list, list]:
     """(train, validation) by text hash. A corpus too small for any document to hash into
-    validation gives validation the text with the smallest hash, every copy of it (still a
-    function of the contents alone); UserError below 2 documents, or 2 distinct texts."""
+    validation (or for any to hash into train) gives validation the text with the smallest
+    hash, every copy of it (still a function of the contents alone); UserError below 2
+    documents, or 2 distinct texts."""
     if len(docs) < 2:
         raise UserError(
             f"data.paths: the corpus has {len(docs)} document(s); it needs at least 2 (one for "
             f"validation). Add files, or JSONL lines"
         )
     val = [d for d in docs if is_validation(d[1])]
-    if not val:  # every copy of the chosen text, so none of it stays in train
+    if not val or len(val) == len(docs):  # none (or all) hashed into validation: hold out
+        # one text, every copy of it, so none of it stays in train
         chosen = min(docs, key=lambda d: (_text_hash(d[1]) % 1000, d[1]))[1]
         val = [d for d in docs if d[1] == chosen]
     keys = {d[0] for d in val}

@@ -158,3 +158,15 @@ def test_a_jsonl_file_saved_with_a_utf8_bom_is_read(tmp_path: Path) -> None:
     path.write_bytes(b'\xef\xbb\xbf{"text": "first doc"}\n{"text": "second doc"}\n')
     docs = [text for _, text, _ in text_files.iter_documents(text_files.scan([path]), "text")]
     assert docs == ["first doc", "second doc"]
+
+
+def test_a_corpus_whose_every_text_hashes_into_validation_keeps_one_to_train_on() -> None:
+    """Two distinct documents that both hash into validation were refused as 'all 2 documents
+    of the corpus are the same text'; validation now takes one text (all its copies), as when
+    none hashes there, and train keeps the rest."""
+    texts = [t for t in (f"doc {i}" for i in range(400)) if text_files.is_validation(t)][:2]
+    docs = [(f"{i}", t, "x") for i, t in enumerate([texts[0], texts[1], texts[1]])]
+    train, val = text_files.split_documents(docs)
+    assert len({d[1] for d in val}) == 1 and len(train) + len(val) == 3 and train
+    assert not {d[1] for d in train} & {d[1] for d in val}
+    assert {d[1] for d in text_files.split_documents(docs[::-1])[1]} == {d[1] for d in val}
