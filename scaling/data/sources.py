@@ -1,10 +1,10 @@
 """Find a TFDS text dataset, prepare it if it is ours, and cache its splits as flat token arrays.
 
 Every dataset goes through one path: `tfds.builder(name, data_dir=...)` -> `as_data_source(split)`
--> tokenize each document as BOS + UTF-8 bytes + EOS -> concatenate into one uint16 stream,
+-> tokenize each document as BOS + ids + EOS (bytes, or `data.tokenizer`) -> one uint16 stream,
 cached on disk and memory-mapped afterwards. Only `python_source` (the embedded stdlib corpus)
-is ever prepared here; any other dataset must already be prepared in `data_dir`, because
-nothing is downloaded at run time.
+and `text_files` (your files) are prepared here; any other dataset must already be prepared in
+`data_dir`, because nothing is downloaded at run time.
 """
 
 from __future__ import annotations
