@@ -20,10 +20,9 @@ from scaling.errors import UserError
 CHUNK = 16384  # characters per training "sentence"
 
 
-def _doc_chunks(builder, split: str, text_key: str, max_bytes: int):
+def _doc_chunks(src, text_key: str, max_bytes: int):
     from scaling.data.sources import _doc_text
 
-    src = builder.as_data_source(split=split)
     seen = 0
     for i in range(len(src)):
         text = _doc_text(src[i], text_key).decode("utf-8", errors="replace")
@@ -38,7 +37,13 @@ def _doc_chunks(builder, split: str, text_key: str, max_bytes: int):
 def _train(args: argparse.Namespace) -> int:
     from scaling import config as C
     from scaling.data import spm
-    from scaling.data.sources import TEXT_FILES, check_split, default_data_dir, get_builder
+    from scaling.data.sources import (
+        TEXT_FILES,
+        check_split,
+        data_source,
+        default_data_dir,
+        get_builder,
+    )
 
     overrides = list(args.overrides)
     if args.data:
@@ -67,7 +72,8 @@ def _train(args: argparse.Namespace) -> int:
         root = default_data_dir(cfg.data) / "tokenizers" / builder.info.full_name
         out = root / f"spm-{args.model_type}-{args.vocab}.model"
     tmp = out.with_name(f".tmp{os.getpid()}-{out.stem}")
-    chunks = _doc_chunks(builder, split, feature, int(args.max_mb * 2**20))
+    src = data_source(builder, split)  # UserError: prepared as tfrecord
+    chunks = _doc_chunks(src, feature, int(args.max_mb * 2**20))
     print(
         f"training a {args.model_type} SentencePiece model, vocab {args.vocab}, on "
         f"{cfg.data.dataset} {split} (up to {args.max_mb:g} MB) ...",

@@ -348,6 +348,18 @@ def _is_text(feature: Any) -> bool:
     return tuple(feature.shape) == () and kind in "OSU"
 
 
+def data_source(builder: Any, split: str, label: str = "") -> Any:
+    """`builder.as_data_source(split)`; UserError when it was prepared as tfrecord."""
+    try:
+        return builder.as_data_source(split=split)
+    except NotImplementedError as e:  # prepared as tfrecord: not random-access
+        raise UserError(
+            f"{label or builder.info.full_name}: the prepared files in {builder.data_dir} are "
+            f"not array_record ({str(e).splitlines()[0][:160]}); rebuild them with `tfds build "
+            f"... --file_format array_record`"
+        ) from e
+
+
 def _tokenize_split(
     builder: Any,
     split: str,
@@ -360,15 +372,7 @@ def _tokenize_split(
 ) -> None:
     from tqdm.auto import tqdm
 
-    try:
-        source = builder.as_data_source(split=split)
-    except NotImplementedError as e:  # prepared as tfrecord: not random-access
-        raise UserError(
-            f"{label or builder.info.full_name}: the prepared files in {builder.data_dir} "
-            f"are not array_record "
-            f"({str(e).splitlines()[0][:160]}); rebuild them with `tfds build ... "
-            f"--file_format array_record`"
-        ) from e
+    source = data_source(builder, split, label)
     n_docs = len(source)
     starts = np.zeros(n_docs + 1, dtype=np.int64)
     tmp = tok_path.with_name(tok_path.name + f".tmp{os.getpid()}")

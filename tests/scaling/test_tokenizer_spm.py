@@ -227,3 +227,25 @@ def test_a_model_with_more_ids_than_uint16_is_refused(tmp_path: Path, model: Pat
     big.write_bytes(proto.SerializeToString())
     with pytest.raises(UserError, match=r"has 65537 pieces; .* at most 65536: retrain it"):
         spm.get_tokenizer(str(big))
+
+
+def test_train_on_a_tfrecord_prepared_dataset_is_one_error_line(
+    tmp_path: Path, corpus: Path, monkeypatch, capsys
+) -> None:
+    """`scaling train` refused a dataset prepared as tfrecord (not random-access) with one line;
+    `scaling tokenizer train` crashed on it with a NotImplementedError traceback (writing
+    tfrecord needs TensorFlow, so the refusal is simulated, as in test_data)."""
+    import tensorflow_datasets as tfds
+
+    argv = ["tokenizer", "train", "--vocab", "300", "--data", str(corpus / "c" / "glob.txt")]
+    argv += ["--data", str(corpus / "c" / "heapq.txt"), "--no-progress"]
+    argv += ["--set", f'data.data_dir="{tmp_path}"', "--out", str(tmp_path / "t.model")]
+
+    def refuse(self, split, **kw):
+        raise NotImplementedError("Random access data source for file format tfrecord")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "as_data_source", refuse)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not array_record" in err and err.count("\n") == 1, err
