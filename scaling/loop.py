@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from scaling import distributed, engine, optim, signals
 from scaling import flops as flops_lib
-from scaling.data import check_resume, data_identity
+from scaling.data import data_identity
 from scaling.metrics_log import MetricsLog
 from scaling.model import compute_dtype
 
@@ -127,8 +127,6 @@ class Loop:
         launchers: int = 1,
     ):
         t, m = cfg.train, cfg.model
-        if start:  # before anything is logged: a changed corpus or tokenizer is refused
-            check_resume(meta.get("data"), data.info, start)
         self.cfg, self.eng, self.data, self.out, self.ckpt = cfg, eng, data, out, ckpt
         self.meta, self.warnings, self.run_id, self.t_start = meta, warnings, run_id, t_start
         self.launchers = launchers  # launchers training on this machine (`sweep run --workers`)

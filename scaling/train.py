@@ -33,6 +33,7 @@ from scaling import compile_cache, engine, results, sharding, signals, tracking
 from scaling import config as config_lib
 from scaling.checkpoint import Checkpointer, check_from_step
 from scaling.config import RunConfig
+from scaling.data import check_resume
 from scaling.data.sources import default_data_dir
 from scaling.errors import UserError
 from scaling.fileio import atomic_write, warn
@@ -160,6 +161,8 @@ def _setup(
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.train.keep_checkpoints)
     try:
         state, start, meta, restored = _initial_state(cfg, eng, ckpt, restart, from_step)
+        if start:  # before any tracker opens: a changed corpus or tokenizer is refused
+            check_resume(meta.get("data"), data.info, start)
     except BaseException:
         ckpt.close()
         raise

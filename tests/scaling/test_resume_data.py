@@ -40,12 +40,15 @@ def test_a_resume_on_an_edited_corpus_is_refused(tmp_path: Path) -> None:
     cfg, out = _cfg(tmp_path), tmp_path / "run"
     assert train(cfg, out, progress=False, stop_after=6)["status"] == "stopped"
     before = (out / "metrics.jsonl").read_text()
+    events = sorted(p.name for p in (out / "tensorboard").iterdir())
     doc = tmp_path / "c" / "d3.txt"
     original = doc.read_text()
     doc.write_text(original + "an edit\n")
     with pytest.raises(UserError, match=r"checkpoint at step 4 was trained on other data.*--out"):
         train(cfg, out, progress=False)
     assert (out / "metrics.jsonl").read_text() == before  # refused before anything was logged
+    # ... and before a tracker opened (TensorBoard wrote a new events file with a purge marker)
+    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == events
     doc.write_text(original)  # the data it was trained on: the resume goes on
     r = train(cfg, out, progress=False)
     assert r["status"] == "done" and r["resumed_from_step"] == 4
