@@ -94,8 +94,9 @@ def _ci(point: float, samples: np.ndarray, level: float) -> dict:
     s = np.asarray(samples, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         lo, hi = percentile_ci(s, level) if not np.isnan(s).all() else (np.nan, np.nan)
-    if np.isnan(hi) and np.any(s == np.inf):  # inf - inf in the interpolation: the bound is inf
-        hi = np.inf
+    if np.any(s == np.inf):  # inf - inf in the interpolation (numpy's nan): that bound is inf,
+        # the upper one or, when most resamples never reach the loss, the lower one too
+        lo, hi = (np.inf if np.isnan(x) else x for x in (lo, hi))
     return {
         "estimate": float(point),
         "lo": float(lo),

@@ -292,6 +292,15 @@ def test_a_loss_below_the_irreducible_loss_says_so(tmp_path, capsys):
     assert cmp._ci(1.0, s, 0.9)["hi"] == np.inf
 
 
+def test_a_ci_whose_both_bounds_are_infinite_resamples_reads_inf_not_nan():
+    """When nearly every resample never reaches the loss (C = inf), numpy's percentile puts
+    inf - inf = nan at the lower bound too: it printed 'multiplier 3 [nan, inf]'."""
+    ci = cmp._ci(3.0, np.array([1.0] + [np.inf] * 20), 0.9)
+    assert ci["lo"] == np.inf and ci["hi"] == np.inf
+    ci = cmp._ci(3.0, np.array([1.0, 2.0, np.inf, np.inf, np.inf]), 0.9)
+    assert 1.0 < ci["lo"] < 2.0 and ci["hi"] == np.inf  # a finite bound stays as it was
+
+
 def test_an_unbounded_multiplier_ci_is_drawn_open_not_as_a_bare_dot(
     base_fit, tmp_path, monkeypatch
 ):
