@@ -231,9 +231,11 @@ def time_left(
     cells = plan_cells(plan) if timed else None
     if not cells:
         return None, 0
-    kinds = [str(r.get("device_kind", "")) for r in timed]
+    kinds = [str(r["device_kind"]) for r in timed if r.get("device_kind")]
+    if not kinds:  # rows that name no device (a train_fn that records none): nothing to calibrate
+        return None, 0
     kind = max(set(kinds), key=kinds.count)
-    count = next(int(r.get("n_devices") or 1) for r in timed if r.get("device_kind") == kind)
+    count = next(int(r.get("n_devices") or 1) for r in timed if str(r.get("device_kind")) == kind)
     parts = estimate_parts(cells, (kind, count))
     calib = calibrate(cells, parts, timed, (kind, count), "")
     if not calib.n_runs:

@@ -74,3 +74,18 @@ def test_status_text_table_keeps_its_formatted_columns(tmp_path: Path, capsys) -
     assert "owner launcher-a" in line and f"{left[0].c_exact:.3g}" in line
     partial = next(x for x in out.splitlines() if x.startswith(left[1].run_id))
     assert "partial, resumes at step 10" in partial
+
+
+def test_status_with_finished_runs_that_name_no_device(tmp_path: Path, capsys) -> None:
+    """Finished rows with "device_kind": null (a train_fn that records none) made the time left
+    a StopIteration traceback: the model was looked up for the kind "None", then no row matched
+    it. They now fall back to the finished runs' FLOP rate."""
+    plan, root, left = _sweep(tmp_path)
+    path = root / "results.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    path.write_text("".join(json.dumps(r | {"device_kind": None}) + "\n" for r in rows))
+    assert main(["sweep", "status", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["counts"]["done"] == 2 and isinstance(data["eta_s"], float)
+    assert main(["sweep", "status", str(root)]) == 0
+    assert "left by the FLOP rate of the 2 finished run(s)" in capsys.readouterr().out
