@@ -160,10 +160,9 @@ class Checkpointer:
         try:
             self._manager.close()
         except Exception as e:  # noqa: BLE001
-            text = (str(e).splitlines() or [""])[0][:300]
             warn(
-                f"Orbax's checkpoint manager of {self.directory} failed to stop "
-                f"({type(e).__name__}: {text}); every checkpoint was saved before"
+                f"Orbax's checkpoint manager of {self.directory} failed to stop ({_reason(e)}); "
+                "every checkpoint was saved before"
             )
 
     # ------------------------------------------------------------------ restore

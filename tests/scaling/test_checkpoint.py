@@ -270,6 +270,26 @@ def test_close_leaves_no_orbax_thread_running(tmp_path: Path) -> None:
         assert not alive, alive
 
 
+def test_a_manager_that_fails_to_stop_warns_without_the_tensorstore_dump(
+    tmp_path: Path, capsys
+) -> None:
+    """close()'s warning formatted the error itself, so TensorStore's spec dump ('See full
+    TensorStore details: <bound method ...>') reached the line, which `_reason` strips."""
+    ck = Checkpointer(tmp_path / "a")
+    ck.save(1, {"w": jax.numpy.arange(6.0)})
+    real_close = ck._manager.close
+
+    def close() -> None:
+        real_close()
+        raise ValueError("close failed. See full TensorStore details: <bound method Spec>")
+
+    ck._manager.close = close
+    ck.close()
+    err = capsys.readouterr().err
+    assert "(ValueError: close failed); every checkpoint was saved before" in err, err
+    assert "TensorStore details" not in err
+
+
 def test_a_manager_that_fails_to_stop_after_every_save_is_a_warning(tmp_path: Path, capsys) -> None:
     """Orbax's manager raising in close() after the last save was on disk propagated out of
     the run's clean-up: a finished run lost its result.json to a traceback. Now it is one
