@@ -115,9 +115,11 @@ def _other_basins(obj, res, k: int, **kw) -> tuple[np.ndarray, np.ndarray]:
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.9, axis: int = 0) -> tuple:
-    """Percentile interval (lo, hi) covering ``level`` of the samples (NaNs ignored)."""
+    """Percentile interval (lo, hi) covering ``level`` of the samples (NaNs ignored; a bound
+    that falls between two infinite samples is NaN: inf - inf, without numpy's warning)."""
     q = 100.0 * (1.0 - level) / 2.0
-    lo, hi = np.nanpercentile(samples, [q, 100.0 - q], axis=axis)
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.nanpercentile(samples, [q, 100.0 - q], axis=axis)
     return lo, hi
 
 

@@ -89,10 +89,11 @@ def check_points(n_points: int, n_params: int, what: str) -> None:
         )
 
 
-def check_finite(fit: Fit, what: str) -> Fit:
-    """UserError when the best fit sends a parameter to infinity (the data do not pin it down)."""
+def check_finite(fit: Fit, what: str, unidentified: frozenset[str] = frozenset()) -> Fit:
+    """UserError when the best fit sends a parameter to infinity (the data do not pin it down),
+    other than the ``unidentified`` ones, which are reported without a value anyway."""
     with np.errstate(over="ignore"):
-        bad = [k for k, v in fit.params.items() if not np.isfinite(v)]
+        bad = [k for k, v in fit.params.items() if not np.isfinite(v) and k not in unidentified]
     if bad:
         raise UserError(
             f"{what}: the fit on {fit.n_points} point(s) diverged ({', '.join(bad)} -> infinity): "
@@ -293,7 +294,12 @@ def fit_joint(
     what = "joint law L(N, D)"
     lost = {p for k, why in gone.items() for p in lost_params(k, why)}  # no value to refuse
     names = tuple(k for k in identified if k not in lost)
-    return check_exponents(check_finite(fit, what), what, names)
+    # a term whose exponent the design does not identify (a ladder, one budget) may run its
+    # coefficient off to inf: it is reported without a value, so it is not refused
+    masked = frozenset(
+        p for t in "AB" if TERM_PARAMS[t][1] not in identified for p in TERM_PARAMS[t]
+    )
+    return check_exponents(check_finite(fit, what, masked), what, names)
 
 
 def fit_power(

@@ -12,7 +12,7 @@ import numpy as np
 
 from analysis.design import identified_exponents
 from analysis.laws.bootstrap import Bootstrap, bootstrap_fit, percentile_ci
-from analysis.laws.core import compute_optimal, joint_loss, joint_loss_vec
+from analysis.laws.core import compute_optimal, joint_loss_vec
 from analysis.laws.fit import Fit, fit_joint
 from analysis.laws.forms import design
 from analysis.laws.predictive import Predictor, build_predictor
@@ -111,7 +111,7 @@ def predict_nd(
         "params": float(N),
         "tokens": float(D),
         "flops": 6.0 * N * D,
-        "loss": _ci(pt, joint_loss(boot.params, N, D), level),
+        "loss": _ci(pt, joint_loss_vec(boot.vecs, N, D), level),  # as `pt`: exact at overflow
     }
     if pred is not None:
         out["bootstrap_loss"] = out.pop("loss")
@@ -159,7 +159,7 @@ def backtest(
         Xt = design(N, D)
     pi = predictor.predict(Xt, level)
     pred = joint_loss_vec(fit.vec, N, D)
-    pred_b = joint_loss({k: v[:, None] for k, v in boot.params.items()}, N[None], D[None])
+    pred_b = joint_loss_vec(boot.vecs[:, None, :], N[None], D[None])  # (R, n), as `pred`
     pred_b_lo, pred_b_hi = percentile_ci(pred_b, level)
     ids = np.array(table.run_id)[mask]
     runs = [_held_out_run(i, str(r), N, D, L, pi, pred, pred_b, level) for i, r in enumerate(ids)]

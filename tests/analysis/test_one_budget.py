@@ -96,3 +96,45 @@ def test_compare_on_one_budget_exits_2_and_asks_for_more_budgets(tmp_path, capsy
     assert (
         "error: one: one compute budget" in err and "IsoFLOP sweeps at >= 2 compute budgets" in err
     )
+
+
+def test_one_budget_whose_unidentified_term_runs_off_to_inf_is_still_analyzed():
+    """The design masks A, B, alpha, beta on one budget, yet a fit sending one of them to inf
+    (five real demo runs at one budget: B; a simulated 7-size budget: A) made analyze exit 2
+    ('diverged (B -> infinity) ... add runs'), with numpy's inf - inf warning from its CI."""
+    N = np.array([4160.0, 7776.0, 12416.0, 18080.0, 24768.0])
+    D = np.array([2429952.0, 1350656.0, 869376.0, 608256.0, 450560.0])
+    L = np.array([2.29259609, 2.13882552, 2.13912394, 2.13750499, 2.24790662])
+    demo = RunTable([f"r{i}" for i in range(5)], N, D, 6 * N * D, L, np.full(5, np.nan),
+                    [None] * 5, source="demo")  # fmt: skip
+    s = isoflop_sweep(budgets=(1e19,), n_sizes=7, rng=np.random.default_rng(3))
+    ids = [f"r{i}" for i in range(7)]
+    sim = RunTable(ids, s["N"], s["D"], s["C"], s["loss"], s["budget"], [None] * 7, source="s")
+    for t in (demo, sim):
+        assert detect_design(t).kind == "one_budget"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            res = run_analysis(t, n_resamples=30, holdout=None, intervals=False)
+        assert set(res["unidentified"]) == {"A", "B", "alpha", "beta"}
+        assert res["isoflop_minimum"]["inside_range"]
+        assert np.isfinite(res["params_ci"]["E"]["estimate"])
+
+
+def test_a_prediction_ci_is_read_from_the_resamples_log_space_vectors():
+    """predict --params/--tokens took its point from the log-space vector but its CI from the
+    natural parameters, where a resample's B = exp(huge) over D^beta = inf read inf/inf = nan:
+    on one budget's five demo runs the CI was [nan, nan] with numpy's All-NaN warning."""
+    from analysis.laws.bootstrap import bootstrap_fit
+    from analysis.laws.fit import fit_joint
+    from analysis.laws.predict import predict_nd
+
+    N = np.array([4160.0, 7776.0, 12416.0, 18080.0, 24768.0])
+    D = np.array([2429952.0, 1350656.0, 869376.0, 608256.0, 450560.0])
+    L = np.array([2.29259609, 2.13882552, 2.13912394, 2.13750499, 2.24790662])
+    fit = fit_joint(N, D, L, identified=())
+    boot = bootstrap_fit(fit, [np.log(N), np.log(D)], np.log(L), np.arange(5), n_resamples=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        ci = predict_nd(fit, boot, 1e4, 1e6)["loss"]
+    assert np.isfinite(ci["lo"]) and np.isfinite(ci["hi"]) and ci["lo"] <= ci["hi"]
+    assert 2.0 < ci["estimate"] < 2.3
