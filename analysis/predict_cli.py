@@ -134,7 +134,7 @@ def predict(args: argparse.Namespace) -> int:
                     seed=args.seed,
                 )
                 pred = table_predictor(table, n_resamples=min(args.resamples, 100), seed=args.seed)
-            out["params"] = fit.params
+            out["params"] = _params_json(fit, table, args.holdout)
             out["n_fit"] = n_fit
             out["predictor"] = pred.to_json(args.level)
             if points is not None:
@@ -175,6 +175,20 @@ def _check_budget_target(table, args: argparse.Namespace, points) -> None:
             "a model like the runs with --params N --tokens D (or an --at file with N and D "
             "columns)"
         )
+
+
+def _params_json(fit, table, holdout: str | None) -> dict:
+    """The joint law's parameters, null where the fitted runs' design or a lost term leaves
+    none (`analyze` prints no value for them either: a one-budget A read 7e+31)."""
+    from analysis.design import UNIDENTIFIED, detect_design
+    from analysis.laws.fit import lost_params
+    from analysis.laws.predict import holdout_mask
+
+    fitted = table.subset(~holdout_mask(table, holdout)[0]) if holdout else table
+    gone = set(UNIDENTIFIED.get(detect_design(fitted).kind, ()))
+    for term, why in fit.diagnostics.get("lost_terms", {}).items():
+        gone.update(lost_params(term, why))
+    return {k: None if k in gone else v for k, v in fit.params.items()}
 
 
 def _check_terms(fit, args: argparse.Namespace, points) -> None:

@@ -138,3 +138,19 @@ def test_a_prediction_ci_is_read_from_the_resamples_log_space_vectors():
         ci = predict_nd(fit, boot, 1e4, 1e6)["loss"]
     assert np.isfinite(ci["lo"]) and np.isfinite(ci["hi"]) and ci["lo"] <= ci["hi"]
     assert 2.0 < ci["estimate"] < 2.3
+
+
+def test_predict_json_gives_no_value_for_what_the_design_cannot_identify(tmp_path, capsys):
+    """predict --json printed the one-budget fit's A, B, alpha and beta as numbers, which
+    analyze and its report give no value ('not identified by this design'); they are null."""
+    t = _sweep((1e19,))
+    path = tmp_path / "one.csv"
+    cols = zip(t.N, t.D, t.loss, strict=True)
+    rows = "".join(f"r{i},{n:.17g},{d:.17g},{x:.17g}\n" for i, (n, d, x) in enumerate(cols))
+    path.write_text("name,params,tokens,loss\n" + rows)
+    m = ["--map", "N=params", "--map", "D=tokens", "--map", "run=name", "--map", "loss=loss"]
+    argv = ["predict", "--table", str(path), *m, "--params", "3e8", "--tokens", "5e9"]
+    assert main([*argv, "--resamples", "20", "--json"]) == 0
+    params = json.loads(capsys.readouterr().out)["params"]
+    assert {k for k, v in params.items() if v is None} == {"A", "B", "alpha", "beta"}
+    assert 1.0 < params["E"] < 3.0
