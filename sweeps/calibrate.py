@@ -100,16 +100,16 @@ def calibrate(
             why = f"none of the {len(here)} finished runs in {where} is a cell of this plan"
         return Calibration(where, why_not=why)
     xs = [model[r["run_id"]] for r in used]
-    ys = [float(r["wall_time_s"]) / contention(_launchers(r) or 1, device) for r in used]
+    ys = [float(r["wall_time_s"]) / contention(launchers_of(r) or 1, device) for r in used]
     a, b = _fit(xs, ys)
     err = max(abs(a * f + b * w - y) for (f, w), y in zip(xs, ys, strict=True))
-    shared = sum(1 for r in used if (_launchers(r) or 1) > 1)
-    uncounted = sum(1 for r in used if _launchers(r) is None)
+    shared = sum(1 for r in used if (launchers_of(r) or 1) > 1)
+    uncounted = sum(1 for r in used if launchers_of(r) is None)
     model_s = sum(f + w for f, w in xs)
     return Calibration(where, len(used), sum(ys), model_s, a, b, err, "", shared, uncounted)
 
 
-def _launchers(record: dict[str, Any]) -> float | None:
+def launchers_of(record: dict[str, Any]) -> float | None:
     """How many launchers trained on the machine beside the run (None: not recorded, a run
     recorded before the field existed, or not a number)."""
     n = record.get("launchers")

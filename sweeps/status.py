@@ -123,8 +123,7 @@ def collect(root: Path) -> dict[str, Any]:
         eta, eta_runs = time_left(plan, list(records.values()), fractions, at_once)
         eta_how = "model"
         if eta is None:  # a plan this version cannot rebuild, or a device the model lacks
-            eta, eta_how = _sweep_eta(records.values(), left), "flops"
-            eta = None if eta is None else eta / at_once
+            eta, eta_how = _sweep_eta(records.values(), left, at_once), "flops"
             eta_runs = len(finished_timings(records.values()))
     return dict(
         sweep=plan["sweep"],
@@ -234,15 +233,23 @@ def _loss_str(prog: dict[str, Any]) -> str:
     return " / ".join(parts)
 
 
-def _sweep_eta(records, remaining_flops: float) -> float | None:
-    """Remaining FLOPs at the FLOP rate of the finished runs, one run at a time (None before
-    the first one); `collect` divides it by the runs in flight (launchers, array tasks)."""
+def _sweep_eta(records, remaining_flops: float, at_once: int = 1) -> float | None:
+    """Remaining FLOPs at the FLOP rate of the finished runs (None before the first one), with
+    `at_once` runs in flight (launchers, array tasks): as the time model does (`time_left`),
+    each finished run's time is taken at one launcher's pace (divided by the contention of the
+    launchers it recorded) and the runs in flight are slowed by theirs."""
+    from sweeps.calibrate import launchers_of
+    from sweeps.estimate import contention
+
     done = finished_timings(records)
+    kinds = [str(r["device_kind"]) for r in done if r.get("device_kind")]
+    device = (max(set(kinds), key=kinds.count) if kinds else "cpu", 1)
     flops = sum(float(r.get("C_exact") or 0) for r in done)
-    secs = sum(float(r["wall_time_s"]) for r in done)
+    secs = sum(float(r["wall_time_s"]) / contention(launchers_of(r) or 1, device) for r in done)
     if flops <= 0 or secs <= 0:
         return None
-    return max(0.0, remaining_flops) / (flops / secs)
+    n = max(1, at_once)
+    return max(0.0, remaining_flops) / (flops / secs) * contention(n, device) / n
 
 
 def format_status(info: dict[str, Any]) -> str:

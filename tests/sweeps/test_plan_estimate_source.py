@@ -209,3 +209,37 @@ def test_status_time_left_of_runs_in_flight_carries_their_contention(
             lease.release()
     assert info["eta_at_once"] == 2
     assert info["eta_s"] == pytest.approx(alone * slow / 2)
+
+
+def test_status_flop_rate_fallback_carries_the_same_contention(tmp_path: Path, monkeypatch) -> None:
+    """Where the time model cannot be used (a plan this version cannot rebuild), the time left
+    comes from the finished runs' FLOP rate: it too is taken at one launcher's pace and the runs
+    in flight are slowed by their contention; it divided by the runs in flight alone, so the
+    two paths gave different answers for one sweep."""
+    from sweeps import calibrate
+    from sweeps import registry as R
+    from sweeps.lease import Lease
+    from sweeps.status import collect
+
+    monkeypatch.setattr(estimate, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(calibrate, "plan_cells", lambda plan: None)
+    slow = contention(2, CPU)
+    plan = plan_grid(load_grid("demo"))
+    R.write_plan(tmp_path, plan)
+    done = plan.cells[:10]
+    rows = [
+        dict(run_id=c.run_id, status="done", device_kind="cpu", launchers=2, C_exact=c.c_exact,
+             wall_time_s=c.c_exact / 1e9 * slow)  # 1 GFLOP/s alone, recorded beside another
+        for c in done
+    ]  # fmt: skip
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    alone = sum(c.c_exact for c in plan.cells[10:]) / 1e9
+    assert collect(tmp_path)["eta_s"] == pytest.approx(alone)
+    leases = [Lease(tmp_path / "leases", c.run_id, c.run_id, 120.0) for c in plan.cells[10:12]]
+    try:
+        assert all(lease.acquire() for lease in leases)
+        info = collect(tmp_path)
+    finally:
+        for lease in leases:
+            lease.release()
+    assert info["eta_s"] == pytest.approx(alone * slow / 2)
