@@ -13,8 +13,8 @@ line per check and exits 1 if any fails; `make demo` runs it last. The checks:
   below nominal AND a binomial test rejects the nominal level at 1%).
 A check the study's design cannot answer (analysis.design: the IsoFLOP checks on a size ladder,
 an N x D grid or one budget, the allocation on a ladder or one budget), or one whose analysis did
-not run (Approach 2 skipped, e.g. only one budget with an IsoFLOP minimum), is printed [n/a] with
-the reason, never [ok].
+not run (Approach 2 skipped, e.g. only one of several budgets with an IsoFLOP minimum), is
+printed [n/a] with the reason, never [ok].
 """
 
 from __future__ import annotations

@@ -311,8 +311,9 @@ def _forms(js: dict, lvl: int, kind: str | None) -> list[str]:
         "error calibrated on the rolling back-tests below (split-conformal), added in "
         "quadrature, with parameter noise (run-level bootstrap of each form) as a floor: total "
         "= max(parameter, sqrt(form^2 + extrapolation^2)). They widen with the extrapolation "
-        "distance. (The fine-tuning law's CIs are a bootstrap of its pre-trained runs, "
-        "parameter noise only.) A bootstrap within one law form measures parameter noise only "
+        "distance. (The fine-tuning law's CIs are a bootstrap of its pre-trained runs, or of its "
+        "rows where they name no run: parameter noise only.) A bootstrap within one law form "
+        "measures parameter noise only "
         "(on published sweeps it covered about a quarter of held-out runs at a nominal 90%; "
         "`make validate`).",
         "",

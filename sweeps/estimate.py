@@ -11,8 +11,9 @@ Throughput:
   development machine, JAX CPU, f32: non-negative least squares of the per-run wall times of the
   demo grid's 20 cells of seed 0 run by one launcher (`sweep run demo --set 'seeds=[0]'`, fresh
   compile cache, load average ~2) on [first cell of a shape, 1, steps, FLOPs / rate]: 3.7 s a
-  compile, 0.8 s a run, 2.6 ms a step and the rates below 1.3e5 params at 3.6x those of the
-  earlier fit; worst run off by 3.6 s, total exact (242 s). The evaluation's share of the run
+  compile, 0.8 s a run (0.45 s plus the 0.4 s of evals below), 2.6 ms a step and the rates
+  below 1.3e5 params at 3.6x those of the earlier fit; worst run off by 3.6 s, total exact
+  (242 s). The evaluation's share of the run
   cost is the mean of the runs' own `evals.seconds` (0.4 s). The points at 1.3e5, 1e6 and 5e6
   params are `python -m scaling.bench --config small` (123K params, 39 GFLOP/s) and the same at
   d_model 128 x 4 layers (1.1M, 94 GFLOP/s) and 256 x 6 (6.4M, 113 GFLOP/s), batch 16. The
@@ -28,7 +29,8 @@ Throughput:
   one slowed by the launchers' contention for the cores: one demo launcher keeps
   `CPU_LAUNCHER_CORES` busy (measured: the demo sweep took 879 s with one launcher and 576 s with
   two on the 2-core machine, 2026-12-03, so one launcher's share of 2 cores is 2 x 576 / 879;
-  not re-measured after the throughput work).
+  not re-measured after the throughput work; `sweeps.calibrate` divides a run's measured time
+  by the same factor for the launchers it recorded).
   On a GPU/TPU the launchers share the devices, so N gives no gain in the estimate.
 All of the above models one machine and is never measured on the one it runs on: `sweep plan`
 says so under the plan, and with `--out DIR` calibrates it on DIR's finished runs
