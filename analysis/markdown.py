@@ -313,9 +313,8 @@ def _forms(js: dict, lvl: int, kind: str | None) -> list[str]:
         "= max(parameter, sqrt(form^2 + extrapolation^2)). They widen with the extrapolation "
         "distance. (The fine-tuning law's CIs are a bootstrap of its pre-trained runs, or of its "
         "rows where they name no run: parameter noise only.) A bootstrap within one law form "
-        "measures parameter noise only "
-        "(on published sweeps it covered about a quarter of held-out runs at a nominal 90%; "
-        "`make validate`).",
+        "measures parameter noise only (on published sweeps it covered about a quarter of "
+        "held-out runs at a nominal 90%; `make validate`).",
         "",
         "| form | parameters | AIC | BIC | out-of-sample mean abs log error (longer "
         "extrapolations weigh more) | stack weight |",

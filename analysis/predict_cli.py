@@ -195,13 +195,12 @@ def _check_terms(fit, args: argparse.Namespace, points) -> None:
     """A prediction at a budget needs both the N and the D term: one the data do not identify
     (`fit_joint`'s diagnostics["lost_terms"]: at its bound 0, flat, or only at the smallest size)
     leaves the allocation without a value."""
-    from analysis.laws.fit import term_phrase
+    from analysis.laws.fit import lost_nd
 
     at_budget = args.flops is not None or (points is not None and points.kind == "flops")
-    lost = fit.diagnostics.get("lost_terms", {})
-    if at_budget and (nd := [term_phrase(t, lost[t]) for t in ("A", "B") if t in lost]):
+    if at_budget and (nd := lost_nd(fit)):
         raise UserError(
-            f"{' and '.join(nd)} (the data do not identify it), so the compute-optimal model at a "
+            f"{nd} (the data do not identify it), so the compute-optimal model at a "
             "budget is not identified; add runs that vary N and D over a wider range, or predict "
             "a model with --params N --tokens D"
         )

@@ -23,7 +23,7 @@ import numpy as np
 
 from analysis.laws.bootstrap import Bootstrap, bootstrap_fit, percentile_ci
 from analysis.laws.core import compute_optimal
-from analysis.laws.fit import Fit, fit_joint, term_phrase
+from analysis.laws.fit import Fit, fit_joint, lost_nd
 from analysis.tables import RunTable, infer_budgets
 from scaling.errors import UserError
 from scaling.fmt import with_ci
@@ -70,10 +70,9 @@ def fit_sweep(
     """Joint fit and run-level bootstrap of one sweep; a UserError when the data do not identify
     the N or D term (`lost_terms`: the frontier the multiplier reads then has no value)."""
     fit = fit_joint(table.N, table.D, table.loss, method=method)
-    lost = fit.diagnostics["lost_terms"]
-    if nd := [term_phrase(t, lost[t]) for t in ("A", "B") if t in lost]:
+    if nd := lost_nd(fit):
         raise UserError(
-            f"{label}: {' and '.join(nd)} (the data do not identify it), so the compute-optimal "
+            f"{label}: {nd} (the data do not identify it), so the compute-optimal "
             "frontier, which the multiplier reads, is not identified; compare sweeps that vary N "
             "and D over a wider range"
         )

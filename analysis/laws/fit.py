@@ -174,6 +174,14 @@ def term_phrase(term: str, why: str) -> str:
     return f"the fitted {term} term {LOST_WHY[why].format('N' if term == 'A' else 'D')}"
 
 
+def lost_nd(fit: Fit) -> str:
+    """'' when the joint fit identifies both its N and D terms, else why not, in one phrase
+    ('the fitted A term ... and the fitted B term ...'): without either, no compute-optimal
+    allocation or frontier has a value (`predict --flops`, `compare`)."""
+    lost = fit.diagnostics.get("lost_terms", {})
+    return " and ".join(term_phrase(t, lost[t]) for t in ("A", "B") if t in lost)
+
+
 def check_exponents(fit: Fit, what: str, names: tuple[str, ...] | None = None) -> Fit:
     """UserError when the best fit has an exponent <= 0: a term A/N^alpha with alpha <= 0 grows
     (or stays) with scale, which no scaling law allows; its compute-optimal allocation would be
