@@ -39,6 +39,7 @@ from sweeps.estimate import (
     GPU_EVAL_S,
     contention,
     fmt_seconds,
+    in_flight,
     throughput,
 )
 
@@ -221,7 +222,7 @@ def time_left(
     plan: dict[str, Any], records: list[dict[str, Any]], left: dict[str, float], at_once: int = 1
 ) -> tuple[float | None, int]:
     """Seconds to train what is `left` of each cell (run id -> fraction, 0..1), `at_once` runs
-    at a time on this machine (each slowed by their contention, `estimate.contention`), by the
+    at a time (`estimate.in_flight`: on a CPU each slowed by their contention), by the
     model calibrated on the sweep's finished runs (on the device they ran on), and how many runs
     calibrated it: (None, 0) before the first finished run or on a device the model does not
     know."""
@@ -234,7 +235,7 @@ def time_left(
     kinds = [str(r["device_kind"]) for r in timed if r.get("device_kind")]
     if not kinds:  # rows that name no device (a train_fn that records none): nothing to calibrate
         return None, 0
-    kind = max(set(kinds), key=kinds.count)
+    kind = max(sorted(set(kinds)), key=kinds.count)  # ties: not by set order
     count = next(int(r.get("n_devices") or 1) for r in timed if str(r.get("device_kind")) == kind)
     parts = estimate_parts(cells, (kind, count))
     calib = calibrate(cells, parts, timed, (kind, count), "")
@@ -242,5 +243,4 @@ def time_left(
         return None, 0
     secs = calib.apply(parts)
     alone = sum(s * left.get(c.run_id, 0.0) for c, s in zip(cells, secs, strict=True) if s)
-    n = max(1, at_once)
-    return alone * contention(n, (kind, count)) / n, calib.n_runs
+    return alone * in_flight(at_once, (kind, count)), calib.n_runs

@@ -185,6 +185,14 @@ def contention(launchers: float, device: tuple[str, int], cores: int | None = No
     return float(launchers)  # they share the accelerators
 
 
+def in_flight(runs: int, device: tuple[str, int]) -> float:
+    """Wall seconds per second of one-launcher work with `runs` in flight (`sweep status`): on a
+    CPU they share its cores (`contention`); on accelerators they are taken as the tasks of an
+    array, each on its own devices (`sweep run --workers` is for CPUs: keep 1 on one GPU)."""
+    n = max(1, runs)
+    return (contention(n, device) if device[0].lower() == "cpu" else 1.0) / n
+
+
 def wall_seconds(
     per_cell: Sequence[float], workers: int, device: tuple[str, int], cores: int | None = None
 ) -> float:

@@ -239,17 +239,16 @@ def _sweep_eta(records, remaining_flops: float, at_once: int = 1) -> float | Non
     each finished run's time is taken at one launcher's pace (divided by the contention of the
     launchers it recorded) and the runs in flight are slowed by theirs."""
     from sweeps.calibrate import launchers_of
-    from sweeps.estimate import contention
+    from sweeps.estimate import contention, in_flight
 
     done = finished_timings(records)
     kinds = [str(r["device_kind"]) for r in done if r.get("device_kind")]
-    device = (max(set(kinds), key=kinds.count) if kinds else "cpu", 1)
+    device = (max(sorted(set(kinds)), key=kinds.count) if kinds else "cpu", 1)
     flops = sum(float(r.get("C_exact") or 0) for r in done)
     secs = sum(float(r["wall_time_s"]) / contention(launchers_of(r) or 1, device) for r in done)
     if flops <= 0 or secs <= 0:
         return None
-    n = max(1, at_once)
-    return max(0.0, remaining_flops) / (flops / secs) * contention(n, device) / n
+    return max(0.0, remaining_flops) / (flops / secs) * in_flight(at_once, device)
 
 
 def format_status(info: dict[str, Any]) -> str:
