@@ -250,6 +250,8 @@ def _overlap(train: str, val: str) -> tuple[str, str]:
     if not (mt and mv) or mt.group(1).strip() != mv.group(1).strip():
         return "", ""  # different splits (or an expression this check does not read)
     base, rt, rv = mt.group(1).strip(), _range(mt), _range(mv)
+    if _apart_in_examples(mt, mv):  # e.g. `train[:-1000]` and `train[-1000:]`
+        return "", ""
     if rt is None or rv is None or ("*" not in (rt[0], rv[0]) and rt[0] != rv[0]):
         return (
             "slice one split in different units (or with negative indices), so their overlap "
@@ -278,3 +280,23 @@ def _range(m: re.Match) -> tuple[str, float, float] | None:
     elif a < 0 or b < 0:
         return None
     return (unit, a, b)
+
+
+def _apart_in_examples(mt: re.Match, mv: re.Match) -> bool:
+    """Whether two example slices are disjoint whatever the split's size: each bound is a
+    position from the start (>= 0) or from the end (< 0), and one bound is known to lie at or
+    before another when both count from the same end (or one is the split's start or end)."""
+    if mt.group(3) or mt.group(5) or mv.group(3) or mv.group(5) or None in (mt[2], mv[2]):
+        return False  # a percent bound, or a whole split (which overlaps anything)
+
+    def bounds(m: re.Match) -> tuple[tuple[int, float], tuple[int, float]]:
+        def pos(v: str, open_at: tuple[int, float]) -> tuple[int, float]:
+            return open_at if not v else (1, float(v)) if float(v) < 0 else (0, float(v))
+
+        return pos(m.group(2), (0, 0.0)), pos(m.group(4), (1, 0.0))
+
+    def at_or_before(a: tuple[int, float], b: tuple[int, float]) -> bool:
+        return a == (0, 0.0) or b == (1, 0.0) or (a[0] == b[0] and a[1] <= b[1])
+
+    (lt, ht), (lv, hv) = bounds(mt), bounds(mv)
+    return at_or_before(ht, lv) or at_or_before(hv, lt)

@@ -279,6 +279,10 @@ def test_tfrecord_prepared_dataset_is_a_user_error(tmp_path, monkeypatch):
         ("train[:1000]", "train[1000:]", True),
         ("train[-1%:]", "train[:99%]", True),
         ("train[:50%]+test", "train[50%:]", True),
+        ("train[:-1000]", "train[-1000:]", True),  # the last 1000: it was refused as unchecked
+        ("train[-2000:-1000]", "train[-1000:]", True),
+        ("train[:-500]", "train[-1000:]", False),
+        ("train[:1000]", "train[-1000:]", False),  # apart only if the split holds >= 2000
         ("train", "train", False),
         ("train", "train[:1%]", False),  # a slice of the split trained on whole: it passed
         ("train[:90%]", "train", False),
