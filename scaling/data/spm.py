@@ -171,5 +171,11 @@ def train_sentencepiece(
                 f"--vocab {vocab}: this corpus yields at most {most.group(2)} pieces; use "
                 f"--vocab {most.group(2)} or less, or train on more text"
             ) from e
+        least = re.search(r"smaller than required_chars\. \d+ vs (\d+)", first)
+        if least:  # every distinct character (and each special and byte) needs an id
+            raise UserError(
+                f"--vocab {vocab}: this corpus needs {least.group(1)} ids for its distinct "
+                f"characters, the specials and the 256 bytes; use --vocab {least.group(1)} or more"
+            ) from e
         raise UserError(f"SentencePiece training failed: {first[:200]}") from e
     return out_prefix.with_suffix(".model")

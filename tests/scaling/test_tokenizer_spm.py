@@ -129,6 +129,12 @@ def test_tokenizer_errors(tmp_path: Path, model: Path) -> None:
         spm.get_tokenizer(str(tmp_path / "missing.model"))
     with pytest.raises(UserError, match="needs at least 260"):
         spm.train_sentencepiece(iter(["abc"]), tmp_path / "x", 100)
+    many = "".join(chr(0x4E00 + i) for i in range(200))  # 200 distinct characters
+    with pytest.raises(
+        UserError,
+        match=r"^--vocab 300: this corpus needs (\d+) ids for its distinct .*--vocab \1 or more$",
+    ):
+        spm.train_sentencepiece(iter([many] * 4), tmp_path / "few", 300)  # SentencePiece's line
     (tmp_path / "junk.model").write_bytes(b"not a model")
     with pytest.raises(UserError, match="not a SentencePiece model.*scaling tokenizer train"):
         spm.get_tokenizer(str(tmp_path / "junk.model"))
