@@ -90,17 +90,18 @@ def _check_sizes(cfg: DataConfig, seq_len: int, n_train: int, n_val: int) -> Non
     """UserError unless the training split holds two windows of seq_len + 1 tokens and the
     validation split data.val_tokens (which must exceed seq_len), naming the values that fit."""
     longest = min(n_train // 2, n_val) - 1  # the longest seq_len both splits can hold
-    fit = f"set model.seq_len <= {longest}" if longest > 0 else "use a larger dataset"
+    fit = f"set model.seq_len <= {longest}" if longest > 0 else ""  # none fits: only more data
     if n_train < 2 * (seq_len + 1):
         raise UserError(
             f"{cfg.dataset} {cfg.train_split} has only {n_train} tokens, fewer than two windows "
-            f"of model.seq_len + 1 = {seq_len + 1}; {fit}, or use a larger dataset"
+            f"of model.seq_len + 1 = {seq_len + 1}; {fit + ', or ' if fit else ''}use a larger "
+            f"dataset"
         )
     if n_val <= seq_len:  # data.val_tokens must exceed seq_len and fit in the split
+        fit = f"{fit} (and data.val_tokens <= {n_val}), or " if fit else "use a larger dataset or "
         raise UserError(
             f"{cfg.dataset} {cfg.val_split} has only {n_val} tokens, but data.val_tokens must "
-            f"exceed model.seq_len = {seq_len}; {fit} (and data.val_tokens <= {n_val}), or set "
-            f"data.val_split to a larger split"
+            f"exceed model.seq_len = {seq_len}; {fit}set data.val_split to a larger split"
         )
     if n_val < cfg.val_tokens:
         raise UserError(

@@ -125,3 +125,18 @@ def test_a_damaged_token_cache_is_tokenized_again(tmp_path: Path, capsys) -> Non
         again = open_dataset(cfg, 8, progress=False)
         assert f"token cache {cache.name} " in capsys.readouterr().err
         np.testing.assert_array_equal(np.asarray(again.train_tokens), whole)
+
+
+def test_a_split_no_seq_len_fits_names_one_fix_once() -> None:
+    """With no seq_len that fits, the fix read 'use a larger dataset, or use a larger dataset',
+    and a one-token validation split 'use a larger dataset (and data.val_tokens <= 1)'."""
+    from scaling.data import _check_sizes
+
+    cfg = C.load("tiny").data
+    for n_train, n_val, want in (
+        (2, 100, "; use a larger dataset"),
+        (100, 1, "; use a larger dataset or set data.val_split to a larger split"),
+    ):
+        with pytest.raises(UserError) as e:
+            _check_sizes(cfg, 16, n_train, n_val)
+        assert str(e.value).endswith(want) and str(e.value).count("larger dataset") == 1
