@@ -73,7 +73,7 @@ def parabola_optimum(
     xs, ys = x[lo_i:hi_i], y[lo_i:hi_i]
     out: dict[str, Any] = dict(x_grid_best=float(x[i]), x_best=float(x[i]), lo=None, hi=None)
     out |= dict(a=None, n_points=int(xs.size), edge=False, reason="", diverged_next=None)
-    if out.setdefault("flat", _flat(y)):
+    if out.setdefault("flat", _flat(y_all)):
         return out | dict(reason=FLAT)
     if x.size > 1 and i in (0, x.size - 1):
         out.update(edge=True, reason=EDGE)
@@ -108,9 +108,11 @@ def parabola_optimum(
 
 
 def _flat(y: np.ndarray) -> bool:
-    """More than one finite loss, all the same (to 1e-12 relative: float noise of one value)."""
-    y = y[np.isfinite(y)]
-    return bool(y.size > 1 and np.ptp(y) <= 1e-12 * float(np.abs(y).max()))
+    """More than one loss, every one finite and all the same (to 1e-12 relative: float noise of
+    one value). A value that diverged shows the axis reaches the run: not flat."""
+    if y.size < 2 or not np.all(np.isfinite(y)):
+        return False
+    return bool(np.ptp(y) <= 1e-12 * float(np.abs(y).max()))
 
 
 def _finite_run(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -216,3 +216,15 @@ def test_an_axis_with_one_loss_for_every_lr_is_flat_not_an_edge() -> None:
     assert "1 flat cells left out" in text
     row = next(r for r in markdown(hp).splitlines() if r.startswith("| C=1e+12/d48"))
     assert row.split("|")[3].strip() == "n/a" and "does not vary" in row
+
+
+def test_an_axis_flat_only_up_to_a_divergence_is_not_flat() -> None:
+    """FLAT was judged on the best value's finite run alone: 3.0, 3.0, diverged, 3.5 was 'every
+    value gave the same loss', and a diverged neighbour (the axis plainly reaches the run) was
+    hidden behind FLAT instead of reported as DIVERGED NEXT."""
+    x = [-4.0, -3.5, -3.0, -2.5]
+    varies = hparams.parabola_optimum(x, [3.0, 3.0, math.nan, 3.5])
+    assert not varies["flat"] and "does not vary" not in varies["reason"]
+    bounded = hparams.parabola_optimum(x[:3], [math.nan, 3.0, 3.0])
+    assert not bounded["flat"] and bounded["diverged_next"] == "smaller"
+    assert hparams.parabola_optimum(x[:2], [3.0, 3.0])["flat"]  # every value trained, one loss
