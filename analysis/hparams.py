@@ -18,8 +18,9 @@ count once, so `analyze_records`:
   an edge (widening that way would only diverge again); the note says the neighbour diverged;
 - flags an *edge* optimum: the grid's best value is its smallest or largest, or the vertex lies
   outside the grid, or the parabola has no minimum. Widen the axis for those cells;
-- flags a *flat* axis: every value that trained gave the same loss (the axis does not reach the
-  loss: check it is wired); no best value, no edge, and the cell stays out of the law;
+- flags a *flat* axis: every value trained (none diverged) and gave the same loss (the axis
+  does not reach the loss: check it is wired); no best value, no edge, and the cell stays out
+  of the law;
 - fits best lr against N and best batch against the planned budget C as power laws (log-log
   least squares, exponent CI from the slope's standard error with Student t on n - 2 degrees of
   freedom, none from 2 cells; cells whose best is on the grid's edge are left out: their best
