@@ -29,7 +29,7 @@ import itertools
 
 import numpy as np
 
-from analysis.laws.core import HUBER_DELTA, LogHuberObjective
+from analysis.laws.core import HUBER_DELTA, LogHuberObjective, joint_from_vec
 
 LN6 = float(np.log(6.0))
 
@@ -134,14 +134,7 @@ class Chinchilla(Form):
         return LogHuberObjective([X["lnN"], X["lnD"]], logL, weights, delta)
 
     def natural(self, v):
-        v = np.asarray(v, dtype=np.float64)
-        return {
-            "E": np.exp(v[..., 0]),
-            "A": np.exp(v[..., 1]),
-            "B": np.exp(v[..., 2]),
-            "alpha": v[..., 3],
-            "beta": v[..., 4],
-        }
+        return joint_from_vec(v)  # the joint law's own vector: one conversion for both
 
     def starts(self):
         g = itertools.product(
