@@ -196,6 +196,7 @@ def entry() -> None:
     the process ends without running exit hooks: third-party ones (event-file writers, worker
     pools) would only fail again on the same disk and print their tracebacks after our line;
     everything that matters was written atomically or is resumable."""
+    signals.ignore_after_exit_hooks()
     try:
         code = main(restore_signals=False)
     except signals.Interrupted as e:  # a first signal in the instant after main's own handlers

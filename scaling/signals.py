@@ -205,6 +205,23 @@ def exit_quietly(code: int) -> None:
             signal.signal(sig, lambda signum, frame: os._exit(code))
 
 
+def ignore_after_exit_hooks() -> None:
+    """Call first thing in a CLI process: once every later-registered exit hook has run (exit
+    hooks run last-registered first), SIGINT and SIGTERM are ignored. Python puts their system
+    defaults back while it finalizes its modules, after `exit_quietly`'s handlers can act: a
+    Ctrl-C in that last instant killed the process by the signal (exit -2, seen once in `make
+    faults`, after the one line was printed) instead of ending it with the code chosen. Nothing
+    that could hang runs that late, so ignoring is safe."""
+    import atexit
+
+    def ignore() -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+
+    atexit.register(ignore)
+
+
 def requested() -> int | None:
     """The first signal received (signum), or None."""
     return _received[0] if _received else None

@@ -264,3 +264,24 @@ def test_an_interrupt_while_the_tracker_opens_still_closes_the_checkpointer(tmp_
     with pytest.raises(signals.Interrupted):
         train_mod.train(cfg, tmp_path / "run", progress=False)
     assert closed == [True]
+
+
+def test_signals_are_ignored_once_the_exit_hooks_have_run() -> None:
+    """Python puts SIGINT/SIGTERM's system defaults back while it finalizes its modules: a
+    Ctrl-C in that instant, after the CLI's one line and exit code, killed the process by the
+    signal (exit -2, seen once in `make faults`). After the exit hooks that `entry` runs behind
+    (`signals.ignore_after_exit_hooks`), a signal is ignored: this child sends itself SIGINT
+    from the last exit hook and still exits with its own code."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, os, signal, sys\n"
+        "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))  # runs after ours\n"
+        "from scaling import signals\n"
+        "signals.ignore_after_exit_hooks()\n"
+        "sys.exit(7)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 7, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and "KeyboardInterrupt" not in r.stderr, r.stderr
