@@ -218,6 +218,17 @@ def plan_cells(plan: dict[str, Any]) -> list[Any] | None:
         return None
 
 
+def finished_device(timed: list[dict[str, Any]]) -> tuple[str, int] | None:
+    """(kind, count) of the device most of the finished runs `timed` ran on (ties by name, not
+    set order), or None when none names its device."""
+    kinds = [str(r["device_kind"]) for r in timed if r.get("device_kind")]
+    if not kinds:
+        return None
+    kind = max(sorted(set(kinds)), key=kinds.count)
+    count = next(int(r.get("n_devices") or 1) for r in timed if str(r.get("device_kind")) == kind)
+    return kind, count
+
+
 def time_left(
     plan: dict[str, Any], records: list[dict[str, Any]], left: dict[str, float], at_once: int = 1
 ) -> tuple[float | None, int]:
@@ -232,11 +243,10 @@ def time_left(
     cells = plan_cells(plan) if timed else None
     if not cells:
         return None, 0
-    kinds = [str(r["device_kind"]) for r in timed if r.get("device_kind")]
-    if not kinds:  # rows that name no device (a train_fn that records none): nothing to calibrate
+    device = finished_device(timed)
+    if device is None:  # rows that name no device (a train_fn that records none): nothing to do
         return None, 0
-    kind = max(sorted(set(kinds)), key=kinds.count)  # ties: not by set order
-    count = next(int(r.get("n_devices") or 1) for r in timed if str(r.get("device_kind")) == kind)
+    kind, count = device
     parts = estimate_parts(cells, (kind, count))
     calib = calibrate(cells, parts, timed, (kind, count), "")
     if not calib.n_runs:

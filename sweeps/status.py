@@ -238,12 +238,11 @@ def _sweep_eta(records, remaining_flops: float, at_once: int = 1) -> float | Non
     `at_once` runs in flight (launchers, array tasks): as the time model does (`time_left`),
     each finished run's time is taken at one launcher's pace (divided by the contention of the
     launchers it recorded) and the runs in flight are slowed by theirs."""
-    from sweeps.calibrate import launchers_of
+    from sweeps.calibrate import finished_device, launchers_of
     from sweeps.estimate import contention, in_flight
 
     done = finished_timings(records)
-    kinds = [str(r["device_kind"]) for r in done if r.get("device_kind")]
-    device = (max(sorted(set(kinds)), key=kinds.count) if kinds else "cpu", 1)
+    device = finished_device(done) or ("cpu", 1)
     flops = sum(float(r.get("C_exact") or 0) for r in done)
     secs = sum(float(r["wall_time_s"]) / contention(launchers_of(r) or 1, device) for r in done)
     if flops <= 0 or secs <= 0:

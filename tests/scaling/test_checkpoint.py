@@ -270,6 +270,18 @@ def test_close_leaves_no_orbax_thread_running(tmp_path: Path) -> None:
         assert not alive, alive
 
 
+def _stop_then_raise(ck: Checkpointer, exc: Exception) -> None:
+    """Make Orbax's manager of `ck` raise `exc` from close(), after really stopping (so no
+    async save outlives the test)."""
+    real_close = ck._manager.close
+
+    def close() -> None:
+        real_close()
+        raise exc
+
+    ck._manager.close = close
+
+
 def test_a_manager_that_fails_to_stop_warns_without_the_tensorstore_dump(
     tmp_path: Path, capsys
 ) -> None:
@@ -277,13 +289,9 @@ def test_a_manager_that_fails_to_stop_warns_without_the_tensorstore_dump(
     TensorStore details: <bound method ...>') reached the line, which `_reason` strips."""
     ck = Checkpointer(tmp_path / "a")
     ck.save(1, {"w": jax.numpy.arange(6.0)})
-    real_close = ck._manager.close
-
-    def close() -> None:
-        real_close()
-        raise ValueError("close failed. See full TensorStore details: <bound method Spec>")
-
-    ck._manager.close = close
+    _stop_then_raise(
+        ck, ValueError("close failed. See full TensorStore details: <bound method Spec>")
+    )
     ck.close()
     err = capsys.readouterr().err
     assert "(ValueError: close failed); every checkpoint was saved before" in err, err
@@ -297,13 +305,7 @@ def test_a_manager_that_fails_to_stop_after_every_save_is_a_warning(tmp_path: Pa
     state = {"w": jax.numpy.arange(6.0)}
     ck = Checkpointer(tmp_path / "a")
     ck.save(1, state)
-    real_close = ck._manager.close
-
-    def close() -> None:
-        real_close()
-        raise RuntimeError("orbax: handler close failed\ndetail")
-
-    ck._manager.close = close
+    _stop_then_raise(ck, RuntimeError("orbax: handler close failed\ndetail"))
     ck.close()
     err = capsys.readouterr().err
     assert "warning: Orbax's checkpoint manager of" in err and "handler close failed)" in err

@@ -205,6 +205,16 @@ def test_mlflow_resumes_the_run_it_started(tmp_path: Path, monkeypatch) -> None:
     assert first["params"] == {"run_id": "abc", "name": "r"}
 
 
+def _both_fakes(monkeypatch) -> tuple[_FakeMLflow, list]:
+    """W&B and MLflow stand-ins, both tracking (SCALING_TRACK): the MLflow module and W&B's
+    list of finish() exit codes."""
+    fake, finished = _FakeMLflow(), []
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(finished))
+    monkeypatch.setenv(tracking.ENV, "wandb,mlflow")
+    return fake, finished
+
+
 def test_trackers_close_when_the_run_is_interrupted_or_fails(tmp_path: Path, monkeypatch) -> None:
     """A signal or an error in the step loop flushed the trackers but never closed them: W&B's
     finish() and MLflow's end_run() were skipped. Now they record the run killed / failed, and
@@ -213,10 +223,7 @@ def test_trackers_close_when_the_run_is_interrupted_or_fails(tmp_path: Path, mon
 
     from scaling import signals
 
-    fake, finished = _FakeMLflow(), []
-    monkeypatch.setitem(sys.modules, "mlflow", fake)
-    monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(finished))
-    monkeypatch.setenv(tracking.ENV, "wandb,mlflow")
+    fake, finished = _both_fakes(monkeypatch)
     cfg = config.load("tiny", [*FAST_RUN, "train.steps=8", "train.steps_per_dispatch=1"])
     polls = iter(range(10**6))
     with monkeypatch.context() as m:
@@ -301,10 +308,7 @@ def test_a_session_whose_lease_was_taken_over_is_not_closed_finished(
     """A sweep session that stops because another launcher took its lease over (it stalled
     past --lease-ttl) closed W&B and MLflow as finished while the other launcher went on
     logging into the same run. Now it closes them as killed; the run's end finishes them."""
-    fake, finished = _FakeMLflow(), []
-    monkeypatch.setitem(sys.modules, "mlflow", fake)
-    monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(finished))
-    monkeypatch.setenv(tracking.ENV, "wandb,mlflow")
+    fake, finished = _both_fakes(monkeypatch)
     cfg = config.load("tiny", [*FAST_RUN, "train.steps=8", "train.steps_per_dispatch=1"])
     polls = iter(range(10**6))
     lost = train(cfg, tmp_path / "run", progress=False, should_stop=lambda: next(polls) >= 3)
