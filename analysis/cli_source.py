@@ -26,7 +26,8 @@ def source_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=COLUMN",
         help="table column for KEY in N, D, C, loss, budget, run, or any other NAME (an extra "
-        "column for --where/--holdout); repeatable; D = C/(6N) when D is not mapped",
+        "column for --where/--holdout); repeatable; D = C/(6N) when D is not mapped; columns "
+        "named N, loss and D (or C) need no --map",
     )
     p.add_argument(
         "--where",
@@ -95,7 +96,8 @@ def load_source(args: argparse.Namespace):
 
 def filtered(args: argparse.Namespace):
     """The table of --csv or DIR, after --where (not yet --drop-highest)."""
-    from analysis.tables import load_csv, load_results, parse_map
+    from analysis.table_file import load_table, parse_map
+    from analysis.tables import load_results
 
     if args.csv:
         moot = [
@@ -114,7 +116,7 @@ def filtered(args: argparse.Namespace):
                 "N=COLUMN) and name its unit with --loss-unit"
             )
         mapping = parse_map(args.mapping)
-        table = load_csv(args.csv, mapping, loss_unit=args.loss_unit or "nats/token")
+        table = load_table(args.csv, mapping, loss_unit=args.loss_unit or "nats/token")
         if {"C", "D", "N"} <= mapping.keys():
             note_flop_convention(table, "the mapped C")
     elif args.dir:

@@ -12,12 +12,13 @@ from scaling.errors import UserError
 
 
 def _load(src: str, args: argparse.Namespace):
-    from analysis.tables import load_csv, load_results, parse_map
+    from analysis.table_file import load_table, parse_map
+    from analysis.tables import load_results
 
     if src.lower().endswith(".csv"):
         if not args.mapping:
             raise UserError(f"{src} is a CSV: say which columns hold N, loss and C or D (--map)")
-        return load_csv(src, parse_map(args.mapping), loss_unit=args.loss_unit or "nats/token")
+        return load_table(src, parse_map(args.mapping), loss_unit=args.loss_unit or "nats/token")
     if args.mapping:
         raise UserError(f"--map applies to CSV tables only, and {src} is not a .csv file")
     table = load_results(src, n_kind=args.n_kind, flops=args.flops_kind, loss=args.loss_kind)

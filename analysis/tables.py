@@ -14,14 +14,12 @@ Besides the canonical columns every table keeps its other scalar columns in ``Ru
 (CSV/JSONL columns whose names are identifiers, ``--map NAME=COLUMN`` aliases, and for
 results.jsonl every scalar field of a record, nested ones by dotted name such as
 ``config.model.d_model``), so that ``--where`` and ``--holdout`` filters can name them.
-A table file is read as JSON lines when its name ends in .jsonl or .ndjson, else as CSV.
+A table file (analysis.table_file) is read as JSON lines when its name ends in .jsonl or .ndjson,
+else as CSV.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -33,10 +31,8 @@ from analysis.hparams import analyze_records
 from analysis.records import check_records, loss_unit_of
 from scaling import results as R
 from scaling.errors import UserError
-from scaling.fileio import read_text
 
 CSV_KEYS = ("N", "D", "C", "loss", "budget", "run")
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
 # The fits evaluate thousands of starts and the bootstrap thousands of resamples over every row;
 # past this many rows that is tens of GiB (1e6 rows x 4000 resamples x 8 B = 30 GiB).
 MAX_ROWS = 100_000
@@ -116,7 +112,7 @@ def load_results(
     key_l = "final_val_loss" if loss == "nats" else "final_val_bpb"
     rows, unit, extra, done, diverged = [], None, [], [], []
     records = R.read_records(path, required=())  # damaged lines: reported once and skipped
-    _check_size(path, len(records))
+    check_size(path, len(records))
     records, notes, planned = check_records(records, path)  # repeated run ids; runs off plan
     for lineno, rec in enumerate(records, 1):
         rid = str(rec.get("run_id", f"record{lineno}"))
@@ -168,7 +164,7 @@ def load_results(
             f"hyperparameter axes: kept the best of each cell's variants for the fits "
             f"({len(hp['kept'])} runs kept, {len(dropped)} variants dropped)"
         )
-    table = _to_table(rows, unit or "nats/token", str(path), notes, extra)
+    table = to_table(rows, unit or "nats/token", str(path), notes, extra)
     table.hparams = hp
     return table
 
@@ -181,7 +177,7 @@ def canonical_order(rows: list[tuple]) -> list[int]:
     return sorted(range(len(rows)), key=lambda i: key(rows[i]))
 
 
-def _check_size(path: Path, rows: int) -> None:
+def check_size(path: Path, rows: int) -> None:
     """Refuse, with the size, a table too large for the fits' and bootstrap's memory."""
     if rows > MAX_ROWS:
         gib = rows * 4000 * 8 / 2**30
@@ -192,7 +188,7 @@ def _check_size(path: Path, rows: int) -> None:
         )
 
 
-def _to_table(
+def to_table(
     rows: list, unit: str, source: str, notes: list[str], extra: list[dict] | None = None
 ) -> RunTable:
     rid, N, D, C, L, B, cur = zip(*rows, strict=True)
@@ -257,110 +253,6 @@ def _numeric(vals: list) -> np.ndarray | None:
             except ValueError:
                 return None
     return np.array(nums, dtype=np.float64)
-
-
-def parse_map(items: list[str]) -> dict:
-    """['N=Model Size', 'C=Training FLOP', 'data=dataset'] -> {"N": "Model Size", ...}.
-
-    Keys N, D, C, loss, budget, run name the quantities the fit uses; any other key (an
-    identifier) adds that column to the table under the new name, for --where/--holdout."""
-    out = {}
-    for it in items or []:
-        key, sep, col = it.partition("=")
-        key = key.strip()
-        if not sep or not col.strip():
-            raise UserError(f"--map {it!r}: expected KEY=COLUMN, e.g. --map N='Model Size'")
-        if not is_column_name(key):
-            raise UserError(
-                f"--map {it!r}: {key!r} is not a usable name; use letters, digits and _ "
-                f"(the quantities are {', '.join(CSV_KEYS)}; any other name adds a column)"
-            )
-        if out.setdefault(key, col.strip()) != col.strip():
-            raise UserError(f"--map {key}= given twice ({out[key]!r}, {col.strip()!r}); keep one")
-    return out
-
-
-def read_rows(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
-    """(column names, [(where, row dict)]) of a CSV or, by suffix, a JSON-lines file. Not UTF-8,
-    a repeated CSV column or more than MAX_ROWS rows: a UserError naming the file."""
-    text = read_text(path, "save the table as UTF-8")
-    _check_size(path, text.count("\n"))
-    if path.suffix.lower() not in JSONL_SUFFIXES:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        cols = list(reader.fieldnames or [])
-        dup = sorted({c for c in cols if cols.count(c) > 1})
-        if dup:
-            raise UserError(
-                f"{path}: column {dup[0]!r} appears {cols.count(dup[0])} times in the header; "
-                f"rename the duplicates so that --map can name one column"
-            )
-        return cols, [(f"{path}:{i}", r) for i, r in enumerate(reader, 2)]
-    rows, cols = [], {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix the line") from e
-        if not isinstance(rec, dict):
-            raise UserError(f"{path}:{lineno}: expected a JSON object per line")
-        flat = flatten(rec)
-        cols.update(dict.fromkeys(flat))
-        rows.append((f"{path}:{lineno}", flat))
-    return list(cols), rows
-
-
-def load_table(path: str | Path, mapping: dict, *, loss_unit: str = "nats/token") -> RunTable:
-    """Read a CSV or JSONL table whose columns are named by ``mapping`` (keys N, loss and one of
-    D or C are required; budget, run and any extra names optional). D = C/(6N) when D is absent,
-    C = 6ND when C is absent. Unmapped columns are kept as extra columns under their own name."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"table file {path} does not exist")
-    for need in ("N", "loss"):
-        if need not in mapping:
-            raise UserError(f"--map {need}=COLUMN is required (which column holds {need}?)")
-    if "D" not in mapping and "C" not in mapping:
-        raise UserError("--map D=COLUMN or --map C=COLUMN is required (tokens or training FLOPs)")
-    cols, raw = read_rows(path)
-    absent = [f"{k}={c!r}" for k, c in mapping.items() if c not in cols]
-    if absent:
-        raise UserError(
-            f"{path}: mapped column(s) {', '.join(absent)} not found; columns are {cols}"
-        )
-    rows, extra = [], []
-    for where, r in raw:
-
-        def num(key: str, r: dict = r, where: str = where) -> float:
-            raw = r.get(mapping[key])
-            try:
-                return float(raw)
-            except (TypeError, ValueError):
-                raise UserError(
-                    f"{where}: column {mapping[key]!r} value {raw!r} is not a number"
-                ) from None
-
-        N, L = num("N"), num("loss")
-        C = num("C") if "C" in mapping else math.nan
-        D = num("D") if "D" in mapping else C / (6.0 * N) if N > 0 else math.nan
-        if "C" not in mapping:
-            C = 6.0 * N * D
-        budget = num("budget") if "budget" in mapping else None
-        line = where.rsplit(":", 1)[1]
-        rid = str(r.get(mapping["run"])) if "run" in mapping else f"row{line}"
-        rows.append((rid, N, D, C, L, budget, None))
-        ex = dict(r)
-        ex.update({k: r.get(c) for k, c in mapping.items() if k not in CSV_KEYS})
-        extra.append(ex)
-    if not rows:
-        raise UserError(f"{path}: no data rows")
-    order = canonical_order(rows)
-    rows, extra = [rows[i] for i in order], [extra[i] for i in order]
-    return _to_table(rows, loss_unit, str(path), [], extra)
-
-
-load_csv = load_table  # the old name: CSV and JSONL go through the same reader
 
 
 def drop_highest_loss(table: RunTable, k: int) -> RunTable:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.tables import read_rows
+from analysis.table_file import read_rows
 from scaling.errors import UserError
 from scaling.fmt import with_ci
 

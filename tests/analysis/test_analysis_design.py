@@ -13,7 +13,8 @@ from analysis.laws.core import joint_loss
 from analysis.laws.select import holdout_rows, where
 from analysis.laws.simulate import CHINCHILLA_TRUTH, isoflop_sweep
 from analysis.report import fits_json, run_analysis
-from analysis.tables import RunTable, load_table
+from analysis.table_file import load_table
+from analysis.tables import RunTable
 from scaling.cli import main
 
 

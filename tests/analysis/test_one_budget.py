@@ -18,7 +18,8 @@ from analysis.laws.simulate import CHINCHILLA_TRUTH, isoflop_sweep
 from analysis.markdown import report_md
 from analysis.report import fits_json, run_analysis
 from analysis.summary import summary_lines
-from analysis.tables import RunTable, load_table
+from analysis.table_file import load_table
+from analysis.tables import RunTable
 from scaling.cli import main
 
 

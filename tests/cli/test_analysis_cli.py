@@ -229,7 +229,9 @@ def test_csv_mapping_errors_exit_2(tmp_path, capsys):
     )
     assert "'flops' not found" in capsys.readouterr().err
     assert main(["predict", "--csv", str(f), "--map", "N=size", "--flops", "1e20"]) == 2
-    assert "--map loss=COLUMN is required" in capsys.readouterr().err
+    assert (
+        "--map D=COLUMN (tokens) or --map C=COLUMN (FLOPs) is required" in capsys.readouterr().err
+    )
     assert main(["predict", "--csv", str(f), "--map", "X-1=size", "--flops", "1e20"]) == 2
     assert "'X-1' is not a usable name" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nowhere"), "--flops", "1e20"]) == 2

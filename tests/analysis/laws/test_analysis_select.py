@@ -9,7 +9,7 @@ import pytest
 
 from analysis.laws.select import holdout_rows, parse_filter, where
 from analysis.laws.simulate import isoflop_sweep
-from analysis.tables import load_table, parse_map
+from analysis.table_file import load_table, parse_map
 from scaling.cli import main
 from scaling.errors import UserError
 
@@ -322,12 +322,12 @@ def test_a_mapped_c_that_is_not_6nd_is_said(tmp_path, capsys):
     rows = [(n, 20 * n, 1.4 * 6 * n * 20 * n, 3.0 - 0.1 * i) for i, n in enumerate([1e8, 2e8, 4e8])]
     f.write_text("N,D,C,loss\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
     from analysis.cli_source import note_flop_convention
-    from analysis.tables import load_csv
+    from analysis.table_file import load_table
 
     mapping = {"N": "N", "D": "D", "C": "C", "loss": "loss"}
-    t = load_csv(str(f), mapping)
+    t = load_table(str(f), mapping)
     note_flop_convention(t, "the mapped C")
     assert any(n.startswith("the mapped C is 1.4x 6ND (median)") for n in t.notes)
-    t2 = load_csv(str(f), {"N": "N", "D": "D", "loss": "loss"})
+    t2 = load_table(str(f), {"N": "N", "D": "D", "loss": "loss"})
     note_flop_convention(t2, "the mapped C")
     assert not any("mapped C" in n for n in t2.notes)
