@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import UserError, install_interrupt_handler
-from scaling.fileio import atomic_write
+from scaling.fileio import atomic_write, file_lock
 from sweeps import registry as R
 from sweeps.runner import DEFAULT_TRAIN, resolve_train_fn, run_cell
 from sweeps.status import last_checkpoint
@@ -204,18 +204,23 @@ def submit(
         raise UserError(f"--backend slurm: bad submitit parameter ({e})") from e
     spec = train_fn or DEFAULT_TRAIN
     job = CellJob()
-    before = _temp_files(root / "slurm")
-    try:
-        with executor.batch():
-            jobs = [executor.submit(job, str(root), plan.name, s, spec, lease_ttl) for s in pending]
-    except submitit.core.utils.FailedJobError as e:  # sbatch said no: nothing was submitted
-        _remove_new_temp_files(root / "slurm", before)  # the pickles this call wrote
-        lines = [x.strip(" '\"") for x in str(e).strip().splitlines() if x.strip()]
-        raise UserError(
-            f"--backend slurm: sbatch refused the submission ({lines[-1] if lines else e!r}); "
-            f"nothing was submitted: check the cluster (sinfo) and the SLURM options "
-            f"(--partition, --slurm-arg, ...), or use --backend local"
-        ) from None
+    # one submission into DIR at a time: a refused one removes the temporary files that appeared
+    # while it ran, which are then its own, never those of a submission still waiting on sbatch
+    with file_lock(root / SUBMIT_LOCK):
+        before = _temp_files(root / "slurm")
+        try:
+            with executor.batch():
+                jobs = [
+                    executor.submit(job, str(root), plan.name, s, spec, lease_ttl) for s in pending
+                ]
+        except submitit.core.utils.FailedJobError as e:  # sbatch said no: nothing was submitted
+            _remove_new_temp_files(root / "slurm", before)  # the pickles this call wrote
+            lines = [x.strip(" '\"") for x in str(e).strip().splitlines() if x.strip()]
+            raise UserError(
+                f"--backend slurm: sbatch refused the submission ({lines[-1] if lines else e!r}); "
+                f"nothing was submitted: check the cluster (sinfo) and the SLURM options "
+                f"(--partition, --slurm-arg, ...), or use --backend local"
+            ) from None
     out: dict[str, Any] = dict(submitted=len(jobs), job_ids=[j.job_id for j in jobs], outcomes={})
     out["cells"] = [(s["run_id"], s["label"], j.job_id) for s, j in zip(pending, jobs, strict=True)]
     if wait and cluster == "slurm":
@@ -230,6 +235,7 @@ def submit(
 # (<uuid>.pkl) and the sbatch script (.submission_file_<uuid>.sh); both move into the job's
 # folder once sbatch accepts, and were left behind when it refused
 _TEMP_GLOBS = ("*.pkl", ".submission_file_*.sh")
+SUBMIT_LOCK = ".submit.lock"  # in DIR: held from before submitit writes them until sbatch answers
 
 
 def _temp_files(folder: Path) -> set[Path] | None:

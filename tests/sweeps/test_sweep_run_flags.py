@@ -86,3 +86,35 @@ def test_wait_and_no_wait_together_exit_2(tmp_path: Path, capsys) -> None:
     assert main([*argv, "--wait", "--no-wait", "--train-fn", FAKE]) == 2
     assert capsys.readouterr().err.startswith("error: --wait and --no-wait contradict")
     assert not root.exists()
+
+
+def test_a_submission_waits_for_one_in_flight_in_the_same_dir(tmp_path: Path, monkeypatch) -> None:
+    """Two submissions into one DIR: a refused one removed every temporary file that had
+    appeared meanwhile, the other's task pickles too, which that one's sbatch still needed. A
+    submission now holds DIR/.submit.lock from before submitit writes until sbatch answers."""
+    import threading
+
+    from scaling.fileio import file_lock
+    from sweeps.slurm import SUBMIT_LOCK
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: nope' >&2\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    root = tmp_path / "sweep"
+    argv = ["sweep", "run", "cpu-small", "--out", str(root), "--backend", "slurm"]
+    rc: list[int] = []
+    with file_lock(root / SUBMIT_LOCK):  # another submission, waiting on its sbatch
+        other = root / "slurm" / "feedface.pkl"
+        other.parent.mkdir(parents=True)
+        other.write_bytes(b"in flight")
+        t = threading.Thread(target=lambda: rc.append(main([*argv, "--train-fn", FAKE])))
+        t.start()
+        t.join(timeout=3.0)
+        assert t.is_alive() and not rc  # blocked on the lock, before writing anything
+        assert [p.name for p in (root / "slurm").iterdir()] == ["feedface.pkl"]
+        other.unlink()  # that submission was accepted: submitit moved its files away
+    t.join(timeout=120)
+    assert rc == [2]
+    assert not any((root / "slurm").iterdir())  # its own pickles removed, as before
