@@ -282,9 +282,13 @@ def _initial_state(
     return state, start, restored.meta, restored
 
 
+VOCAB_PAD = 256
+
+
 def _check_vocab(cfg: RunConfig, tok_vocab: int | None = None) -> None:
     """UserError, before any compute, for a vocab the tokenizer overflows (its ids would
-    index past the embedding and the loss turns NaN at step 1)."""
+    index past the embedding and the loss turns NaN at step 1); a warning for one padded past
+    the next multiple of VOCAB_PAD, whose unused rows inflate N (and the readout's FLOPs)."""
     from scaling.data.tokenizer import VOCAB_SIZE  # noqa: PLC0415
 
     need = tok_vocab or VOCAB_SIZE
@@ -293,6 +297,15 @@ def _check_vocab(cfg: RunConfig, tok_vocab: int | None = None) -> None:
         raise UserError(
             f"model.vocab_size = {cfg.model.vocab_size} is smaller than the {which} "
             f"{need} ids; set model.vocab_size >= {need}"
+        )
+    pad = -(-need // VOCAB_PAD) * VOCAB_PAD  # padding to a multiple of 256 is common practice
+    if cfg.model.vocab_size > pad:
+        rows = (cfg.model.vocab_size - need) * (1 if cfg.model.tie_embeddings else 2)
+        unused = rows * cfg.model.d_model  # the embedding's rows, and the readout's if untied
+        warn(
+            f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer uses {need} ids: "
+            f"{unused:,} embedding parameters are never used yet count in N; set "
+            f"model.vocab_size = {need} (or {pad}, a multiple of {VOCAB_PAD})"
         )
 
 

@@ -211,3 +211,19 @@ def test_diverged_run_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     out = tmp_path / "run"
     assert cli.main(_argv(out, "train.lr=1e9", "train.warmup_steps=0")) == 1
     assert "diverged" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("vocab", "warned"), [(259, False), (512, False), (50257, True)])
+def test_a_vocab_far_past_the_tokenizers_ids_is_warned(
+    capsys: pytest.CaptureFixture, vocab: int, warned: bool
+) -> None:
+    """A GPT-2 vocab (50,257) on the byte tokenizer's 259 ids trained silently: 50k embedding
+    rows never used, counted in N (12.8M parameters at d_model 256 tied), the readout paying."""
+    from scaling import config  # noqa: PLC0415
+    from scaling.train import _check_vocab  # noqa: PLC0415
+
+    cfg = config.load("tiny", [f"model.vocab_size={vocab}", "model.d_model=256"])
+    _check_vocab(cfg)
+    err = capsys.readouterr().err
+    assert ("12,799,488 embedding parameters are never used" in err) is warned, err
+    assert ("set model.vocab_size = 259 (or 512" in err) is warned, err
