@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.laws.bounds import OLD, print_bounds
 from analysis.laws.forms import design, subset
 from analysis.laws.intervals import LEVELS, PRIOR_PATH, derive_prior, relative_distance
 from analysis.laws.predictive import Predictor, build_predictor
@@ -147,20 +148,18 @@ def score(st: Study, pr: Predictor, level: float) -> dict:
     }
 
 
-def by_form(st: Study, pr: Predictor) -> dict[str, np.ndarray]:
-    """Held-out |relative error| on the same split of: the old single-form fit (Chinchilla's law,
-    analysis.laws.fit.fit_joint from the 4,500-start grid), each law form alone, and the
-    predictor."""
+def log_errors(st: Study, pr: Predictor) -> dict[str, np.ndarray]:
+    """Held-out log(predicted / actual loss) on the same split of: the old single-form fit
+    (Chinchilla's law, analysis.laws.fit.fit_joint from the 4,500-start grid), each law form
+    alone, and the predictor."""
     from analysis.laws.core import joint_loss
     from analysis.laws.fit import fit_joint
 
     Xf, Xt, Lt = subset(st.X, st.fit), subset(st.X, ~st.fit), st.L[~st.fit]
     old = fit_joint(Xf["N"], Xf["D"], st.L[st.fit], keep=8)
-    out = {"old chinchilla fit": np.abs(joint_loss(old.params, Xt["N"], Xt["D"]) / Lt - 1.0)}
-    for n, f in pr.fits.items():
-        out[n] = np.abs(np.exp(f.logpred(Xt)) / Lt - 1.0)
-    out["chosen"] = np.abs(np.exp(pr.point_log(Xt)) / Lt - 1.0)
-    return out
+    out = {OLD: np.log(joint_loss(old.params, Xt["N"], Xt["D"]))}
+    out |= {n: f.logpred(Xt) for n, f in pr.fits.items()} | {"chosen": pr.point_log(Xt)}
+    return {k: v - np.log(Lt) for k, v in out.items()}
 
 
 def _boot_only(pr: Predictor, Xt: dict, Lt: np.ndarray, level: float) -> np.ndarray:
@@ -192,7 +191,9 @@ def run(data: Path, n_resamples: int = 50, level: float = 0.9, quiet: bool = Fal
         others = {n: v for n, v in pairs.items() if n != st.name}
         pr = preds[st.name]
         pr.prior, pr.cals = derive_prior(others, f"leave-out {st.name}"), {}
-        rows.append(score(st, pr, level) | {"by_form": by_form(st, pr)})
+        le = log_errors(st, pr)
+        by_form = {k: np.abs(np.expm1(v)) for k, v in le.items()}
+        rows.append(score(st, pr, level) | {"log_errors": le, "by_form": by_form})
         for lv in LEVELS:
             by_level[lv].append(score(st, pr, lv)["inside"])
     cat = lambda k: np.concatenate([r[k] for r in rows])  # noqa: E731
@@ -339,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run(Path(a.data), a.resamples, a.level)
     print_table(res)
     print_forms_table(res)
+    print_bounds(res)
     print(f"reliability figure: {reliability_figure(res, Path(a.figure))}")
     if a.write_prior:
         prior = derive_prior(res["pairs"], "python -m analysis.laws.validate --write-prior")
