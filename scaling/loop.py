@@ -36,7 +36,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from scaling import distributed, engine, optim, signals
+from scaling import distributed, engine, optim, signals, wallclock
 from scaling import flops as flops_lib
 from scaling.data import data_identity
 from scaling.metrics_log import MetricsLog
@@ -125,11 +125,16 @@ class Loop:
         is_main: bool,
         ckpt: Any,
         launchers: int = 1,
+        fresh: bool = False,
     ):
         t, m = cfg.train, cfg.model
         self.cfg, self.eng, self.data, self.out, self.ckpt = cfg, eng, data, out, ckpt
         self.meta, self.warnings, self.run_id, self.t_start = meta, warnings, run_id, t_start
         self.launchers = launchers  # launchers training on this machine (`sweep run --workers`)
+        # the run's wall time over its sessions (`fresh`: --restart / --from-step discard later)
+        self.clock = wallclock.WallClock(
+            out, run_id, meta, t_start, launchers, write=is_main, fresh=fresh
+        )
         self.tokens_per_step = t.batch_size * m.seq_len
         self.fpt = flops_lib.flops_per_token(m)
         self.dtype = jnp.dtype(compute_dtype(m)).name
@@ -229,15 +234,9 @@ class Loop:
 
     def timing(self, now: float) -> dict[str, Any]:
         """The run's wall time over its sessions, its launcher-seconds (launchers x seconds) and
-        its first session's start (None: it began before checkpoints carried it), at `now`."""
-        before = self.meta.get("wall_time_s", 0.0)
-        session = now - self.t_start
-        return {
-            "wall_time_s": before + session,
-            "launcher_s": self.meta.get("launcher_s", before * self.launchers)
-            + session * self.launchers,
-            "started_at": self.meta.get("started_at", None if self.meta else self.t_start),
-        }
+        its first session's start (None: it began before checkpoints carried it), at `now`
+        (`scaling.wallclock`: the seconds each earlier session spent after its last save too)."""
+        return self.clock.timing(now)
 
     def close(self) -> None:
         self.bar.close()
@@ -271,6 +270,7 @@ class Loop:
             self.tok_window += k * self.tokens_per_step
         self.per_call.observe(now - max(chunk.t_dispatch, self.t_fetch), k)
         self.t_fetch = now
+        self.clock.beat(now, every=wallclock.BEAT_S)  # a kill from here on loses < BEAT_S
         elapsed = now - self.t_window
         tps = self.tok_window / elapsed if self.tok_window and elapsed > 0 else None
         logged = False

@@ -1,7 +1,8 @@
 """A finished (or diverged) run's result.json, built from its last session (`scaling.loop`).
 
 The keys are `scaling.results.RESULT_FIELDS`. Times and throughput span the run's sessions: the
-checkpoint meta carries the wall time so far, the first session's start (`started_at`), the
+checkpoint meta (and `wall_time.json`, for the seconds a session spent after its last save:
+`scaling.wallclock`) carries the wall time so far, the first session's start (`started_at`), the
 launcher-seconds (`launchers`: how many launchers trained on the machine, weighted by the wall
 time of each session) and the last measured training throughput, which a resume that trains no
 steps (result.json lost after the final checkpoint) reports instead of nothing.

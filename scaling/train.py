@@ -126,6 +126,7 @@ class _Run:
     meta: dict[str, Any]
     restored: Any
     launchers: int = 1
+    fresh: bool = False  # --restart / --from-step: sessions after the start state do not count
 
 
 def _setup(
@@ -169,6 +170,7 @@ def _setup(
     if done is not None and is_main:  # --restart / --from-step retrain a finished run: its
         (out / "result.json").replace(out / "result.replaced.json")  # result must not stand
     run = _Run(cfg, out, run_id, is_main, t_start, mesh, data, eng, ckpt, start, meta, restored)
+    run.fresh = restart or from_step is not None
     return run, state
 
 
@@ -212,6 +214,7 @@ def _loop(
             is_main=run.is_main,
             ckpt=run.ckpt,
             launchers=run.launchers,
+            fresh=run.fresh,
         )
         state = loop.run(state, run.start, stop_after=stop_after, should_stop=should_stop)
     except BaseException as e:
@@ -219,7 +222,11 @@ def _loop(
         raise
     finally:
         with signals.graceful():  # a signal now must not skip stopping Orbax's threads
-            _close_session(run, loop, tracker, failed)
+            try:
+                _close_session(run, loop, tracker, failed)
+            finally:  # the session's seconds after its last save count on a resume; not
+                if loop is not None and not loop.stopped:  # a stop (a simulated kill, a
+                    loop.clock.beat()  # takeover: the other launcher counts from its start)
     return state, loop, tracker
 
 
@@ -260,6 +267,7 @@ def _finish(
             results.write_result(run.out / "result.json", result)
     except BaseException as e:  # a signal, an error or a full disk before the result is saved
         with signals.graceful():
+            loop.clock.beat()  # the evals' seconds count when a rerun finishes the run
             tracker.close_quietly(e)
         raise
     with signals.graceful():  # the result is saved: a tracker failing now is only a warning
