@@ -102,8 +102,9 @@ def resolve(
         n_name, source = "SLURM_NTASKS", "slurm"
         n, pid, pid_name = step[0], *((step[1], "SLURM_PROCID") if pid is None else (pid, pid_name))
     if n is None:
+        given = f"a coordinator ({coord})" if coord is not None else _said(pid_name, pid)
         raise UserError(
-            f"a coordinator ({coord}) is given but not the number of processes; pass "
+            f"{given} is given but not the number of processes; pass "
             f"--num-processes N --process-id I (or set {ENV_NUM_PROCESSES} and {ENV_PROCESS_ID}) "
             f"on every process, or start them all with `scaling launch -n N -- scaling train ...`"
         )

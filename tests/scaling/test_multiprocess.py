@@ -155,6 +155,9 @@ def test_resolve_flags_env_slurm_and_single() -> None:
             {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"},
             "JAX_NUM_PROCESSES=2 needs --process-id",
         ),
+        # a process id alone used to say "a coordinator (None) is given"
+        ((None, None, 1), {}, r"^--process-id 1 is given but not the number of processes"),
+        ((None, None, None), {"JAX_PROCESS_ID": "1"}, r"^JAX_PROCESS_ID=1 is given but not"),
     ],
 )
 def test_resolve_rejects_bad_setups(args, env, match) -> None:
