@@ -9,7 +9,8 @@ Three ways to say it, first match wins for each value:
    (OpenMPI's mpirun and multi-host TPU VMs are detected by JAX itself.)
 
 Nothing of these: one process. Errors are `UserError` (one line, exit 2) and come before any
-JAX work: an id out of range, a count without an address, an address that does not parse.
+JAX work: an id out of range, a count without an address, an address that does not parse,
+process 0's coordinator port in use.
 JAX aborts the whole process (no exception) when it cannot reach the coordinator, so
 `initialize` first waits for the coordinator's port itself and raises a clear `UserError` after
 `--coordinator-timeout` seconds instead. This module imports JAX only inside `initialize`.
@@ -17,6 +18,7 @@ JAX aborts the whole process (no exception) when it cannot reach the coordinator
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -166,8 +168,17 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _port_in_use(host: str, port: int) -> UserError:
+    return UserError(
+        f"process 0 cannot start the coordinator on {host}:{port}: the port is in use (another "
+        f"job, or a run still stopping); pass a free port in --coordinator HOST:PORT (or "
+        f"{ENV_COORDINATOR}), or leave `scaling launch --port` out to use a free one"
+    )
+
+
 def _check_coordinator_host(host: str, port: int) -> None:
-    """Process 0 runs the coordinator service, so its host must be an address of this machine."""
+    """Process 0 runs the coordinator service, so its host must be an address of this machine
+    and the port free there (JAX's failure to listen is a bare 'Failed to start RPC server')."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
@@ -178,14 +189,31 @@ def _check_coordinator_host(host: str, port: int) -> None:
         with socket.socket(family, kind, proto) as s:
             try:
                 s.bind((addr[0], 0))
-                return
             except OSError:
                 continue
+        _check_port_free(family, kind, proto, addr[0], host, port)
+        return
     raise UserError(
         f"process 0 runs the coordinator, but {host} is not an address of this machine "
         f"({socket.gethostname()}); pass --coordinator with this host's address, or run "
         f"process 0 on {host}"
     )
+
+
+def _check_port_free(family: int, kind: int, proto: int, addr: str, host: str, port: int) -> None:
+    """UserError when the coordinator's port cannot be listened on at this local address."""
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds
+        try:
+            s.bind((addr, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise _port_in_use(host, port) from None
+            if e.errno == errno.EACCES:
+                raise UserError(
+                    f"process 0 may not listen on port {port} of {host} (ports below 1024 "
+                    f"need root); pass a port >= 1024 in --coordinator HOST:PORT"
+                ) from None
 
 
 def _wait_for_coordinator(host: str, port: int, timeout_s: float, setup: ProcessSetup) -> None:
@@ -254,14 +282,20 @@ def _initialize(jax, setup: ProcessSetup, timeout: int) -> None:
             _check_coordinator_host(host, port)
         else:
             _wait_for_coordinator(host, port, setup.timeout_s, setup)
-    jax.distributed.initialize(
-        coordinator_address=setup.coordinator,  # None under SLURM: JAX derives it from the step
-        num_processes=setup.num_processes,
-        process_id=setup.process_id,
-        initialization_timeout=timeout,
-        # explicit values: do not let a surrounding SLURM allocation override them
-        cluster_detection_method="deactivate" if setup.coordinator is not None else None,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=setup.coordinator,  # None under SLURM: JAX derives it
+            num_processes=setup.num_processes,
+            process_id=setup.process_id,
+            initialization_timeout=timeout,
+            # explicit values: do not let a surrounding SLURM allocation override them
+            cluster_detection_method="deactivate" if setup.coordinator is not None else None,
+        )
+    except Exception as e:  # the port taken since the check, or on another interface (JAX
+        # listens on all of them)
+        if setup.coordinator and setup.process_id == 0 and "Failed to start RPC server" in str(e):
+            raise _port_in_use(*_split(setup.coordinator)) from None
+        raise
 
 
 _votes = 0

@@ -107,6 +107,42 @@ def test_coordinator_host_not_on_this_machine_for_process_0() -> None:
         distributed.initialize(setup)
 
 
+def test_coordinator_port_in_use_exits_2_before_jax_starts(tmp_path: Path, capsys) -> None:
+    """`scaling launch --port P` with P taken: process 0 died in JAX's traceback ('Failed to
+    start RPC server'); now one line naming the port and the fix, exit 2."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        setup = resolve(f"127.0.0.1:{port}", 2, 0, environ={})
+        with pytest.raises(UserError, match=f"127.0.0.1:{port}: the port is in use"):
+            distributed.initialize(setup)
+        argv = ["train", CONFIG, "--out", str(tmp_path / "run"), "--coordinator"]
+        assert (
+            cli.main([*argv, f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "0"]) == 2
+        )
+    err = capsys.readouterr().err
+    assert err.startswith("error: process 0 cannot start the coordinator") and err.count("\n") == 1
+
+
+def test_jax_failing_to_listen_is_the_same_one_line(monkeypatch) -> None:
+    """A port taken after the check (or on another interface: JAX listens on all of them)."""
+
+    class FakeDistributed:
+        @staticmethod
+        def initialize(**kwargs):
+            raise RuntimeError("UNKNOWN: Failed to start RPC server")
+
+    class FakeJax:
+        distributed = FakeDistributed
+
+    monkeypatch.setattr(distributed, "_check_coordinator_host", lambda host, port: None)
+    with pytest.raises(UserError, match="127.0.0.1:4567: the port is in use"):
+        distributed._initialize(FakeJax, resolve("127.0.0.1:4567", 2, 0, environ={}), 5)
+
+
 # ----------------------------------------------------------------------------- resolution
 
 
