@@ -4,7 +4,7 @@ The checkpoints carry the wall time up to each save (`scaling.loop.Loop.save`), 
 lives on after its last checkpoint: steps a kill throws away (they are trained again), the
 final evals, a result.json that failed to save. `wall_time.json` in the run directory carries
 the total up to the last moment a session was seen: written when it starts, at most every
-`BEAT_S` seconds while it trains, and when it ends however it ends (a signal, an error, a
+`BEAT_S` (10) seconds while it trains, and when it ends however it ends (a signal, an error, a
 `stop_after`), except when another launcher took the run over (it counts from then on). A
 resume starts from the larger of that total and its checkpoint's, so `wall_time_s` in
 result.json is the sum of every session's wall time. `--restart` starts the count again and
@@ -23,7 +23,7 @@ from scaling.errors import DiskFullError
 from scaling.fileio import atomic_write
 
 FILE = "wall_time.json"
-BEAT_S = 1.0  # while training, the file is rewritten at most this often
+BEAT_S = 10.0  # while training, the file is rewritten (atomically, fsynced) at most this often
 
 
 def _read(path: Path, run_id: str) -> dict[str, Any] | None:
