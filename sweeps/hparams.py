@@ -2,7 +2,8 @@
 
 Rules, see `lr_for_width`, `batch_for` and `warmup_for`:
 - lr = lr * (lr_width / d_model) ** lr_exp, capped at lr_max (Adam's best lr falls roughly as
-  1 / width; lr_exp = 1 is the muP-style hidden-layer rule).
+  1 / width; lr_exp = 1 is the muP-style hidden-layer rule). With lr_exp = 0 (one lr for every
+  width, the muP default) an lr above lr_max is an error, not a silent cap (`check_lr_cap`).
 - batch: `batch_size`, halved (never below `min_batch_size`, default: no halving; always a
   multiple of `batch_multiple`) until a cell gets at least `min_steps` steps. With
   batch_per = "budget" (isoflop) every cell of a budget shares the batch that gives its largest
@@ -139,6 +140,17 @@ def _check_warmup(rule: Any) -> None:
             f"grid [hparams] warmup = {rule!r}: use 'params', an integer number of steps (e.g. "
             f"{int(rule) if isinstance(rule, float) and math.isfinite(rule) and rule >= 1 else 100}"
             f") or a fraction of the steps in (0, 1) (e.g. 0.05)"
+        )
+
+
+def check_lr_cap(name: str, h: Hparams, points: tuple[Point, ...]) -> None:
+    """With lr_exp = 0 (one lr for every width: the muP default) a cap below `lr` would replace
+    it in every cell without a word; refuse that. An lr axis has no cap (`point_hparams`)."""
+    if h.lr_exp == 0 and 0 < h.lr_max < h.lr and any(p.lr is None for p in points):
+        raise UserError(
+            f"grid {name!r}: [hparams] lr = {h.lr:g} is above lr_max = {h.lr_max:g} with "
+            f"lr_exp = 0 (one lr for every width), so every cell would train at {h.lr_max:g}; "
+            f"set lr_max >= {h.lr:g} (or 0: no cap) or lower lr"
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from scaling import config as C
 from scaling.errors import UserError
 from sweeps.family import ShapeSpec, parse_shapes
-from sweeps.hparams import Hparams, Point, parse_hparams
+from sweeps.hparams import Hparams, Point, check_lr_cap, parse_hparams
 from sweeps.tables import check_table, defaults_of, typed
 
 KINDS = ("isoflop", "nxd", "ladder")
@@ -105,6 +105,7 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
     base = _parse_base(raw)
     base_model = _base_model(base, shapes.rule)
     hparams = _mup_lr_rule(name, hparams, raw.get("hparams", {}), base_model.param)
+    check_lr_cap(name, hparams, points)
     return GridSpec(
         name=name,
         kind=kind,

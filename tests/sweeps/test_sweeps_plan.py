@@ -190,6 +190,20 @@ def test_mup_grid_does_not_scale_lr_by_width_twice(capsys) -> None:
     assert "lr_exp = 1.0 with model.param" in capsys.readouterr().err
 
 
+def test_a_width_independent_lr_above_lr_max_exits_2(capsys) -> None:
+    """With lr_exp = 0 (the muP default) lr_max capped every cell's lr without a word: demo
+    (lr_max 1.5e-2) with hparams.lr = 0.03 planned 40 runs at 0.015; muP cpu-small at 0.01."""
+    mup = ['--set=base.model.param="mup"', "--set=base.model.base_width=8"]
+    for grid, extra, cap in (("demo", [], "0.015"), ("cpu-small", mup, "0.01")):
+        assert main(["sweep", "plan", grid, "--set=hparams.lr=0.03", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: grid '{grid}': [hparams] lr = 0.03 is above lr_max = {cap}")
+        assert "set lr_max >= 0.03" in err and err.count("\n") == 1
+    # an lr axis has no cap, and a cap at or above lr is fine
+    assert {c.lr for c in plan_grid(load_grid("demo", ["hparams.lr=[0.03]"])).cells} == {0.03}
+    assert {c.lr for c in plan_grid(load_grid("demo", ["hparams.lr=0.015"])).cells} == {0.015}
+
+
 def test_plan_cli_prints_table(capsys) -> None:
     assert main(["sweep", "plan", "cpu-small"]) == 0
     out = capsys.readouterr().out
