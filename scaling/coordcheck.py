@@ -55,7 +55,13 @@ def run_config(
 ) -> C.RunConfig:  # fmt: skip
     """The probe run of one (width, parametrisation, lr, seed)."""
     if width % head_dim:
-        raise UserError(f"mup-check: width {width} is not a multiple of head_dim {head_dim}")
+        near = sorted(
+            {max(head_dim, width // head_dim * head_dim), -(-width // head_dim) * head_dim}
+        )
+        raise UserError(
+            f"mup-check --widths: width {width} is not a multiple of the probes' head dim "
+            f"{head_dim}; use {' or '.join(map(str, near))}"
+        )
     model = dict(d_model=width, n_heads=width // head_dim, n_layers=n_layers, seq_len=seq_len)
     model |= dict(param=param, base_width=base_width if param == "mup" else 0)
     train = dict(steps=steps, batch_size=batch, lr=lr, warmup_steps=0, seed=seed)
@@ -83,15 +89,20 @@ def _train_probe(
     return {k: float(v) for k, v in rms.items()}, loss
 
 
-def _check(widths: Sequence[int], lrs: Sequence[float], steps: int, seeds: int) -> None:
+def _check(widths: Sequence[int], lrs: Sequence[float], counts: dict[str, int]) -> None:
+    """The probe grid, before any compute; `counts` maps a flag (steps, seeds, batch, layers)
+    to its value, each >= 1."""
     if len(set(widths)) < 2 or any(w <= 0 for w in widths):  # one width twice: a ratio of 1
         raise UserError(
             f"mup-check --widths {list(widths)}: give at least two distinct positive widths"
         )
+    if len(set(widths)) < len(widths):  # each repeat trained the same probes again
+        raise UserError(f"mup-check --widths {list(widths)}: remove the repeated width")
     if not lrs or any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
         raise UserError(f"mup-check --lrs {list(lrs)}: give a non-empty list of positive lrs")
-    if steps < 1 or seeds < 1:
-        raise UserError(f"mup-check: --steps {steps} and --seeds {seeds} must be >= 1")
+    for flag, n in counts.items():
+        if n < 1:
+            raise UserError(f"mup-check --{flag} {n}: must be >= 1")
 
 
 def sweep(
@@ -101,7 +112,8 @@ def sweep(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One record per (param, width, lr, seed): layer RMS after `steps` updates and the
     validation loss on one fixed batch (None when there is a single lr: no transfer to show)."""
-    _check(widths, lrs, steps, seeds)
+    counts = dict(steps=steps, seeds=seeds, batch=batch, layers=shape.get("n_layers", 2))
+    _check(widths, lrs, counts)
     widths = sorted(widths)
     base = widths[0] if base_width is None else base_width
     if base <= 0:

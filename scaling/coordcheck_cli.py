@@ -16,9 +16,12 @@ from scaling.fileio import atomic_write, check_writable_dir
 
 def _floats(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"{text!r}: expected numbers like 1e-3,3e-3") from e
+    if not values:  # an empty --lrs fell back to the default lr without a word
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers like 1e-3,3e-3")
+    return values
 
 
 def _ints(text: str) -> list[int]:
@@ -33,7 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "mup-check",
         help="muP coordinate check: activation RMS vs width under SP and muP (+ lr transfer)",
     )
-    p.add_argument("--widths", type=_ints, default=[32, 64, 128, 256, 512], help="d_model list")
+    p.add_argument(
+        "--widths",
+        type=_ints,
+        default=[32, 64, 128, 256, 512],
+        help="d_model list, each a multiple of 8 (the probes' head dim)",
+    )
     p.add_argument("--base-width", type=int, default=None, help="muP base width (default: min)")
     p.add_argument(
         "--lr",
@@ -70,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         sweep,
     )
 
-    lrs = args.lrs or [1e-2 if args.lr is None else args.lr]
+    if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
+        raise UserError(f"mup-check --lr {args.lr:g}: give a positive peak lr, e.g. 1e-2")
+    lrs = args.lrs if args.lrs is not None else [1e-2 if args.lr is None else args.lr]
     if args.lr is not None and args.lr not in lrs:  # it was replaced by lrs[0] without a word
         raise UserError(
             f"mup-check --lr {args.lr:g} is not one of --lrs {','.join(f'{x:g}' for x in lrs)}: "

@@ -46,7 +46,12 @@ def test_coordinate_check_32_to_512(tmp_path: Path, capsys) -> None:
         (dict(lrs=[float("inf")]), "positive lrs"),
         (dict(lrs=[]), "non-empty list of positive lrs"),
         (dict(base_width=-4), "--base-width -4"),
-        (dict(widths=[32, 44]), "multiple of head_dim"),
+        (
+            dict(widths=[32, 44]),
+            "width 44 is not a multiple of the probes' head dim 8; use 40 or 48",
+        ),
+        (dict(widths=[32, 64, 64]), "remove the repeated width"),  # trained d64 twice
+        (dict(seeds=0), "--seeds 0: must be >= 1"),
     ],
 )
 def test_bad_input_is_a_user_error(kw, match) -> None:
@@ -124,3 +129,24 @@ def test_an_lr_outside_lrs_exits_2_before_any_probe(tmp_path: Path, capsys, monk
     assert err.startswith("error: mup-check --lr 0.003 is not one of --lrs 0.001,0.01") and (
         err.count("\n") == 1
     )
+
+
+@pytest.mark.parametrize(
+    "flags,said",
+    [
+        (["--batch", "0"], "mup-check --batch 0: must be >= 1"),  # said train.batch_size = 0
+        (["--layers", "0"], "mup-check --layers 0: must be >= 1"),  # said model.n_layers = 0
+        (["--steps", "0"], "mup-check --steps 0: must be >= 1"),  # named --seeds 1 too
+        (["--lr", "nan"], "mup-check --lr nan: give a positive peak lr"),  # said --lrs [nan]
+        (["--lrs", ","], "argument --lrs: ',': expected numbers"),  # ran the default 1e-2
+    ],
+)
+def test_bad_flag_exits_2_naming_the_flag(flags, said, tmp_path: Path, capsys) -> None:
+    argv = ["mup-check", "--widths", "16,32", "--out", str(tmp_path / "o"), "--no-progress"]
+    try:
+        rc = main([*argv, *flags])
+    except SystemExit as e:  # argparse's own type errors
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
