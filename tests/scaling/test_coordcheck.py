@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling import coordcheck
+from scaling import coordcheck, engine, mup
 from scaling.cli import main
 from scaling.errors import UserError
 
@@ -150,3 +150,28 @@ def test_bad_flag_exits_2_naming_the_flag(flags, said, tmp_path: Path, capsys) -
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
+
+
+def _no_lr_scaling(monkeypatch) -> None:
+    import optax
+
+    monkeypatch.setattr(mup, "lr_partition", lambda cfg: optax.identity())
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        _no_lr_scaling,  # hidden Adam lr not x 1/m: ratio 26x at 32 -> 128
+        lambda mp: mp.setattr(mup, "logit_multiplier", lambda cfg: 1.0),  # no 1/m readout
+        lambda mp: mp.setattr(mup, "rescale_init", lambda model, cfg: None),  # SP init std
+    ],
+    ids=["lr", "readout", "init"],
+)
+def test_a_broken_mup_fails_the_check(broken, monkeypatch) -> None:
+    """The check discriminates: muP with one of its three width rules left out grows with width
+    past the 2x the correct muP stays under (at 8x width the missing init gives 5.6x, the
+    slightest of the three; at 4x only 2.3x, so the check needs a wide enough width range)."""
+    monkeypatch.setattr(engine, "_CACHE", {})  # no broken engine outlives the test
+    broken(monkeypatch)
+    records = coordcheck.sweep([32, 256], [1e-2], params=("mup",), **PROBE)
+    assert coordcheck.max_ratio(records, "mup")[0] > 3.0
