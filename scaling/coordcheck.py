@@ -172,9 +172,15 @@ def mean_loss(records: list[dict], param: str) -> dict[int, dict[float, float]]:
     return {w: {lr: mean(d[lr]) for lr in sorted(d)} for w, d in sorted(acc.items())}
 
 
-def best_lr_by_width(records: list[dict], param: str) -> dict[int, float]:
-    """Grid lr with the lowest mean loss per width (non-finite losses lose)."""
-    return {w: min(by_lr, key=by_lr.__getitem__) for w, by_lr in mean_loss(records, param).items()}
+def best_lr_by_width(records: list[dict], param: str) -> dict[int, float | None]:
+    """Grid lr with the lowest mean loss per width (non-finite losses lose); None for a width
+    where no lr gave a finite loss (it has no best lr, not the grid's first one)."""
+    return {w: _best(by_lr) for w, by_lr in mean_loss(records, param).items()}
+
+
+def _best(by_lr: dict[float, float]) -> float | None:
+    best = min(by_lr, key=by_lr.__getitem__)
+    return best if math.isfinite(by_lr[best]) else None
 
 
 def plot(records: list[dict], out: Path, lr: float) -> list[Path]:
@@ -223,9 +229,10 @@ def _plot_lr_transfer(records: list[dict], params: list[str], lrs: list[float], 
     for ax, p in zip(axes[0], params, strict=True):
         for w, by_lr in mean_loss(records, p).items():
             xs = [x for x in lrs if x in by_lr and math.isfinite(by_lr[x])]
-            best = min(by_lr, key=by_lr.__getitem__)
-            (line,) = ax.plot(xs, [by_lr[x] for x in xs], marker="o", label=f"d={w}: {best:g}")
-            if math.isfinite(by_lr[best]):
+            best = _best(by_lr)
+            label = f"d={w}: " + ("every lr diverged" if best is None else f"{best:g}")
+            (line,) = ax.plot(xs, [by_lr[x] for x in xs], marker="o", label=label)
+            if best is not None:
                 ax.plot([best], [by_lr[best]], marker="*", ms=15, color=line.get_color(), mec="k")
         ax.set(xscale="log", xlabel="peak lr", title=f"{p.upper()}: loss vs lr per width")
         ax.set_xticks(lrs, [f"{x:.2g}" for x in lrs], rotation=45 if len(lrs) > 6 else 0)

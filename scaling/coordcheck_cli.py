@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         line = f"{p.upper():>3}: RMS(widest)/RMS(narrowest) up to {ratio:.2f}x ({layer})"
         if len(lrs) > 1:
             line += "; best lr by width " + ", ".join(
-                f"d{w}: {lr:g}" for w, lr in summary[p]["best_lr"].items()
+                f"d{w}: {'none (every lr diverged)' if lr is None else f'{lr:g}'}"
+                for w, lr in summary[p]["best_lr"].items()
             )
         print(line)
     atomic_write(out / "mup_check.json", json.dumps(summary, indent=2, default=str) + "\n")

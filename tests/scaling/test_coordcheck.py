@@ -175,3 +175,25 @@ def test_a_broken_mup_fails_the_check(broken, monkeypatch) -> None:
     broken(monkeypatch)
     records = coordcheck.sweep([32, 256], [1e-2], params=("mup",), **PROBE)
     assert coordcheck.max_ratio(records, "mup")[0] > 3.0
+
+
+def test_a_width_where_every_lr_diverged_has_no_best_lr(tmp_path: Path, capsys, monkeypatch):
+    """best_lr reported the grid's first lr for a width whose every probe gave NaN (and the
+    figure's legend said so); it is null in mup_check.json and said in the summary line."""
+    import json
+
+    records = _synthetic_lr_records()
+    for r in records:
+        r["rms"] = {"embed": 1.0}
+        if r["param"] == "sp" and r["width"] == 128:
+            r["loss"] = float("nan")
+    assert coordcheck.best_lr_by_width(records, "sp") == {32: 1e-2, 64: 5e-3, 128: None}
+    monkeypatch.setattr(coordcheck, "sweep", lambda *a, **k: records)
+    lrs = ",".join(f"{x!r}" for x in sorted({r["lr"] for r in records}))
+    argv = ["mup-check", "--widths", "32,64,128", "--lrs", lrs, "--out", str(tmp_path)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert "d64: 0.005, d128: none (every lr diverged)" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "mup_check.json").read_text())
+    assert summary["sp"]["best_lr"] == {"32": 0.01, "64": 0.005, "128": None}
+    assert summary["mup"]["best_lr"]["128"] == 0.01  # one NaN seed of one lr: the rest count
+    assert (tmp_path / "lr_transfer.png").stat().st_size > 10_000
