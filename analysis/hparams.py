@@ -16,8 +16,8 @@ count once, so `analyze_records`:
 - counts a diverged variant (status "diverged", no loss) as +inf: it never wins, and it bounds
   the axis: the parabola uses no point at or past it. A best value next to a diverged one is not
   an edge (widening that way would only diverge again); the note says the neighbour diverged;
-- flags an *edge* optimum: the grid's best value is its smallest or largest, or the vertex lies
-  outside the grid, or the parabola has no minimum. Widen the axis for those cells;
+- flags an *edge* optimum: the grid's best value is its smallest or largest (warmup: by the runs'
+  resolved warmup_steps), or the vertex lies outside the grid, or the parabola has no minimum;
 - flags a *flat* axis: every value trained (none diverged) and gave the same loss (the axis
   does not reach the loss: check it is wired); no best value, no edge, and the cell stays out
   of the law;
@@ -258,8 +258,9 @@ def _axis_result(
         res |= dict(lo=_pow10(fit["lo"]), hi=_pow10(fit["hi"]), edge=fit["edge"])
         res |= {k: fit[k] for k in ("reason", "n_points", "diverged_next", "flat")}
     else:
-        nums = [v for v in values if isinstance(v, int | float)]
-        edge = isinstance(values[j], int | float) and values[j] in (min(nums), max(nums))
+        keys = _order_keys(axis, line, values)
+        nums = [k for k in keys if k is not None]
+        edge = keys[j] is not None and keys[j] in (min(nums), max(nums))
         flat = _flat(losses)
         res = dict(best=values[j], grid_best=values[j], edge=bool(edge and len(values) > 1))
         res |= dict(edge=res["edge"] and not flat, flat=flat)
@@ -267,6 +268,19 @@ def _axis_result(
     res["values"] = values
     res["losses"] = [float(v) if math.isfinite(v) else None for v in losses]
     return res
+
+
+def _order_keys(axis: str, line: list[dict], values: list[Any]) -> list[float | None]:
+    """The numbers that order an unfitted axis's values for its edge flag. Warmup rules mix
+    steps, fractions of the steps and "params" (200 steps is no edge when 0.05 of 5000 steps
+    is 250), so warmup goes by each run's resolved `warmup_steps` when every run records it;
+    otherwise the values themselves (a non-number: None, never an edge)."""
+    if axis == "warmup":
+        steps = [m.get("warmup_steps") for m in line]
+        if all(isinstance(x, int | float) and not isinstance(x, bool) for x in steps):
+            return [float(x) for x in steps]
+    return [float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+            for v in values]  # fmt: skip
 
 
 def _pow10(x: float | None) -> float | None:

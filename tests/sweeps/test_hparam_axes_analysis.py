@@ -228,3 +228,26 @@ def test_an_axis_flat_only_up_to_a_divergence_is_not_flat() -> None:
     bounded = hparams.parabola_optimum(x[:3], [math.nan, 3.0, 3.0])
     assert not bounded["flat"] and bounded["diverged_next"] == "smaller"
     assert hparams.parabola_optimum(x[:2], [3.0, 3.0])["flat"]  # every value trained, one loss
+
+
+def test_warmup_edge_goes_by_the_resolved_warmup_steps() -> None:
+    """Warmup rules mix steps, fractions and "params": at 5000 steps 0.05 is 250 steps, so the
+    best of ["params" (20 steps), 100, 200, 0.05] is 200, inside the grid; it was flagged EDGE
+    (200 is the largest *number*). Records without warmup_steps keep the values' own order."""
+
+    def rec(rule, steps, loss: float) -> dict:
+        cell = dict(kind="isoflop", budget=1e12, shape="d16", seed=0, warmup=rule,
+                    hp_axes=["warmup"])  # fmt: skip
+        r = dict(run_id=f"w{rule}", cell=cell, final_val_loss=loss, N_total=1e4, D=1e6)
+        return r if steps is None else r | {"warmup_steps": steps}
+
+    losses = {"params": 3.3, 100: 3.2, 200: 3.1, 0.05: 3.15}
+    steps = {"params": 20, 100: 100, 200: 200, 0.05: 250}
+    hp = analyze_records([rec(w, steps[w], loss) for w, loss in losses.items()])
+    v = hp["groups"][0]["axes"]["warmup"]
+    assert (v["best"], v["edge"], hp["edge_cells"]) == (200, False, [])
+    steps[0.05] = 10  # now 200 steps is the longest warmup: an edge
+    hp = analyze_records([rec(w, steps[w], loss) for w, loss in losses.items()])
+    assert hp["groups"][0]["axes"]["warmup"]["edge"] is True
+    hp = analyze_records([rec(w, None, loss) for w, loss in losses.items()])
+    assert hp["groups"][0]["axes"]["warmup"]["edge"] is True  # no steps recorded: as before
