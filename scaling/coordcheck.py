@@ -105,6 +105,27 @@ def _check(widths: Sequence[int], lrs: Sequence[float], counts: dict[str, int]) 
             raise UserError(f"mup-check --{flag} {n}: must be >= 1")
 
 
+def probes(
+    widths: Sequence[int], lrs: Sequence[float], *, base_width: int | None = None,
+    steps: int = 5, batch: int = 16, seeds: int = 1, params: Sequence[str] = ("sp", "mup"),
+    **shape: Any,
+) -> tuple[int, list[tuple], list[C.RunConfig]]:  # fmt: skip
+    """The base width, the (param, width, lr, seed) jobs and their run configs, every one
+    validated (UserError) before any compute or output directory."""
+    counts = dict(steps=steps, seeds=seeds, batch=batch, layers=shape.get("n_layers", 2))
+    _check(widths, lrs, counts)
+    widths = sorted(widths)
+    base = widths[0] if base_width is None else base_width
+    if base <= 0:
+        raise UserError(f"mup-check --base-width {base}: must be > 0")
+    jobs = [(p, w, lr, s) for p in params for w in widths for lr in lrs for s in range(seeds)]
+    cfgs = [
+        run_config(w, p, base, lr=lr, steps=steps, batch=batch, seed=s, **shape)
+        for p, w, lr, s in jobs
+    ]
+    return base, jobs, cfgs
+
+
 def sweep(
     widths: Sequence[int], lrs: Sequence[float], *, base_width: int | None = None,
     steps: int = 5, batch: int = 16, seeds: int = 1, params: Sequence[str] = ("sp", "mup"),
@@ -112,19 +133,12 @@ def sweep(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One record per (param, width, lr, seed): layer RMS after `steps` updates and the
     validation loss on one fixed batch (None when there is a single lr: no transfer to show)."""
-    counts = dict(steps=steps, seeds=seeds, batch=batch, layers=shape.get("n_layers", 2))
-    _check(widths, lrs, counts)
-    widths = sorted(widths)
-    base = widths[0] if base_width is None else base_width
-    if base <= 0:
-        raise UserError(f"mup-check --base-width {base}: must be > 0")
+    base, jobs, cfgs = probes(
+        widths, lrs, base_width=base_width, steps=steps, batch=batch, seeds=seeds,
+        params=params, **shape,
+    )  # fmt: skip
     from scaling.data import open_dataset  # noqa: PLC0415 - heavy (TFDS)
 
-    jobs = [(p, w, lr, s) for p in params for w in widths for lr in lrs for s in range(seeds)]
-    cfgs = [
-        run_config(w, p, base, lr=lr, steps=steps, batch=batch, seed=s, **shape)
-        for p, w, lr, s in jobs
-    ]  # every config validated before any compute
     data = open_dataset(cfgs[0].data, cfgs[0].model.seq_len, progress=progress)
     eval_batch = np.asarray(data.val_batches(batch)[0], np.int32)
     if eval_batch.shape[0] < batch:

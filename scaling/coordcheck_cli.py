@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         max_ratio,
         mean_loss,
         plot,
+        probes,
         sweep,
     )
 
@@ -87,12 +88,13 @@ def run(args: argparse.Namespace) -> int:
             "the coordinate check runs at one of the probed lrs; add it to --lrs or drop --lr"
         )
     coord_lr = args.lr if args.lr is not None else (1e-2 if 1e-2 in lrs else lrs[0])
-    out = check_writable_dir(Path(args.out))  # before the probes: results must be savable
-    records = sweep(
-        args.widths, lrs, base_width=args.base_width, steps=args.steps, batch=args.batch,
-        seeds=args.seeds, progress=not args.no_progress, n_layers=args.layers,
-        dataset=args.dataset,
+    grid = dict(
+        base_width=args.base_width, steps=args.steps, batch=args.batch, seeds=args.seeds,
+        n_layers=args.layers, dataset=args.dataset,
     )  # fmt: skip
+    probes(args.widths, lrs, **grid)  # a bad flag exits 2 before --out is made
+    out = check_writable_dir(Path(args.out))  # before the probes: results must be savable
+    records = sweep(args.widths, lrs, progress=not args.no_progress, **grid)
     summary: dict[str, Any] = {"records": records, "coord_lr": coord_lr}
     for p in ("sp", "mup"):
         ratio, layer = max_ratio(records, p, coord_lr)

@@ -139,6 +139,7 @@ def test_an_lr_outside_lrs_exits_2_before_any_probe(tmp_path: Path, capsys, monk
         (["--steps", "0"], "mup-check --steps 0: must be >= 1"),  # named --seeds 1 too
         (["--lr", "nan"], "mup-check --lr nan: give a positive peak lr"),  # said --lrs [nan]
         (["--lrs", ","], "argument --lrs: ',': expected numbers"),  # ran the default 1e-2
+        (["--widths", "16,36"], "width 36 is not a multiple"),  # made --out first
     ],
 )
 def test_bad_flag_exits_2_naming_the_flag(flags, said, tmp_path: Path, capsys) -> None:
@@ -150,6 +151,7 @@ def test_bad_flag_exits_2_naming_the_flag(flags, said, tmp_path: Path, capsys) -
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()  # refused before --out is made
 
 
 def _no_lr_scaling(monkeypatch) -> None:
