@@ -2,7 +2,7 @@
 
 AdamW, written as an optax chain WITHOUT the learning rate:
 
-    clip_by_global_norm(grad_clip) -> scale_by_adam(b1, b2, eps)
+    clip_by_global_norm(grad_clip) -> scale_by_adam(b1, b2, eps) [-> muP lr_partition]
     -> add_decayed_weights(weight_decay, mask = params with ndim >= 2)
 
 The train step applies `params -= lr * update`, with `lr` a traced scalar computed on the host
@@ -17,9 +17,11 @@ Schedule (step s = 0 .. steps-1 is the s-th update):
 with min = min_lr_ratio * lr, so the last update uses exactly min.
 Automatic warmup (train.warmup_steps = -1): W = min(steps // 10, 1000).
 
-Under muP (`model.param = "mup"`) the chain ends with `scaling.mup.lr_partition`, an optax
-partition that multiplies the update of each hidden matrix by base_width / d_model (so its
-effective peak lr and decoupled weight decay shrink with width); vector-like parameters keep 1.
+Under muP (`model.param = "mup"`) `scaling.mup.lr_partition`, an optax partition, follows Adam:
+it multiplies the Adam direction of each hidden matrix by base_width / d_model (its effective
+peak lr shrinks with width); vector-like parameters keep 1. The decay comes after it, so lr x wd
+is the same at every width and a weight decay tuned at the base width transfers (the mup
+package's MuAdam does the same with lr / m and wd x m).
 """
 
 from __future__ import annotations
@@ -67,13 +69,15 @@ def make_optimizer(
     t: TrainConfig, model: ModelConfig | None = None
 ) -> optax.GradientTransformation:
     """AdamW direction without the lr (see module docstring); grad_clip <= 0 disables clipping.
-    With a muP `model`, per-parameter lr multipliers follow (scaling.mup.lr_partition)."""
+    With a muP `model`, per-parameter lr multipliers (scaling.mup.lr_partition) scale the Adam
+    direction, not the decay: a weight decay tuned at the base width transfers, as with the mup
+    package's MuAdam (lr / m and wd x m on hidden matrices)."""
     parts = []
     if t.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(t.grad_clip))
     parts.append(optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps))
+    if model is not None and mup.is_mup(model):  # before the decay: it scales the Adam direction
+        parts.append(mup.lr_partition(model))  # only, so lr x wd is the same at every width
     if t.weight_decay > 0:
         parts.append(optax.add_decayed_weights(t.weight_decay, mask=decay_mask))
-    if model is not None and mup.is_mup(model):
-        parts.append(mup.lr_partition(model))
     return optax.chain(*parts)

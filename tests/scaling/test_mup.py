@@ -166,3 +166,19 @@ def test_mup_run_checkpoints_and_resumes(tmp_path) -> None:
     result = train(cfg, out, progress=False)
     assert result["status"] == "done" and result["resumed_from_step"] == 4
     assert math.isfinite(result["final_val_loss"]) and result["config"]["model"]["param"] == "mup"
+
+
+@pytest.mark.parametrize("width", [32, 256])
+def test_weight_decay_is_width_independent(width: int) -> None:
+    """The muP partition scaled the decay with the Adam direction, so a hidden matrix decayed by
+    lr x wd x base/width: 8x less at d256 than at d32, and a wd tuned at the base width did not
+    transfer. With zero gradients the update is now wd x p for every decayed matrix."""
+    cfg = _cfg(width)
+    params = nnx.state(Transformer(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    tx = optim.make_optimizer(C.TrainConfig(weight_decay=0.1, grad_clip=0.0), cfg)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    pairs = zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True)
+    decayed = [(u, p) for u, p in pairs if p.ndim >= 2]
+    assert len(decayed) == 15  # 7 hidden matrices per block, 2 blocks, and the embedding
+    for u, p in decayed:
+        np.testing.assert_allclose(u, 0.1 * p, rtol=1e-6)
