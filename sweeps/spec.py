@@ -105,6 +105,7 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
     base = _parse_base(raw)
     base_model = _base_model(base, shapes.rule)
     hparams = _mup_lr_rule(name, hparams, raw.get("hparams", {}), base_model.param)
+    _check_mup_ff(name, shapes, base_model.param)
     check_lr_cap(name, hparams, points)
     return GridSpec(
         name=name,
@@ -119,6 +120,22 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
         overrides=_parse_overrides(raw.get("overrides", [])),
         raw=raw,
     )
+
+
+def _check_mup_ff(name: str, shapes: Any, param: str) -> None:
+    """muP scales every width axis by one m = d_model / base_width (scaling.mup), so d_ff must
+    grow with d_model: explicit shapes whose d_ff / d_model differ would mis-scale the MLP's
+    down-projection (its fan-in does not grow as m says)."""
+    if param != "mup" or shapes.rule != "list":
+        return
+    ratio = {s.label: (s.d_ff or 4 * s.d_model) / s.d_model for s in shapes.list}
+    if len(set(ratio.values())) > 1:
+        got = ", ".join(f"{k}: {v:g}" for k, v in ratio.items())
+        raise UserError(
+            f'grid {name!r}: model.param = "mup" needs one d_ff / d_model across the shapes, '
+            f"since muP scales the MLP by d_model / base_width; the list has {got}: give every "
+            f"shape d_ff = k x d_model (or leave d_ff out: 4 x d_model)"
+        )
 
 
 def _check_centred(name: str, study: Any, table: dict[str, Any], rule: str) -> None:

@@ -442,3 +442,26 @@ def test_plan_with_good_estimate_env_vars_scales_the_wall_time(monkeypatch, caps
     monkeypatch.setenv("SCALING_FLOPS_PER_S", "2e9")
     fast = estimate_seconds(cells, ("cpu", 1))
     assert all(a > b > 0 for a, b in zip(slow, fast, strict=True))
+
+
+def test_mup_grid_with_a_fixed_d_ff_exits_2(tmp_path, capsys) -> None:
+    """muP scales the MLP by one m = d_model / base_width: a [shapes] list whose d_ff stays put
+    while d_model grows mis-scaled the down-projection (its output shrank 6.8x from d32 to d256
+    at d_ff 128) without a word."""
+    grid = tmp_path / "g.toml"
+    lst = "[{d_model=16,n_layers=2,n_heads=2,d_ff=64},{d_model=32,n_layers=2,n_heads=4,d_ff=64}]"
+    text = (Path(__file__).parents[2] / "sweeps/grids/cpu-small.toml").read_text()
+    text = text.replace(
+        'rule = "aspect"\naspect = 16\nhead_dim = 8\nn_min = 4e3\nn_max = 9e3\ncount = 2',
+        f'rule = "list"\nlist = {lst}',
+    )
+    assert "list = [" in text
+    grid.write_text(text)
+    mup = ['--set=base.model.param="mup"', "--set=base.model.base_width=16"]
+    assert main(["sweep", "plan", str(grid), *mup]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: grid 'cpu-small': model.param = \"mup\" needs one d_ff / d_model")
+    assert "d16-l2-h2: 4, d32-l2-h4: 2" in err and err.count("\n") == 1
+    assert main(["sweep", "plan", str(grid)]) == 0  # SP: any d_ff
+    grid.write_text(text.replace("d_ff=64}]", "d_ff=128}]"))  # 4 x d_model at both widths
+    assert main(["sweep", "plan", str(grid), *mup]) == 0
