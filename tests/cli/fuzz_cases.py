@@ -285,9 +285,9 @@ def cases() -> list[tuple[str, list[str], dict[str, bytes | str]]]:
     )
     out.append(
         (
-            "flag-analyze-map-unknown-key",
-            ["analyze", "--csv", "{d}/t.csv", "--map", "Q=N"],
-            {"t.csv": CSV_OK},
+            "flag-analyze-map-no-n",  # no --map N= and no column named N
+            ["analyze", "--csv", "{d}/t.csv", "--map", "Q=size"],
+            {"t.csv": CSV_OK.replace("N,D,loss", "size,D,loss", 1)},
         )
     )
     out.append(("flag-analyze-nothing", ["analyze"], {}))
