@@ -58,8 +58,11 @@ def validate_spec(
     model's `projection_dims`, a rank above the smallest adapted matrix's min(d_in, d_out))."""
     if not isinstance(spec.rank, int) or spec.rank <= 0:
         raise UserError(f"LoRA rank r = {spec.rank}: must be a positive integer, e.g. r=4")
-    if spec.alpha < 0:
-        raise UserError(f"LoRA alpha = {spec.alpha}: must be > 0 (or 0 for 2 * r)")
+    if not (math.isfinite(spec.alpha) and spec.alpha >= 0):
+        raise UserError(
+            f"LoRA alpha = {spec.alpha}: must be a finite number > 0 (or 0 for 2 * r), e.g. "
+            f"alpha={2 * spec.rank}"
+        )
     if spec.quant not in ("none", *QUANT_KINDS):
         raise UserError(f"quant = {spec.quant!r}: choose one of none, {', '.join(QUANT_KINDS)}")
     have = [p for p in PROJECTIONS if p != "gate" or mlp == "swiglu"]
@@ -157,7 +160,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def resolve_settings(kind: str, overrides: list[str] | tuple[str, ...] = ()) -> Settings:
-    """Defaults for `kind`, then `key=value` (every method) and `kind.key=value` overrides."""
+    """Defaults for `kind`, then `key=value` (every method) and `kind.key=value` overrides;
+    UserError naming the key, its value and the allowed range for a bad one (`check_settings`)."""
     known = {f.name: f for f in fields(Settings)}
     s = replace(Settings(), **DEFAULTS[kind])
     for item in overrides:
@@ -170,12 +174,49 @@ def resolve_settings(kind: str, overrides: list[str] | tuple[str, ...] = ()) -> 
             )
         if scope not in ("", kind):
             continue
-        v, default = parse_value(value.strip()), getattr(Settings(), name)
-        if isinstance(default, bool) != isinstance(v, bool) or not isinstance(v, int | float):
-            raise UserError(f"--set {item!r}: {name} expects a {type(default).__name__}")
-        s = replace(s, **{name: type(default)(v)})
-    if s.lr <= 0 or s.batch_size <= 0 or s.epochs <= 0 or s.steps < 0 or s.eval_items <= 0:
-        raise UserError(f"fine-tuning settings {s}: lr, batch_size, epochs, eval_items must be > 0")
+        s = replace(s, **{name: _typed(item, name, parse_value(value.strip()))})
+    return check_settings(s)
+
+
+def _typed(item: str, name: str, v: Any) -> Any:
+    """An override's value as its field's type: a bool for a bool, a whole number for an int
+    (2.0 is 2; 2.7, inf and nan are errors, not truncated), a finite number for a float."""
+    default = getattr(Settings(), name)
+    kind = type(default).__name__
+    if isinstance(default, bool) != isinstance(v, bool) or not isinstance(v, int | float):
+        raise UserError(f"--set {item!r}: {name} expects a {kind}")
+    if not math.isfinite(v):
+        raise UserError(
+            f"--set {item!r}: {name} must be a finite number, e.g. {name}={_RULES[name][2]}"
+        )
+    if isinstance(default, int) and not isinstance(default, bool) and v != int(v):
+        raise UserError(f"--set {item!r}: {name} expects a whole number, e.g. {name}={round(v)}")
+    return type(default)(v)
+
+
+# field -> (is the value allowed, the rule as the error states it, an example value)
+_RULES: dict[str, tuple[Any, str, str]] = {
+    "lr": (lambda v: v > 0, "> 0", "3e-3"),
+    "epochs": (lambda v: v > 0, "> 0", "4"),
+    "steps": (lambda v: v >= 0, ">= 0 (0: from epochs)", "0"),
+    "batch_size": (lambda v: v > 0, "> 0", "16"),
+    "warmup_steps": (lambda v: v >= -1, ">= 0 (or -1 for steps // 10)", "-1"),
+    "min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]", "0.1"),
+    "weight_decay": (lambda v: v >= 0, ">= 0", "0"),
+    "grad_clip": (lambda v: v > 0, "> 0 (the global-norm cap)", "1"),
+    "seed": (lambda v: 0 <= v < 2**63, ">= 0 and < 2^63", "0"),
+    "eval_items": (lambda v: v > 0, "> 0", "128"),
+}
+
+
+def check_settings(s: Settings) -> Settings:
+    """`s`, or UserError naming the first setting out of its range and a valid value."""
+    for name, (ok, rule, example) in _RULES.items():
+        v = getattr(s, name)
+        if not (math.isfinite(v) and ok(v)):
+            raise UserError(
+                f"fine-tuning setting {name} = {v}: must be {rule}; e.g. --set {name}={example}"
+            )
     return s
 
 

@@ -84,6 +84,16 @@ def _no_ckpt_run(run_dir: Path, tmp_path: Path) -> Path:
         (["--method", "full", "NOCKPT"], "has no checkpoint"),
         (["--method", "full", "--set", "lra=1"], "--set 'lra=1'"),
         (["--method", "full", "--set", "lora.lr=1"], "no --method lora is given"),
+        # non-finite or out-of-range settings: a NaN lr trained a row whose eval loss was null
+        # and recorded it as done; seed=-1 was a numpy traceback; 2.5 was truncated to 2
+        (["--method", "full", "--set", "lr=nan"], "lr must be a finite number, e.g. lr=3e-3"),
+        (["--method", "full", "--set", "steps=inf"], "steps must be a finite number"),
+        (["--method", "full", "--set", "seed=-1"], "seed = -1: must be >= 0"),
+        (["--method", "full", "--set", "batch_size=2.5"], "batch_size expects a whole number"),
+        (["--method", "full", "--set", "min_lr_ratio=2"], "min_lr_ratio = 2.0: must be in [0, 1]"),
+        (["--method", "full", "--set", "grad_clip=0"], "grad_clip = 0.0: must be > 0"),
+        (["--method", "lora:r=2,alpha=nan"], "LoRA alpha = nan: must be a finite number"),
+        (["--method", "lora:r=2,alpha=inf"], "LoRA alpha = inf"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_before_compute(
