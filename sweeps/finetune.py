@@ -283,21 +283,20 @@ def _train_rows(todo, cfgs, task: str, settings, out: Path, *, progress: bool) -
         for run_id, jobs in by_run.items():
             run, cfg = jobs[0][0], cfgs[run_id]
             base = F.load_base(Path(run["dir"]), cfg)
-            pre = F.evaluate(
-                base.model(), cfg, task, settings[jobs[0][1].label].eval_items, base.mesh
-            )
+            pre: dict[int, dict] = {}  # the base's scores on the first n test items, per n
             for _, m, d_f, rid in jobs:
                 check_interrupt()
                 bar.set_postfix_str(f"N={run['result'][results.N_TOTAL]} {m.label} D_f={d_f}")
-                t0 = time.time()
                 s = settings[m.label]
+                if s.eval_items not in pre:  # a method's eval_items may differ from another's
+                    pre[s.eval_items] = F.evaluate(base.model(), cfg, task, s.eval_items, base.mesh)
+                before, t0 = pre[s.eval_items], time.time()
                 model, info = F.finetune(
                     base, task, m, d_f, s, out_dir=out / "rows" / rid, on_step=lambda: bar.update(1)
                 )
                 ev = F.evaluate(model, cfg, task, s.eval_items, base.mesh)
-                append_row(
-                    out, _row(rid, run, task, m, d_f, s, info, ev, pre, time.time() - t0, asdict(s))
-                )
+                row = _row(rid, run, task, m, d_f, s, info, ev, before, time.time() - t0, asdict(s))
+                append_row(out, row)
     finally:
         bar.close()
 

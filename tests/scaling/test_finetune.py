@@ -194,3 +194,21 @@ def test_a_damaged_result_json_is_one_line_not_a_traceback(tmp_path: Path, capsy
     (sweep / "runs" / "abc" / "result.json").write_text('{"run_id": "abc", "sta')
     (found,) = find_runs(sweep)  # the sweep's own row stands in, with one warning
     assert found["result"] == row and "result.json is damaged" in capsys.readouterr().err
+
+
+def test_each_row_pre_score_uses_its_own_eval_items(run_dir: Path, tmp_path: Path) -> None:
+    """The base model was scored once per run, on the first method's eval_items: a lora row
+    with `--set lora.eval_items=24` got a pre_eval_loss over 8 items next to an eval_loss over
+    24. Each row's pre score is now over its own items: the same as a run of that method alone."""
+    common = ["finetune", str(run_dir), "--task", "upper", "--df", "8", "--no-progress"]
+    common += ["--set", "steps=1", "--set", "save=false", "--set", "eval_items=8"]
+    both, alone = tmp_path / "both", tmp_path / "alone"
+    lora_items = ["--set", "lora.eval_items=24"]
+    argv = [*common, "--method", "full", "--method", "lora:r=2", *lora_items, "--out", str(both)]
+    assert main(argv) == 0
+    assert main([*common, "--method", "lora:r=2", *lora_items, "--out", str(alone)]) == 0
+    rows = {r["method"]: r for r in _rows(both / "results.jsonl")}
+    (single,) = _rows(alone / "results.jsonl")
+    assert rows["full"]["n_eval_items"] == 8 and rows["lora:r=2"]["n_eval_items"] == 24
+    assert rows["lora:r=2"]["pre_eval_loss"] == single["pre_eval_loss"]
+    assert rows["full"]["pre_eval_loss"] != rows["lora:r=2"]["pre_eval_loss"]
