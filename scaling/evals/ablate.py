@@ -62,6 +62,11 @@ class AblateSpec:
             T.get_task(t)
         if any(k < 0 for k in self.shots):
             raise UserError(f"shots {list(self.shots)}: shot counts must be >= 0")
+        if not self.kinds:  # `--kinds ,` computed importances, then pruned nothing
+            raise UserError(
+                f"no ablation kinds given; choose from {', '.join(RM.KINDS)}, e.g. "
+                f"--kinds {','.join(RM.KINDS)}"
+            )
         for kind in self.kinds:
             if kind not in RM.KINDS:
                 raise UserError(

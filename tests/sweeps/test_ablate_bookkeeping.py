@@ -127,6 +127,7 @@ def fake_sweep(tmp_path):
         (["--shots", "x"], "--shots"),
         (["--resamples", "5"], "--resamples 5: must be >= 10; use e.g. the default 1000"),
         (["--n-items", "-1"], "--n-items -1: must be >= 0"),
+        (["--kinds", ","], "no ablation kinds given; choose from heads, ffn, both"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_before_compute(
