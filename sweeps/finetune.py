@@ -276,6 +276,7 @@ def _train_rows(todo, cfgs, task: str, settings, out: Path, *, progress: bool) -
         disable=not progress or not sys.stderr.isatty(),
         dynamic_ncols=True,
     )
+    done = 0
     try:
         by_run: dict[str, list] = {}
         for job in todo:
@@ -297,8 +298,20 @@ def _train_rows(todo, cfgs, task: str, settings, out: Path, *, progress: bool) -
                 ev = F.evaluate(model, cfg, task, s.eval_items, base.mesh)
                 row = _row(rid, run, task, m, d_f, s, info, ev, before, time.time() - t0, asdict(s))
                 append_row(out, row)
+                done += 1  # one line per row, as `scaling ablate` prints one per run: in a log
+                bar.write(f"[{done}/{len(todo)}] {_line(row)}", file=sys.stderr)  # (no bar)
     finally:
         bar.close()
+
+
+def _line(row: dict[str, Any]) -> str:
+    """A finished row in one line: which run, method and D_f, and its scores before and after."""
+    return (
+        f"{row['run_id']} N={row['n_params']:.3g} {row['method']} D_f={row['d_f']}: eval loss "
+        f"{row['eval_loss']:.4f} (before {row['pre_eval_loss']:.4f}), exact match "
+        f"{row['exact_match']:.3f} (before {row['pre_exact_match']:.3f}), "
+        f"{row['steps']} steps in {row['wall_time_s']:.1f} s"
+    )
 
 
 def _row(rid, run, task, m, d_f, s, info, ev, pre, wall, settings) -> dict[str, Any]:

@@ -45,6 +45,11 @@ def test_finetune_writes_rows_and_resumes(run_dir: Path, tmp_path: Path, capsys)
     assert main([*argv, "--out", str(out), "--no-progress"]) == 0
     rows = _rows(out / "results.jsonl")
     assert len(rows) == 4 and {r["d_f"] for r in rows} == {8, 24}
+    # one line per finished row (stderr is no terminal here, so there is no bar either)
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("[")]
+    assert [x.split("]")[0] for x in lines] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert f"{rows[0]['run_id']} N=" in lines[0] and "full D_f=8: eval loss " in lines[0]
+    assert f"(before {rows[0]['pre_eval_loss']:.4f})" in lines[0] and "3 steps in " in lines[0]
     result = json.loads((run_dir / "result.json").read_text())
     for r in rows:
         assert r["n_params"] == result["N_total"] and r["pretrain_tokens"] == result["D"]
