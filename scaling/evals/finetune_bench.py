@@ -14,15 +14,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 import jax
 from flax import nnx
 
 from scaling import sharding
 from scaling.config import ModelConfig, RunConfig, TrainConfig
+from scaling.errors import UserError
 from scaling.evals import finetune as F
-from scaling.evals.finetune_spec import Settings, parse_method
+from scaling.evals.finetune_spec import Settings, parse_method, projection_dims, validate_spec
 from scaling.model import Transformer
+from scaling.validation import validate
+
+METHODS = ("full", "lora:r={r}", "qlora:r={r},quant=int8", "qlora:r={r}")
+
+
+def check(cfg: ModelConfig, rank: int, batch: int) -> None:
+    """UserError (one line, before any compute) for a bad shape, rank or batch."""
+    validate(RunConfig(model=cfg, train=TrainConfig(batch_size=batch)))  # shape, batch > 0
+    for text in METHODS[1:]:
+        validate_spec(parse_method(text.format(r=rank)).spec, cfg.mlp, projection_dims(cfg))
 
 
 def measure(cfg: ModelConfig, rank: int, batch: int) -> list[dict]:
@@ -32,7 +44,7 @@ def measure(cfg: ModelConfig, rank: int, batch: int) -> list[dict]:
     base = F.Base(run, mesh, graphdef, params, other, 0)
     s = dataclasses.replace(Settings(), steps=1, batch_size=batch, save=False)
     out = []
-    for text in ("full", f"lora:r={rank}", f"qlora:r={rank},quant=int8", f"qlora:r={rank}"):
+    for text in (m.format(r=rank) for m in METHODS):
         _, info = F.finetune(base, "upper", parse_method(text), batch, s)
         stats = jax.devices()[0].memory_stats() or {}
         out.append(
@@ -56,8 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--batch", type=int, default=16)
     a = p.parse_args(argv)
-    cfg = ModelConfig(d_model=a.d_model, n_layers=a.layers, n_heads=a.heads, seq_len=a.seq_len)
-    rows = measure(cfg, a.rank, a.batch)
+    try:  # a bad flag is one "error:" line and exit 2 before any step, as in the CLI
+        cfg = ModelConfig(d_model=a.d_model, n_layers=a.layers, n_heads=a.heads, seq_len=a.seq_len)
+        check(cfg, a.rank, a.batch)
+        rows = measure(cfg, a.rank, a.batch)  # e.g. a seq_len too short for the examples
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     n = sum(x.size for x in jax.tree.leaves(nnx.state(Transformer(cfg, rngs=nnx.Rngs(0)))))
     print(
         f"model d_model={a.d_model} layers={a.layers} ({n:,} params), batch {a.batch} x {a.seq_len}"

@@ -176,3 +176,27 @@ def test_one_method_has_one_label():
     same = {parse_method(t).label for t in ("lora:r=2,targets=v+q", "lora:r=2,targets=q+v+q")}
     assert same == {"lora:r=2,targets=q+v"}
     assert parse_method("qlora:r=2,alpha=4,quant=int8").label == "qlora:r=2,quant=int8"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--rank", "0"], "LoRA rank r = 0: must be a positive integer"),
+        (["--rank", "99"], "LoRA rank r = 99 exceeds min(d_in, d_out) = 16"),
+        (["--batch", "0"], "train.batch_size = 0: must be a positive integer"),
+        (["--heads", "3"], "model.n_heads = 3 does not divide model.d_model = 16"),
+    ],
+)
+def test_finetune_bench_bad_flags_exit_2_before_any_step(capsys, monkeypatch, flags, message):
+    """`python -m scaling.evals.finetune_bench --rank 0` ended in a UserError traceback after
+    the full fine-tuning step had been compiled and run; --batch 0 measured an empty batch."""
+    from scaling.evals import finetune_bench
+
+    def measure(*a, **k):
+        raise AssertionError("a step ran: bad flags must exit before any compute")
+
+    monkeypatch.setattr(finetune_bench, "measure", measure)
+    shape = ["--d-model", "16", "--layers", "1", "--heads", "2", "--seq-len", "48", "--batch", "2"]
+    assert finetune_bench.main([*shape, *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
