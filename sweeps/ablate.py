@@ -40,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sizes",
         type=int,
         default=0,
-        help="keep this many model sizes of the selected runs, spread evenly over N (smallest "
-        "and largest included), one run each, the lowest seed (default 0: every run, all seeds)",
+        help="keep this many model sizes of the selected runs, evenly spaced in the sorted list "
+        "of sizes (smallest and largest included; not in log N), one run each, the lowest seed "
+        "(default 0: every run, all seeds)",
     )
     p.add_argument("--tasks", default="", help="comma-separated tasks (default: the run's evals)")
     p.add_argument("--shots", default="", help="comma-separated shot counts (default: the run's)")
@@ -94,9 +95,10 @@ def select_runs(
     root: Path, ids: tuple[str, ...] = (), budget: str = "", sizes: int = 0
 ) -> list[Path]:
     """Run directories to ablate: finished runs of the sweep in `root` (or `root` itself when it
-    is a run directory), filtered by id prefixes and budget, then `sizes` model sizes spread
-    evenly over N, one run each (the lowest seed; 0 keeps every run). UserError when none match
-    or an id matches nothing."""
+    is a run directory), filtered by id prefixes and budget, then `sizes` model sizes evenly
+    spaced in the sorted list of sizes (indices round(i (S - 1) / (K - 1)); not in log N), one
+    run each (the lowest seed; 0 keeps every run). UserError when none match or an id matches
+    nothing."""
     if sizes < 0:
         raise UserError(f"--sizes {sizes}: must be >= 1 (or 0 for all runs)")
     if not root.is_dir():

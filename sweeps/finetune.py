@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="K",
-        help="K model sizes spread over log N (the longest-trained run of each size)",
+        help="K model sizes, evenly spaced in the sorted list of sizes (smallest and largest "
+        "included; not in log N), the longest-trained run of each",
     )
     p.add_argument("--out", default=None, help="output directory (default DIR/finetune)")
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
@@ -132,7 +133,8 @@ def _seed(result: dict) -> int:
 
 
 def select_runs(runs: list[dict], ids: str, sizes: int) -> list[dict]:
-    """Filter by --runs, then keep --sizes K sizes spread over log N (longest-trained each)."""
+    """Filter by --runs, then keep --sizes K sizes evenly spaced in the sorted list of sizes
+    (indices round(i (S - 1) / (K - 1)) of the S sizes; not in log N), longest-trained each."""
     if ids:
         want = [x.strip() for x in ids.split(",") if x.strip()]
         known = {r["run_id"] for r in runs}

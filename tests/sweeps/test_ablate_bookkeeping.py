@@ -337,3 +337,22 @@ def test_an_empty_ablation_table_is_a_report_line_not_a_crash(tmp_path):
     ab = analyze(table, tmp_path / "out")
     assert "holds no readable ablation record; rerun `scaling ablate DIR`" in ab["md"]
     assert ablation_plots.all_figures(ab, tmp_path / "out") == {}
+
+
+@pytest.mark.parametrize("command", ["ablate", "finetune"])
+def test_sizes_help_says_how_sizes_are_picked(command, tmp_path, capsys):
+    """--help said 'spread over log N' (finetune) and 'spread evenly over N' (ablate); both pick
+    evenly in the sorted list of sizes: of N = 1, 2, 3, 4, 100, --sizes 3 keeps 1, 3 and 100
+    (log N would want ~10, so 4; N would want ~50, so 4 too)."""
+    from sweeps.ablate import select_runs
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "evenly spaced in the sorted list of sizes" in help_text
+    assert "spread over log N" not in help_text and "spread evenly over N" not in help_text
+    recs = [
+        {"run_id": f"n{n}", "status": "done", "cell": {}, "N_total": n} for n in (1, 2, 3, 4, 100)
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert [p.name for p in select_runs(tmp_path, sizes=3)] == ["n1", "n3", "n100"]
