@@ -218,12 +218,13 @@ def _line(rec: dict[str, Any]) -> str:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from scaling.evals.ablate import check_run
+    from scaling.evals.ablate import check_items, check_run
 
     spec = spec_from_args(args)
     root = Path(args.dir)
     runs = select_runs(root, _csv(args.runs, str, "runs"), args.budget, args.sizes)
     for run in runs:
         check_run(run)
+        check_items(run, spec)
     run_ablation(root, runs, spec, progress=not args.no_progress)
     return 0

@@ -178,6 +178,21 @@ def check_checkpoint(run: dict) -> None:
         )
 
 
+def check_eval_items(task: str, settings: dict, seed: int) -> None:
+    """UserError (before any compute) when the task's test pool holds fewer distinct items
+    than the largest eval_items: it was raised by the first evaluation, after the restore."""
+    from scaling.evals import tasks as T
+
+    n = max(s.eval_items for s in settings.values())
+    try:
+        T.test_items(task, n, seed)
+    except T.PoolTooSmall as e:
+        raise UserError(
+            f"--set eval_items={n}: task {task!r} yields only {e.found} distinct test items; use "
+            f"eval_items={e.found} or fewer"
+        ) from None
+
+
 def row_id(run_id: str, task: str, method: str, d_f: int, settings: dict) -> str:
     blob = json.dumps([run_id, task, method, d_f, settings], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -227,6 +242,7 @@ def run_command(args: argparse.Namespace) -> int:
         T.require_byte_tokenizer(
             cfgs[run["run_id"]].data.tokenizer, f"scaling finetune run {run['run_id']}"
         )
+        check_eval_items(args.task, settings, cfgs[run["run_id"]].eval.seed)
         for m in methods:
             if m.spec is not None:
                 from scaling.evals.finetune_spec import projection_dims, validate_spec

@@ -114,6 +114,25 @@ def check_run(run_dir: Path) -> None:
         )
 
 
+def check_items(run_dir: Path, spec: AblateSpec) -> None:
+    """UserError (no JAX, before any compute or table move) when a task's test pool holds fewer
+    distinct items than the ablation scores (`--n-items`, or the run's eval.n_items)."""
+    from scaling import config as C  # noqa: PLC0415
+    from scaling.evals import tasks as T  # noqa: PLC0415
+
+    cfg = C.load(run_dir / "config.toml")
+    n = spec.n_items or cfg.eval.n_items
+    for task in spec.tasks or tuple(cfg.eval.tasks) or tuple(T.TASKS):
+        try:
+            T.test_items(task, n, cfg.eval.seed)
+        except T.PoolTooSmall as e:
+            given = f"--n-items {n}" if spec.n_items else f"run {run_dir}: eval.n_items = {n}"
+            raise UserError(
+                f"{given}: task {task!r} yields only {e.found} distinct test items; use "
+                f"--n-items {e.found} or fewer"
+            ) from None
+
+
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, allow_nan=True, sort_keys=True) + "\n")
 
@@ -245,6 +264,7 @@ def ablate_run(
         if redone is not None:
             return redone
     check_run(run_dir)
+    check_items(run_dir, spec)
     t0 = time.perf_counter()
     model, cfg, step, mesh = load_model(run_dir)
     groups, chance = _groups(cfg, spec)

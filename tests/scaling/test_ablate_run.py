@@ -191,3 +191,19 @@ def test_single_head_order_removes_heads_by_their_measured_effect(run_dir, tmp_p
     imp = ablate_run(fresh, spec)["importance"]
     assert imp["head_order_method"] == "single" and sorted(imp["head_order"]) == [0, 1, 2, 3]
     assert imp["head_single_losses"] == sorted(imp["head_single_losses"])
+
+
+def test_more_items_than_the_test_pool_is_one_line_before_compute(run_dir, tmp_path, capsys):
+    """--n-items above a task's test pool (add2 has under 1000 items) failed only inside the
+    ablation, after the checkpoint restore and after the table had been moved to .bak."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(run_dir, sweep / "runs" / "tinyrun", ignore=shutil.ignore_patterns("ablation"))
+    rec = {"run_id": "tinyrun", "status": "done", "cell": {}, "N_total": 1}
+    (sweep / "results.jsonl").write_text(json.dumps(rec) + "\n")
+    (sweep / "ablation.jsonl").write_text(json.dumps({"spec_key": "older"}) + "\n")
+    argv = ["ablate", str(sweep), "--tasks", "add2", "--n-items", "5000", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --n-items 5000: task 'add2' yields only ")
+    assert not (sweep / "runs" / "tinyrun" / "ablation").exists()
+    assert (sweep / "ablation.jsonl").is_file() and not (sweep / "ablation.jsonl.bak").exists()

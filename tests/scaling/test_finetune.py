@@ -99,6 +99,7 @@ def _no_ckpt_run(run_dir: Path, tmp_path: Path) -> Path:
         (["--method", "full", "--set", "grad_clip=0"], "grad_clip = 0.0: must be > 0"),
         (["--method", "lora:r=2,alpha=nan"], "LoRA alpha = nan: must be a finite number"),
         (["--method", "lora:r=2,alpha=inf"], "LoRA alpha = inf"),
+        (["--method", "full", "--set", "eval_items=40000"], "--set eval_items=40000: task 'upper'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_before_compute(
