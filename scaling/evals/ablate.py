@@ -87,9 +87,11 @@ class AblateSpec:
         ):
             if v < lo:
                 raise UserError(f"{name} {v}: must be >= {lo}; use e.g. {fix}")
-        fr = RM.check_fractions(self.fractions)
         kinds = tuple(k for k in RM.KINDS if k in self.kinds)
-        return AblateSpec(**{**asdict(self), "fractions": fr, "kinds": kinds})
+        tasks, shots = tuple(dict.fromkeys(self.tasks)), tuple(dict.fromkeys(self.shots))  # once
+        fr = RM.check_fractions(self.fractions)
+        return AblateSpec(**{**asdict(self), "fractions": fr, "kinds": kinds, "tasks": tasks,
+                             "shots": shots})  # fmt: skip
 
     def key(self) -> str:
         d = asdict(self)

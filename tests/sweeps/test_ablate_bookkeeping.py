@@ -98,6 +98,10 @@ def test_spec_check_and_key():
     assert spec.fractions == (0.2, 0.5)
     assert spec.key() == AblateSpec(tasks=("copy",), fractions=(0.2, 0.5)).check().key()
     assert spec.key() != AblateSpec(tasks=("add2",), fractions=(0.2, 0.5)).check().key()
+    # a repeated task or shot count is the same ablation (it was a new key, recomputed in full)
+    twice = AblateSpec(tasks=("copy", "copy"), shots=(0, 1, 0), fractions=(0.2, 0.5)).check()
+    assert twice.tasks == ("copy",) and twice.shots == (0, 1)
+    assert twice.key() == AblateSpec(tasks=("copy",), shots=(0, 1), fractions=(0.2, 0.5)).key()
     for bad in (dict(tasks=("nope",)), dict(fractions=(1.0,)), dict(kinds=("mlp",)),
                 dict(tol=0.0), dict(shots=(-1,))):  # fmt: skip
         with pytest.raises(UserError):
