@@ -206,43 +206,6 @@ def truncation(groups) -> dict[str, dict[str, float]]:
     }
 
 
-def _importance(model, cfg, groups, spec: AblateSpec, score_fn) -> dict:
-    from scaling.evals import importance as I  # noqa: PLC0415
-
-    grads = I.mask_gradients(model, groups, cfg.model.seq_len)
-    heads = {f"{t}/{k}": gh for (t, k), (gh, _) in grads.items()}
-    ffns = {f"{t}/{k}": gf for (t, k), (_, gf) in grads.items()}
-    agg_h, agg_f = I.aggregate(heads), I.aggregate(ffns)
-    head_order = np.argsort(agg_h.ravel(), kind="stable")
-    out = {
-        "heads": {g: a.tolist() for g, a in heads.items()},
-        "ffn": {g: a.tolist() for g, a in ffns.items()},
-        "heads_aggregate": agg_h.tolist(),
-        "ffn_aggregate": agg_f.tolist(),
-        "head_order": head_order.tolist(),
-        "ffn_order_method": spec.ffn_order,
-    }
-    L, N = cfg.model.n_layers, cfg.model.n_heads
-
-    def suite_loss(fm: np.ndarray, hm: np.ndarray | None = None) -> float:
-        res = score_fn(np.ones((L, N), np.float32) if hm is None else hm, fm)
-        return float(np.mean([-lp.mean() for lp, _, _ in res.values()]))
-
-    if spec.head_order == "single":
-        order, losses = I.single_head_order(L, N, lambda hm: suite_loss(np.ones(L, np.float32), hm))
-        out["head_order"], out["head_single_losses"] = order, losses
-    out["head_order_method"] = spec.head_order
-    if spec.ffn_order == "greedy":
-        order, losses = I.greedy_ffn_order(L, suite_loss)
-        out["ffn_order"], out["ffn_greedy_losses"] = order, losses
-    else:
-        out["ffn_order"] = np.argsort(agg_f, kind="stable").tolist()
-    ind = I.induction_scores(model, n_seq=spec.induction_seqs, seed=spec.seed)
-    out["induction"] = {"prefix": ind["prefix"].tolist(), "copying": ind["copying"].tolist()}
-    out["induction_half"] = ind["half"]
-    return out
-
-
 def ablate_run(
     run_dir: str | Path, spec: AblateSpec, *, progress: bool = False, stop_after: int | None = None
 ) -> dict[str, Any] | None:
@@ -281,8 +244,11 @@ def ablate_run(
     _write_json(out / "spec.json", asdict(spec))
     imp = _read_json(out / "importance.json")
     if imp is None:
+        from scaling.evals.importance import score_components  # noqa: PLC0415
+
         with jax.set_mesh(mesh):
-            imp = _importance(model, cfg, groups, spec, score_fn)
+            imp = score_components(model, cfg, groups, spec, score_fn, progress=progress,
+                                   desc=f"importance {run_dir.name}")  # fmt: skip
         _write_json(out / "importance.json", imp)
     steps = RM.plan_steps(spec.fractions, L * N, L, spec.kinds)
     keys = [RM.mask_key(0, 0)] + sorted({s["key"] for s in steps} - {RM.mask_key(0, 0)})

@@ -6,6 +6,8 @@
   every row's own gradient: each row gets its own copy of the masks ([R, L, N] and [R, L]).
 - `greedy_ffn_order`: the iterative (oracle) variant for MLP blocks: repeatedly remove the block
   whose removal raises the suite loss least; the order of removal is the order of importance.
+- `score_components`: all of the above for `scaling ablate` (the record's `importance`), with a
+  progress bar over the suite evaluations of the single-head and greedy orders.
 - `induction_scores`: per head, on repeated random token sequences `BOS r_1..r_m r_1..r_m`,
   *prefix matching* = mean attention from each token of the second copy to the token after its
   earlier copy, and *copying* = how much the head's output raises the logit of the tokens it
@@ -17,11 +19,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
 from scaling import mup
 from scaling.evals import score as S
@@ -137,6 +141,54 @@ def greedy_ffn_order(
         order.append(best[1])
         losses.append(best[0])
     return order, losses
+
+
+def score_components(
+    model: Transformer, cfg, groups: list[S._Group], spec, score_fn, *, progress: bool = False,
+    desc: str = "importance",
+) -> dict[str, Any]:  # fmt: skip
+    """The importance record of one run for an `AblateSpec`: mask gradients per group and
+    aggregated, the head order (gradient, or `single`: each head removed alone) and the FFN
+    order (`greedy` oracle, or gradient), and the induction scores. `score_fn(head_mask,
+    ffn_mask)` scores the suite; its L*N (single) and L(L+1)/2 (greedy) calls, minutes on a
+    large model, advance a progress bar."""
+    grads = mask_gradients(model, groups, cfg.model.seq_len)
+    heads = {f"{t}/{k}": gh for (t, k), (gh, _) in grads.items()}
+    ffns = {f"{t}/{k}": gf for (t, k), (_, gf) in grads.items()}
+    agg_h, agg_f = aggregate(heads), aggregate(ffns)
+    out: dict[str, Any] = {
+        "heads": {g: a.tolist() for g, a in heads.items()},
+        "ffn": {g: a.tolist() for g, a in ffns.items()},
+        "heads_aggregate": agg_h.tolist(),
+        "ffn_aggregate": agg_f.tolist(),
+        "head_order": np.argsort(agg_h.ravel(), kind="stable").tolist(),
+        "ffn_order_method": spec.ffn_order,
+    }
+    L, N = cfg.model.n_layers, cfg.model.n_heads
+    single, greedy = spec.head_order == "single", spec.ffn_order == "greedy"
+    total = (L * N if single else 0) + (L * (L + 1) // 2 if greedy else 0)
+    bar = tqdm(total=total, desc=desc, unit="eval", disable=not progress or total == 0)
+
+    def suite_loss(fm: np.ndarray, hm: np.ndarray | None = None) -> float:
+        res = score_fn(np.ones((L, N), np.float32) if hm is None else hm, fm)
+        bar.update(1)
+        return float(np.mean([-lp.mean() for lp, _, _ in res.values()]))
+
+    with bar:
+        if single:
+            order, losses = single_head_order(
+                L, N, lambda hm: suite_loss(np.ones(L, np.float32), hm)
+            )
+            out["head_order"], out["head_single_losses"] = order, losses
+        if greedy:
+            out["ffn_order"], out["ffn_greedy_losses"] = greedy_ffn_order(L, suite_loss)
+        else:
+            out["ffn_order"] = np.argsort(agg_f, kind="stable").tolist()
+    out["head_order_method"] = spec.head_order
+    ind = induction_scores(model, n_seq=spec.induction_seqs, seed=spec.seed)
+    out["induction"] = {"prefix": ind["prefix"].tolist(), "copying": ind["copying"].tolist()}
+    out["induction_half"] = ind["half"]
+    return out
 
 
 # ----------------------------------------------------------------------------- induction heads

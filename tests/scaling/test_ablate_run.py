@@ -174,10 +174,11 @@ def test_shots_that_do_not_fit_seq_len_are_reported(run_dir, tmp_path, capsys):
     assert "prompts cut to fit seq_len: copy/40 used" in _line(rec)
 
 
-def test_single_head_order_removes_heads_by_their_measured_effect(run_dir, tmp_path):
+def test_single_head_order_removes_heads_by_their_measured_effect(run_dir, tmp_path, capsys):
     """--head-order single: each head's suite loss with it alone removed orders the removal
     (least harmful first); the default (gradient) spec keeps its key, so earlier tables stay
-    valid."""
+    valid. Its L*N suite evaluations and the greedy FFN order's L(L+1)/2 advance a progress bar
+    (they ran silently: minutes on a large model before the pruning steps' bar appeared)."""
     from scaling.evals.importance import single_head_order
 
     order, losses = single_head_order(
@@ -188,8 +189,10 @@ def test_single_head_order_removes_heads_by_their_measured_effect(run_dir, tmp_p
     spec = AblateSpec(fractions=(0.5,), resamples=20, induction_seqs=2, head_order="single")
     fresh = tmp_path / "single"
     shutil.copytree(run_dir, fresh)
-    imp = ablate_run(fresh, spec)["importance"]
+    imp = ablate_run(fresh, spec, progress=True)["importance"]
     assert imp["head_order_method"] == "single" and sorted(imp["head_order"]) == [0, 1, 2, 3]
+    err = capsys.readouterr().err
+    assert "importance single: 100%" in err and "| 7/7 [" in err  # 2 x 2 heads + 3 greedy
     assert imp["head_single_losses"] == sorted(imp["head_single_losses"])
 
 
