@@ -3,6 +3,7 @@ sweep table, and the analysis section that reads it."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
@@ -116,6 +117,18 @@ def test_sweep_command_table_and_report_section(run_dir, capsys):
     for paths in all_figures(res, sweep / "report").values():
         assert Path(paths[0]).stat().st_size > 10_000
     assert json.loads((sweep / "report" / "ablation.json").read_text())["runs"][0]["run_id"]
+    # a full disk while drawing is the one-line DiskFullError (exit 1), not an OSError traceback
+    from matplotlib.figure import Figure
+
+    from scaling.errors import DiskFullError
+
+    def enospc(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figure, "savefig", enospc)
+        with pytest.raises(DiskFullError, match="ablation_removable.png"):
+            all_figures(res, sweep / "report")
 
 
 # The names an ablation record carried before the record schema was unified (issue 18).
