@@ -104,6 +104,12 @@ def select_runs(
     if not root.is_dir():
         raise UserError(f"{root} is not a directory; pass a sweep directory or a run directory")
     if (root / "result.json").is_file() and not (root / "results.jsonl").is_file():
+        given = [f for f, v in (("--runs", ids), ("--budget", budget), ("--sizes", sizes)) if v]
+        if given:  # they were ignored: the one run was ablated whatever they said
+            raise UserError(
+                f"{' and '.join(given)} choose among a sweep's runs, but {root} is one run "
+                f"directory; drop {given[0]} or pass the sweep directory"
+            )
         return [root]
     path = root / "results.jsonl"
     if not path.is_file():

@@ -360,3 +360,16 @@ def test_sizes_help_says_how_sizes_are_picked(command, tmp_path, capsys):
     ]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     assert [p.name for p in select_runs(tmp_path, sizes=3)] == ["n1", "n3", "n100"]
+
+
+def test_run_selection_flags_on_one_run_directory_are_an_error(tmp_path):
+    """`scaling ablate RUN_DIR --runs zzz` (or --budget, --sizes) ablated the run anyway,
+    silently ignoring the flag; a run directory has nothing to choose among."""
+    from sweeps.ablate import select_runs
+
+    (tmp_path / "result.json").write_text(json.dumps({"status": "done", "run_id": "r"}))
+    assert select_runs(tmp_path) == [tmp_path]
+    with pytest.raises(UserError, match=r"--runs choose among a sweep's runs, but .* is one run "):
+        select_runs(tmp_path, ids=("zzz",))
+    with pytest.raises(UserError, match=r"--budget and --sizes choose .*; drop --budget or pass"):
+        select_runs(tmp_path, budget="largest", sizes=2)
