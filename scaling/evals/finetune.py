@@ -178,14 +178,16 @@ def _memory(compiled) -> dict[str, int] | None:
     return {"argument_bytes": arg, "temp_bytes": tmp, "peak_bytes": arg + out - alias + tmp}
 
 
-def make_tx(tcfg: TrainConfig, train, frozen) -> optax.GradientTransformation:
-    """AdamW (scaling.optim) on the trained sub-state, set_to_zero on the frozen one."""
+def make_tx(tcfg: TrainConfig, train, frozen, model_cfg=None) -> optax.GradientTransformation:
+    """AdamW (scaling.optim) on the trained sub-state, set_to_zero on the frozen one. With a
+    muP `model_cfg` (full fine-tuning of a muP run) the hidden matrices' updates are scaled by
+    1/m as in pre-training, so that one fine-tuning lr means the same at every width."""
     labels = {
         "train": jax.tree.map(lambda _: "train", train),
         "frozen": jax.tree.map(lambda _: "frozen", frozen),
     }
     return optax.partition(
-        {"train": optim.make_optimizer(tcfg), "frozen": optax.set_to_zero()}, labels
+        {"train": optim.make_optimizer(tcfg, model_cfg), "frozen": optax.set_to_zero()}, labels
     )
 
 
@@ -215,7 +217,7 @@ def finetune(
     model = prepare(base, method, s.seed)
     filt = lora.trainable_filter(method.kind)
     graphdef, train, frozen, rest = nnx.split(model, filt, nnx.Param, ...)
-    tx = make_tx(tcfg, train, frozen)
+    tx = make_tx(tcfg, train, frozen, base.cfg.model if method.kind == "full" else None)
     state = {
         "train": train,
         "opt": tx.init({"train": train, "frozen": frozen}),

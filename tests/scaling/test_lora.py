@@ -200,3 +200,17 @@ def test_finetune_bench_bad_flags_exit_2_before_any_step(capsys, monkeypatch, fl
     assert finetune_bench.main([*shape, *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_full_finetuning_of_a_mup_run_keeps_its_hidden_lr_multiplier():
+    """Full fine-tuning built its optimiser without the model, so a muP run lost the 1/m
+    scaling of its hidden matrices' updates (pre-training has it): the same fine-tuning lr
+    meant a different step size at every width. Adam's first step moves each weight by ~lr."""
+    cfg = dataclasses.replace(SMALL, param="mup", base_width=4)  # width multiplier m = 4
+    base = _base(cfg)
+    s = dataclasses.replace(Settings(), steps=1, save=False, lr=1e-2)
+    tuned, _ = F.finetune(base, "upper", parse_method("full"), 16, s)
+    moved = lambda new, old: float(jnp.abs(new[...] - old[...]).max()) / s.lr  # noqa: E731
+    hidden = moved(tuned.blocks[0].attn.wq, base.params["blocks"][0]["attn"]["wq"])
+    vector = moved(tuned.embedding, base.params["embedding"])
+    assert hidden == pytest.approx(1 / 4, rel=0.05) and vector == pytest.approx(1, rel=0.05)
