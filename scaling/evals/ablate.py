@@ -31,7 +31,7 @@ import numpy as np
 
 from scaling.errors import UserError
 from scaling.evals import removable as RM
-from scaling.fileio import atomic_write
+from scaling.fileio import atomic_write, read_json
 from scaling.results import C_6ND, N_NONEMBED, N_TOTAL, D, upgrade_result
 
 SUMMARY_VERSION = 2  # 2: `both` credits (heads + FFN blocks removed) / (H + L), not the request
@@ -105,9 +105,14 @@ def check_run(run_dir: Path) -> None:
     from scaling.evals.tasks import require_byte_tokenizer  # noqa: PLC0415
 
     res = run_dir / "result.json"
-    if not res.is_file() or json.loads(res.read_text()).get("status") != "done":
+    fix = (  # a damaged one was a JSONDecodeError traceback
+        f"rerun the `scaling train` command of this run (same config, --out {run_dir}): it "
+        "resumes from the final checkpoint and rewrites it"
+    )
+    rec = read_json(res, fix=fix) if res.is_file() else None
+    if not isinstance(rec, dict) or rec.get("status") != "done":
         raise UserError(f"run {run_dir} has not finished (no result.json with status done)")
-    data_info = json.loads(res.read_text()).get("data_info") or {}
+    data_info = rec.get("data_info") or {}
     require_byte_tokenizer(data_info.get("tokenizer_path") or "", f"scaling ablate run {run_dir}")
     ckpt = run_dir / "checkpoints"
     if not ckpt.is_dir() or not any(d.name.isdigit() for d in ckpt.iterdir()):

@@ -373,3 +373,13 @@ def test_run_selection_flags_on_one_run_directory_are_an_error(tmp_path):
         select_runs(tmp_path, ids=("zzz",))
     with pytest.raises(UserError, match=r"--budget and --sizes choose .*; drop --budget or pass"):
         select_runs(tmp_path, budget="largest", sizes=2)
+
+
+def test_a_damaged_result_json_is_one_line_not_a_traceback(fake_sweep, capsys):
+    """check_run parsed result.json with json.loads: a damaged one (a crash while it was being
+    replaced by an older version, a disk error) ended `scaling ablate` in a JSONDecodeError."""
+    (fake_sweep / "runs" / "abc123" / "result.json").write_text('{"status": "do')
+    assert main(["ablate", str(fake_sweep), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "result.json is damaged" in err[0]
+    assert "rerun the `scaling train` command of this run" in err[0]
