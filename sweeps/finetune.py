@@ -302,6 +302,8 @@ def _train_rows(todo, cfgs, task: str, settings, out: Path, *, progress: bool) -
         for run_id, jobs in by_run.items():
             run, cfg = jobs[0][0], cfgs[run_id]
             base = F.load_base(Path(run["dir"]), cfg)
+            for batch in {settings[m.label].batch_size for _, m, _, _ in jobs}:
+                F.check_batch(base.mesh, batch)  # before any row of this run trains
             pre: dict[int, dict] = {}  # the base's scores on the first n test items, per n
             for _, m, d_f, rid in jobs:
                 check_interrupt()

@@ -25,6 +25,7 @@ weights are bitwise unchanged. Only the trained sub-state is checkpointed (adapt
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import time
@@ -40,12 +41,13 @@ from flax import nnx
 
 from scaling import engine, lora, optim, sharding, signals
 from scaling.checkpoint import Checkpointer
-from scaling.config import RunConfig, TrainConfig
+from scaling.config import MeshConfig, RunConfig, TrainConfig
 from scaling.data.tokenizer import BOS, PAD
 from scaling.errors import UserError
 from scaling.evals import score
 from scaling.evals import tasks as T
 from scaling.evals.finetune_spec import Method, Settings, train_config
+from scaling.fileio import warn
 from scaling.model import cross_entropy
 
 # ----------------------------------------------------------------------------- data
@@ -102,9 +104,39 @@ class Base:
         return nnx.merge(self.graphdef, params, self.other)
 
 
+def fitting_mesh(cfg: RunConfig) -> tuple[RunConfig, Any]:
+    """(cfg, mesh): the run's own mesh when it fits the visible devices, else `cfg` with the
+    default mesh, data-parallel over all of them (as `scaling ablate` restores): a run trained
+    on 8 GPUs was refused on 1, naming a mesh setting `scaling finetune` has no flag for. The
+    pre-training batch is not checked against the mesh (`check_batch` checks fine-tuning's)."""
+    n = len(jax.devices())
+    probe = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=n))
+    try:
+        return cfg, sharding.make_mesh(probe)
+    except UserError:
+        m = cfg.mesh
+        warn(
+            f"the run's mesh (data={m.data}, fsdp={m.fsdp}, tensor={m.tensor}) does not fit the "
+            f"{n} visible device(s); fine-tuning data-parallel over them"
+        )
+        probe, cfg = (dataclasses.replace(c, mesh=MeshConfig()) for c in (probe, cfg))
+        return cfg, sharding.make_mesh(probe)
+
+
+def check_batch(mesh: Any, batch_size: int) -> None:
+    """UserError unless the fine-tuning batch splits evenly over the mesh's data x fsdp."""
+    n = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch_size % n:
+        raise UserError(
+            f"fine-tuning batch_size = {batch_size} does not split over data x fsdp = {n} "
+            f"devices; use a multiple of {n}, e.g. --set batch_size={max(n, batch_size // n * n)}"
+        )
+
+
 def load_base(run_dir: Path, cfg: RunConfig) -> Base:
-    """Restore the newest checkpoint of `run_dir` (UserError when there is none)."""
-    mesh = sharding.make_mesh(cfg)
+    """Restore the newest checkpoint of `run_dir` (UserError when there is none) on the run's
+    mesh, or data-parallel when that mesh does not fit this host (`fitting_mesh`)."""
+    cfg, mesh = fitting_mesh(cfg)
     eng = engine.engine(cfg, mesh)
     ckpt = Checkpointer(Path(run_dir) / "checkpoints", keep=10**6)
     with signals.graceful():  # a signal mid-restore must not skip stopping Orbax's threads
@@ -212,6 +244,7 @@ def finetune(
 ) -> tuple[nnx.Module, dict[str, Any]]:
     """Fine-tune; return (the fine-tuned module, row fields: steps, trainable params, losses)."""
     t0 = time.time()
+    check_batch(base.mesh, s.batch_size)
     tcfg = train_config(s, d_f)
     rows, mask = encode_examples(task, T.train_items(task, d_f, s.seed), base.cfg.model.seq_len)
     model = prepare(base, method, s.seed)

@@ -218,3 +218,33 @@ def test_each_row_pre_score_uses_its_own_eval_items(run_dir: Path, tmp_path: Pat
     assert rows["full"]["n_eval_items"] == 8 and rows["lora:r=2"]["n_eval_items"] == 24
     assert rows["lora:r=2"]["pre_eval_loss"] == single["pre_eval_loss"]
     assert rows["full"]["pre_eval_loss"] != rows["lora:r=2"]["pre_eval_loss"]
+
+
+def test_a_run_mesh_this_host_lacks_falls_back_to_data_parallel(run_dir, tmp_path, capsys):
+    """A run trained on more devices than are visible (here 8 x 2 on 8) was refused with
+    'set one size to -1 or match the device count', a setting finetune has no flag for; it now
+    fine-tunes data-parallel over the visible devices, with one warning, as ablate does."""
+    moved = tmp_path / "run"
+    shutil.copytree(run_dir, moved, ignore=shutil.ignore_patterns("finetune"))
+    head, mesh = (moved / "config.toml").read_text().split("[mesh]\n")
+    mesh = mesh.replace("data = -1\n", "data = 8\n", 1).replace("tensor = 1\n", "tensor = 2\n", 1)
+    (moved / "config.toml").write_text(f"{head}[mesh]\n{mesh}")
+    out = tmp_path / "ft"
+    argv = ["finetune", str(moved), "--task", "upper", "--df", "8", "--method", "full"]
+    argv += ["--set", "steps=1", "--set", "eval_items=8", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "the run's mesh (data=8, fsdp=1, tensor=2) does not fit the 8 visible" in err
+    assert len(_rows(out / "results.jsonl")) == 1
+
+
+def test_a_batch_the_mesh_cannot_split_is_one_line_not_a_traceback(run_dir, tmp_path, capsys):
+    """--set batch_size=3 on 8 data-parallel devices was a JAX IndivisibleError traceback from
+    the first step; now one line naming the batch and a multiple that splits, before training."""
+    out = tmp_path / "ft"
+    argv = ["finetune", str(run_dir), "--task", "upper", "--df", "8", "--method", "full"]
+    argv += ["--set", "batch_size=3", "--set", "eval_items=8", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: fine-tuning batch_size = 3 does not split over data x fsdp = 8")
+    assert "--set batch_size=8" in err and not (out / "results.jsonl").exists()
