@@ -178,6 +178,32 @@ def check_checkpoint(run: dict) -> None:
         )
 
 
+def check_runs(runs: list[dict], task: str, methods: list, settings: dict, d_f: int) -> dict:
+    """Each run's RunConfig by id, after every check that needs no JAX: the final checkpoint,
+    the byte tokenizer, the test pool against eval_items, the context against the longest of
+    the `d_f` fine-tuning examples, and the LoRA ranks against the model's projections."""
+    from scaling.evals import tasks as T
+    from scaling.evals.finetune_spec import longest_example, projection_dims, validate_spec
+
+    longest = max(longest_example(task, d_f, s.seed) for s in settings.values())
+    cfgs = {}
+    for run in runs:
+        check_checkpoint(run)
+        cfg = cfgs[run["run_id"]] = C.load(Path(run["dir"]) / "config.toml")
+        T.require_byte_tokenizer(cfg.data.tokenizer, f"scaling finetune run {run['run_id']}")
+        check_eval_items(task, settings, cfg.eval.seed)
+        if longest > cfg.model.seq_len + 1:  # was raised after the restore and the pre-score
+            raise UserError(
+                f"run {run['run_id']}: a fine-tuning example of task {task!r} takes {longest} "
+                f"tokens, more than model.seq_len + 1 = {cfg.model.seq_len + 1}; fine-tune "
+                "runs with a longer context, or a task with shorter examples"
+            )
+        for m in methods:
+            if m.spec is not None:
+                validate_spec(m.spec, cfg.model.mlp, projection_dims(cfg.model))
+    return cfgs
+
+
 def check_eval_items(task: str, settings: dict, seed: int) -> None:
     """UserError (before any compute) when the task's test pool holds fewer distinct items
     than the largest eval_items: it was raised by the first evaluation, after the restore."""
@@ -235,20 +261,7 @@ def run_command(args: argparse.Namespace) -> int:
             f"items; use --df values <= {e.found}"
         ) from e
     runs = select_runs(find_runs(root), args.runs, args.sizes)
-    cfgs = {}
-    for run in runs:
-        check_checkpoint(run)
-        cfgs[run["run_id"]] = C.load(Path(run["dir"]) / "config.toml")
-        T.require_byte_tokenizer(
-            cfgs[run["run_id"]].data.tokenizer, f"scaling finetune run {run['run_id']}"
-        )
-        check_eval_items(args.task, settings, cfgs[run["run_id"]].eval.seed)
-        for m in methods:
-            if m.spec is not None:
-                from scaling.evals.finetune_spec import projection_dims, validate_spec
-
-                model = cfgs[run["run_id"]].model
-                validate_spec(m.spec, model.mlp, projection_dims(model))
+    cfgs = check_runs(runs, args.task, methods, settings, max(d_fs))
     out = Path(args.out) if args.out else root / "finetune"
     done = {r["row_id"] for r in read_rows(out)}
     jobs = [

@@ -46,7 +46,7 @@ from scaling.data.tokenizer import BOS, PAD
 from scaling.errors import UserError
 from scaling.evals import score
 from scaling.evals import tasks as T
-from scaling.evals.finetune_spec import Method, Settings, train_config
+from scaling.evals.finetune_spec import Method, Settings, example_tokens, train_config
 from scaling.fileio import warn
 from scaling.model import cross_entropy
 
@@ -58,8 +58,7 @@ def encode_examples(task: str, items: list[T.Item], seq_len: int) -> tuple[np.nd
     rows = np.full((len(items), seq_len + 1), PAD, np.int32)
     mask = np.zeros((len(items), seq_len), np.float32)
     for i, it in enumerate(items):
-        prompt = T.format_prompt(task, [], it, instruction=True).encode("ascii")
-        target = T.format_target(it).encode("ascii")
+        prompt, target = example_tokens(task, it)  # the lengths sweeps.finetune checks
         row = np.frombuffer(bytes([0]) + prompt + target, np.uint8).astype(np.int32)
         row[0] = BOS
         if len(row) > seq_len + 1:

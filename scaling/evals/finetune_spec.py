@@ -83,6 +83,22 @@ def validate_spec(
     return targets
 
 
+def example_tokens(task: str, item: Any) -> tuple[bytes, bytes]:
+    """A fine-tuning example of `task` as bytes (one token each): the zero-shot prompt with the
+    instruction, and the target; the row is BOS + prompt + target."""
+    from scaling.evals import tasks as T
+
+    prompt = T.format_prompt(task, [], item, instruction=True).encode("ascii")
+    return prompt, T.format_target(item).encode("ascii")
+
+
+def longest_example(task: str, d_f: int, seed: int) -> int:
+    """Tokens (BOS included) of the longest of the first `d_f` training examples of `task`."""
+    from scaling.evals import tasks as T
+
+    return max(1 + sum(map(len, example_tokens(task, it))) for it in T.train_items(task, d_f, seed))
+
+
 METHOD_KINDS = ("full", "lora", "qlora")
 
 

@@ -248,3 +248,19 @@ def test_a_batch_the_mesh_cannot_split_is_one_line_not_a_traceback(run_dir, tmp_
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: fine-tuning batch_size = 3 does not split over data x fsdp = 8")
     assert "--set batch_size=8" in err and not (out / "results.jsonl").exists()
+
+
+def test_examples_longer_than_the_context_are_one_line_before_compute(run_dir, tmp_path, capsys):
+    """An example longer than model.seq_len + 1 was refused by encode_examples, after the
+    checkpoint restore and the base's pre-score, with the output directory already made."""
+    short = tmp_path / "run"
+    shutil.copytree(run_dir, short, ignore=shutil.ignore_patterns("finetune"))
+    toml = (short / "config.toml").read_text()
+    assert "seq_len = 48\n" in toml
+    (short / "config.toml").write_text(toml.replace("seq_len = 48\n", "seq_len = 24\n", 1))
+    out = tmp_path / "ft"
+    argv = ["finetune", str(short), "--task", "upper", "--df", "8", "--method", "full"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "more than model.seq_len + 1 = 25; fine-tune runs with a" in err[0]
+    assert not out.exists()
