@@ -163,6 +163,7 @@ def load_model(run_dir: Path):
     devices (a data-parallel mesh over all of them; the run's own mesh may not exist here)."""
     import dataclasses  # noqa: PLC0415
 
+    import jax  # noqa: PLC0415
     from flax import nnx  # noqa: PLC0415
 
     from scaling import config as C  # noqa: PLC0415
@@ -171,7 +172,12 @@ def load_model(run_dir: Path):
 
     cfg = C.load(run_dir / "config.toml")
     cfg = dataclasses.replace(cfg, mesh=C.MeshConfig())
-    mesh = sharding.make_mesh(cfg)
+    # the mesh is checked against a batch it splits: the pre-training batch (16 on 3 devices
+    # was refused, naming train.batch_size) plays no part in scoring
+    n = len(jax.devices())
+    mesh = sharding.make_mesh(
+        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=n))
+    )
     eng = engine.engine(cfg, mesh)
     ckpt = Checkpointer(run_dir / "checkpoints")
     try:

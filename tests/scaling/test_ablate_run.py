@@ -3,6 +3,7 @@ sweep table, and the analysis section that reads it."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import shutil
@@ -223,3 +224,19 @@ def test_more_items_than_the_test_pool_is_one_line_before_compute(run_dir, tmp_p
     assert len(err) == 1 and err[0].startswith("error: --n-items 5000: task 'add2' yields only ")
     assert not (sweep / "runs" / "tinyrun" / "ablation").exists()
     assert (sweep / "ablation.jsonl").is_file() and not (sweep / "ablation.jsonl.bak").exists()
+
+
+def test_a_training_batch_the_devices_do_not_divide_does_not_stop_it(run_dir, tmp_path):
+    """Ablation restores on a data-parallel mesh over every visible device, and that mesh was
+    checked against the run's pre-training batch: a run trained with batch 12 could not be
+    ablated on 8 devices (nor one of 16 on 3 GPUs), with an error naming train.batch_size."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("ablation"))
+    toml = (run / "config.toml").read_text()
+    assert "batch_size = 16\n" in toml
+    (run / "config.toml").write_text(toml.replace("batch_size = 16\n", "batch_size = 12\n", 1))
+    spec = dataclasses.replace(
+        SPEC, tasks=("copy",), shots=(0,), fractions=(0.5,), kinds=("heads",)
+    )
+    rec = ablate_run(run, spec)
+    assert rec is not None and rec["removable"]["heads"]["logprob"]["suite"]["eligible"]
