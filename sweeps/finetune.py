@@ -224,6 +224,17 @@ def row_id(run_id: str, task: str, method: str, d_f: int, settings: dict) -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def _hashed(method: Any, settings: dict, cfg: Any) -> dict:
+    """The settings a row's id hashes: full fine-tuning of a muP run also hashes `mup_lr` (its
+    hidden matrices keep their 1/m lr since cb22311), so rows trained before are retrained."""
+    from dataclasses import asdict
+
+    out = asdict(settings[method.label])
+    if method.kind == "full" and cfg.model.param == "mup":
+        out["mup_lr"] = True
+    return out
+
+
 def read_rows(out: Path) -> list[dict[str, Any]]:
     return results.read_records(out / TABLE, required=("row_id",))
 
@@ -237,7 +248,6 @@ def append_row(out: Path, row: dict[str, Any]) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
 
     from scaling.evals import tasks as T
 
@@ -265,7 +275,14 @@ def run_command(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else root / "finetune"
     done = {r["row_id"] for r in read_rows(out)}
     jobs = [
-        (run, m, d_f, row_id(run["run_id"], args.task, m.label, d_f, asdict(settings[m.label])))
+        (
+            run,
+            m,
+            d_f,
+            row_id(
+                run["run_id"], args.task, m.label, d_f, _hashed(m, settings, cfgs[run["run_id"]])
+            ),
+        )
         for run in runs
         for m in methods
         for d_f in d_fs

@@ -264,3 +264,21 @@ def test_examples_longer_than_the_context_are_one_line_before_compute(run_dir, t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "more than model.seq_len + 1 = 25; fine-tune runs with a" in err[0]
     assert not out.exists()
+
+
+def test_full_rows_of_a_mup_run_hash_the_lr_multiplier() -> None:
+    """Rows fully fine-tuned from a muP run before its hidden 1/m lr was kept would keep their
+    id, and a rerun would mix old- and new-optimiser rows: their id now hashes `mup_lr`."""
+    import dataclasses
+
+    from scaling import config as C
+    from scaling.evals.finetune_spec import parse_method, resolve_settings
+    from sweeps.finetune import _hashed
+
+    sp = C.load("tiny")
+    mup = dataclasses.replace(sp, model=dataclasses.replace(sp.model, param="mup", base_width=8))
+    for label, moved in (("full", True), ("lora:r=2", False)):
+        m = parse_method(label)
+        settings = {m.label: resolve_settings(m.kind, [])}
+        assert ("mup_lr" in _hashed(m, settings, mup)) is moved
+        assert "mup_lr" not in _hashed(m, settings, sp)  # SP rows keep their ids
