@@ -141,8 +141,13 @@ def select_runs(
         for r in records:
             first.setdefault(r.get(N_TOTAL, 0), r)
         ns = sorted(first)
+        if sizes > len(ns):  # it kept every size without a word (scaling finetune refuses)
+            raise UserError(
+                f"--sizes {sizes}: the runs chosen in {root} have only {len(ns)} distinct model "
+                f"sizes; use --sizes {len(ns)} or fewer"
+            )
         keep = sorted({round(i * (len(ns) - 1) / max(sizes - 1, 1)) for i in range(sizes)})
-        records = [first[ns[i]] for i in keep] if sizes < len(ns) else list(first.values())
+        records = [first[ns[i]] for i in keep]
     return [root / "runs" / r["run_id"] for r in records]
 
 

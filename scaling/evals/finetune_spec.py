@@ -14,6 +14,7 @@ from typing import Any
 
 from scaling.config import TrainConfig, parse_value
 from scaling.errors import UserError
+from scaling.fileio import warn
 
 QUANT_KINDS = ("int8", "nf4")
 
@@ -244,6 +245,11 @@ def train_config(s: Settings, d_f: int) -> TrainConfig:
     """The optimiser/schedule settings as a TrainConfig, so scaling.optim serves both loops."""
     steps = n_steps(s, d_f)
     warm = s.warmup_steps if 0 <= s.warmup_steps < steps else -1
+    if s.warmup_steps >= steps:
+        warn(
+            f"warmup_steps = {s.warmup_steps} is not below a row's {steps} steps (D_f = {d_f}): "
+            f"that row warms up for steps // 10 = {steps // 10} instead"
+        )
     return TrainConfig(
         steps=steps,
         batch_size=s.batch_size,

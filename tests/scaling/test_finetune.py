@@ -282,3 +282,13 @@ def test_full_rows_of_a_mup_run_hash_the_lr_multiplier() -> None:
         settings = {m.label: resolve_settings(m.kind, [])}
         assert ("mup_lr" in _hashed(m, settings, mup)) is moved
         assert "mup_lr" not in _hashed(m, settings, sp)  # SP rows keep their ids
+
+
+def test_a_warmup_past_a_rows_steps_is_warned(capsys) -> None:
+    """warmup_steps >= a row's steps fell back to steps // 10 without a word."""
+    from scaling.evals.finetune_spec import resolve_settings, train_config
+
+    s = resolve_settings("full", ["warmup_steps=50", "batch_size=4", "epochs=1"])
+    assert train_config(s, 400).warmup_steps == 50 and not capsys.readouterr().err  # 100 steps
+    assert train_config(s, 40).warmup_steps == -1  # 10 steps: steps // 10
+    assert "warmup_steps = 50 is not below a row's 10 steps (D_f = 40)" in capsys.readouterr().err

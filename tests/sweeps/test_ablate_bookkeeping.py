@@ -175,6 +175,12 @@ def test_select_runs_by_budget_and_sizes(tmp_path):
     assert names(select_runs(tmp_path, ids=("r1", "r0"))) == ["r1", "r0"]  # by N
     with pytest.raises(UserError, match="no finished run matches 'bad'"):
         select_runs(tmp_path, ids=("bad",))
+    # more sizes than the chosen runs have kept every size silently (finetune refused)
+    assert names(select_runs(tmp_path, budget="largest", sizes=5)) == ["r2", "r4", "r3", "r1", "r5"]
+    with pytest.raises(
+        UserError, match=r"--sizes 6: .* only 5 distinct model sizes; use --sizes 5"
+    ):
+        select_runs(tmp_path, budget="largest", sizes=6)
 
 
 def test_select_runs_counts_sizes_not_seeds(tmp_path):
@@ -189,7 +195,9 @@ def test_select_runs_counts_sizes_not_seeds(tmp_path):
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     names = lambda paths: [p.name for p in paths]  # noqa: E731
     assert names(select_runs(tmp_path, sizes=2)) == ["n10s0", "n30s0"]
-    assert names(select_runs(tmp_path, sizes=5)) == ["n10s0", "n20s0", "n30s0"]
+    assert names(select_runs(tmp_path, sizes=3)) == ["n10s0", "n20s0", "n30s0"]
+    with pytest.raises(UserError, match="only 3 distinct model sizes"):  # seeds are not sizes
+        select_runs(tmp_path, sizes=5)
     assert len(select_runs(tmp_path)) == 6
 
 
