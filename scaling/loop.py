@@ -14,7 +14,8 @@ per-call host cost (pytree flattening, transfers, the fetch) over tens of steps,
 k = 1. Chunks end at every validation, checkpoint and few-shot eval step, at the last step and
 at `stop_after`, so those happen exactly where they did with one step per call. Signals and
 `should_stop` are checked between chunks: an interrupt finishes the chunk in flight (at most
-about TARGET_S of work), saves a checkpoint at its end and raises `signals.Interrupted`.
+about TARGET_S of work), saves a checkpoint at its end and raises `signals.Interrupted`; one
+during the last chunk too, before the final evals (the resume only evaluates).
 
 The host builds and sends chunk i+1 before it fetches chunk i's metrics (JAX's async dispatch
 keeps the device busy while the host prepares data and logs).
@@ -211,6 +212,9 @@ class Loop:
                     if not self._finish(chunk, hold=do_eval):
                         break
                     self._boundary(state, s, do_eval, do_ckpt, do_few_shot)
+            else:  # every step ran: a signal during the last chunk stops here too, before the
+                # final evals (it was dropped, and the run went on to exit 0); the resume evaluates
+                self.interrupted = distributed.agree_stop(signals.requested(), False, 1)[0]
             if pending is not None and self.status == "done":
                 self._finish(pending)
             if self.interrupted is not None and self.status == "done":

@@ -259,6 +259,7 @@ def _finish(
         return {"status": "stopped", "step": final_step, "run_id": run.run_id}
     evals = None
     try:
+        signals.check()  # one that landed while the session closed its logs and saves
         if cfg.eval.enabled and status == "done":
             model = nnx.merge(run.eng.graphdef, state["params"], state["other"])
             evals = run_evals(model, cfg, run.mesh)

@@ -204,6 +204,54 @@ def test_an_interrupt_between_metrics_lines_resumes_the_same_curve(
     assert _losses(tmp_path) == _losses(ref_out)  # every train_loss bitwise, no duplicates
 
 
+def test_a_signal_during_the_last_chunk_stops_before_the_final_evals(
+    reference: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal landing while the last chunk ran was never read (signals are polled between
+    chunks): the run went on to its final evals and exited 0. It now stops there with the
+    checkpoint of the last step, and the resume only evaluates, bitwise equal to the reference."""
+    import signal
+
+    from scaling import signals
+
+    _, ref = reference
+    polls = iter(range(10**6))  # 12 one-update dispatches poll 12 times; the 13th is the end
+    monkeypatch.setattr(signals, "requested", lambda: signal.SIGINT if next(polls) >= 12 else None)
+    with pytest.raises(signals.Interrupted, match="step 12") as e:
+        train(tiny(*SHORT, "train.steps_per_dispatch=1"), tmp_path, progress=False)
+    assert e.value.exit_code == 130 and not (tmp_path / "result.json").exists()
+    monkeypatch.undo()
+    r = train(tiny(*SHORT), tmp_path, progress=False)
+    assert r["resumed_from_step"] == 12 and r["final_val_loss"] == ref["final_val_loss"]
+
+
+def test_a_signal_while_the_session_closes_leaves_the_run_unfinished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal that landed while the loop closed its logs (or Orbax waited for the last save)
+    was dropped: the final evals ran and the command exited 0. It now stops before them."""
+    import signal
+
+    from scaling import signals
+    from scaling.loop import Loop
+
+    close = Loop.close
+
+    def close_then_signal(self: Loop) -> None:
+        close(self)
+        signals._received.append(signal.SIGINT)  # as the handler records one inside graceful()
+
+    monkeypatch.setattr(Loop, "close", close_then_signal)
+    try:
+        with pytest.raises(signals.Interrupted) as e:
+            train(tiny(*SHORT), tmp_path, progress=False)
+    finally:
+        signals.reset()
+    assert e.value.exit_code == 130 and not (tmp_path / "result.json").exists()
+    monkeypatch.undo()
+    assert train(tiny(*SHORT), tmp_path, progress=False)["resumed_from_step"] == 12
+
+
 LONG = ["train.steps=24", "train.checkpoint_every=10", "train.eval_every=10", "train.log_every=1"]
 STRIP = ("tokens_per_s", "elapsed_s", "mfu")
 
