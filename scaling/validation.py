@@ -155,9 +155,24 @@ def _check_data(d: DataConfig, m: ModelConfig, e: EvalConfig) -> None:
     check_disjoint_splits(d.train_split, d.val_split)
 
 
+def _check_eval(e: EvalConfig) -> None:
+    """Each eval field names its bad value and the fix (a negative eval.seed was a numpy
+    traceback from the item sampler; a negative eval.every was accepted and meant 0)."""
+    if bad := [k for k in e.shots if k < 0]:
+        raise UserError(f"eval.shots = {list(e.shots)}: shot counts must be >= 0, not {bad[0]}")
+    if e.n_items <= 0:
+        raise UserError(f"eval.n_items = {e.n_items}: give the number of test items, >= 1")
+    if e.seed < 0:  # numpy seeds the item draws with non-negative integers only
+        raise UserError(f"eval.seed = {e.seed}: must be an integer >= 0")
+    if e.every < 0:
+        raise UserError(
+            f"eval.every = {e.every}: give a step interval >= 1, or 0 for no evals "
+            "during training (the final evaluation always runs)"
+        )
+
+
 def _check_eval_and_mesh(e: EvalConfig, mesh: MeshConfig, m: ModelConfig) -> None:
-    if any(k < 0 for k in e.shots) or e.n_items <= 0:
-        raise UserError("eval.shots must be >= 0 and eval.n_items > 0")
+    _check_eval(e)
     sizes = [mesh.data, mesh.fsdp, mesh.tensor]
     if sum(s == -1 for s in sizes) > 1 or any(s == 0 or s < -1 for s in sizes):
         raise UserError(

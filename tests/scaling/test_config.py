@@ -57,6 +57,11 @@ def test_gpt3_preset_expands_and_fields_override_it():
         # batch vs data x fsdp is known without devices when neither is -1 (sweep plan checks it)
         ({"mesh": {"data": 1, "fsdp": 3}, "train": {"batch_size": 8}}, "train.batch_size = 8"),
         ({"mesh": {"data": 3, "fsdp": -1}, "train": {"batch_size": 8}}, "mesh.data = 3"),
+        # the eval fields name their value (a negative eval.seed was a numpy traceback)
+        ({"eval": {"seed": -1}}, "eval.seed = -1"),
+        ({"eval": {"n_items": 0}}, "eval.n_items = 0"),
+        ({"eval": {"shots": [0, -2]}}, r"eval.shots = \[0, -2\]"),
+        ({"eval": {"every": -5}}, "eval.every = -5"),
     ],
 )
 def test_bad_configs_name_the_field(raw, field):
