@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="COL[:chance=C][:majority=M][:n=N][:pair=COL2][:scale=S]",
-        help="score column; chance + n make it a binomial metric (Wilson CIs); majority = "
+        help="score column; chance and n together make it a rate (Wilson CIs; one without "
+        "the other exits 2); majority = "
         "the majority-label rate of a multiple-choice task (raises the chance level); "
         "pair names its continuous companion for the mirage check; scale divides "
         "the values (e.g. 100 for percentages); no chance/n = continuous metric",

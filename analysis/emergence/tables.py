@@ -164,6 +164,7 @@ def _check_metric(mcol: str, m: dict) -> dict:
     for k in ("chance", "majority"):
         if k in m and not (isinstance(m[k], int | float) and 0 <= m[k] <= 1):
             raise UserError(f"metric {mcol!r}: {k}={m[k]!r} must be a rate in [0, 1)")
+    _check_rate_options(mcol, m)
     if not m.get("higher_is_better", True) and m.get("chance") is not None:
         m["flip"] = True  # a bounded error rate: scored as accuracy 1 - error
         m["higher_is_better"] = True
@@ -183,6 +184,29 @@ def _check_metric(mcol: str, m: dict) -> dict:
                 "could rise above it; give a rate in [0, 1), e.g. chance=0.25 for four options"
             )
     return m
+
+
+def _check_rate_options(mcol: str, m: dict) -> None:
+    """A rate needs both its chance level and its item count: given one alone, the metric was
+    silently read as continuous (verdict not_tested, the chance or majority level ignored)."""
+    has_chance, has_n = m.get("chance") is not None, m.get("n_items") is not None
+    if has_chance != has_n:
+        given = f"chance={m['chance']:g}" if has_chance else f"n={m['n_items']}"
+        need = (
+            "n=N (n_items = N in TOML), the number of items scored"
+            if has_chance
+            else ("chance=C (0 for an open-ended answer)")
+        )
+        raise UserError(
+            f"metric {mcol!r}: {given} without {'n' if has_chance else 'chance'}: a rate needs "
+            f"both (its Wilson interval and chance level); add :{need}, or give neither for a "
+            "continuous metric"
+        )
+    if m.get("majority") is not None and not has_chance:
+        raise UserError(
+            f"metric {mcol!r}: majority={m['majority']:g} without chance and n: the majority-label "
+            "rate raises a rate's chance level; add :chance=C:n=N (e.g. chance=0.5 for two options)"
+        )
 
 
 def _points(rs, col, mult, model, mcol, m, fam) -> list[tuple]:

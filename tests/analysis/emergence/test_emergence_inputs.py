@@ -291,3 +291,20 @@ def test_families_with_one_slug_keep_both_figures(tmp_path):
     figs = [c["figure"] for c in report["curves"] if c.get("figure")]
     assert len(figs) == 2 and len(set(figs)) == 2, figs
     assert all(Path(f).is_file() for f in figs)
+
+
+@pytest.mark.parametrize(
+    ("metric", "needles"),
+    [
+        ("em:chance=0.25", ("'em': chance=0.25 without n", "add :n=N")),
+        ("em:n=2000", ("'em': n=2000 without chance", "add :chance=C")),
+        ("em:majority=0.6", ("'em': majority=0.6 without chance and n", ":chance=C:n=N")),
+    ],
+)
+def test_a_rate_given_only_half_its_options_exits_2(tmp_path, capsys, metric, needles):
+    """A chance level without an item count (or the reverse, or a majority rate without both)
+    made the metric silently continuous: not_tested, its chance level never used."""
+    _fails(
+        capsys, _cli(_csv(tmp_path, _rows()), "--metric", metric, out=str(tmp_path / "o")), *needles
+    )
+    assert not (tmp_path / "o").exists()
