@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.emergence.curves import MARGIN  # noqa: E402
+from analysis.emergence.flagger import onset_phrase  # noqa: E402
 from analysis.emergence.stats import _logistic  # noqa: E402
 
 SCALE_LABEL = {"compute": "log10 training compute (FLOPs)", "params": "log10 parameters"}
@@ -101,10 +102,7 @@ def plot_curve(
         ax2.plot(x, s, "o--", color="tab:blue", alpha=0.5, label=r["metric"])
         ax2.set_xlabel(SCALE_LABEL.get(scale, "log10 scale"))
         ax2.set_ylabel("normalised (bounded: chance-norm.; else min-max)")
-        mir = r.get("mirage") or {}
-        ax2.set_title(
-            f"mirage check: companion jumps = {mir.get('any_companion_jumps')}", fontsize=10
-        )
+        ax2.set_title(mirage_title(r), fontsize=10)
         ax2.legend(fontsize=7, loc="upper left")
     if r.get("loss_threshold"):
         loss_panel(axes[0][col], r)
@@ -118,6 +116,23 @@ def plot_curve(
     fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps the legend below the axes
     plt.close(fig)
     return path
+
+
+def mirage_title(r: dict) -> str:
+    """The companion panel's title: the mirage check's answer, or why it has none (it said
+    "companion jumps = False" for a check that never ran, e.g. a curve at chance throughout,
+    where `scaling emergence` prints n/a)."""
+    mir = r.get("mirage") or {}
+    if mir.get("checked"):
+        return f"mirage check: companion jumps = {mir['any_companion_jumps']}"
+    k, na = r.get("onset_index"), mir.get("not_checked") or {}
+    if k is not None and na:
+        why = f"{', '.join(na)} lacks a score the test needs"
+    elif k is not None and k >= 1:
+        why = f"{onset_phrase(r)}: too few points for the test"
+    else:
+        why = onset_phrase(r)
+    return f"mirage check: n/a\n({why})"
 
 
 def loss_panel(ax, r: dict) -> None:

@@ -79,3 +79,30 @@ def test_the_loss_unit_comes_from_the_records(tmp_path):
     mixed = [dict(r, family="mixed") for r in recs]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed))
     assert [c.loss_unit for c in curves_from_results(tmp_path)] == [None]  # no false unit
+
+
+def _companion_title(tmp_path, monkeypatch, em, tok) -> str:
+    """The mirage panel's title in the figure of an exact-match curve with a token companion."""
+    from analysis.emergence import plots
+
+    k = len(em)
+    kw = {"family": "F", "shots": 1, "scale": 10 ** (20.0 + np.arange(k)), "chance": 0.0}
+    em_c = Curve("t", "exact_match", y=np.array(em), n_items=np.full(k, 2000.0),
+                 companions=["token_acc"], **kw)  # fmt: skip
+    tok_c = Curve("t", "token_acc", y=np.array(tok), n_items=np.full(k, 2000.0), **kw)
+    r, comp = analyze_curves([em_c, tok_c])
+    shown = []
+    monkeypatch.setattr(plots.plt, "close", lambda fig: shown.append(fig))
+    plot_curve(r, [comp], tmp_path, scale="compute")
+    return shown[0].axes[1].get_title()
+
+
+def test_the_mirage_panel_says_n_a_when_no_check_ran(tmp_path, monkeypatch):
+    """It said "companion jumps = False" for a curve at chance throughout (the CLI: n/a)."""
+    flat = _companion_title(tmp_path, monkeypatch, [0.0, 0.0], [0.1, 0.5])
+    assert flat == "mirage check: n/a\n(no onset (at chance throughout))"
+    em = [0.0, 0.0, 0.0005, 0.0, 0.4, 0.45, 0.5]
+    tok = [0.3, 0.31, 0.3, 0.32, 0.8, 0.82, 0.84]
+    assert (
+        _companion_title(tmp_path, monkeypatch, em, tok) == "mirage check: companion jumps = True"
+    )
