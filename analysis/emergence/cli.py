@@ -77,10 +77,17 @@ def _table_curves(args: argparse.Namespace):
     if len(specs) > 1:
         raise UserError(f"--map names {len(specs)} specs ({', '.join(specs)}); give at most one")
     spec = load_spec(specs[0] if specs else None, [m for m in args.map if "=" in m])
-    metrics = dict(spec.get("metrics") or {})
+    metrics = spec.get("metrics") or {}
+    if not isinstance(metrics, dict):  # `--map metrics=X` or `metrics = "X"`: a traceback
+        raise UserError(
+            f"--map: metrics = {metrics!r} is not a table; map a score column with --metric "
+            "COLUMN[:chance=C:n=N] or a [metrics.COLUMN] table in a TOML map"
+        )
+    metrics = dict(metrics)
     for text in args.metric:
         col, opts = parse_metric_flag(text)
-        metrics[col] = {**metrics.get(col, {}), **opts}
+        prev = metrics.get(col, {})  # not a table: tables._check_options names it
+        metrics[col] = {**prev, **opts} if isinstance(prev, dict) else prev
     spec["metrics"] = metrics
     fams = args.families or spec.get("families")
     if isinstance(fams, str):

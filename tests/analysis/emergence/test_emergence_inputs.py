@@ -308,3 +308,21 @@ def test_a_rate_given_only_half_its_options_exits_2(tmp_path, capsys, metric, ne
         capsys, _cli(_csv(tmp_path, _rows()), "--metric", metric, out=str(tmp_path / "o")), *needles
     )
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("where", ["--map", "toml", "toml-column"])
+def test_a_metrics_entry_that_is_not_a_table_exits_2(tmp_path, capsys, where):
+    """`--map metrics=em` (or `metrics = 5` in a TOML map) was a ValueError traceback, and a TOML
+    `[metrics] em = 5` beside `--metric em:...` a TypeError."""
+    args = _cli(_csv(tmp_path, _rows()), "--metric", "em:chance=0:n=9", out=str(tmp_path / "o"))
+    if where == "--map":
+        _fails(capsys, [*args, "--map", "metrics=em"], "metrics = 'em' is not a table")
+        return
+    spec = tmp_path / "spec.toml"
+    table = "metrics = 5\n" if where == "toml" else "[metrics]\nem = 5\n"
+    spec.write_text(f'model = "Model"\nfamily = "Family"\ncompute = "C"\n{table}')
+    argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", str(spec),
+            "--metric", "em:chance=0:n=9", "--out", str(tmp_path / "o")]  # fmt: skip
+    _fails(
+        capsys, argv, "metrics = 5 is not a table" if where == "toml" else "= 5: expected a table"
+    )
