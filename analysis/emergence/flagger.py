@@ -4,7 +4,8 @@ Works per curve = (task, metric, shots, family), with scale = log10 compute or l
 Decisive rules (all constants below, documented in the README):
 
 1. Score -> chance-normalised s = (y - chance) / (1 - chance) with a Wilson 95% CI from n_items
-   (seeds pooled: items add up; the between-seed variance is used when it exceeds the binomial).
+   (seeds pooled: items add up over distinct item sets, so seeds scored on the same items count
+   them once; the between-seed variance is used when it exceeds the binomial).
    chance = max(nominal chance, majority-label rate); see chance_floor (two-way tasks).
 2. Onset = first scale whose lower CI bound of s exceeds MARGIN. No onset -> flat_at_chance.
    Onset at the smallest scale -> "above chance from the smallest scale" (smooth: no flat phase).

@@ -36,10 +36,16 @@ def _first(rec: dict, keys: tuple[str, ...]) -> float | None:
     return None
 
 
-def _seed(rec: dict) -> int:
-    if "seed" in rec:
-        return int(rec["seed"])
-    return int(((rec.get("config") or {}).get("train") or {}).get("seed", 0))
+def _item_set(rec: dict) -> object:
+    """Which test items the run was scored on: its eval seed (`scaling.evals.tasks.test_items`
+    draws the same queries for one seed, n items being a prefix of more), so the seeds of a
+    training-seed sweep, all at eval.seed 0, share one set. A record whose config does not name
+    its eval seed counts as its own set."""
+    ev = (rec.get("config") or {}).get("eval")
+    seed = ev.get("seed", 0) if isinstance(ev, dict) else None
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return ("eval.seed", seed)
+    return ("run", rec.get("run_id"), id(rec))
 
 
 def read_records(path: str | Path) -> list[dict]:
@@ -132,7 +138,7 @@ def curves_from_results(
                         dropped.append(f"{r.get('run_id', '?')} {task}/{metric}")
                         continue
                     cells[(task, metric, shot)][sc].append(
-                        (float(val), n, _first(r, LOSS_KEYS), _seed(r), r.get("run_id"))
+                        (float(val), n, _first(r, LOSS_KEYS), _item_set(r), r.get("run_id"))
                     )
                     for key, into in (("chance", chance), ("majority", majority)):
                         if (v := _rate(r, key, task, metric)) is not None:
@@ -255,8 +261,20 @@ def _check_bounded(task, metric, pts: dict, chance: float) -> None:
                 )
 
 
+def _distinct_items(points: list[tuple]) -> float:
+    """Items scored at one scale, each item set counted once (its largest count: the n items
+    of one eval seed are a prefix of any larger draw)."""
+    largest: dict[object, float] = {}
+    for p in points:
+        largest[p[3]] = max(largest.get(p[3], 0.0), float(p[1]))
+    return float(sum(largest.values()))
+
+
 def _pool(task, metric, shot, fam, pts: dict, chance: float | None) -> Curve:
-    """Pool seeds at each scale: items add up; seed_var = var(seed means) / n_seeds."""
+    """Pool seeds at each scale: the score is the item-weighted mean of the runs; the item count
+    adds up over distinct item sets only (runs scored on the same items are not independent
+    samples of the task: two seeds on one set of 64 items have 64 items, not 128, of item
+    sampling noise; their model-to-model scatter is seed_var = var(seed means) / n_seeds)."""
     scales = sorted(pts)
     y, n, sv, ns, loss = [], [], [], [], []
     bounded = chance is not None and metric != "logprob"
@@ -266,7 +284,7 @@ def _pool(task, metric, shot, fam, pts: dict, chance: float | None) -> Curve:
         vals = np.array([p[0] for p in pts[sc]])
         items = np.array([p[1] for p in pts[sc]], float)
         y.append(float(np.sum(vals * items) / items.sum()) if bounded else float(vals.mean()))
-        n.append(float(items.sum()))
+        n.append(_distinct_items(pts[sc]))
         sv.append(float(vals.var(ddof=1) / len(vals)) if len(vals) > 1 else 0.0)
         ns.append(len(vals))
         ls = [p[2] for p in pts[sc] if p[2] is not None]

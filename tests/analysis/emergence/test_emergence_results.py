@@ -223,3 +223,25 @@ def test_runs_with_different_chance_levels_pool_item_weighted_with_a_note(tmp_pa
     assert "note: runs record different levels" in err
     assert "chance of copy/exact_match 0.01 to 0.03, using the item-weighted 0.01545" in err
     assert "add3" not in err  # the levels that agree say nothing
+
+
+def test_seeds_scored_on_the_same_items_count_those_items_once(tmp_path):
+    """Every training seed of a sweep is scored on the same test items (eval.seed 0): pooling
+    two seeds summed 2 x 64 items, halving the item-sampling variance and narrowing every Wilson
+    interval by sqrt(2), which moved onsets and made the demo's unscramble token_acc
+    non_monotone. Runs at other eval seeds are other items and still add up."""
+    from analysis.emergence.sources import curves_from_results
+
+    rng = np.random.default_rng(6)
+    recs = [_record(rng, i, s) for i in range(len(LOG_C)) for s in (0, 1)]
+    for r in recs:
+        r["config"]["eval"] = {"seed": 0}
+    _write(tmp_path / "results.jsonl", recs)
+    curve = next(c for c in curves_from_results(tmp_path) if c.metric == "exact_match")
+    assert curve.n_items.tolist() == [N_ITEMS] * len(LOG_C)
+    assert curve.n_seeds.tolist() == [2] * len(LOG_C)
+    for r in recs:
+        r["config"]["eval"]["seed"] = r["seed"]  # two eval seeds: two item sets
+    _write(tmp_path / "results.jsonl", recs)
+    curve = next(c for c in curves_from_results(tmp_path) if c.metric == "exact_match")
+    assert curve.n_items.tolist() == [2 * N_ITEMS] * len(LOG_C)
