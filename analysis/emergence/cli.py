@@ -128,6 +128,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.csv and args.dir:
         raise UserError("give either a sweep DIR or --csv tables, not both")
+    table_only = [f for f, v in (("--map", args.map), ("--metric", args.metric),
+                                 ("--families", args.families)) if v]  # fmt: skip
+    if args.dir and table_only:  # they were silently ignored
+        raise UserError(
+            f"{', '.join(table_only)} describe --csv tables; a sweep DIR's curves come from its "
+            "results.jsonl (every family, task, metric and shot count in it): drop them"
+        )
     if args.csv:
         curves = _table_curves(args)
         out = Path(args.out or "emergence")

@@ -245,3 +245,14 @@ def test_seeds_scored_on_the_same_items_count_those_items_once(tmp_path):
     _write(tmp_path / "results.jsonl", recs)
     curve = next(c for c in curves_from_results(tmp_path) if c.metric == "exact_match")
     assert curve.n_items.tolist() == [2 * N_ITEMS] * len(LOG_C)
+
+
+def test_table_flags_with_a_sweep_dir_exit_2(tmp_path, capsys):
+    """--families, --map and --metric describe --csv tables; with a sweep DIR they were ignored
+    without a word (exit 0, every family and metric flagged)."""
+    _write(tmp_path / "results.jsonl", [_record(np.random.default_rng(7), i, 0) for i in range(3)])
+    for extra in (["--families", "Foo"], ["--map", "obsscaling"], ["--metric", "em:chance=0:n=9"]):
+        assert main(["emergence", str(tmp_path), *extra, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {extra[0]} describe --csv tables") and "drop them" in err
+    assert not (tmp_path / "o").exists()
