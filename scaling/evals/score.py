@@ -17,7 +17,8 @@ Prompts that do not fit `seq_len` lose their farthest demonstrations first; `tru
 (only where it happened) gives the number of items affected and the mean demos actually kept.
 An item whose bare query and target alone exceed `seq_len` is not scored: `dropped[task][K]`
 counts them, a warning names them, and chance is over the items scored (training refuses a
-task none of whose items fits, before compute).
+task none of whose items fits, before compute). `majority` is the score of a predictor that knows
+only the answers' distribution (scaling.evals.prior) on the same items.
 Jitted functions are module-level (graphdef static), so runs with the same model shape reuse
 the compilation of every chunk width.
 """
@@ -35,6 +36,7 @@ from flax import nnx
 
 from scaling.config import RunConfig
 from scaling.engine import replicated_inputs, to_host
+from scaling.evals import prior
 from scaling.evals import tasks as T
 from scaling.fileio import warn
 
@@ -249,7 +251,8 @@ def _decode_exact_match(graphdef, state, tokens, n_tgt, starts) -> np.ndarray:
 
 def evaluate(model: nnx.Module, cfg: RunConfig, *, decode: bool = False) -> dict:
     """Few-shot scores of `model` for every task in cfg.eval.tasks (all when empty) and every K
-    in cfg.eval.shots on cfg.eval.n_items test items: the `evals` block of result.json."""
+    in cfg.eval.shots on cfg.eval.n_items test items: the `evals` block of result.json
+    (scores, the nominal `chance` and the answer-prior `majority` per task, ...)."""
     t0 = time.perf_counter()
     e, seq_len = cfg.eval, cfg.model.seq_len
     names = tuple(e.tasks) or tuple(T.TASKS)
@@ -281,10 +284,12 @@ def evaluate(model: nnx.Module, cfg: RunConfig, *, decode: bool = False) -> dict
                 "mean_shots": g.shots_used / max(len(g.rows), 1),
             }
     chance = {t: T.chance(t, items) for t, items in scored.items()}  # over the items scored
+    majority = {t: prior.majority(t, items) for t, items in scored.items()}
     _warn_dropped(dropped, e.n_items, seq_len)
     return {
         "scores": scores,
         "chance": chance,
+        "majority": majority,
         "shots": [int(k) for k in e.shots],
         "seconds": time.perf_counter() - t0,
         "truncated": truncated,

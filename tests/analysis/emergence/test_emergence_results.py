@@ -256,3 +256,27 @@ def test_table_flags_with_a_sweep_dir_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"error: {extra[0]} describe --csv tables") and "drop them" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_recorded_answer_prior_is_the_level_to_clear(tmp_path):
+    """The demo's add2 token accuracy rose from 0.10 to 0.33, which is what knowing only that a
+    3-digit sum starts with 1 scores (evals.majority, scaling.evals.prior): at chance, not an
+    onset, once the run records that level."""
+    acc = np.linspace(0.10, 0.33, len(LOG_C))
+    recs = []
+    for i, a in enumerate(acc):
+        r = _record(np.random.default_rng(i), i, 0)
+        r["evals"] = {
+            "scores": {"add2": {"1": {"token_acc": float(a), "n_items": 64}}},
+            "chance": {"add2": {"token_acc": 0.1}},
+            "majority": {"add2": {"token_acc": 0.33}},
+        }
+        recs.append(r)
+    _write(tmp_path / "results.jsonl", recs)
+    (r,) = analyze_results(tmp_path, tmp_path / "o", figures=False)["curves"]
+    assert r["verdict"] == "flat_at_chance" and r["chance_level"] == 0.33, r["reason"]
+    for rec in recs:
+        del rec["evals"]["majority"]
+    _write(tmp_path / "results.jsonl", recs)
+    (r,) = analyze_results(tmp_path, tmp_path / "o", figures=False)["curves"]
+    assert r["verdict"] != "flat_at_chance" and r["chance_level"] == 0.1
