@@ -38,10 +38,12 @@ def _trend(ax, r: dict, x: np.ndarray) -> None:
             zorder=3,
             label="LFO prediction ±1.96 SD" if j == r["lfo"][0]["index"] else None,
         )
-    if r.get("onset_index") is not None and r["onset_index"] >= 2:
-        k = r["onset_index"]
-        xs, ys = x[:k], np.asarray(r["score_norm"])[:k]
-        b1, b0 = np.polyfit(xs, ys, 1)
+    k = r.get("onset_index")
+    first = (r.get("lfo") or [{}])[0]
+    if k is not None and first.get("index") == k and first.get("trend"):
+        # the line the test fitted (weighted, with the extra scatter), so the onset's
+        # prediction lies on it; an unweighted refit drew a slightly different line
+        b0, b1 = first["trend"]
         xx = np.linspace(x[0], x[min(k + 1, len(x) - 1)], 50)
         ax.plot(xx, b0 + b1 * xx, "--", color="tab:orange", lw=1, label="pre-onset trend")
 

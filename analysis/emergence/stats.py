@@ -134,6 +134,7 @@ def lfo_step(
         "z": float(z),
         "dof": dof,
         "p": float(stats.norm.sf(z) if dof in (None, math.inf) else stats.t.sf(z, dof)),
+        "trend": [float(beta[0]), float(beta[1])],  # the fitted line: intercept, slope
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from analysis.emergence.curves import Curve
 from analysis.emergence.flagger import analyze_curves
@@ -106,3 +107,23 @@ def test_the_mirage_panel_says_n_a_when_no_check_ran(tmp_path, monkeypatch):
     assert (
         _companion_title(tmp_path, monkeypatch, em, tok) == "mirage check: companion jumps = True"
     )
+
+
+def test_the_drawn_pre_onset_trend_is_the_line_the_test_fitted(tmp_path, monkeypatch):
+    """The dashed trend was an unweighted refit of the pre-onset points while the test fits a
+    weighted line with the extra scatter: the onset's predicted point sat off the line."""
+    from analysis.emergence import plots
+
+    y = np.array([0.0, 0.006, 0.0005, 0.02, 0.3, 0.35, 0.4])  # unequal binomial variances
+    c = Curve("t", "em", "F", 10 ** np.arange(20.0, 27.0), y, n_items=np.full(7, 2000.0), chance=0)
+    (r,) = analyze_curves([c])
+    k, step = r["onset_index"], r["lfo"][0]
+    assert k == 4 and step["index"] == k
+    shown = []
+    monkeypatch.setattr(plots.plt, "close", lambda fig: shown.append(fig))
+    plot_curve(r, [], tmp_path, scale="compute")
+    (line,) = [ln for ln in shown[0].axes[0].lines if ln.get_label() == "pre-onset trend"]
+    on_line = np.interp(r["log10_scale"][k], line.get_xdata(), line.get_ydata())
+    assert on_line == pytest.approx(step["predicted"], abs=1e-9)
+    b0, b1 = np.polyfit(r["log10_scale"][:k], r["score_norm"][:k], 1)  # what it drew before
+    assert abs(b0 + b1 * r["log10_scale"][k] - step["predicted"]) > 1e-3
