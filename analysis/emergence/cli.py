@@ -110,7 +110,7 @@ def _print_table(report: dict) -> None:
                 c["family"],
                 c["task"],
                 c["metric"],
-                str(c["shots"]),
+                "-" if c["shots"] is None else str(c["shots"]),  # a table may not say
                 c["verdict"],
                 onset,
                 warns or "-",

@@ -326,3 +326,11 @@ def test_a_metrics_entry_that_is_not_a_table_exits_2(tmp_path, capsys, where):
     _fails(
         capsys, argv, "metrics = 5 is not a table" if where == "toml" else "= 5: expected a table"
     )
+
+
+def test_a_metric_without_a_shot_count_prints_a_dash(tmp_path, capsys):
+    """The verdict table printed the Python value None in the shots column."""
+    argv = _cli(_csv(tmp_path, _rows()), "--metric", "em:chance=0:n=2000", out=str(tmp_path / "o"))
+    assert main(argv) == 0
+    (row,) = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.startswith("F ")]
+    assert row[:5] == ["F", "em", "em", "-", "emergent"]
