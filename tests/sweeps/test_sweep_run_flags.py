@@ -45,14 +45,19 @@ def test_sbatch_refusing_the_submission_exits_2_not_a_traceback(
     assert not (root / "slurm").exists()  # the task pickles it wrote are gone with it
 
 
-def test_refused_submission_removes_only_its_own_files(tmp_path: Path, monkeypatch) -> None:
-    """A refused submission left one <uuid>.pkl per cell and the sbatch script in DIR/slurm;
-    the files of earlier submissions stay."""
+def _refusing_sbatch(tmp_path: Path, monkeypatch) -> None:
+    """An sbatch on PATH that refuses every submission."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: nope' >&2\nexit 1\n")
     (bin_dir / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_refused_submission_removes_only_its_own_files(tmp_path: Path, monkeypatch) -> None:
+    """A refused submission left one <uuid>.pkl per cell and the sbatch script in DIR/slurm;
+    the files of earlier submissions stay."""
+    _refusing_sbatch(tmp_path, monkeypatch)
     root = tmp_path / "sweep"
     old = [root / "slurm" / "0123abcd.pkl", root / "slurm" / "17_0" / "17_0_submitted.pkl"]
     for path in old:
@@ -97,11 +102,7 @@ def test_a_submission_waits_for_one_in_flight_in_the_same_dir(tmp_path: Path, mo
     from scaling.fileio import file_lock
     from sweeps.slurm import SUBMIT_LOCK
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: nope' >&2\nexit 1\n")
-    (bin_dir / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    _refusing_sbatch(tmp_path, monkeypatch)
     root = tmp_path / "sweep"
     argv = ["sweep", "run", "cpu-small", "--out", str(root), "--backend", "slurm"]
     rc: list[int] = []
