@@ -15,9 +15,7 @@ def _load(src: str, args: argparse.Namespace):
     from analysis.table_file import load_table, parse_map
     from analysis.tables import load_results
 
-    if src.lower().endswith(".csv"):
-        if not args.mapping:
-            raise UserError(f"{src} is a CSV: say which columns hold N, loss and C or D (--map)")
+    if src.lower().endswith(".csv"):  # columns named N, loss and D (or C) need no --map
         return load_table(src, parse_map(args.mapping), loss_unit=args.loss_unit or "nats/token")
     if args.mapping:
         raise UserError(f"--map applies to CSV tables only, and {src} is not a .csv file")
@@ -131,9 +129,10 @@ def _compare(args: argparse.Namespace) -> int:
     kw = dict(n_resamples=args.resamples, method=args.method)
     with status(f"scaling compare ({len(ta)} + {len(tb)} runs)"):
         stage(f"{la}: fit, {args.resamples} bootstraps")
-        a = cmp.fit_sweep(ta, la, seed=args.seed, **kw)
+        seed_a, seed_b = cmp.sweep_seeds(ta, tb, args.seed)
+        a = cmp.fit_sweep(ta, la, seed=seed_a, **kw)
         stage(f"{lb}: fit, {args.resamples} bootstraps")
-        b = cmp.fit_sweep(tb, lb, seed=args.seed + 1, **kw)
+        b = cmp.fit_sweep(tb, lb, seed=seed_b, **kw)
         stage("multiplier, exponent test, figure")
         res = cmp.compare(a, b, losses=losses, extrapolate=args.extrapolate, level=args.level)
         paths = compare_plot.write(res, a, b, out)
@@ -144,8 +143,9 @@ def _compare(args: argparse.Namespace) -> int:
     else:
         print("\n".join(cmp.summary_lines(res)))
         print(f"wrote {paths['json']} and {', '.join(paths['figures'])}")
-    for note in ta.notes + tb.notes:
-        print(f"  note: {note}", file=sys.stderr)
+    for t, lab in ((ta, la), (tb, lb)):  # which sweep each note is about
+        for note in t.notes:
+            print(f"  note: {lab}: {note}", file=sys.stderr)
     return 0
 
 
@@ -177,7 +177,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=COLUMN",
-        help="CSV column for KEY in N, D, C, loss, budget, run (both CSVs; repeatable)",
+        help="CSV column for KEY in N, D, C, loss, budget, run (both CSVs; repeatable); "
+        "columns named N, loss and D (or C) need no --map",
     )
     p.add_argument("--loss-unit", default=None, help="loss unit label for CSVs")
     p.add_argument("--n-kind", choices=("total", "nonembed"), default="total")
@@ -191,7 +192,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--method", choices=("grid", "varpro"), default="grid")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per sweep")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (B uses seed + 1)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="bootstrap seed: one sweep uses SEED, the other SEED + 1, chosen by their rows, "
+        "so swapping A and B mirrors the results (default 0)",
+    )
     p.add_argument("--level", type=float, default=0.9, help="CI level (default 0.9)")
     p.add_argument("--out", default=None, help="output dir (default B_DIR/compare_A_vs_B)")
     p.add_argument("--json", action="store_true", help="print compare.json instead of a summary")

@@ -89,9 +89,13 @@ def _multiplier_points(ax, rows: list[dict]) -> None:
         est, lo, hi = mm["estimate"], mm["lo"], mm["hi"]
         lo_ok, hi_ok = bool(np.isfinite(lo) and lo > 0), bool(np.isfinite(hi))
         bounded = lo_ok and hi_ok
-        err = [[est - lo if lo_ok else 0.0], [max(hi - est, 0.0) if hi_ok else 0.0]]
-        ax.errorbar(x, est, yerr=err, fmt="o", color="k", ms=4 if bounded else 6, capsize=3,
-                    mfc="k" if bounded else "none", zorder=4)  # fmt: skip
+        # the bar spans the CI's finite ends; a percentile CI need not contain the full fit's
+        # estimate (a bar measured from the point then had a negative side: matplotlib raised)
+        bot, top = sorted((lo if lo_ok else est, hi if hi_ok else est))
+        ax.errorbar(x, bot, yerr=[[0.0], [top - bot]], fmt="none", ecolor="k", capsize=3,
+                    zorder=4)  # fmt: skip
+        ax.plot([x], [est], "o", color="k", ms=4 if bounded else 6,
+                mfc="k" if bounded else "none", zorder=5)  # fmt: skip
         for ok, end, tip in ((lo_ok, y0, "v"), (hi_ok, y1, "^")):
             if not ok:
                 ax.plot([x, x], [est, end], color="k", ls="--", lw=1, zorder=4)
@@ -105,7 +109,7 @@ def _multiplier_points(ax, rows: list[dict]) -> None:
 def write(res: dict, a: SweepFit, b: SweepFit, out_dir: Path) -> dict:
     """compare.json and the figure in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    figs = figure(a, b, res, out_dir)
     text = json.dumps(clean_json(res), indent=2)  # strict JSON: an unreachable loss's inf -> null
-    atomic_write(out_dir / "compare.json", text + "\n")
+    atomic_write(out_dir / "compare.json", text + "\n")  # the numbers first: a figure can fail
+    figs = figure(a, b, res, out_dir)
     return {"json": str(out_dir / "compare.json"), "figures": figs}

@@ -330,3 +330,66 @@ def test_an_unbounded_multiplier_ci_is_drawn_open_not_as_a_bare_dot(
     assert len([ln for ln in dashed if len(ln.get_xdata()) == 2]) == 2  # down to 0, up to inf
     for fig in figs:
         plt.close(fig)
+
+
+def _write_named_csv(path, table: RunTable) -> None:
+    """Columns named N, D and loss: `compare` needs no --map for them, as `analyze`."""
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["N", "D", "loss"])
+        for row in zip(table.N, table.D, table.loss, strict=True):
+            w.writerow([repr(float(x)) for x in row])
+
+
+def test_swapping_a_and_b_mirrors_every_result_and_csv_columns_are_used_by_name(tmp_path, capsys):
+    """The bootstrap seeds went by position (A seed, B seed + 1), so swapping the arguments
+    resampled each sweep differently: gamma_B - gamma_A read +0.017 [-0.020, +0.047] (p 0.34)
+    one way and -0.017 [-0.051, +0.027] (p 0.45) the other. Seeds now follow the sweeps' rows.
+    A CSV whose columns are named N, D and loss was refused without --map, unlike `analyze`."""
+    ta, tb = _table(CHINCHILLA_TRUTH, 1, "a"), _table(_planted(2.0), 2, "b")
+    _write_named_csv(tmp_path / "a.csv", ta)
+    _write_named_csv(tmp_path / "b.csv", tb)
+    res = {}
+    for x, y in (("a", "b"), ("b", "a")):
+        argv = ["compare", str(tmp_path / f"{x}.csv"), str(tmp_path / f"{y}.csv")]
+        assert main([*argv, "--resamples", "30", "--out", str(tmp_path / x)]) == 0
+        assert "note: a: column(s) N, loss, D used by name" in capsys.readouterr().err
+        res[x] = json.loads((tmp_path / x / "compare.json").read_text())["test"]
+    ab, ba = res["a"], res["b"]
+    for k in ("gamma", "E"):
+        d, e = ab[f"d_{k}"], ba[f"d_{k}"]
+        assert d["estimate"] == pytest.approx(-e["estimate"])
+        assert (d["lo"], d["hi"]) == pytest.approx((-e["hi"], -e["lo"]))
+        assert ab[f"p_equal_{k}"] == ba[f"p_equal_{k}"]
+        assert ab[f"{k}_A"] == ba[f"{k}_B"]
+
+
+def test_a_multiplier_estimate_outside_its_ci_is_drawn_not_a_crash():
+    """A percentile CI need not contain the full fit's estimate; the error bar was measured from
+    the point, so an estimate below the CI's lower end made matplotlib raise ('yerr' must not
+    contain negative values) and `compare` died before writing compare.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.laws import compare_plot
+
+    fig, ax = plt.subplots()
+    ax.set_yscale("log")
+    ax.set_ylim(0.1, 10)
+    row = {"multiplier": {"estimate": 1.0, "lo": 1.2, "hi": 3.0}, "C_A": 1e19}
+    compare_plot._multiplier_points(ax, [row])
+    bar = ax.collections[-1].get_segments()[0]  # the CI bar spans the CI, not the point
+    assert (bar[0][1], bar[1][1]) == pytest.approx((1.2, 3.0))
+    dots = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert [tuple(ln.get_ydata()) for ln in dots] == [(1.0,)]
+    plt.close(fig)
+
+
+def test_a_loss_only_one_sweep_never_reaches_reads_as_one_sweep(base_fit):
+    """'B never reach it' for one sweep; the verb now agrees with how many never reach it."""
+    hi_E = cmp.fit_sweep(_table(dict(CHINCHILLA_TRUTH, E=2.0), 3, "b"), "B", n_resamples=20, seed=1)
+    res = cmp.compare(base_fit, hi_E, losses=[1.85])
+    line = cmp.summary_lines(res)[1]
+    assert "nats/token: B never reaches it (at or below B's E = " in line, line
