@@ -13,8 +13,9 @@ line per check and exits 1 if any fails; `make demo` runs it last. The checks:
   below nominal AND a binomial test rejects the nominal level at 1%).
 A check the study's design cannot answer (analysis.design: the IsoFLOP checks on a size ladder,
 an N x D grid or one budget, the allocation on a ladder or one budget), or one whose analysis did
-not run (Approach 2 skipped, e.g. only one of several budgets with an IsoFLOP minimum), is
-printed [n/a] with the reason, never [ok].
+not run (Approach 2 skipped, e.g. only one of several budgets with an IsoFLOP minimum; the
+frontier L(C) not fitted, with fewer than 3 envelope points; no back-test, `--holdout none`; no
+rolling-origin back-test), is printed [n/a] with the reason, never [ok] and never left out.
 """
 
 from __future__ import annotations
@@ -43,10 +44,49 @@ def study_checks(fits: dict, max_backtest_error: float = 0.03) -> list[tuple[str
     return [
         *_not_applicable(fits),
         *_isoflop_checks((fits.get("approach2") or {}).get("minima") or []),
-        *_frontier_check((fits.get("frontier_ci") or {}).get("alpha")),
-        *_backtest_checks(fits.get("backtest"), max_backtest_error),
-        *_rolling_check((fits.get("predictive") or {}).get("cross_coverage")),
+        # a check whose analysis did not run is [n/a] with the reason (it was left out silently)
+        *(_frontier_check((fits.get("frontier_ci") or {}).get("alpha")) or _frontier_na(fits)),
+        *(
+            _backtest_checks(fits.get("backtest"), max_backtest_error)
+            or _backtest_na(fits, max_backtest_error)
+        ),
+        *(
+            _rolling_check((fits.get("predictive") or {}).get("cross_coverage"))
+            or _rolling_na(fits)
+        ),
     ]
+
+
+def _frontier_na(fits: dict) -> list[tuple[str, None, str]]:
+    """[n/a] when the frontier L(C) was not fitted (this line was left out silently)."""
+    why = next((n for n in fits.get("notes") or [] if n.startswith("frontier L(C) not fitted")), "")
+    return [("frontier exponent finite and positive", None, f"not answered: {why}")] if why else []
+
+
+def _backtest_na(fits: dict, max_error: float) -> list[tuple[str, None, str]]:
+    """[n/a] for a study without a back-test (skipped, or `analyze --holdout none`)."""
+    if not fits.get("design"):
+        return []
+    notes = fits.get("notes") or []
+    why = next((n for n in notes if n.startswith("back-test skipped")), None)
+    why = why or "no back-test was run (analyze --holdout none)"
+    return [(f"back-test error below {_pct(max_error)}", None, f"not answered: {why}")]
+
+
+def _rolling_na(fits: dict) -> list[tuple[str, None, str]]:
+    """[n/a] when the predictive intervals had no rolling-origin back-test to check."""
+    if not fits.get("predictive"):
+        return []
+    why = (
+        "not answered: no rolling-origin back-test ran (too few compute levels, or too few runs "
+        "below the larger ones to fit from)"
+    )
+    return [("rolling back-tests inside their predictive intervals", None, why)]
+
+
+def _pct(x: float) -> str:
+    """A threshold as a percentage that keeps its digits (0.025 is 2.5%, not '2%')."""
+    return f"{x * 100:.4g}%"
 
 
 def _not_applicable(fits: dict) -> list[tuple[str, None, str]]:
@@ -121,7 +161,7 @@ def _backtest_checks(bt: dict | None, max_error: float) -> list[tuple[str, bool,
     err = bt["mean_abs_rel_error"]["estimate"]
     out = [
         (
-            f"back-test error below {max_error:.0%}",
+            f"back-test error below {_pct(max_error)}",
             err < max_error,
             f"{err:.2%} on {bt['description']}",
         )
@@ -181,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the back-test check fails above this mean |relative error| (default 0.03)",
     )
     args = p.parse_args(argv)
+    m = args.max_backtest_error
+    if not (math.isfinite(m) and m > 0):  # nan failed every back-test, -1 read "below -100%"
+        raise UserError(f"--max-backtest-error {m:g}: give a positive fraction, e.g. 0.03 for 3%")
     path = Path(args.fits)
     try:
         fits = json.loads(path.read_text())
@@ -188,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(
             f"{path}: cannot read fits.json ({e}); run `scaling analyze DIR` first"
         ) from e
+    if not isinstance(fits, dict):
+        raise UserError(
+            f"{path}: not a fits.json written by `scaling analyze` (a JSON "
+            f"{type(fits).__name__}, not an object); pass DIR/report/fits.json"
+        )
     results = study_checks(fits, args.max_backtest_error)
     if not results:
         raise UserError(f"{path}: nothing to check (no IsoFLOP minima, frontier or back-test)")
