@@ -182,7 +182,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--loss-unit", default=None, help="loss unit label for CSVs")
     p.add_argument("--n-kind", choices=("total", "nonembed"), default="total")
-    p.add_argument("--flops-kind", choices=("6nd", "exact"), default="6nd")
+    p.add_argument(
+        "--flops-kind",
+        choices=("6nd", "exact"),
+        default="6nd",
+        help="C of a sweep directory's runs, which places its budgets (default 6nd); the "
+        "frontiers, the multipliers and the extrapolated region count C = 6ND either way",
+    )
     p.add_argument(
         "--loss",
         dest="loss_kind",

@@ -129,17 +129,23 @@ def _p_two_sided(diff: np.ndarray) -> float:
     return float(min(1.0, 2.0 * min(np.mean(d <= 0), np.mean(d >= 0))))
 
 
+def law_C(t: RunTable) -> np.ndarray:
+    """C = 6ND per run: the compute the joint law, its frontier L*(C) and C*(L) count. A table's
+    C may be the engine's exact FLOPs (`--flops-kind exact`) or a mapped column; measuring C*(L)
+    against that range marked a loss past the runs' 6ND as inside them."""
+    return 6.0 * np.asarray(t.N, dtype=np.float64) * np.asarray(t.D, dtype=np.float64)
+
+
 def default_losses(a: SweepFit, b: SweepFit, n: int = 3) -> list[float]:
     """``n`` losses that both frontiers reach inside the compute both sweeps cover: evenly spaced
     in A's log compute between the two frontiers' common loss range there. When the frontiers
     share no loss in that range (one is far better), A's losses at ``n`` log-spaced computes
     across it (or across the union when the ranges do not overlap); those rows come out marked
     extrapolated."""
-    lo = max(a.table.C.min(), b.table.C.min())
-    hi = min(a.table.C.max(), b.table.C.max())
+    ca, cb = law_C(a.table), law_C(b.table)
+    lo, hi = max(ca.min(), cb.min()), min(ca.max(), cb.max())
     if lo >= hi:
-        lo = min(a.table.C.min(), b.table.C.min())
-        hi = max(a.table.C.max(), b.table.C.max())
+        lo, hi = min(ca.min(), cb.min()), max(ca.max(), cb.max())
     fa, fb = frontier_params(a.fit.params), frontier_params(b.fit.params)
     top = min(float(frontier_loss(fa, lo)), float(frontier_loss(fb, lo)))
     bottom = max(float(frontier_loss(fa, hi)), float(frontier_loss(fb, hi)))
@@ -171,8 +177,8 @@ def compare(
     fa, fb = frontier_params(a.fit.params), frontier_params(b.fit.params)
     ba = frontier_params({k: v[:R] for k, v in a.boot.params.items()})
     bb = frontier_params({k: v[:R] for k, v in b.boot.params.items()})
-    c_min = float(min(a.table.C.min(), b.table.C.min()))
-    c_max = float(max(a.table.C.max(), b.table.C.max()))
+    ca, cb = law_C(a.table), law_C(b.table)
+    c_min, c_max = float(min(ca.min(), cb.min())), float(max(ca.max(), cb.max()))
     targets = [
         (float(L), "given" if losses else "in range") for L in (losses or default_losses(a, b))
     ]
@@ -260,7 +266,7 @@ def _side(s: SweepFit) -> dict:
         "label": s.label,
         "source": s.table.source,
         "n_runs": len(s.table),
-        "C_range": [float(s.table.C.min()), float(s.table.C.max())],
+        "C_range": [float(law_C(s.table).min()), float(law_C(s.table).max())],  # 6ND
         "params": s.fit.params,
         "n_unconverged_resamples": s.boot.n_unconverged,
         "frontier_vs_runs": frontier_vs_runs(s),

@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from analysis.laws.bootstrap import percentile_ci
-from analysis.laws.compare import SweepFit, compute_for_loss, frontier_loss, frontier_params
+from analysis.laws.compare import (
+    SweepFit,
+    compute_for_loss,
+    frontier_loss,
+    frontier_params,
+    law_C,
+)
 from scaling.fileio import atomic_write
 from scaling.results import clean_json
 
@@ -21,8 +27,9 @@ def figure(a: SweepFit, b: SweepFit, res: dict, out_dir: Path) -> list[str]:
 
     plt = _plt()
     level, R = res["level"], res["n_resamples"]
-    c_lo = min(a.table.C.min(), b.table.C.min())
-    c_max = max(a.table.C.max(), b.table.C.max())
+    # the law's C = 6ND throughout: the frontiers, the runs and the extrapolated region
+    c_lo = min(law_C(a.table).min(), law_C(b.table).min())
+    c_max = max(law_C(a.table).max(), law_C(b.table).max())
     Cg = np.geomspace(c_lo / 2, res["extrapolate"] * c_max, 200)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"wspace": 0.3})
     fa = frontier_params(a.fit.params)
@@ -32,7 +39,7 @@ def figure(a: SweepFit, b: SweepFit, res: dict, out_dir: Path) -> list[str]:
         lo, hi = percentile_ci(frontier_loss(fb, Cg[None, :]), level)
         ax.fill_between(Cg, lo, hi, color=col, alpha=0.18, lw=0)
         ax.plot(Cg, frontier_loss(f, Cg), color=col, label=f"{s.label}: frontier L*(C)")
-        ax.scatter(s.table.C, s.table.loss, s=18, color=col, edgecolor="k", lw=0.3, zorder=3)
+        ax.scatter(law_C(s.table), s.table.loss, s=18, color=col, edgecolor="k", lw=0.3, zorder=3)
     ax.axvline(c_max, color="0.6", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -393,3 +393,20 @@ def test_a_loss_only_one_sweep_never_reaches_reads_as_one_sweep(base_fit):
     res = cmp.compare(base_fit, hi_E, losses=[1.85])
     line = cmp.summary_lines(res)[1]
     assert "nats/token: B never reaches it (at or below B's E = " in line, line
+
+
+def test_the_compute_range_is_the_laws_6nd_not_a_table_c_that_counts_otherwise(base_fit):
+    """C*(L) counts C = 6ND, but the range it was checked against (and the default losses, the
+    figure's runs and its shaded region) read the table's C, which `--flops-kind exact` or a
+    mapped C puts above 6ND: a loss past the runs' 6ND read as inside them."""
+    t = base_fit.table
+    scaled = RunTable(list(t.run_id), t.N, t.D, 1.3 * t.C, t.loss, t.budget,
+                      [None] * len(t), source="exact")  # fmt: skip
+    s = cmp.fit_sweep(scaled, "exact", n_resamples=20, seed=0)
+    f = cmp.frontier_params(s.fit.params)
+    c6 = float(np.max(6.0 * t.N * t.D))
+    past = float(cmp.frontier_loss(f, 1.2 * c6))  # beyond every run's 6ND, inside 1.3 x 6ND
+    inside = float(cmp.frontier_loss(f, 0.5 * c6))
+    res = cmp.compare(s, s, losses=[inside, past])
+    assert [r["extrapolated"] for r in res["multipliers"][:2]] == [False, True]
+    assert res["A"]["C_range"][1] == pytest.approx(c6)
