@@ -118,3 +118,14 @@ def place_legend(ax, pad: float = 4.0, **kw):
     below = ax.get_tightbbox(renderer).y0  # under the tick labels and the axis label
     y = ax.transAxes.inverted().transform((0.0, below - pad))[1]
     return ax.legend(loc="upper center", bbox_to_anchor=(0.5, y), ncol=2, **kw)
+
+
+def compute_label(table) -> str:
+    """The x label of an axis of the table's C: "C = 6ND" only when it is (a mapped C or
+    `--flops-kind exact` counts otherwise, and the label said 6ND under those runs)."""
+    from analysis.cli_source import c_ratio
+
+    r = c_ratio(table)
+    if abs(r - 1.0) <= 0.01:
+        return "training compute C = 6ND (FLOPs)"
+    return f"training compute C (FLOPs as given, {r:.3g}x 6ND; joint law at 6ND)"

@@ -11,7 +11,7 @@ import numpy as np
 
 from analysis.laws.bootstrap import percentile_ci
 from analysis.laws.core import compute_optimal, joint_loss_vec, power_loss
-from analysis.plot_axes import place_legend, tidy_log_axes
+from analysis.plot_axes import compute_label, place_legend, tidy_log_axes
 from scaling.fileio import writing
 
 STYLE = {
@@ -97,7 +97,7 @@ def loss_vs_compute_figure(res: dict):
     ax.axvline(t.C.max(), color="0.6", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("training compute C = 6ND (FLOPs)")
+    ax.set_xlabel(compute_label(t))
     ax.set_ylabel(f"validation loss ({t.loss_unit})")
     ax.set_title("Loss versus compute (dotted: largest budget run)")
     ax.grid(True, which="both", alpha=0.25)
@@ -204,7 +204,7 @@ def nopt_vs_c(res: dict, out_dir: Path) -> list[str]:
     ax.axvline(t.C.max(), color="0.6", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("training compute C = 6ND (FLOPs)")
+    ax.set_xlabel(compute_label(t))
     ax.set_ylabel("compute-optimal parameters N_opt")
     ax.set_title("Compute-optimal model size")
     ax.legend(loc="upper left")
@@ -221,7 +221,7 @@ def residuals(res: dict, out_dir: Path) -> list[str]:
     r = np.log(t.loss) - np.log(joint_loss_vec(fit.vec, t.N, t.D))  # exact where A, B overflow
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, x, lab in (
-        (axes[0], t.C, "training compute C = 6ND (FLOPs)"),
+        (axes[0], t.C, compute_label(t)),
         (axes[1], t.N, "parameters N"),
     ):
         ax.scatter(x, r, s=16, color="C0", edgecolor="k", linewidth=0.3)
