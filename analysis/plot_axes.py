@@ -117,7 +117,7 @@ def place_legend(ax, pad: float = 4.0, **kw):
         leg.remove()
     below = ax.get_tightbbox(renderer).y0  # under the tick labels and the axis label
     y = ax.transAxes.inverted().transform((0.0, below - pad))[1]
-    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, y), ncol=2, **kw)
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, y), **{"ncol": 2, **kw})
 
 
 def compute_label(table) -> str:

@@ -135,6 +135,7 @@ def isoflop(res: dict, out_dir: Path) -> list[str]:
         m = budgets == c
         col = cmap(i / max(len(ub) - 1, 1) * 0.85)
         ax.scatter(t.N[m], t.loss[m], color=col, s=24, zorder=3, label=f"C = {c:.2g}")
+    extrapolated = False
     for row in (a2 or {}).get("minima", []):
         i = int(np.flatnonzero(ub == row["budget"])[0]) if row["budget"] in ub else 0
         col = cmap(i / max(len(ub) - 1, 1) * 0.85)
@@ -142,14 +143,21 @@ def isoflop(res: dict, out_dir: Path) -> list[str]:
         xc, (p0, p1, p2) = row["parabola"]["x_center"], row["parabola"]["coef"]
         x = np.linspace(np.log(t.N[m].min()), np.log(t.N[m].max()), 100) - xc
         ax.plot(np.exp(x + xc), p0 + p1 * x + p2 * x * x, color=col, lw=1.3)
-        ax.plot(row["N_opt"], row["loss_min"], marker="*", ms=13, color=col, mec="k", zorder=4)
+        inside = row.get("inside_range", True)  # a minimum past the sampled N: hollow
+        ax.plot(row["N_opt"], row["loss_min"], marker="*", ms=13, color=col,
+                mec="k" if inside else col, mfc=col if inside else "none", zorder=4)  # fmt: skip
+        extrapolated = extrapolated or not inside
+    if extrapolated:
+        ax.plot([], [], "*", ms=13, color="0.3", mfc="none",
+                label="hollow: minimum outside the sampled N (extrapolated)")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel(f"validation loss ({t.loss_unit})")
     ax.set_title("IsoFLOP curves (stars: parabola minima, Approach 2)")
-    if len(ub) <= 12:
-        ax.legend(ncol=2)
     ax.grid(True, which="both", alpha=0.25)
+    if len(ub) <= 12:
+        tidy_log_axes(fig)  # the tick labels are final before the legend looks for room
+        place_legend(ax, ncol=2)
     paths = _save(fig, out_dir, "isoflop")
     plt.close(fig)
     return paths

@@ -1,0 +1,50 @@
+"""The IsoFLOP figure tells an extrapolated minimum from an interior one, and its legend, which
+may then not fit inside the axes, is placed without covering a run."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.plots import _plt, isoflop
+from analysis.report import run_analysis
+from analysis.tables import RunTable
+
+
+def _table(n_lo: float) -> RunTable:
+    """Three budgets x 5 sizes from n_lo over 6x; the fake law's optimum is ~1e5 at 1e12."""
+    c = np.repeat([1e12, 2e12, 4e12], 5)
+    n = np.tile(np.geomspace(n_lo, 6 * n_lo, 5), 3) * np.sqrt(c / 1e12)
+    d = c / (6 * n)
+    loss = 1.0 + 60 / n**0.34 + 90 / d**0.3
+    return RunTable([f"r{i}" for i in range(n.size)], n, d, c, loss, c, [None] * n.size,
+                    source="t")  # fmt: skip
+
+
+def _figure(table: RunTable, tmp_path, monkeypatch):
+    res = run_analysis(table, n_resamples=10, holdout=None, intervals=False)
+    plt, figs = _plt(), []
+    monkeypatch.setattr(plt, "close", figs.append)
+    isoflop(res, tmp_path)
+    monkeypatch.undo()
+    return res, figs[0]
+
+
+def test_an_extrapolated_minimum_is_a_hollow_star_with_a_legend_entry(tmp_path, monkeypatch):
+    """Every minimum was a filled star, so a budget whose minimum lies past its sampled N (the
+    [FAIL] of `analysis.checks`) looked like a centred one."""
+    for n_lo, hollow in ((4e4, False), (5e3, True)):  # centred on the optimum; all below it
+        res, fig = _figure(_table(n_lo), tmp_path, monkeypatch)
+        minima = res["approach2"]["minima"]
+        assert all(m["inside_range"] != hollow for m in minima)
+        stars = [ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "*"]
+        drawn = [ln for ln in stars if len(ln.get_xdata())]
+        assert len(drawn) == len(minima)
+        assert all((ln.get_markerfacecolor() == "none") == hollow for ln in drawn)
+        texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert any("outside the sampled N" in t for t in texts) == hollow
+        fig.canvas.draw()
+        box = fig.axes[0].get_legend().get_window_extent()
+        t = res["table"]
+        xy = fig.axes[0].transData.transform(np.c_[t.N, t.loss])
+        assert not box.count_contains(xy)  # the legend covers no run
+        _plt().close(fig)
