@@ -209,6 +209,18 @@ def prior_only_note(cc: dict) -> str:
     )
 
 
+def loo_coverage_text(cc: dict, lvl: int) -> str:
+    """report.md's sentence on the rolling back-tests' leave-one-origin-out coverage (it read
+    '0/0 inside their 90% intervals' when no rolling back-test ran)."""
+    if not cc.get("n"):
+        return "No rolling-origin back-test ran, so there is no coverage of them to check."
+    return (
+        f"Leave-one-origin-out coverage of the back-tests: {cc['inside']}/{cc['n']} inside "
+        f"their {lvl}% intervals{prior_only_note(cc)} (`analysis.checks` fails when this is "
+        f"far below {lvl}%)."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m analysis.checks", description=__doc__.split("\n")[0]

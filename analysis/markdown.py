@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.checks import backtest_prior_note, prior_only_note
+from analysis.checks import backtest_prior_note, loo_coverage_text
 from analysis.cli_source import c_convention
 from analysis.design import FORM_UNIDENTIFIED
 from analysis.laws.intervals import SUPPORT_MARGIN, unsupported_reason
@@ -376,9 +376,7 @@ def _interval_terms(res: dict, js: dict) -> list[str]:
         f"{cal['q']:.3g}, "
         f"from {cal['n_pairs']} back-test predictions at {cal['n_origins']} origins; weight "
         f"{cal['weight_user']:.0%} on these, the rest on the published-sweep prior ({prior}). "
-        f"Leave-one-origin-out coverage of the back-tests: {cc['inside']}/{cc['n']} inside "
-        f"their {lvl}% intervals{prior_only_note(cc)} (`analysis.checks` fails when this is "
-        f"far below {lvl}%).",
+        + loo_coverage_text(cc, lvl),
     ]
     if not res["compute_optimal"]:  # a ladder: no prediction at a budget to break down
         return L

@@ -76,3 +76,27 @@ def test_a_json_that_is_not_an_object_exits_2_with_one_line(tmp_path):
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("error: ") and p.stderr.count("\n") == 1, p.stderr
     assert "not a fits.json written by `scaling analyze`" in p.stderr
+
+
+def test_report_md_says_no_rolling_back_test_ran_instead_of_0_of_0():
+    """Two budgets leave no rolling origin: report.md read 'Leave-one-origin-out coverage of the
+    back-tests: 0/0 inside their 90% intervals', and the checks printed nothing about it."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from analysis.markdown import report_md
+    from analysis.report import fits_json, run_analysis
+    from analysis.tables import RunTable
+
+    c = np.repeat([1e12, 1e13], 6)
+    n = np.tile(np.geomspace(3e4, 3e5, 6), 2) * np.sqrt(c / 1e12)
+    d = c / (6 * n)
+    loss = (1.0 + 60 / n**0.34 + 90 / d**0.3) * np.exp(0.003 * np.sin(np.arange(12)))
+    t = RunTable([f"r{i}" for i in range(12)], n, d, c, loss, c, [None] * 12, source="t")
+    res = run_analysis(t, n_resamples=10, holdout=None)
+    text = report_md(res, {}, Path("."))
+    assert "0/0 inside" not in text
+    assert "No rolling-origin back-test ran, so there is no coverage of them to check." in text
+    got = {name: ok for name, ok, _ in study_checks(json.loads(json.dumps(fits_json(res))))}
+    assert got["rolling back-tests inside their predictive intervals"] is None
