@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +21,14 @@ def _load(src: str, args: argparse.Namespace):
     if args.mapping:
         raise UserError(f"--map applies to CSV tables only, and {src} is not a .csv file")
     table = load_results(src, n_kind=args.n_kind, flops=args.flops_kind, loss=args.loss_kind)
+    col = (table.extra or {}).get("loss_unit")
+    units = sorted({str(u) for u in col}) if col is not None else []
+    if len(units) > 1:  # one law across byte-level and subword runs: the last run's unit won
+        raise UserError(
+            f"{src}: the runs' losses are in different units ({', '.join(units)}); compare "
+            "them all in bits per byte with --loss bpb"
+        )
+    table.loss_unit = units[0] if units else table.loss_unit
     if args.loss_unit:
         table.loss_unit = args.loss_unit
     return table
@@ -61,11 +70,17 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 
 
 def _default_out(args: argparse.Namespace, labels: tuple[str, str]) -> Path:
+    """--out, else B's directory / compare_<A>_vs_<B> (a '/' in a label made nested folders);
+    a path that is a file exits 2 here, before the fits (it failed only when writing)."""
     if args.out:
-        return Path(args.out)
-    b = Path(args.b)
-    base = b if b.is_dir() else b.parent
-    return base / f"compare_{labels[0]}_vs_{labels[1]}"
+        out = Path(args.out)
+    else:
+        b = Path(args.b)
+        name = "_vs_".join(re.sub(r"[^\w.+=-]+", "_", s) for s in labels)
+        out = (b if b.is_dir() else b.parent) / f"compare_{name}"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory; pass a directory path")
+    return out
 
 
 def _label(src: str) -> str:
@@ -97,6 +112,7 @@ def _compare(args: argparse.Namespace) -> int:
     if la == lb:
         la, lb = f"A:{la}", f"B:{lb}"
     losses = _floats(args.losses, "--losses")
+    out = _default_out(args, (la, lb))
     ta, tb = _load(args.a, args), _load(args.b, args)
     (tok_a, data_a), (tok_b, data_b) = _recorded(args.a), _recorded(args.b)
     if args.loss_kind == "nats" and tok_a and tok_b and tok_a != tok_b:
@@ -109,6 +125,16 @@ def _compare(args: argparse.Namespace) -> int:
             f"  note: the sweeps were trained on different data ({', '.join(sorted(data_a))} vs "
             f"{', '.join(sorted(data_b))}); the multiplier then mixes the change with the data",
             file=sys.stderr,
+        )
+    if ta.loss_unit != tb.loss_unit:  # before the bootstraps, not after them
+        fix = (
+            "add --loss bpb (bits per byte)"
+            if Path(args.a).is_dir() and Path(args.b).is_dir()
+            else "name a CSV's unit with --loss-unit, or fit sweeps of one unit"
+        )
+        raise UserError(
+            f"the sweeps report loss in different units ({la}: {ta.loss_unit!r}, {lb}: "
+            f"{tb.loss_unit!r}); compare runs on the same data and unit: {fix}"
         )
     from analysis.design import detect_design
 
@@ -125,7 +151,6 @@ def _compare(args: argparse.Namespace) -> int:
                     "(a grid)"
                 )
             )
-    out = _default_out(args, (la, lb))
     kw = dict(n_resamples=args.resamples, method=args.method)
     with status(f"scaling compare ({len(ta)} + {len(tb)} runs)"):
         stage(f"{la}: fit, {args.resamples} bootstraps")

@@ -410,3 +410,45 @@ def test_the_compute_range_is_the_laws_6nd_not_a_table_c_that_counts_otherwise(b
     res = cmp.compare(s, s, losses=[inside, past])
     assert [r["extrapolated"] for r in res["multipliers"][:2]] == [False, True]
     assert res["A"]["C_range"][1] == pytest.approx(c6)
+
+
+def test_bad_outputs_and_mixed_units_exit_2_before_the_fits(tmp_path, capsys, monkeypatch):
+    """--out naming a file failed only when writing ('cannot use X: File exists'), and sweeps in
+    different loss units were refused only by `compare()`, both after the two bootstraps."""
+
+    def no_fit(*a, **k):
+        raise AssertionError("fitted before the inputs were checked")
+
+    monkeypatch.setattr(cmp, "fit_sweep", no_fit)
+    argv = [*_csv_pair(tmp_path), "--resamples", "10"]
+    (tmp_path / "file").write_text("")
+    assert main([*argv, "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"error: --out {tmp_path / 'file'} is a file, not a directory; pass a directory path\n"
+    )
+    _write_results(tmp_path / "sw", _table(CHINCHILLA_TRUTH, 1, "a"), "bytes", "python_source")
+    res = tmp_path / "sw" / "results.jsonl"
+    recs = [json.loads(line) for line in res.read_text().splitlines()]
+    res.write_text("".join(json.dumps(dict(r, loss_unit="nats/byte")) + "\n" for r in recs))
+    _write_named_csv(tmp_path / "b.csv", _table(_planted(2.0), 2, "b"))
+    assert main(["compare", str(tmp_path / "sw"), str(tmp_path / "b.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the sweeps report loss in different units (sw: 'nats/byte', ")
+    assert "--loss-unit" in err and err.count("\n") == 1
+    # a sweep whose runs are in two units was fitted as one, in its last run's unit
+    units = ["nats/byte", "nats/token"] * 12
+    lines = [json.dumps(dict(r, loss_unit=u)) + "\n" for r, u in zip(recs, units, strict=True)]
+    res.write_text("".join(lines))
+    assert main(["compare", str(tmp_path / "sw"), str(tmp_path / "b.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "losses are in different units (nats/byte, nats/token)" in err and "--loss bpb" in err
+
+
+def test_a_label_with_a_slash_names_one_output_folder(tmp_path, capsys):
+    """--labels lr/2,b wrote to B_DIR/compare_lr/2_vs_b/: a folder inside a folder."""
+    argv = [*_csv_pair(tmp_path), "--resamples", "10", "--labels", "lr/2,b"]
+    assert main(argv) == 0
+    assert "compute multiplier of B = b over A = lr/2" in capsys.readouterr().out
+    assert (tmp_path / "compare_lr_2_vs_b" / "compare.json").is_file()
