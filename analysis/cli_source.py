@@ -148,6 +148,8 @@ def filtered(args: argparse.Namespace):
         raise UserError(f"--level must be between 0 and 1, got {args.level}")
     if args.resamples < 10:
         raise UserError(f"--resamples must be at least 10, got {args.resamples}")
+    if args.seed < 0:  # numpy's seeding raised a traceback after the joint fit
+        raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
     return table
 
 

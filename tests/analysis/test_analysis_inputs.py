@@ -141,3 +141,23 @@ def test_runs_in_different_loss_units_are_not_fitted_together(tmp_path, capsys):
     assert main([*argv, "--where", 'loss_unit == "nats/byte"', "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["loss_unit"] == "nats/byte" and out["n_runs"] == 6
+
+
+@pytest.mark.parametrize("cmd", ["analyze", "plot", "predict"])
+def test_a_negative_seed_exits_2_before_the_fit(tmp_path, capsys, monkeypatch, cmd):
+    """`--seed -1` was numpy's 'expected non-negative integer' traceback, after the joint fit."""
+    from analysis import report
+    from scaling.cli import main
+
+    def no_fit(*a, **k):
+        raise AssertionError("fitted before --seed was checked")
+
+    monkeypatch.setattr(report, "run_analysis", no_fit)
+    f = tmp_path / "t.csv"
+    rows = [(n, t * n) for n in (1e6, 4e6, 1.6e7) for t in (5, 20, 80)]
+    f.write_text("N,D,loss\n" + "".join(
+        f"{n:g},{d:g},{1.7 + 400 / n**0.34 + 400 / d**0.28:.5f}\n" for n, d in rows))  # fmt: skip
+    argv = [cmd, "--table", str(f), "--out", str(tmp_path / "o"), "--seed", "-1"]
+    assert main(argv + (["--params", "1e8", "--tokens", "2e9"] if cmd == "predict" else [])) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("error: --seed must be a non-negative integer, got -1\n"), err
