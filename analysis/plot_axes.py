@@ -42,7 +42,7 @@ def _n_log_ticks(lo: float, hi: float, subs: tuple[float, ...]) -> int:
 
 
 def tidy_log_axes(fig) -> None:
-    """Matplotlib labels minor log ticks on axes spanning under ~1.5 decades, and the labels
+    """Matplotlib labels minor log ticks on axes spanning under ~2 decades, and the labels
     collide. Label only 1-2-5 ticks there (1-2-3-5-7 under a factor 4, never the minor ones),
     and on an axis where fewer than two of those fall, a few evenly spaced `narrow_ticks`."""
     from matplotlib.ticker import (
@@ -58,7 +58,7 @@ def tidy_log_axes(fig) -> None:
             if scale != "log":
                 continue
             lo, hi = sorted(axis.get_view_interval())
-            if lo <= 0 or hi / lo > 10**1.5:
+            if lo <= 0 or hi / lo > 10**2:  # matplotlib labelled minor ticks at 1.57 decades
                 continue
             subs = SUBS_125 if hi / lo > 4 else SUBS_FINE
             if _n_log_ticks(lo, hi, subs) >= 2:

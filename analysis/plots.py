@@ -136,7 +136,8 @@ def isoflop(res: dict, out_dir: Path) -> list[str]:
         col = cmap(i / max(len(ub) - 1, 1) * 0.85)
         ax.scatter(t.N[m], t.loss[m], color=col, s=24, zorder=3, label=f"C = {c:.2g}")
     extrapolated = False
-    for row in (a2 or {}).get("minima", []):
+    one = [res["isoflop_minimum"]] if res.get("isoflop_minimum") else []  # one budget
+    for row in (a2 or {}).get("minima") or one:
         i = int(np.flatnonzero(ub == row["budget"])[0]) if row["budget"] in ub else 0
         col = cmap(i / max(len(ub) - 1, 1) * 0.85)
         m = budgets == row["budget"]
@@ -346,7 +347,7 @@ def all_figures(res: dict, out_dir: Path) -> dict:
     if res.get("compute_optimal") or "compute_optimal" not in res:  # no N_opt on a ladder
         out["nopt_vs_c"] = nopt_vs_c(res, out_dir)
     out["residuals"] = residuals(res, out_dir)
-    if res.get("approach2"):
+    if res.get("approach2") or res.get("isoflop_minimum"):  # one budget: its parabola
         out["isoflop"] = isoflop(res, out_dir)
     if res.get("predictor") is not None:
         out["interval_reliability"] = predictor_reliability(res, out_dir)

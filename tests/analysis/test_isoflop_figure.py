@@ -48,3 +48,44 @@ def test_an_extrapolated_minimum_is_a_hollow_star_with_a_legend_entry(tmp_path, 
         xy = fig.axes[0].transData.transform(np.c_[t.N, t.loss])
         assert not box.count_contains(xy)  # the legend covers no run
         _plt().close(fig)
+
+
+def test_one_budget_draws_its_parabola_and_minimum(tmp_path, monkeypatch):
+    """A one-budget study reports its IsoFLOP minimum, but no isoflop figure was drawn (only
+    Approach 2's minima were), so the parabola behind the reported N_opt was never shown."""
+    from analysis.plots import all_figures
+
+    t = _table(4e4)
+    t = t.subset(t.budget == 1e12)
+    res = run_analysis(t, n_resamples=10, holdout=None, intervals=False)
+    m = res["isoflop_minimum"]
+    assert "approach2" not in res and m is not None
+    plt, figs = _plt(), []
+    monkeypatch.setattr(plt, "close", figs.append)
+    out = all_figures(res, tmp_path)
+    monkeypatch.undo()
+    assert "isoflop" in out
+    fig = next(f for f in figs if f.axes[0].get_title().startswith("IsoFLOP"))
+    stars = [ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "*"]
+    assert [(ln.get_xdata()[0], ln.get_ydata()[0]) for ln in stars] == [(m["N_opt"], m["loss_min"])]
+    for f in figs:
+        plt.close(f)
+
+
+def test_log_tick_labels_at_1_6_decades_do_not_collide():
+    """N from 3e8 to 8e9 (1.43 decades of data, ~1.6 with margins) was left to matplotlib, which
+    labelled its minor ticks: '3x10^8' and '4x10^8' overlapped."""
+    from analysis.plot_axes import tidy_log_axes
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.scatter([3e8, 8e9], [1, 2])
+    ax.set_xscale("log")
+    tidy_log_axes(fig)
+    fig.canvas.draw()
+    lo, hi = sorted(ax.get_xlim())
+    shown = [t for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi and t.get_text()]
+    boxes = [t.get_window_extent() for t in shown]
+    assert len(shown) >= 2
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    plt.close(fig)
