@@ -5,6 +5,7 @@ Matplotlib is imported lazily with the Agg backend, so importing this module is 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from analysis.laws.bootstrap import percentile_ci
 from analysis.laws.core import compute_optimal, joint_loss_vec, power_loss
 from analysis.plot_axes import compute_label, place_legend, tidy_log_axes
-from scaling.fileio import writing
+from scaling.fileio import atomic_write, writing
 
 STYLE = {
     "font.size": 11,
@@ -40,8 +41,10 @@ def _save(fig, out_dir: Path, name: str) -> list[str]:
     paths = []
     for ext in ("png", "svg"):
         p = out_dir / f"{name}.{ext}"
-        with writing(p):
-            fig.savefig(p, dpi=150)
+        buf = io.BytesIO()  # rendered whole, then replaced atomically: a crash or a full disk
+        with writing(p):  # mid-save left a truncated figure under report.md's link
+            fig.savefig(buf, format=ext, dpi=150)
+        atomic_write(p, buf.getvalue())
         paths.append(str(p))
     return paths
 

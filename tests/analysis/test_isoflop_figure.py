@@ -3,6 +3,8 @@ may then not fit inside the axes, is placed without covering a run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from analysis.plots import _plt, isoflop
@@ -89,3 +91,30 @@ def test_log_tick_labels_at_1_6_decades_do_not_collide():
     assert len(shown) >= 2
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     plt.close(fig)
+
+
+def test_a_figure_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Figures were saved straight to their path: a save that died midway (a crash, a full disk)
+    left a truncated PNG where report.md links the figure; the old one now stays."""
+    from matplotlib.figure import Figure
+
+    from analysis.plots import _save
+
+    (tmp_path / "f.png").write_bytes(b"old")
+
+    def dies_midway(self, target, **kw):
+        if hasattr(target, "write"):
+            target.write(b"partial")
+        else:
+            Path(target).write_bytes(b"partial")
+        raise OSError("killed")
+
+    fig = _plt().figure()
+    monkeypatch.setattr(Figure, "savefig", dies_midway)
+    try:
+        _save(fig, tmp_path, "f")
+    except OSError:
+        pass
+    assert (tmp_path / "f.png").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
+    _plt().close(fig)
