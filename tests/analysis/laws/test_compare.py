@@ -452,3 +452,25 @@ def test_a_label_with_a_slash_names_one_output_folder(tmp_path, capsys):
     assert main(argv) == 0
     assert "compute multiplier of B = b over A = lr/2" in capsys.readouterr().out
     assert (tmp_path / "compare_lr_2_vs_b" / "compare.json").is_file()
+
+
+def test_noise_free_equal_sweeps_are_not_called_different():
+    """Two noise-free sweeps of one law (the fake trainer's, a simulation) refit the same
+    parameters in every resample, and the optimiser's 1e-12 differences gave gamma_B - gamma_A
+    = -1.3e-12 [-1.3e-12, -1.3e-12], p = 0 and the verdict 'exponents differ'."""
+    ta = _table(CHINCHILLA_TRUTH, 1, "a", sigma=0.0)
+    tb = RunTable(
+        list(ta.run_id),
+        ta.N,
+        ta.D,
+        ta.C,
+        ta.loss * (1 + 1e-12),
+        ta.budget,
+        [None] * len(ta),
+        source="b",
+    )  # fmt: skip  (the rope/learned fake sweeps)
+    a = cmp.fit_sweep(ta, "A", n_resamples=20, seed=0)
+    b = cmp.fit_sweep(tb, "B", n_resamples=20, seed=1)
+    t = cmp.compare(a, b)["test"]
+    assert t["verdict"].startswith("offset only"), t["d_gamma"]
+    assert t["p_equal_gamma"] == 1.0 and t["p_equal_E"] == 1.0
