@@ -95,7 +95,8 @@ def _not_applicable(fits: dict) -> list[tuple[str, None, str]]:
     if design.get("kind") == "one_budget":  # one minimum: nothing to fall, no grid of budgets
         na = f"not applicable: {design['description']}: no second budget to compare with"
     elif design and "approach2" not in design.get("approaches", ["approach2"]):
-        na = f"not applicable: {design['description']} has no IsoFLOP budgets"
+        desc = design["description"]  # "scattered runs: ..., no IsoFLOP budgets or grid"
+        na = f"not applicable: {desc}" + ("" if "IsoFLOP" in desc else " has no IsoFLOP budgets")
     elif skipped and not (fits.get("approach2") or {}).get("minima"):
         na = f"not answered: {skipped[0]}"  # e.g. one budget: no line through the minima
     else:

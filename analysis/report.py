@@ -179,7 +179,8 @@ def _approach2(res: dict, table: RunTable, design, W, *, required: bool) -> None
         if design.kind == "one_budget":
             return _one_minimum(res, table, design)
         if not design.supports("approach2"):
-            raise UserError(f"not applicable ({design.description}: no IsoFLOP budgets)")
+            why = "" if "IsoFLOP" in design.description else ": no IsoFLOP budgets"
+            raise UserError(f"not applicable ({design.description}{why})")
         a2 = approach2(table, W)
         res["approach2"] = a2
         boot = {"a": a2.pop("a_boot"), "b": a2.pop("b_boot")}

@@ -100,3 +100,15 @@ def test_report_md_says_no_rolling_back_test_ran_instead_of_0_of_0():
     assert "No rolling-origin back-test ran, so there is no coverage of them to check." in text
     got = {name: ok for name, ok, _ in study_checks(json.loads(json.dumps(fits_json(res))))}
     assert got["rolling back-tests inside their predictive intervals"] is None
+
+
+def test_scattered_runs_say_no_isoflop_budgets_once():
+    """'not applicable: scattered runs: 5 model sizes, no IsoFLOP budgets or grid has no IsoFLOP
+    budgets' (the OLMo ladder with a logged C)."""
+    desc = "scattered runs: 5 model sizes, no IsoFLOP budgets or grid"
+    fits = {"design": {"kind": "scattered", "description": desc, "approaches": ["joint"]}}
+    got = {name: d for name, _, d in study_checks(fits)}
+    assert got["IsoFLOP minima inside the grid"] == f"not applicable: {desc}"
+    fits["design"].update(kind="grid", description="N x D grid: 5 model sizes x 4 token counts")
+    got = {name: d for name, _, d in study_checks(fits)}
+    assert got["IsoFLOP minima inside the grid"].endswith("4 token counts has no IsoFLOP budgets")
