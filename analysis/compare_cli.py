@@ -34,6 +34,28 @@ def _load(src: str, args: argparse.Namespace):
     return table
 
 
+def _moot_flags(args: argparse.Namespace) -> None:
+    """--loss, --flops-kind and --n-kind pick fields of a sweep's results.jsonl: with two CSVs
+    they were ignored silently (a `--loss bpb` comparison of nats per token)."""
+    if any(not s.lower().endswith(".csv") for s in (args.a, args.b)):
+        return
+    moot = [
+        f"{flag} {val}"
+        for flag, val, default in (
+            ("--loss", args.loss_kind, "nats"),
+            ("--flops-kind", args.flops_kind, "6nd"),
+            ("--n-kind", args.n_kind, "total"),
+        )
+        if val != default
+    ]
+    if moot:
+        raise UserError(
+            f"{', '.join(moot)}: applies to a sweep directory's results.jsonl only; for CSV "
+            "tables map the columns you mean (--map loss=COLUMN, --map N=COLUMN, --map "
+            "C=COLUMN) and name the unit with --loss-unit"
+        )
+
+
 def _recorded(src: str) -> tuple[set[str], set[str]]:
     """(tokenizer ids, datasets) recorded in a sweep's results.jsonl (empty for CSVs)."""
     path = Path(src) / "results.jsonl" if Path(src).is_dir() else Path(src)
@@ -112,6 +134,7 @@ def _compare(args: argparse.Namespace) -> int:
     if la == lb:
         la, lb = f"A:{la}", f"B:{lb}"
     losses = _floats(args.losses, "--losses")
+    _moot_flags(args)
     out = _default_out(args, (la, lb))
     ta, tb = _load(args.a, args), _load(args.b, args)
     (tok_a, data_a), (tok_b, data_b) = _recorded(args.a), _recorded(args.b)

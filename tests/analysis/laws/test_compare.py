@@ -259,6 +259,9 @@ def _csv_pair(tmp_path) -> list[str]:
         ("--extrapolate=0.5", "got 0.5"),
         ("--losses=inf", "--losses 'inf'"),
         ("--seed=-1", "--seed must be a non-negative integer, got -1"),
+        # two CSVs: these pick results.jsonl fields, and were ignored silently
+        ("--loss=bpb", "--loss bpb: applies to a sweep directory's results.jsonl only"),
+        ("--flops-kind=exact", "--flops-kind exact: applies to a sweep directory's"),
     ],
 )
 def test_bad_numbers_exit_2_before_the_fits(tmp_path, capsys, monkeypatch, flag, needle):
