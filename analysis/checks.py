@@ -84,6 +84,15 @@ def _rolling_na(fits: dict) -> list[tuple[str, None, str]]:
     return [("rolling back-tests inside their predictive intervals", None, why)]
 
 
+def _pct_apart(x: float, threshold: float) -> str:
+    """x as a percentage with 2 decimals, or more where that rounds it onto the threshold
+    ('[ok] back-test error below 3%: 3.00%' for 2.996%)."""
+    for d in range(2, 7):
+        if f"{x:.{d}%}" != f"{threshold:.{d}%}" or x == threshold:
+            break
+    return f"{x:.{d}%}"
+
+
 def _pct(x: float) -> str:
     """A threshold as a percentage that keeps its digits (0.025 is 2.5%, not '2%')."""
     return f"{x * 100:.4g}%"
@@ -164,7 +173,7 @@ def _backtest_checks(bt: dict | None, max_error: float) -> list[tuple[str, bool,
         (
             f"back-test error below {_pct(max_error)}",
             err < max_error,
-            f"{err:.2%} on {bt['description']}",
+            f"{_pct_apart(err, max_error)} on {bt['description']}",
         )
     ]
     cv = bt.get("coverage", {})

@@ -112,3 +112,15 @@ def test_scattered_runs_say_no_isoflop_budgets_once():
     fits["design"].update(kind="grid", description="N x D grid: 5 model sizes x 4 token counts")
     got = {name: d for name, _, d in study_checks(fits)}
     assert got["IsoFLOP minima inside the grid"].endswith("4 token counts has no IsoFLOP budgets")
+
+
+def test_an_error_just_under_the_threshold_does_not_print_as_the_threshold():
+    """'[ok] back-test error below 3%: 3.00%' for 2.996%, and '[FAIL] ...: 3.00%' for 3.004%."""
+    bt = {"mean_abs_rel_error": {"estimate": 0.02996}, "description": "d", "coverage": {}}
+    got = {n: (ok, d) for n, ok, d in study_checks({"backtest": bt})}
+    assert got["back-test error below 3%"] == (True, "2.996% on d")
+    bt["mean_abs_rel_error"]["estimate"] = 0.03004
+    got = {n: (ok, d) for n, ok, d in study_checks({"backtest": bt})}
+    assert got["back-test error below 3%"] == (False, "3.004% on d")
+    bt["mean_abs_rel_error"]["estimate"] = 0.0114
+    assert study_checks({"backtest": bt})[0][2] == "1.14% on d"
