@@ -477,3 +477,17 @@ def test_noise_free_equal_sweeps_are_not_called_different():
     t = cmp.compare(a, b)["test"]
     assert t["verdict"].startswith("offset only"), t["d_gamma"]
     assert t["p_equal_gamma"] == 1.0 and t["p_equal_E"] == 1.0
+
+
+def test_a_loss_outside_one_sweeps_own_runs_is_extrapolated(base_fit):
+    """'extrapolated' was checked against the union of both sweeps' compute, so a loss B reaches
+    only past its own largest run (but inside A's range) read as measured."""
+    t = base_fit.table
+    small = t.subset(t.budget <= 1e19)  # B: the two smallest budgets of the same law
+    b = cmp.fit_sweep(small, "B", n_resamples=20, seed=1)
+    fb = cmp.frontier_params(b.fit.params)
+    c6 = float(np.max(6.0 * small.N * small.D))
+    loss = float(cmp.frontier_loss(fb, 10 * c6))  # B needs 10x its largest run; A has runs there
+    res = cmp.compare(base_fit, b, losses=[loss])
+    row = res["multipliers"][0]
+    assert row["C_A"] < float(np.max(6.0 * t.N * t.D)) and row["extrapolated"]
