@@ -16,7 +16,7 @@ from analysis.checks import backtest_prior_note, loo_coverage_text
 from analysis.cli_source import c_convention
 from analysis.design import FORM_UNIDENTIFIED
 from analysis.laws.intervals import SUPPORT_MARGIN, unsupported_reason
-from analysis.summary import lost_reason, no_allocation
+from analysis.summary import lost_reason, minima_caveat, no_allocation
 from scaling.fmt import with_ci
 
 
@@ -121,7 +121,8 @@ def _allocation(res: dict) -> list[str]:
         _ci_row("b = alpha/(alpha+beta)", res["params_ci"]["b"]),
     ]
     if "approach2_ci" in res:
-        L.append(_ci_row("a, Approach 2 (IsoFLOP parabolas)", res["approach2_ci"]["a"]))
+        a2 = f"a, Approach 2 (IsoFLOP parabolas{minima_caveat(res)})"
+        L.append(_ci_row(a2, res["approach2_ci"]["a"]))
     env = res["envelope"]
     if "a" in env:
         L.append(f"| a, Approach 1 (envelope, no CI) | {_g(env['a'])} | |")

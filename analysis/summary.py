@@ -45,7 +45,7 @@ def summary_lines(res: dict) -> list[str]:
     if "approach2_ci" in res:
         a = res["approach2_ci"]["a"]
         a2 = with_ci(a, ".3f") if a["lo"] is not None else f"{a['estimate']:.3f} (no CI: 2 budgets)"
-        out.append(f"  cross-check, IsoFLOP parabolas (Approach 2): a = {a2}")
+        out.append(f"  cross-check, IsoFLOP parabolas (Approach 2): a = {a2}{minima_caveat(res)}")
     if m := res.get("isoflop_minimum"):  # one budget: its minimum, no exponents
         out.append(
             f"  IsoFLOP minimum at the one budget (C = {m['budget']:.3g}): N_opt = "
@@ -78,6 +78,19 @@ def summary_lines(res: dict) -> list[str]:
                 )
     out += finetune_lines(res.get("finetune"))
     return out
+
+
+def minima_caveat(res: dict) -> str:
+    """'; minima outside the sampled N at K of M budgets (extrapolated)' when Approach 2's line
+    runs through parabola minima past their budgets' runs (only a note said so, after the
+    summary had printed the exponent as a plain cross-check)."""
+    minima = (res.get("approach2") or {}).get("minima") or []
+    k = sum(not m.get("inside_range", True) for m in minima)
+    return (
+        f"; minima outside the sampled N at {k} of {len(minima)} budgets (extrapolated)"
+        if k
+        else ""
+    )
 
 
 def finetune_lines(ft: dict | None) -> list[str]:

@@ -118,3 +118,18 @@ def test_a_figure_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     assert (tmp_path / "f.png").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
     _plt().close(fig)
+
+
+def test_approach2_from_extrapolated_minima_says_so_in_the_summary_and_report():
+    """The summary printed 'cross-check, IsoFLOP parabolas (Approach 2): a = 0.470 [0.442,
+    0.487]' as a plain cross-check though every minimum lay past its budget's runs (a note
+    said so further down); the summary line and report.md's row now say it."""
+    from analysis.markdown import report_md
+    from analysis.summary import summary_lines
+
+    for n_lo, caveat in ((4e4, False), (5e3, True)):
+        res = run_analysis(_table(n_lo), n_resamples=10, holdout=None, intervals=False)
+        line = next(s for s in summary_lines(res) if "Approach 2" in s)
+        row = next(s for s in report_md(res, {}, Path(".")).splitlines() if "Approach 2 (" in s)
+        said = "; minima outside the sampled N at 3 of 3 budgets (extrapolated)"
+        assert (said in line, said in row) == (caveat, caveat), (line, row)
