@@ -111,6 +111,49 @@ def _label(src: str) -> str:
     return name or "sweep"
 
 
+def _check_pair(args: argparse.Namespace, A: tuple, B: tuple) -> None:
+    """Before the bootstraps: the two sweeps share a tokenizer (or --loss bpb) and a loss unit,
+    and each design identifies the compute-optimal frontier; a note when their data differ."""
+    (ta, la), (tb, lb) = A, B
+    (tok_a, data_a), (tok_b, data_b) = _recorded(args.a), _recorded(args.b)
+    if args.loss_kind == "nats" and tok_a and tok_b and tok_a != tok_b:
+        raise UserError(
+            f"the sweeps use different tokenizers ({', '.join(sorted(tok_a))} vs "
+            f"{', '.join(sorted(tok_b))}): nats per token do not compare; add --loss bpb"
+        )
+    if data_a and data_b and data_a != data_b:
+        print(
+            f"  note: the sweeps were trained on different data ({', '.join(sorted(data_a))} vs "
+            f"{', '.join(sorted(data_b))}); the multiplier then mixes the change with the data",
+            file=sys.stderr,
+        )
+    if ta.loss_unit != tb.loss_unit:  # before the bootstraps, not after them
+        fix = (
+            "add --loss bpb (bits per byte)"
+            if Path(args.a).is_dir() and Path(args.b).is_dir()
+            else "name a CSV's unit with --loss-unit, or fit sweeps of one unit"
+        )
+        raise UserError(
+            f"the sweeps report loss in different units ({la}: {ta.loss_unit!r}, {lb}: "
+            f"{tb.loss_unit!r}); compare runs on the same data and unit: {fix}"
+        )
+    from analysis.design import detect_design
+
+    for t, lab in (A, B):
+        design = detect_design(t)
+        if not design.supports("allocation"):
+            raise UserError(
+                f"{lab}: {design.description}: {design.no_allocation}, so the joint law's "
+                "compute-optimal frontier, which the multiplier reads, is not identified; compare "
+                + (
+                    "IsoFLOP sweeps at >= 2 compute budgets each"
+                    if design.kind == "one_budget"
+                    else "sweeps that vary N at fixed compute (IsoFLOP) or N and D independently "
+                    "(a grid)"
+                )
+            )
+
+
 def _compare(args: argparse.Namespace) -> int:
     from analysis.laws import compare as cmp
     from analysis.laws import compare_plot
@@ -137,43 +180,7 @@ def _compare(args: argparse.Namespace) -> int:
     _moot_flags(args)
     out = _default_out(args, (la, lb))
     ta, tb = _load(args.a, args), _load(args.b, args)
-    (tok_a, data_a), (tok_b, data_b) = _recorded(args.a), _recorded(args.b)
-    if args.loss_kind == "nats" and tok_a and tok_b and tok_a != tok_b:
-        raise UserError(
-            f"the sweeps use different tokenizers ({', '.join(sorted(tok_a))} vs "
-            f"{', '.join(sorted(tok_b))}): nats per token do not compare; add --loss bpb"
-        )
-    if data_a and data_b and data_a != data_b:
-        print(
-            f"  note: the sweeps were trained on different data ({', '.join(sorted(data_a))} vs "
-            f"{', '.join(sorted(data_b))}); the multiplier then mixes the change with the data",
-            file=sys.stderr,
-        )
-    if ta.loss_unit != tb.loss_unit:  # before the bootstraps, not after them
-        fix = (
-            "add --loss bpb (bits per byte)"
-            if Path(args.a).is_dir() and Path(args.b).is_dir()
-            else "name a CSV's unit with --loss-unit, or fit sweeps of one unit"
-        )
-        raise UserError(
-            f"the sweeps report loss in different units ({la}: {ta.loss_unit!r}, {lb}: "
-            f"{tb.loss_unit!r}); compare runs on the same data and unit: {fix}"
-        )
-    from analysis.design import detect_design
-
-    for t, lab in ((ta, la), (tb, lb)):
-        design = detect_design(t)
-        if not design.supports("allocation"):
-            raise UserError(
-                f"{lab}: {design.description}: {design.no_allocation}, so the joint law's "
-                "compute-optimal frontier, which the multiplier reads, is not identified; compare "
-                + (
-                    "IsoFLOP sweeps at >= 2 compute budgets each"
-                    if design.kind == "one_budget"
-                    else "sweeps that vary N at fixed compute (IsoFLOP) or N and D independently "
-                    "(a grid)"
-                )
-            )
+    _check_pair(args, (ta, la), (tb, lb))
     kw = dict(n_resamples=args.resamples, method=args.method)
     with status(f"scaling compare ({len(ta)} + {len(tb)} runs)"):
         stage(f"{la}: fit, {args.resamples} bootstraps")
