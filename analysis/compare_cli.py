@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from scaling.errors import UserError
+from scaling.fileio import check_writable_dir
 
 
 def _load(src: str, args: argparse.Namespace):
@@ -181,6 +182,7 @@ def _compare(args: argparse.Namespace) -> int:
     out = _default_out(args, (la, lb))
     ta, tb = _load(args.a, args), _load(args.b, args)
     _check_pair(args, (ta, la), (tb, lb))
+    check_writable_dir(out)  # after the input checks (no empty folder), before the bootstraps
     kw = dict(n_resamples=args.resamples, method=args.method)
     with status(f"scaling compare ({len(ta)} + {len(tb)} runs)"):
         stage(f"{la}: fit, {args.resamples} bootstraps")

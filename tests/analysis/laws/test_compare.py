@@ -431,6 +431,8 @@ def test_bad_outputs_and_mixed_units_exit_2_before_the_fits(tmp_path, capsys, mo
         err
         == f"error: --out {tmp_path / 'file'} is a file, not a directory; pass a directory path\n"
     )
+    assert main([*argv, "--out", str(tmp_path / "file" / "sub")]) == 2  # was: after the fits
+    assert capsys.readouterr().err.startswith(f"error: --out {tmp_path / 'file' / 'sub'}: cannot")
     _write_results(tmp_path / "sw", _table(CHINCHILLA_TRUTH, 1, "a"), "bytes", "python_source")
     res = tmp_path / "sw" / "results.jsonl"
     recs = [json.loads(line) for line in res.read_text().splitlines()]
