@@ -9,8 +9,7 @@ import numpy as np
 
 from analysis.ablation import KINDS, suite
 from analysis.plot_axes import tidy_log_axes
-from analysis.plots import _plt
-from scaling.fileio import writing
+from analysis.plots import _plt, save_figure
 from scaling.results import C_6ND, N_TOTAL
 
 COLORS = {"heads": "tab:blue", "ffn": "tab:orange", "both": "tab:green"}
@@ -31,8 +30,7 @@ def plot_removable(recs: list[dict], summary: dict, out: Path, metric: str = "lo
     plt = _plt()
     fig = removable_figure(recs, summary, metric)
     path = out / "ablation_removable.png"
-    with writing(path):  # a full disk: one line (DiskFullError), as the other figures
-        fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -104,8 +102,7 @@ def plot_curves(recs: list[dict], out: Path, metric: str = "logprob") -> Path:
     axes[0].set_ylabel(f"retained suite {metric} (1 = unpruned)")
     axes[-1].legend(loc="best", fontsize=8)
     path = out / "ablation_curves.png"
-    with writing(path):  # a full disk: one line (DiskFullError), as the other figures
-        fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 

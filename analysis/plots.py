@@ -40,13 +40,18 @@ def _save(fig, out_dir: Path, name: str) -> list[str]:
     tidy_log_axes(fig)
     paths = []
     for ext in ("png", "svg"):
-        p = out_dir / f"{name}.{ext}"
-        buf = io.BytesIO()  # rendered whole, then replaced atomically: a crash or a full disk
-        with writing(p):  # mid-save left a truncated figure under report.md's link
-            fig.savefig(buf, format=ext, dpi=150)
-        atomic_write(p, buf.getvalue())
-        paths.append(str(p))
+        paths.append(str(save_figure(fig, out_dir / f"{name}.{ext}", dpi=150)))
     return paths
+
+
+def save_figure(fig, path: Path, **savefig_kw) -> Path:
+    """Render ``fig`` in memory (format from the suffix), then replace ``path`` atomically: a
+    crash or a full disk mid-save left a truncated figure under report.md's link."""
+    buf = io.BytesIO()
+    with writing(path):
+        fig.savefig(buf, format=Path(path).suffix.lstrip("."), **savefig_kw)
+    atomic_write(path, buf.getvalue())
+    return Path(path)
 
 
 def loss_vs_compute(res: dict, out_dir: Path) -> list[str]:

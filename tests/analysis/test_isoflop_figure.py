@@ -117,6 +117,16 @@ def test_a_figure_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
         pass
     assert (tmp_path / "f.png").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]
+    # the ablation figures too (ablation_removable.png, ablation_curves.png)
+    from analysis import ablation_plots
+
+    monkeypatch.setattr(ablation_plots, "removable_figure", lambda *a, **k: fig)
+    (tmp_path / "ablation_removable.png").write_bytes(b"old")
+    try:
+        ablation_plots.plot_removable([], {}, tmp_path)
+    except OSError:
+        pass
+    assert (tmp_path / "ablation_removable.png").read_bytes() == b"old"
     _plt().close(fig)
 
 
