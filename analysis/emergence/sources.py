@@ -130,7 +130,7 @@ def curves_from_results(
         for r in rs:
             sc = _scale_of(r, keys)
             for task, shot, m in _eval_blocks(r):
-                n = _n_items(m.get("n_items", 1), r, task)
+                n = _n_items(m.get("n_items"), r, task)  # missing: an error, not n = 1
                 for metric, val in m.items():
                     if metric == "n_items":
                         continue

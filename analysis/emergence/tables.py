@@ -80,8 +80,8 @@ def parse_metric_flag(text: str) -> tuple[str, dict]:
                     f"--metric {text!r}: {k}={v} must be a rate in [0, 1), e.g. 0.25 for four "
                     "options (at 1 no score could rise above it)"
                 )
-            if k == "scale" and num == 0:
-                raise UserError(f"--metric {text!r}: scale must not be 0")
+            if k == "scale" and num <= 0:  # a negative one turned the metric over silently
+                raise UserError(f"--metric {text!r}: scale={v} must be > 0, e.g. 100 (percent)")
             if k == "n":
                 out["n_items"] = int(num)
             else:
@@ -162,7 +162,7 @@ def _check_metric(mcol: str, m: dict) -> dict:
     with a chance level becomes an accuracy: y -> 1 - y, chance/majority -> 1 - them."""
     m = dict(m)
     for k in ("chance", "majority"):
-        if k in m and not (isinstance(m[k], int | float) and 0 <= m[k] <= 1):
+        if k in m and not (_finite(m[k]) and 0 <= m[k] <= 1):  # true/false are no rates
             raise UserError(f"metric {mcol!r}: {k}={m[k]!r} must be a rate in [0, 1)")
     _check_rate_options(mcol, m)
     if not m.get("higher_is_better", True) and m.get("chance") is not None:
@@ -259,8 +259,11 @@ def _check_options(mcol: str, m) -> dict:
     n = m.get("n_items")
     if n is not None and not (_finite(n) and n >= 1 and n == int(n)):
         raise UserError(f"{where} n_items = {n!r}: give the positive whole number of items scored")
-    if "scale" in m and not (_finite(m["scale"]) and m["scale"] != 0):
-        raise UserError(f"{where} scale = {m['scale']!r}: give a non-zero number, e.g. 100")
+    if "scale" in m and not (_finite(m["scale"]) and m["scale"] > 0):
+        raise UserError(
+            f"{where} scale = {m['scale']!r}: give a positive number, e.g. 100 for percentages "
+            "(lower-is-better metrics: higher_is_better = false)"
+        )
     comps = m.get("companions", [])
     if not (isinstance(comps, list) and all(isinstance(c, str) and c for c in comps)):
         raise UserError(

@@ -314,6 +314,7 @@ def cases() -> list[tuple[str, list[str], dict[str, bytes | str]]]:
         "x:n=0",
         "x:n=1.5",
         "x:scale=0",
+        "x:scale=-100",
         "x:chance=inf",
         "x:frob=1",
         ":chance=0.1",

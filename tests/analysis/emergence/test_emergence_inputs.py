@@ -164,6 +164,9 @@ def test_sweep_inputs(tmp_path, capsys):
     assert main(["emergence", d, "--no-figures"]) == 0
     assert "1 non-finite eval score(s) dropped (r3 copy/exact_match)" in capsys.readouterr().err
     _fails(capsys, ["emergence", _sweep(tmp_path, [_rec(0, 0.1, n=0)])], "r0", "n_items=0")
+    no_n = _rec(0, 0.1)  # a block without n_items was scored as 1 item, not refused
+    del no_n["evals"]["scores"]["copy"]["1"]["n_items"]
+    _fails(capsys, ["emergence", _sweep(tmp_path, [no_n])], "r0", "n_items=None")
     _fails(capsys, ["emergence", _sweep(tmp_path, [_rec(0, 40.0)])], "r0", "40.0", "[0, 1]")
 
 
@@ -176,10 +179,13 @@ def test_sweep_inputs(tmp_path, capsys):
         ({"scores": {"copy": {"zero": {"exact_match": 0.2}}}}, ["'zero'"]),
         ({"scores": {"copy": {"1": {"exact_match": "0.2"}}}}, ["['exact_match'] is '0.2'"]),
         ({"scores": {"copy": {"1": {"exact_match": True}}}}, ["['exact_match'] is True"]),
-        ({"scores": {"copy": {"1": {"exact_match": 0.2}}}, "chance": "x"}, ["evals.chance is"]),
+        (
+            {"scores": {"copy": {"1": {"exact_match": 0.2, "n_items": 9}}}, "chance": "x"},
+            ["evals.chance is"],
+        ),
         (
             {
-                "scores": {"copy": {"1": {"exact_match": 0.2}}},
+                "scores": {"copy": {"1": {"exact_match": 0.2, "n_items": 9}}},
                 "chance": {"copy": {"exact_match": "?"}},
             },
             ["evals.chance['copy']['exact_match'] is '?'"],
@@ -220,7 +226,8 @@ def test_unreadable_scale_or_score_cells_are_noted(tmp_path, capsys):
         ("n_items = 0", "n_items = 0: give the positive whole number"),
         ('n_items = "abc"', "n_items = 'abc'"),
         ("n_items = 2.5", "n_items = 2.5"),
-        ("scale = 0", "scale = 0: give a non-zero number"),
+        ("scale = 0", "scale = 0: give a positive number"),
+        ("scale = -100", "scale = -100: give a positive number"),
         ('scale = "x"', "scale = 'x'"),
         ('companions = "tok"', "companions = 'tok': give a list of column names"),
         ('higher_is_better = "no"', "higher_is_better = 'no': use true or false"),
@@ -240,6 +247,17 @@ def test_toml_metric_options_are_checked(tmp_path, capsys, option, needle):
     )
     argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", str(spec), "--no-figures"]
     _fails(capsys, argv + ["--out", str(tmp_path / "o")], '[metrics."em"]', needle)
+
+
+def test_a_boolean_rate_in_a_toml_map_exits_2(tmp_path, capsys):
+    """`majority = true` was read as the rate 1 (and false as 0): bools are not rates."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'model = "Model"\nfamily = "Family"\ncompute = "C"\n'
+        "[metrics.em]\nchance = 0.0\nn_items = 500\nmajority = true\n"
+    )
+    argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", str(spec), "--no-figures"]
+    _fails(capsys, argv + ["--out", str(tmp_path / "o")], "metric 'em'", "majority=True")
 
 
 def test_families_in_a_toml_map_must_be_names(tmp_path, capsys):
