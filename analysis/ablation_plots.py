@@ -9,7 +9,8 @@ import numpy as np
 
 from analysis.ablation import KINDS, suite
 from analysis.plot_axes import tidy_log_axes
-from analysis.plots import _plt, save_figure
+from analysis.plots import _plt
+from scaling.fileio import save_figure
 from scaling.results import C_6ND, N_TOTAL
 
 COLORS = {"heads": "tab:blue", "ffn": "tab:orange", "both": "tab:green"}

@@ -19,6 +19,8 @@ def loss_vs_axis(hp: dict[str, Any], out_dir: Path, axis: str = "lr") -> list[st
     import matplotlib.pyplot as plt  # noqa: PLC0415
     from matplotlib.lines import Line2D  # noqa: PLC0415
 
+    from scaling.fileio import save_figure  # noqa: PLC0415
+
     def panel_of(g: dict) -> tuple[float, str]:
         c = g["cell"]
         if "budget" in c:
@@ -54,6 +56,6 @@ def loss_vs_axis(hp: dict[str, Any], out_dir: Path, axis: str = "lr") -> list[st
                      "x at the top: diverged, no loss)")  # fmt: skip
     path = Path(out_dir) / f"loss_vs_{axis}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")  # atomic: no truncated figure
     plt.close(fig)
     return [str(path)]

@@ -5,7 +5,6 @@ Matplotlib is imported lazily with the Agg backend, so importing this module is 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 from analysis.laws.bootstrap import percentile_ci
 from analysis.laws.core import compute_optimal, joint_loss_vec, power_loss
 from analysis.plot_axes import compute_label, place_legend, tidy_log_axes
-from scaling.fileio import atomic_write, writing
+from scaling.fileio import save_figure
 
 STYLE = {
     "font.size": 11,
@@ -42,16 +41,6 @@ def _save(fig, out_dir: Path, name: str) -> list[str]:
     for ext in ("png", "svg"):
         paths.append(str(save_figure(fig, out_dir / f"{name}.{ext}", dpi=150)))
     return paths
-
-
-def save_figure(fig, path: Path, **savefig_kw) -> Path:
-    """Render ``fig`` in memory (format from the suffix), then replace ``path`` atomically: a
-    crash or a full disk mid-save left a truncated figure under report.md's link."""
-    buf = io.BytesIO()
-    with writing(path):
-        fig.savefig(buf, format=Path(path).suffix.lstrip("."), **savefig_kw)
-    atomic_write(path, buf.getvalue())
-    return Path(path)
 
 
 def loss_vs_compute(res: dict, out_dir: Path) -> list[str]:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from scaling import config as C
 from scaling import engine, optim, sharding
 from scaling.errors import UserError
+from scaling.fileio import save_figure
 
 
 def _rms(x: jax.Array) -> jax.Array:
@@ -223,7 +224,7 @@ def plot(records: list[dict], out: Path, lr: float) -> list[Path]:
     axes[0][0].set_ylabel("activation RMS after the probe's steps")
     axes[0][-1].legend(fontsize=7, ncol=2)
     paths = [out / "coord_check.png"]
-    fig.savefig(paths[0], dpi=120, bbox_inches="tight")
+    save_figure(fig, paths[0], dpi=120, bbox_inches="tight")
     plt.close(fig)
     lrs = sorted({r["lr"] for r in records})
     if len(lrs) > 1:
@@ -253,6 +254,6 @@ def _plot_lr_transfer(records: list[dict], params: list[str], lrs: list[float], 
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=8, title="width: best lr", title_fontsize=8)
     axes[0][0].set_ylabel("validation loss (nats/token)")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import json
 import os
 import sys
@@ -135,6 +136,16 @@ def file_lock(path: str | Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def save_figure(fig, path: Path, **savefig_kw) -> Path:
+    """Render a matplotlib ``fig`` in memory (format from the suffix), then replace ``path``
+    atomically: a crash or a full disk mid-save left a truncated figure under report.md's link."""
+    buf = io.BytesIO()
+    with writing(path):
+        fig.savefig(buf, format=Path(path).suffix.lstrip("."), **savefig_kw)
+    atomic_write(path, buf.getvalue())
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------- reads

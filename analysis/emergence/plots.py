@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from analysis.emergence.curves import MARGIN  # noqa: E402
 from analysis.emergence.flagger import onset_phrase  # noqa: E402
 from analysis.emergence.stats import _logistic  # noqa: E402
+from scaling.fileio import save_figure  # noqa: E402
 
 SCALE_LABEL = {"compute": "log10 training compute (FLOPs)", "params": "log10 parameters"}
 MIN_BELOW = 3  # points below a loss threshold before its hinge is drawn: one or two fit anything
@@ -115,7 +116,7 @@ def plot_curve(
                 if (n := stem + (f"_{k}" if k > 1 else "") + ".png") not in taken)  # fmt: skip
     taken.add(name)
     path = Path(out_dir) / name
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps the legend below the axes
+    save_figure(fig, path, dpi=110, bbox_inches="tight")  # keeps the legend below the axes
     plt.close(fig)
     return path
 

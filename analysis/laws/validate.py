@@ -293,6 +293,8 @@ def reliability_figure(res: dict, path: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from scaling.fileio import save_figure
+
     rel = res["pooled"]["reliability"]
     fig, ax = plt.subplots(figsize=(4.2, 4.0))
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
@@ -303,7 +305,7 @@ def reliability_figure(res: dict, path: Path) -> str:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)  # atomic, like the report's figures
     plt.close(fig)
     return str(path)
 
