@@ -279,9 +279,11 @@ def _distance_panel(ax, b: dict) -> None:
     if (~ok).any():
         ax.plot(xg[~ok], hg[~ok], color="C3", ls="--", label="half-width, prior (unsupported)")
         ax.axvspan(xs, xg[-1], color="0.9", zorder=0)
-        note = " data cannot support\n this distance"
+        # support is in the final fit's decades: back-tests from origins that fitted fewer
+        # decades may sit inside the band, so it says whose support ends here
+        note = " past the final fit's\n support: prior only"
         tr = ax.get_xaxis_transform()  # x in data, y in axes units
-        ax.text(xs, 0.03, note, transform=tr, va="bottom", fontsize=8, color="0.35")
+        ax.text(xs, 0.45, note, transform=tr, va="bottom", fontsize=8, color="0.35")
     for i, (x, h, label) in enumerate(b["targets"]):
         right = x > 0.6 * xg[-1]  # label on the side with room
         lab = "report's predictions (own form spread)" if i == 0 else None
