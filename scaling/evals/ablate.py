@@ -34,7 +34,8 @@ from scaling.evals import removable as RM
 from scaling.fileio import atomic_write, read_json
 from scaling.results import C_6ND, N_NONEMBED, N_TOTAL, D, upgrade_result
 
-SUMMARY_VERSION = 2  # 2: `both` credits (heads + FFN blocks removed) / (H + L), not the request
+SUMMARY_VERSION = 3  # 2: `both` credits (heads + FFN blocks removed) / (H + L), not the request;
+# 3: a metric counts only above the larger of chance and the answer-prior rate (`_chance`)
 
 
 @dataclass(frozen=True)
@@ -200,11 +201,24 @@ def _groups(cfg, spec: AblateSpec):
     k_max = max(shots)
     seq = cfg.model.seq_len
     groups = [S.build_group(t, k, n, cfg.eval.seed, seq, k_max) for t in names for k in shots]
-    chance = {
-        t: T.chance(t, [q for q, _ in S._queries_and_demos(t, n, cfg.eval.seed, k_max)])
-        for t in names
-    }
-    return [g for g in groups if g.rows], chance
+    return [g for g in groups if g.rows], _chance(cfg, spec)
+
+
+def _chance(cfg, spec: AblateSpec) -> dict[str, dict[str, float]]:
+    """Per task, the level a metric must beat to count: the larger of the nominal chance and
+    the answer-prior rate (scaling.evals.prior, as `scaling emergence` takes it): add2's token
+    accuracy of 0.33 is what knowing that a 3-digit sum starts with 1 scores, not 0.1."""
+    from scaling.evals import prior as P  # noqa: PLC0415
+    from scaling.evals import score as S  # noqa: PLC0415
+    from scaling.evals import tasks as T  # noqa: PLC0415
+
+    shots = spec.shots or tuple(cfg.eval.shots)
+    n, out = spec.n_items or cfg.eval.n_items, {}
+    for t in spec.tasks or tuple(cfg.eval.tasks) or tuple(T.TASKS):
+        items = [q for q, _ in S._queries_and_demos(t, n, cfg.eval.seed, max(shots))]
+        nominal, prior = T.chance(t, items), P.majority(t, items)
+        out[t] = {m: max(v, prior.get(m, 0.0)) for m, v in nominal.items()}
+    return out
 
 
 def truncation(groups) -> dict[str, dict[str, float]]:
@@ -313,8 +327,10 @@ def _resummarize(run_dir: Path, done: dict[str, Any], out: Path) -> dict[str, An
     imp = _read_json(out / "importance.json")
     if imp is None or not all((out / "steps" / f"{k}.json").is_file() for k in keys):
         return None
-    record = summarize(run_dir, spec, (L, N), done["checkpoint_step"], imp, steps,
-                       done["chance"], out)  # fmt: skip
+    from scaling import config as C  # noqa: PLC0415
+
+    chance = _chance(C.load(run_dir / "config.toml"), spec)  # today's levels (version 3)
+    record = summarize(run_dir, spec, (L, N), done["checkpoint_step"], imp, steps, chance, out)
     record["seconds"] = done.get("seconds")
     record["truncated"] = done.get("truncated", {})
     _write_json(out / "result.json", record)

@@ -95,9 +95,10 @@ def test_an_older_summary_is_recomputed_from_its_recorded_steps(run_dir, tmp_pat
     del old["summary_version"]
     old["curves"]["both"]["actual"] = [0.0, 0.25, 0.5, 0.75]
     old["removable"]["both"]["logprob"]["suite"]["estimate"] = 0.75
+    old["chance"] = {t: {"exact_match": 0.0, "token_acc": 0.0} for t in old["chance"]}  # v2's
     path.write_text(json.dumps(old))
     got = ablate_run(stale, SPEC)
-    assert got["summary_version"] == whole["summary_version"] == 2
+    assert got["summary_version"] == whole["summary_version"] == 3
     for key in ("curves", "removable", "importance", "chance"):
         assert got[key] == whole[key], key
     assert json.loads(path.read_text())["curves"]["both"]["actual"][1] == pytest.approx(1 / 6)
@@ -240,3 +241,20 @@ def test_a_training_batch_the_devices_do_not_divide_does_not_stop_it(run_dir, tm
     )
     rec = ablate_run(run, spec)
     assert rec is not None and rec["removable"]["heads"]["logprob"]["suite"]["eligible"]
+
+
+def test_a_metric_counts_only_above_the_answer_prior_rate(run_dir):
+    """add2's token accuracy counted as above chance at 0.23-0.33 against the nominal 1/10,
+    though 0.33 is what knowing that a 3-digit sum starts with 1 scores (scaling.evals.prior)."""
+    from scaling import config
+    from scaling.evals import prior
+    from scaling.evals import tasks as T
+    from scaling.evals.ablate import AblateSpec, _chance
+
+    cfg = config.load(run_dir / "config.toml")
+    level = _chance(cfg, AblateSpec(tasks=("add2", "copy"), shots=(0,), n_items=32).check())
+    items = T.test_items("add2", 32, cfg.eval.seed)
+    assert level["add2"]["token_acc"] == prior.majority("add2", items)["token_acc"] > 0.25
+    assert level["copy"]["token_acc"] == pytest.approx(
+        max(1 / 26, prior.majority("copy", T.test_items("copy", 32, cfg.eval.seed))["token_acc"])
+    )
