@@ -5,11 +5,11 @@ release happens under an exclusive `flock` on DIR/leases/.lock, so reading a lea
 it is one atomic step across processes (flock also works on NFS/Lustre mounts that support
 locking). A fresh lease is created with O_CREAT | O_EXCL; a stale one is replaced (temp file +
 os.replace). A lease is stale when `expires` has passed, or when its owner ran on this host and
-that process is gone (a SIGKILLed launcher on the same machine is picked up at once); a lease
-whose owner runs on this host and is alive is never stale, whatever the clocks say. A
-background thread refreshes `expires` every ttl/4 (timed by the monotonic clock); if it finds the
-lease owned by someone else it sets `lost`. Owners with the same `owner` string (a requeued SLURM
-job) may re-take their lease.
+that process is gone or a zombie (a SIGKILLed launcher on the same machine is picked up at
+once, reaped or not); a lease whose owner runs on this host and is alive is never stale,
+whatever the clocks say. A background thread refreshes `expires` every ttl/4 (timed by the
+monotonic clock); if it finds the lease owned by someone else it sets `lost`. Owners with the
+same `owner` string (a requeued SLURM job) may re-take their lease.
 
 Clocks: wall-clock `expires` is only the first guess. A launcher that keeps looking at a lease
 (a waiting `sweep run`) judges it by its own monotonic clock: a lease whose content changed less
@@ -94,13 +94,26 @@ def _number(x: Any) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether the process runs. A zombie (exited, not yet reaped) does not: a `--workers`
+    launcher killed by SIGKILL (the OOM killer) stays one until the first launcher reaps it,
+    and that launcher reaps only after waiting for the cell the zombie's lease holds."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """True when /proc says the process has exited and waits to be reaped (Linux; False
+    elsewhere or when /proc cannot be read)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def is_stale(info: dict[str, Any], now: float | None = None, path: Path | None = None) -> bool:

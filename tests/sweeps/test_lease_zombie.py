@@ -1,0 +1,55 @@
+"""A lease whose owner on this host has exited but is not yet reaped (a zombie) is stale.
+
+`sweep run --workers 2`: a worker killed by SIGKILL (the OOM killer) stays a zombie until the
+first launcher reaps it, and that launcher reaps its workers only after waiting for every cell,
+the dead worker's among them: with the zombie counted as alive, the sweep waited forever.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sweeps.lease import HOST, Lease, is_stale, live_leases
+
+
+def _zombie_child() -> subprocess.Popen:
+    """A child that has exited and is not reaped (Popen.poll/wait never called)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{p.pid}/stat").read_text()
+        if stat.rpartition(")")[2].split()[0] == "Z":
+            return p
+        time.sleep(0.02)
+    raise AssertionError("the child did not exit")
+
+
+def test_lease_of_an_unreaped_dead_owner_is_taken_over(tmp_path: Path) -> None:
+    p = _zombie_child()
+    try:
+        info = dict(owner="vm:dead:1", host=HOST, pid=p.pid, expires=time.time() + 3600, ttl=120.0)
+        assert is_stale(info)
+        assert is_stale(info, path=tmp_path / "leases" / "r.json")
+        leases = tmp_path / "leases"
+        leases.mkdir()
+        (leases / "r.json").write_text(json.dumps(info))
+        assert live_leases(leases) == {}  # `sweep status` no longer shows it running
+        lease = Lease(leases, "r", "vm:me:2", ttl=120.0)
+        assert lease.acquire()  # a waiting launcher takes the cell over
+        lease.release()
+    finally:
+        p.wait()
+
+
+def test_lease_of_a_live_owner_on_this_host_is_not_stale() -> None:
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        info = dict(owner="vm:live:1", host=HOST, pid=p.pid, expires=0.0, ttl=120.0)
+        assert not is_stale(info)
+    finally:
+        p.kill()
+        p.wait()
