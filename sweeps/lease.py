@@ -1,15 +1,16 @@
 """Leases: a heartbeat file per run so that exactly one launcher trains each cell.
 
-DIR/leases/<run_id>.json holds {owner, host, pid, expires, ...}. Every claim, steal, refresh and
-release happens under an exclusive `flock` on DIR/leases/.lock, so reading a lease and replacing
-it is one atomic step across processes (flock also works on NFS/Lustre mounts that support
-locking). A fresh lease is created with O_CREAT | O_EXCL; a stale one is replaced (temp file +
-os.replace). A lease is stale when `expires` has passed, or when its owner ran on this host and
-that process is gone or a zombie (a SIGKILLed launcher on the same machine is picked up at
-once, reaped or not); a lease whose owner runs on this host and is alive is never stale,
-whatever the clocks say. A background thread refreshes `expires` every ttl/4 (timed by the
-monotonic clock); if it finds the lease owned by someone else it sets `lost`. Owners with the
-same `owner` string (a requeued SLURM job) may re-take their lease.
+DIR/leases/<run_id>.json holds {owner, host, pid, pid_start, expires, ...}. Every claim, steal,
+refresh and release happens under an exclusive `flock` on DIR/leases/.lock, so reading a lease
+and replacing it is one atomic step across processes (flock also works on NFS/Lustre mounts that
+support locking). A fresh lease is created with O_CREAT | O_EXCL; a stale one is replaced (temp
+file + os.replace). A lease is stale when `expires` has passed, or when its owner ran on this
+host and that process is gone: exited (a SIGKILLed launcher on the same machine is picked up at
+once, reaped or not), or its pid now names another process (`pid_start`, the owner's start
+time, differs: a lease left before a reboot). A lease whose owner runs on this host and is alive
+is never stale, whatever the clocks say. A background thread refreshes `expires` every ttl/4
+(timed by the monotonic clock); if it finds the lease owned by someone else it sets `lost`.
+Owners with the same `owner` string (a requeued SLURM job) may re-take their lease.
 
 Clocks: wall-clock `expires` is only the first guess. A launcher that keeps looking at a lease
 (a waiting `sweep run`) judges it by its own monotonic clock: a lease whose content changed less
@@ -106,14 +107,41 @@ def _pid_alive(pid: int) -> bool:
     return not _zombie(pid)
 
 
-def _zombie(pid: int) -> bool:
-    """True when /proc says the process has exited and waits to be reaped (Linux; False
-    elsewhere or when /proc cannot be read)."""
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name, from the state on ([] when it
+    cannot be read: not Linux, or no such process)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
+        return []
+
+
+def _zombie(pid: int) -> bool:
+    """True when /proc says the process has exited and waits to be reaped (Linux)."""
+    return _proc_stat(pid)[:1] == ["Z"]
+
+
+def _pid_start(pid: int) -> int | None:
+    """When the process started (clock ticks after boot, /proc/PID/stat field 22; None when
+    unknown): with the pid it names one process, where a pid alone is reused after a reboot."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+PID_START = _pid_start(os.getpid())
+
+
+def _owner_alive(info: dict[str, Any], pid: int) -> bool:
+    """Whether the lease's owner process on this host still runs: its pid is alive and, when
+    the lease recorded the owner's start time, belongs to the same process (not one that got
+    the pid after a reboot or a wrap-around)."""
+    if not _pid_alive(pid):
         return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+    start = info.get("pid_start")
+    if not isinstance(start, int) or isinstance(start, bool):
+        return True  # a lease written before the start time was recorded
+    now = _pid_start(pid)
+    return now is None or now == start
 
 
 def is_stale(info: dict[str, Any], now: float | None = None, path: Path | None = None) -> bool:
@@ -124,7 +152,7 @@ def is_stale(info: dict[str, Any], now: float | None = None, path: Path | None =
     else its wall-clock `expires` has passed."""
     pid = info.get("pid")
     if info.get("host") == HOST and isinstance(pid, int) and not isinstance(pid, bool):
-        return not _pid_alive(pid)  # a live owner on this host is never stale, whatever its ttl
+        return not _owner_alive(info, pid)  # a live owner here is never stale, whatever its ttl
     ttl = info.get("ttl")
     if path is not None and _number(ttl) and ttl > 0:
         key = (info.get("owner"), info.get("heartbeat"), info.get("beat"), info.get("expires"))
@@ -159,7 +187,8 @@ class Lease:
     def _payload(self) -> bytes:
         now = time.time()
         self._beats += 1
-        info = dict(owner=self.owner, host=HOST, pid=os.getpid(), heartbeat=now, beat=self._beats)
+        info = dict(owner=self.owner, host=HOST, pid=os.getpid(), pid_start=PID_START)
+        info.update(heartbeat=now, beat=self._beats)
         info.update(expires=now + self.ttl, ttl=self.ttl)
         return json.dumps(info).encode()
 

@@ -53,3 +53,28 @@ def test_lease_of_a_live_owner_on_this_host_is_not_stale() -> None:
     finally:
         p.kill()
         p.wait()
+
+
+def test_lease_whose_pid_now_names_another_process_is_taken_over(tmp_path: Path) -> None:
+    """A lease left before a reboot: its pid is alive, but it is another process (it started
+    at another time), so the lease is stale; the same pid and start time hold it."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        start = int(Path(f"/proc/{p.pid}/stat").read_text().rpartition(")")[2].split()[19])
+        info = dict(owner="vm:1:old", host=HOST, pid=p.pid, expires=0.0, ttl=120.0)
+        assert is_stale(dict(info, pid_start=start + 1))
+        assert not is_stale(dict(info, pid_start=start))
+        leases = tmp_path / "leases"
+        leases.mkdir()
+        (leases / "r.json").write_text(json.dumps(dict(info, pid_start=start + 1)))
+        lease = Lease(leases, "r", "vm:me:2", ttl=120.0)
+        assert lease.acquire()  # a waiting launcher takes the cell over
+        mine = json.loads((leases / "r.json").read_text())
+        assert mine["pid_start"] == int(
+            Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19]
+        )
+        assert not is_stale(mine)  # this process's own lease is live
+        lease.release()
+    finally:
+        p.kill()
+        p.wait()
