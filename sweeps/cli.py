@@ -196,7 +196,9 @@ def _run(args: argparse.Namespace) -> int:
         from scaling.errors import UserError
 
         raise UserError(f"--out {root} is a file, not a directory; pass a directory path")
-    root.mkdir(parents=True, exist_ok=True)
+    from scaling.fileio import check_writable_dir
+
+    check_writable_dir(root)  # before any training: results must be savable there
     R.write_plan(root, plan, replan=args.replan)
     progress = not args.no_progress
     if args.backend == "local":

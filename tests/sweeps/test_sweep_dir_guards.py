@@ -105,3 +105,13 @@ def test_same_runs_in_another_order_are_the_same_sweep(tmp_path: Path, capsys) -
     assert len(R.read_records(root)) == 8
     assert main([*argv, "--set", "seeds=[1,2]", "--no-progress"]) == 2  # really different
     assert "with a different set of runs" in capsys.readouterr().err
+
+
+def test_run_into_a_dir_that_cannot_be_made_exits_2(tmp_path: Path, capsys) -> None:
+    """An --out that cannot be created (here under /proc) is one `error:` line naming it,
+    exit 2, before any cell trains; not a traceback."""
+    out = Path("/proc/no-such-sweep-dir")
+    argv = ["sweep", "run", "cpu-small", "--out", str(out), "--train-fn", "sweeps.fake:fake_train"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out /proc/no-such-sweep-dir: cannot")
