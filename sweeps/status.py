@@ -1,9 +1,10 @@
 """`scaling sweep status DIR`: where every planned run stands, and FLOPs spent vs planned.
 
 States: done / diverged (recorded in results.jsonl), running (a live lease), failed (runs/<id>/
-failed.json and no live lease), pending (everything else; `partial` in the note when a previous
-attempt left metrics, with the checkpoint step the next launch resumes from). Progress is the
-last logged step over the planned steps; FLOPs spent = C_exact x progress. The time left counts
+failed.json, no live lease and no result.json), pending (everything else; `partial` in the
+note when a previous attempt left metrics, with the checkpoint step the next launch resumes
+from). Progress is the last logged step over the planned steps; FLOPs spent = C_exact x
+progress. The time left counts
 the running, failed and pending runs only (a diverged run is never resumed), each from where it
 goes on: a running one from its last logged step, the others from their newest checkpoint, at
 the pace of the finished runs: the time model (sweeps.estimate) calibrated on their wall times
@@ -155,15 +156,16 @@ def _row(root: Path, c: dict[str, Any], rec: dict[str, Any] | None, leases) -> d
     elif rid in leases:
         state, note = "running", f"owner {leases[rid].get('owner', '?')}"
         eta, resume = prog["eta_s"], step
+    elif finished_result(out, rid) is not None:  # its launcher died before recording it (a
+        # failed.json of an earlier attempt is still there: it is removed once recorded)
+        state, note = "pending", "trained, not yet recorded: sweep run records it without training"
     elif (fail := R.read_failure(root, rid)) is not None:
         state, resume = "failed", last_checkpoint(out / "checkpoints")
         msg = str(fail.get("message", "")).strip().splitlines()
         note = f"{fail.get('attempts', 1)} attempt(s): {msg[-1][:60] if msg else ''}"
     else:
         state, resume = "pending", last_checkpoint(out / "checkpoints")
-        if finished_result(out, rid) is not None:  # its launcher died before recording it
-            note, resume = "trained, not yet recorded: sweep run records it without training", None
-        elif step:
+        if step:
             note = f"partial, resumes at step {resume}" if resume else "partial, no checkpoint yet"
     frac = min(1.0, step / c["steps"]) if c["steps"] else 0.0
     return dict(

@@ -89,3 +89,26 @@ def test_status_with_finished_runs_that_name_no_device(tmp_path: Path, capsys) -
     assert data["counts"]["done"] == 2 and isinstance(data["eta_s"], float)
     assert main(["sweep", "status", str(root)]) == 0
     assert "left by the FLOP rate of the 2 finished run(s)" in capsys.readouterr().out
+
+
+def test_a_failed_cell_trained_on_retry_but_not_recorded_is_not_failed(
+    tmp_path: Path, capsys
+) -> None:
+    """A cell that failed once, then trained on a retry whose launcher died before recording
+    it (result.json written, failed.json not yet removed): status says the next run records it
+    without training, and counts nothing of it as left to train (no time left)."""
+    grid = tmp_path / "six.toml"
+    grid.write_text(GRID6)
+    plan, root = plan_grid(load_grid(grid)), tmp_path / "sweep"
+    assert run_local(root, plan, train_fn=fake_train, progress=False)["done"] == 6
+    R.write_plan(root, plan)
+    lines = (root / "results.jsonl").read_text().splitlines()
+    (root / "results.jsonl").write_text("\n".join(lines[1:]) + "\n")  # the first one unrecorded
+    lost = json.loads(lines[0])["run_id"]
+    R.write_failure(root, lost, "RuntimeError: the first attempt")
+    assert main(["sweep", "status", str(root), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["counts"]["failed"] == 0 and info["counts"]["pending"] == 1
+    row = next(r for r in info["rows"] if r["run_id"] == lost)
+    assert row["state"] == "pending" and row["note"].startswith("trained, not yet recorded")
+    assert row["resume_step"] is None and info["eta_s"] is None
