@@ -134,6 +134,13 @@ def _plan(args: argparse.Namespace) -> int:
     from sweeps.workers import check_workers
 
     check_workers(args.workers, "local", None)
+    if args.json and args.workers != 1:
+        from scaling.errors import UserError
+
+        raise UserError(
+            f"--workers {args.workers} sets the printed time estimate, and --json prints no "
+            f"estimate; drop one of them"
+        )
     finished = None
     if args.out is not None:
         from pathlib import Path

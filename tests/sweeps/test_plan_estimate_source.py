@@ -243,3 +243,13 @@ def test_status_flop_rate_fallback_carries_the_same_contention(tmp_path: Path, m
         for lease in leases:
             lease.release()
     assert info["eta_s"] == pytest.approx(alone * slow / 2)
+
+
+def test_plan_json_with_workers_exits_2(capsys) -> None:
+    """--workers only changes the printed time estimate, which --json leaves out: the two
+    together are refused, not silently ignored (as --out with --json)."""
+    assert main(["sweep", "plan", "cpu-small", "--json", "--workers", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --workers 3 ")
+    assert main(["sweep", "plan", "cpu-small", "--json", "--workers", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["sweep"] == "cpu-small"
