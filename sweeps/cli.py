@@ -190,10 +190,10 @@ def _run(args: argparse.Namespace) -> int:
     from sweeps.workers import check_workers
 
     check_workers(args.workers, args.backend, args.max_runs)
-    params = _slurm_params(args)  # validated for every backend: a typo fails before work
-    if args.backend == "local":
+    if args.backend == "local":  # first: a SLURM option here is a forgotten --backend slurm
         _no_slurm_options(args)
-    elif args.wait and args.no_wait:
+    params = _slurm_params(args)  # validated for every backend: a typo fails before work
+    if args.backend != "local" and args.wait and args.no_wait:
         from scaling.errors import UserError
 
         raise UserError("--wait and --no-wait contradict each other; pass one of them")
@@ -357,7 +357,9 @@ def _no_slurm_options(args: argparse.Namespace) -> None:
 def _slurm_params(args: argparse.Namespace) -> dict:
     from scaling.config import parse_value
     from scaling.errors import UserError
+    from sweeps.slurm_args import check_slurm_numbers
 
+    check_slurm_numbers(args)
     params: dict = dict(
         nodes=args.nodes,
         tasks_per_node=args.tasks_per_node,

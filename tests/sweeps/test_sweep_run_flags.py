@@ -119,3 +119,30 @@ def test_a_submission_waits_for_one_in_flight_in_the_same_dir(tmp_path: Path, mo
     t.join(timeout=120)
     assert rc == [2]
     assert not any((root / "slurm").iterdir())  # its own pickles removed, as before
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--timeout-min", "0"], "--timeout-min 0: must be >= 1"),  # SLURM's --time=0: no limit
+        (["--nodes", "0"], "--nodes 0: must be >= 1"),
+        (["--tasks-per-node", "0"], "--tasks-per-node 0: must be >= 1"),
+        (["--cpus-per-task", "0"], "--cpus-per-task 0: must be >= 1"),
+        (["--array-parallelism", "0"], "--array-parallelism 0: must be >= 1"),
+        (["--gpus-per-node", "-1"], "--gpus-per-node -1: must be >= 0"),
+        (["--mem-gb", "-5"], "--mem-gb -5: must be a finite number of GiB > 0"),
+        (["--mem-gb", "nan"], "--mem-gb nan: must be a finite number of GiB > 0"),
+    ],
+)
+def test_slurm_resource_out_of_range_exits_2_before_submitting(
+    tmp_path: Path, capsys, monkeypatch, flags, named
+) -> None:
+    """A SLURM resource count that cannot mean anything is named, exit 2, before the plan is
+    written or sbatch is called (it reached sbatch, or meant something else there)."""
+    _refusing_sbatch(tmp_path, monkeypatch)
+    root = tmp_path / "sweep"
+    argv = ["sweep", "run", "cpu-small", "--out", str(root), "--backend", "slurm"]
+    assert main([*argv, *flags, "--train-fn", FAKE]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {named}"), err
+    assert not root.exists()
