@@ -128,9 +128,6 @@ def _pid_start(pid: int) -> int | None:
     return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
 
 
-PID_START = _pid_start(os.getpid())
-
-
 def _owner_alive(info: dict[str, Any], pid: int) -> bool:
     """Whether the lease's owner process on this host still runs: its pid is alive and, when
     the lease recorded the owner's start time, belongs to the same process (not one that got
@@ -187,7 +184,8 @@ class Lease:
     def _payload(self) -> bytes:
         now = time.time()
         self._beats += 1
-        info = dict(owner=self.owner, host=HOST, pid=os.getpid(), pid_start=PID_START)
+        pid = os.getpid()  # read now, not at import: a forked child is another process
+        info = dict(owner=self.owner, host=HOST, pid=pid, pid_start=_pid_start(pid))
         info.update(heartbeat=now, beat=self._beats)
         info.update(expires=now + self.ttl, ttl=self.ttl)
         return json.dumps(info).encode()
