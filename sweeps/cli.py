@@ -320,6 +320,10 @@ def _run_workers(args: argparse.Namespace, root, plan, lease_ttl: float, launche
         W.wait(procs)  # each saves a checkpoint and releases its lease
         raise
     codes = W.wait(procs)
+    for i, c in ((i, c) for i, c in enumerate(codes, 2) if c < 0):  # e.g. the OOM killer's
+        why = f"signal {-c} ({signal.strsignal(-c)})"
+        print(f"warning: launcher {i} of {n} was killed by {why}; the cell it held was taken "
+              "over or is left for a rerun", file=sys.stderr)  # fmt: skip
     counts = W.outcome(root, [c.run_id for c in plan.cells], t0)
     code = _summary(plan, root, counts)
     return 2 if 2 in codes else code

@@ -78,3 +78,23 @@ def test_lease_whose_pid_now_names_another_process_is_taken_over(tmp_path: Path)
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_worker_killed_by_a_signal_is_reported(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A --workers launcher killed by SIGKILL (the OOM killer) was never mentioned: its cell was
+    quietly taken over. The first launcher now says which one died, and of what."""
+    import argparse
+    from types import SimpleNamespace
+
+    from sweeps import cli
+    from sweeps import workers as W
+
+    monkeypatch.setattr(W, "start", lambda n, argv: ["w2"])
+    monkeypatch.setattr(W, "wait", lambda procs: [-9])
+    monkeypatch.setattr(W, "outcome", lambda root, ids, t0: {})
+    monkeypatch.setattr(cli, "_summary", lambda plan, root, counts: 0)
+    args = argparse.Namespace(grid="g", overrides=[], train_fn=None, workers=2)
+    plan = SimpleNamespace(cells=[SimpleNamespace(run_id=r) for r in ("a", "b")])
+    assert cli._run_workers(args, tmp_path, plan, 120.0, lambda t0, n: None) == 0
+    err = capsys.readouterr().err
+    assert "warning: launcher 2 of 2 was killed by signal 9 (Killed)" in err
