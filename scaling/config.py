@@ -18,6 +18,7 @@ import json
 import math
 import re
 import tomllib
+import typing
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,24 @@ def _build(cls: type, section: str, values: dict[str, Any]) -> Any:
             f"[{section}] unknown field {unknown[0]!r}; valid fields: {', '.join(sorted(known))}"
         )
     kwargs = {}
+    hints = typing.get_type_hints(cls)
     for key, value in values.items():
         default = getattr(cls(), key)
         kwargs[key] = _coerce(f"{section}.{key}", value, default)
+        if isinstance(default, tuple):
+            _check_items(f"{section}.{key}", kwargs[key], typing.get_args(hints[key])[0])
     return cls(**kwargs)
+
+
+def _check_items(name: str, items: tuple[Any, ...], kind: type) -> None:
+    """Every item of a list field is of the field's item type (`eval.shots = ["a"]` or
+    `[1.5]` was accepted, then a TypeError traceback or a fractional shot count)."""
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, kind):
+            what = "integers, e.g. [0, 1, 4]" if kind is int else 'strings, e.g. ["a", "b"]'
+            raise UserError(
+                f"{name} = {list(items)!r}: {item!r} is not valid; give a list of {what}"
+            )
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

@@ -134,3 +134,14 @@ def test_sweep_plan_refuses_a_validation_split_overlapping_training():
 
     with pytest.raises(UserError, match=r"data\.val_split = 'train'"):
         plan_grid(load_grid("demo", ["base.data.val_split=train"]))
+
+
+@pytest.mark.parametrize(
+    "override", ['eval.shots=["a"]', "eval.shots=[1.5]", "eval.shots=[[1]]", "eval.tasks=[1]"]
+)
+def test_a_list_item_of_the_wrong_type_is_named(override):
+    """Each item of a list field is checked: a string shot count was a TypeError traceback, a
+    fractional one or a numeric task name was accepted."""
+    with pytest.raises(UserError, match=r"is not valid; give a list of"):
+        C.load("tiny", [override])
+    assert C.load("tiny", ["eval.shots=[0, 2]"]).eval.shots == (0, 2)
