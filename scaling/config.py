@@ -110,22 +110,35 @@ def _build(cls: type, section: str, values: dict[str, Any]) -> Any:
     kwargs = {}
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
-        default = getattr(cls(), key)
-        kwargs[key] = _coerce(f"{section}.{key}", value, default)
+        default, name = getattr(cls(), key), f"{section}.{key}"
         if isinstance(default, tuple):
-            _check_items(f"{section}.{key}", kwargs[key], typing.get_args(hints[key])[0])
+            kwargs[key] = _coerce_list(name, value, typing.get_args(hints[key])[0])
+        else:
+            kwargs[key] = _coerce(name, value, default)
     return cls(**kwargs)
 
 
-def _check_items(name: str, items: tuple[Any, ...], kind: type) -> None:
-    """Every item of a list field is of the field's item type (`eval.shots = ["a"]` or
-    `[1.5]` was accepted, then a TypeError traceback or a fractional shot count)."""
-    for item in items:
+def _coerce_list(name: str, value: Any, kind: type) -> tuple[Any, ...]:
+    """A list field as a tuple whose every item is of the field's item type (`eval.shots =
+    ["a"]` was a TypeError traceback, `[1.5]` a fractional shot count). A `--set` list of
+    unquoted strings (`[corpus/*.txt]`, not TOML) is told to quote them."""
+    example = "[0, 1, 4]" if kind is int else '["a.txt", "b.jsonl"]'
+    if isinstance(value, str) and value.strip().startswith("["):
+        items = [i.strip().strip("\"'") for i in value.strip().strip("[]").split(",")]
+        quoted = ", ".join(f'"{i}"' for i in items if i)
+        raise UserError(
+            f"{name} = {value!r} is not a TOML list: quote each string, e.g. "
+            f"--set '{name}=[{quoted}]'"
+        )
+    if not isinstance(value, list | tuple):
+        raise UserError(f"{name} = {value!r}: expected a list, e.g. {example}")
+    for item in value:
         if isinstance(item, bool) or not isinstance(item, kind):
-            what = "integers, e.g. [0, 1, 4]" if kind is int else 'strings, e.g. ["a", "b"]'
             raise UserError(
-                f"{name} = {list(items)!r}: {item!r} is not valid; give a list of {what}"
+                f"{name} = {list(value)!r}: {item!r} is not valid; give a list of "
+                f"{'integers' if kind is int else 'strings'}, e.g. {example}"
             )
+    return tuple(value)
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -148,10 +161,6 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, str):
             raise UserError(f"{name} = {value!r}: expected a string")
         return value
-    if isinstance(default, tuple):
-        if not isinstance(value, list | tuple):
-            raise UserError(f"{name} = {value!r}: expected a list, e.g. [0, 1, 4]")
-        return tuple(value)
     return value
 
 

@@ -145,3 +145,15 @@ def test_a_list_item_of_the_wrong_type_is_named(override):
     with pytest.raises(UserError, match=r"is not valid; give a list of"):
         C.load("tiny", [override])
     assert C.load("tiny", ["eval.shots=[0, 2]"]).eval.shots == (0, 2)
+
+
+def test_a_set_list_of_unquoted_strings_is_told_to_quote_them():
+    """`--set data.paths=[corpus/*.txt]` is not TOML, so it arrived as one string and was
+    answered "expected a list, e.g. [0, 1, 4]"; the fix quotes the user's own items."""
+    with pytest.raises(
+        UserError, match=r"""quote each string, e\.g\. --set 'eval\.tasks=\["add2", "b"\]'"""
+    ):
+        C.load("tiny", ["eval.tasks=[add2, b]"])
+    with pytest.raises(UserError, match=r'expected a list, e\.g\. \["a\.txt", "b\.jsonl"\]'):
+        C.load("tiny", ['data.paths="a.txt"'])
+    assert C.load("tiny", ['eval.tasks=["add2"]']).eval.tasks == ("add2",)
