@@ -160,6 +160,12 @@ def _check_eval(e: EvalConfig) -> None:
     traceback from the item sampler; a negative eval.every was accepted and meant 0)."""
     if bad := [k for k in e.shots if k < 0]:
         raise UserError(f"eval.shots = {list(e.shots)}: shot counts must be >= 0, not {bad[0]}")
+    for name, items in (("shots", e.shots), ("tasks", e.tasks)):
+        if dup := sorted({x for x in items if items.count(x) > 1}):
+            raise UserError(  # each repeat was scored again and moved the run id
+                f"eval.{name} = {list(items)!r}: {dup[0]!r} is listed twice; list each once, "
+                f"e.g. eval.{name} = {list(dict.fromkeys(items))!r}"
+            )
     if e.n_items <= 0:
         raise UserError(f"eval.n_items = {e.n_items}: give the number of test items, >= 1")
     if e.seed < 0:  # numpy seeds the item draws with non-negative integers only

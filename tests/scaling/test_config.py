@@ -157,3 +157,11 @@ def test_a_set_list_of_unquoted_strings_is_told_to_quote_them():
     with pytest.raises(UserError, match=r'expected a list, e\.g\. \["a\.txt", "b\.jsonl"\]'):
         C.load("tiny", ['data.paths="a.txt"'])
     assert C.load("tiny", ['eval.tasks=["add2"]']).eval.tasks == ("add2",)
+
+
+@pytest.mark.parametrize("override", ["eval.shots=[0, 1, 0]", 'eval.tasks=["add2", "add2"]'])
+def test_a_repeated_shot_count_or_task_is_refused(override):
+    """A repeat was scored twice (twice the eval work, "shots": [0, 1, 0] in result.json) and
+    gave the run another id than the same config listing it once."""
+    with pytest.raises(UserError, match=r"is listed twice; list each once, e\.g\. eval\."):
+        C.load("tiny", [override])
