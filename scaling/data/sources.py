@@ -205,7 +205,7 @@ def _prepare_text_files(cfg: DataConfig, data_dir: Path) -> Any:
     from scaling.data import text_files
 
     config = text_files.make_config(cfg.paths, cfg.text_key)  # UserError: paths, encodings
-    with _file_lock(data_dir / f".{TEXT_FILES}.lock"):
+    with _file_lock(data_dir / f".{TEXT_FILES}.lock"), text_files.quiet_custom_config():
         builder = tfds.builder(TEXT_FILES, config=config, data_dir=str(data_dir))
         if not _is_prepared(builder):
             text_files.check_documents(config)  # UserError: empty corpus, bad JSONL line

@@ -18,10 +18,12 @@ Files that are not valid UTF-8 are skipped and counted (one line on stderr, and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -174,6 +176,23 @@ def check_documents(config: TextFilesConfig) -> int:
         )
     split_documents(docs)  # UserError below 2 documents
     return n
+
+
+@contextlib.contextmanager
+def quiet_custom_config():
+    """Drop TFDS's `WARNING absl: Using custom data configuration: TextFilesConfig(...)`, which
+    every text_files run printed to stderr (the corpus config is ours by design), before its
+    output and before an `error:` line that was to be the only one."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Using custom data configuration")
+
+    log = logging.getLogger("absl")
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
 
 
 @dataclasses.dataclass(eq=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sysconfig
 from collections import Counter
 from pathlib import Path
@@ -170,3 +171,14 @@ def test_a_corpus_whose_every_text_hashes_into_validation_keeps_one_to_train_on(
     assert len({d[1] for d in val}) == 1 and len(train) + len(val) == 3 and train
     assert not {d[1] for d in train} & {d[1] for d in val}
     assert {d[1] for d in text_files.split_documents(docs[::-1])[1]} == {d[1] for d in val}
+
+
+def test_no_tfds_custom_config_warning_on_stderr(tmp_path: Path, caplog) -> None:
+    """TFDS warned `Using custom data configuration: TextFilesConfig(...)` on every text_files
+    run, a second stderr line beside a data error's one `error:` line."""
+    _corpus(tmp_path)
+    before = list(logging.getLogger("absl").filters)
+    with caplog.at_level("WARNING"):
+        sources.get_builder(_cfg(tmp_path), progress=False)
+    assert not [r for r in caplog.records if "custom data configuration" in r.getMessage()]
+    assert logging.getLogger("absl").filters == before  # the filter is removed again
