@@ -180,9 +180,13 @@ def from_dict(raw: dict[str, Any]) -> RunConfig:
             raise UserError(f"[{section}] = {raw[section]!r}: expected a table of fields")
     unknown = sorted(set(raw) - set(SECTIONS) - {"name"})
     if unknown:
-        raise UserError(
-            f"unknown config section [{unknown[0]}]; valid sections: {', '.join(SECTIONS)}"
-        )
+        key = unknown[0]
+        if not isinstance(raw[key], dict):  # a top-level key (`nmae = "x"`), not a table
+            raise UserError(
+                f"unknown top-level key {key!r}; above the tables a config holds only `name` "
+                f'(e.g. name = "my-run"); put fields under [{"], [".join(SECTIONS)}]'
+            )
+        raise UserError(f"unknown config section [{key}]; valid sections: {', '.join(SECTIONS)}")
     model_raw = dict(raw.get("model", {}))
     preset = model_raw.get("preset", "")
     if preset:

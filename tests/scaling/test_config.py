@@ -165,3 +165,11 @@ def test_a_repeated_shot_count_or_task_is_refused(override):
     gave the run another id than the same config listing it once."""
     with pytest.raises(UserError, match=r"is listed twice; list each once, e\.g\. eval\."):
         C.load("tiny", [override])
+
+
+def test_a_misspelled_top_level_key_is_not_called_a_section():
+    """`nmae = "x"` (or `steps = 3` above any [train]) was "unknown config section [nmae]"."""
+    with pytest.raises(UserError, match=r"unknown top-level key 'nmae'; .* only `name`"):
+        C.from_dict({"nmae": "x"})
+    with pytest.raises(UserError, match=r"unknown config section \[trian\]"):
+        C.from_dict({"trian": {"steps": 3}})
