@@ -83,6 +83,11 @@ def run_launch(args: argparse.Namespace) -> int:
         raise UserError(f"-n {n} must be >= 1")
     if k is not None and k < 1:
         raise UserError(f"--devices-per-process {k} must be >= 1")
+    if not args.grace >= 0:  # nan and negatives were a SIGKILL at once, silently
+        raise UserError(
+            f"--grace {args.grace} must be a number of seconds >= 0 (the wait between "
+            f"SIGTERM and SIGKILL when a process fails), e.g. --grace 10"
+        )
     if args.port is not None and not 1 <= args.port <= 65535:
         raise UserError(
             f"--port {args.port} is not a TCP port; pass one in 1..65535, or leave --port out "

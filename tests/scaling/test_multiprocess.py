@@ -307,3 +307,12 @@ def test_launch_rejects_a_port_out_of_range_before_starting_anything(
     err = capsys.readouterr().err
     assert err.startswith(f"error: --port {port} is not a TCP port; pass one in 1..65535")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("grace", ["-1", "nan"])
+def test_launch_grace_that_is_not_a_wait_exits_2(grace: str, capsys) -> None:
+    """A negative or nan --grace was accepted and meant SIGKILL at once on the first failure."""
+    assert cli.main(["launch", "-n", "1", "--grace", grace, "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --grace {float(grace)} must be a number of seconds >= 0")
+    assert err.count("\n") == 1
