@@ -131,6 +131,8 @@ def _coerce_list(name: str, value: Any, kind: type) -> tuple[Any, ...]:
             f"--set '{name}=[{quoted}]'"
         )
     if not isinstance(value, list | tuple):
+        if isinstance(value, str if kind is str else int) and not isinstance(value, bool):
+            example = f'["{value}"]' if kind is str else f"[{value}]"  # the one item, as a list
         raise UserError(f"{name} = {value!r}: expected a list, e.g. {example}")
     for item in value:
         if isinstance(item, bool) or not isinstance(item, kind):

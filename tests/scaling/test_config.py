@@ -154,8 +154,12 @@ def test_a_set_list_of_unquoted_strings_is_told_to_quote_them():
         UserError, match=r"""quote each string, e\.g\. --set 'eval\.tasks=\["add2", "b"\]'"""
     ):
         C.load("tiny", ["eval.tasks=[add2, b]"])
-    with pytest.raises(UserError, match=r'expected a list, e\.g\. \["a\.txt", "b\.jsonl"\]'):
-        C.load("tiny", ['data.paths="a.txt"'])
+    with pytest.raises(
+        UserError, match=r'data\.paths = \'a\.txt\': expected a list, e\.g\. \["a\.txt"\]'
+    ):
+        C.load("tiny", ['data.paths="a.txt"'])  # one item: the example is it, as a list
+    with pytest.raises(UserError, match=r"eval\.shots = 4: expected a list, e\.g\. \[4\]$"):
+        C.load("tiny", ["eval.shots=4"])
     assert C.load("tiny", ['eval.tasks=["add2"]']).eval.tasks == ("add2",)
 
 
