@@ -158,8 +158,22 @@ def iter_documents(files: list[CorpusFile], text_key: str):
                     f"{where}: {text_key!r} holds a {type(value).__name__}, not text; "
                     f"set data.text_key to a string field"
                 )
+            _check_encodable(value, where, text_key)
             if value.strip():
                 yield f"{i}:{lineno}", value, where
+
+
+def _check_encodable(value: str, where: str, text_key: str) -> None:
+    """UserError for a JSON escape of half a surrogate pair (`"\\ud800"`): valid JSON, but not
+    text UTF-8 can hold, so hashing or tokenizing the document was a UnicodeEncodeError."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(
+            f"{where}: {text_key!r} holds an unpaired surrogate escape "
+            f"({value[e.start].encode('unicode_escape').decode()} at character {e.start}), which "
+            f"is not text; fix or remove the line"
+        ) from None
 
 
 def check_documents(config: TextFilesConfig) -> int:

@@ -182,3 +182,16 @@ def test_no_tfds_custom_config_warning_on_stderr(tmp_path: Path, caplog) -> None
         sources.get_builder(_cfg(tmp_path), progress=False)
     assert not [r for r in caplog.records if "custom data configuration" in r.getMessage()]
     assert logging.getLogger("absl").filters == before  # the filter is removed again
+
+
+def test_a_jsonl_unpaired_surrogate_escape_is_one_line_naming_the_line(tmp_path: Path) -> None:
+    """`{"text": "a \\ud800 b"}` is valid JSON but not UTF-8 text: it was a UnicodeEncodeError
+    traceback from the split's text hash."""
+    (tmp_path / "s.jsonl").write_text(
+        '{"text": "second doc"}\n{"text": "hello \\ud800 world"}\n{"text": "third"}\n'
+    )
+    cfg = DataConfig(
+        dataset="text_files", data_dir=str(tmp_path / "tfds"), paths=(str(tmp_path / "s.jsonl"),)
+    )
+    with pytest.raises(UserError, match=r"s\.jsonl:2: 'text' holds an unpaired surrogate escape"):
+        sources.get_builder(cfg, progress=False)
