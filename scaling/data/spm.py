@@ -70,6 +70,12 @@ def get_tokenizer(path: str) -> Tok:
     if not path:
         return BYTES
     p = Path(path).expanduser()
+    if p.is_dir():  # e.g. the folder `scaling tokenizer train` saved into
+        models = ", ".join(sorted(m.name for m in p.glob("*.model"))[:3]) or "none"
+        raise UserError(
+            f"data.tokenizer = {path!r} is a directory, not a SentencePiece .model file; point "
+            f"it at the .model file (in this directory: {models})"
+        )
     if not p.is_file():
         raise UserError(
             f"data.tokenizer = {path!r}: no such file; train one with `scaling tokenizer train "

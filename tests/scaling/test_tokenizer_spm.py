@@ -255,3 +255,10 @@ def test_train_on_a_tfrecord_prepared_dataset_is_one_error_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not array_record" in err and err.count("\n") == 1, err
+
+
+def test_a_tokenizer_directory_is_named_as_one_with_its_models(tmp_path: Path) -> None:
+    """A folder (where `scaling tokenizer train` saved) was "no such file", though it exists."""
+    (tmp_path / "spm-bpe-512.model").write_bytes(b"x")
+    with pytest.raises(UserError, match=r"is a directory, not .* \(in this directory: spm-bpe-512"):
+        spm.get_tokenizer(str(tmp_path))
