@@ -114,7 +114,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser and loop. `warmup_steps` < 0 means automatic (see scaling.train)."""
+    """Optimiser and loop. `warmup_steps` = -1 means automatic (see scaling.optim)."""
 
     steps: int = 200
     batch_size: int = 32

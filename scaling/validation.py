@@ -106,6 +106,11 @@ def _check_train(t: TrainConfig) -> None:
         raise UserError(f"train.lr = {t.lr}: must be > 0")
     if not 0 <= t.min_lr_ratio <= 1:
         raise UserError(f"train.min_lr_ratio = {t.min_lr_ratio}: must be in [0, 1]")
+    if t.warmup_steps < -1:  # -5 ran as -1 (automatic) under another run id
+        raise UserError(
+            f"train.warmup_steps = {t.warmup_steps}: give a step count >= 0, or -1 for "
+            f"automatic (min(steps // 10, 1000))"
+        )
     if t.warmup_steps > max(t.steps - 2, 0):  # the last update must be past the warmup
         raise UserError(
             f"train.warmup_steps = {t.warmup_steps} must be <= train.steps - 2 = "

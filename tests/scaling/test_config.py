@@ -177,3 +177,10 @@ def test_a_misspelled_top_level_key_is_not_called_a_section():
         C.from_dict({"nmae": "x"})
     with pytest.raises(UserError, match=r"unknown config section \[trian\]"):
         C.from_dict({"trian": {"steps": 3}})
+
+
+def test_a_warmup_below_minus_one_is_refused():
+    """-5 was accepted and ran as -1 (automatic), under another run id than -1."""
+    with pytest.raises(UserError, match=r"train\.warmup_steps = -5: .* or -1 for automatic"):
+        C.load("tiny", ["train.warmup_steps=-5"])
+    assert C.load("tiny", ["train.warmup_steps=-1"]).train.warmup_steps == -1
