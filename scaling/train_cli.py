@@ -83,6 +83,10 @@ def run_train_command(args: argparse.Namespace) -> int:
     from_step = getattr(args, "from_step", None)
     if from_step is not None and from_step < 0:
         raise UserError(f"--from-step {from_step}: must be a checkpoint step >= 0")
+    if args.out is not None and not args.out.strip():  # `--out "$UNSET"` went to runs/ silently
+        raise UserError(
+            "--out is empty; pass a run directory, or leave --out out for runs/<name>-<hash>"
+        )
     out = Path(args.out) if args.out else default_out_dir(cfg)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory; pass a directory path")

@@ -143,6 +143,16 @@ def test_out_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert "is a file, not a directory" in capsys.readouterr().err
 
 
+def test_an_empty_out_exits_2_and_trains_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out "$UNSET"` was read as no --out and trained into runs/<name>-<hash>."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "tiny", "--set", "train.steps=3", "--out", ""]) == 2
+    assert capsys.readouterr().err.startswith("error: --out is empty; pass a run directory")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_missing_config_file_exits_2(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["train", "/no/such/config.toml"]) == 2
     assert "not found" in capsys.readouterr().err
