@@ -12,7 +12,9 @@ this module reads TOML, applies overrides, builds the dataclasses and names runs
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import datetime
 import hashlib
 import json
 import math
@@ -84,7 +86,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Apply `section.key=value` strings to a nested dict (returns a new dict)."""
-    out = json.loads(json.dumps(raw))
+    out = copy.deepcopy(raw)  # not a JSON round trip: a TOML date (`name = 2024-01-01`) is no JSON
     _overrides.apply(
         out, overrides, "section.key=value", "model.d_model=128", "the config", _check_key
     )
@@ -143,25 +145,33 @@ def _coerce_list(name: str, value: Any, kind: type) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def _shown(value: Any) -> str:
+    """A value as the message shows it: a TOML date or time as written (`2024-01-01`), not as
+    `datetime.date(2024, 1, 1)`; anything else as its repr."""
+    if isinstance(value, datetime.date | datetime.time):
+        return f"{value.isoformat()} (a TOML date/time)"
+    return repr(value)
+
+
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """Check a TOML value against the type of the field's default (ints widen to floats)."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise UserError(f"{name} = {value!r}: expected true or false")
+            raise UserError(f"{name} = {_shown(value)}: expected true or false")
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{name} = {value!r}: expected an integer")
+            raise UserError(f"{name} = {_shown(value)}: expected an integer")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UserError(f"{name} = {value!r}: expected a number")
+            raise UserError(f"{name} = {_shown(value)}: expected a number")
         if not math.isfinite(value):
-            raise UserError(f"{name} = {value!r}: expected a finite number")
+            raise UserError(f"{name} = {_shown(value)}: expected a finite number")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise UserError(f"{name} = {value!r}: expected a string")
+            raise UserError(f'{name} = {_shown(value)}: expected a string, quoted: "{value}"')
         return value
     return value
 
@@ -211,7 +221,9 @@ def from_dict(raw: dict[str, Any]) -> RunConfig:
     }
     name = raw.get("name", "run")
     if not isinstance(name, str) or not name.strip():
-        raise UserError(f'name = {name!r}: expected a non-empty string, e.g. name = "my-run"')
+        raise UserError(
+            f'name = {_shown(name)}: expected a non-empty string, quoted, e.g. name = "my-run"'
+        )
     cfg = RunConfig(name=name, **sections)
     validate(cfg)
     return cfg

@@ -184,3 +184,15 @@ def test_a_warmup_below_minus_one_is_refused():
     with pytest.raises(UserError, match=r"train\.warmup_steps = -5: .* or -1 for automatic"):
         C.load("tiny", ["train.warmup_steps=-5"])
     assert C.load("tiny", ["train.warmup_steps=-1"]).train.warmup_steps == -1
+
+
+def test_a_toml_date_in_a_config_file_is_one_error_naming_the_field(tmp_path):
+    """`name = 2024-01-01` is a TOML date: loading was a `TypeError: Object of type date is not
+    JSON serializable` traceback (the overrides copied the table through JSON)."""
+    path = tmp_path / "dated.toml"
+    path.write_text("name = 2024-01-01\n[train]\nsteps = 3\n")
+    with pytest.raises(UserError, match=r"name = 2024-01-01 \(a TOML date/time\): expected"):
+        C.load(path)
+    path.write_text("[data]\ndataset = 1979-05-27\n")
+    with pytest.raises(UserError, match=r'data\.dataset = 1979-05-27 .*quoted: "1979-05-27"'):
+        C.load(path)
