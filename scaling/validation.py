@@ -39,6 +39,11 @@ def ignored_settings(cfg: RunConfig) -> list[str]:
             f'model.base_width = {m.base_width} does nothing with model.param = "sp" (only muP '
             f'reads it) but changes the run id; drop it, or set model.param = "mup"'
         )
+    if cfg.eval.every and not cfg.eval.enabled:
+        out.append(
+            f"eval.every = {cfg.eval.every} does nothing with eval.enabled = false (no few-shot "
+            f"evals run) but changes the run id; drop it, or set eval.enabled = true"
+        )
     return out
 
 

@@ -196,3 +196,11 @@ def test_a_toml_date_in_a_config_file_is_one_error_naming_the_field(tmp_path):
     path.write_text("[data]\ndataset = 1979-05-27\n")
     with pytest.raises(UserError, match=r'data\.dataset = 1979-05-27 .*quoted: "1979-05-27"'):
         C.load(path)
+
+
+def test_eval_every_with_evals_disabled_is_reported_as_doing_nothing():
+    """eval.every with eval.enabled = false ran no evals but gave another run id, silently."""
+    cfg = C.load("tiny", ["eval.enabled=false", "eval.every=5"])
+    (line,) = C.ignored_settings(cfg)
+    assert line.startswith("eval.every = 5 does nothing with eval.enabled = false")
+    assert C.ignored_settings(C.load("tiny", ["eval.every=5"])) == []
