@@ -170,6 +170,11 @@ def _check_eval(e: EvalConfig) -> None:
     traceback from the item sampler; a negative eval.every was accepted and meant 0)."""
     if bad := [k for k in e.shots if k < 0]:
         raise UserError(f"eval.shots = {list(e.shots)}: shot counts must be >= 0, not {bad[0]}")
+    if e.enabled and not e.shots:  # evals ran and scored nothing: an empty `evals` block
+        raise UserError(
+            "eval.shots = []: no few-shot eval would run; give shot counts, e.g. eval.shots = "
+            "[0, 1, 4], or set eval.enabled = false"
+        )
     for name, items in (("shots", e.shots), ("tasks", e.tasks)):
         if dup := sorted({x for x in items if items.count(x) > 1}):
             raise UserError(  # each repeat was scored again and moved the run id

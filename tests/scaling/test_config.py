@@ -204,3 +204,10 @@ def test_eval_every_with_evals_disabled_is_reported_as_doing_nothing():
     (line,) = C.ignored_settings(cfg)
     assert line.startswith("eval.every = 5 does nothing with eval.enabled = false")
     assert C.ignored_settings(C.load("tiny", ["eval.every=5"])) == []
+
+
+def test_evals_enabled_with_no_shot_counts_is_refused():
+    """eval.shots = [] with evals on trained and wrote an empty `evals` block, silently."""
+    with pytest.raises(UserError, match=r"eval\.shots = \[\]: no few-shot eval would run"):
+        C.load("tiny", ["eval.shots=[]"])
+    assert C.load("tiny", ["eval.shots=[]", "eval.enabled=false"]).eval.shots == ()
