@@ -198,7 +198,11 @@ def from_dict(raw: dict[str, Any]) -> RunConfig:
                 f"unknown top-level key {key!r}; above the tables a config holds only `name` "
                 f'(e.g. name = "my-run"); put fields under [{"], [".join(SECTIONS)}]'
             )
-        raise UserError(f"unknown config section [{key}]; valid sections: {', '.join(SECTIONS)}")
+        grid = " (a sweep grid's table: run a grid with `scaling sweep plan`/`sweep run`)"
+        raise UserError(
+            f"unknown config section [{key}]; valid sections: {', '.join(SECTIONS)}"
+            + (grid if key == "base" else "")
+        )
     model_raw = dict(raw.get("model", {}))
     preset = model_raw.get("preset", "")
     if preset:

@@ -211,3 +211,9 @@ def test_evals_enabled_with_no_shot_counts_is_refused():
     with pytest.raises(UserError, match=r"eval\.shots = \[\]: no few-shot eval would run"):
         C.load("tiny", ["eval.shots=[]"])
     assert C.load("tiny", ["eval.shots=[]", "eval.enabled=false"]).eval.shots == ()
+
+
+def test_a_sweep_grid_given_as_a_run_config_says_it_is_one():
+    """`scaling train sweeps/grids/demo.toml` said only "unknown config section [base]"."""
+    with pytest.raises(UserError, match=r"\[base\]; .*a sweep grid's table: .*scaling sweep plan"):
+        C.from_dict({"isoflop": {"budgets": [1e9]}, "base": {"model": {}}})
