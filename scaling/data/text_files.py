@@ -2,7 +2,8 @@
 
 `data.dataset = "text_files"` with `data.paths = ["corpus/**/*.txt", "more.jsonl"]` (globs,
 relative to the working directory; `**` recurses). A `.txt` file is one document; a `.jsonl` file
-holds one document per line, the string under `data.text_key`. Documents are split into train
+holds one document per line, the string under `data.text_key` (a UTF-8 byte order mark
+opening either kind of file is dropped, not read as text). Documents are split into train
 and validation by a hash of their text (5%, `VAL_PER_MILLE`), so the split is stable across
 machines, file orders and renames, and a document never lands in both (a corpus too small for
 any document to hash into validation, or for any to stay in train, gives validation the text
@@ -35,6 +36,7 @@ from scaling.errors import UserError
 NAME = "text_files"
 VAL_PER_MILLE = 50  # validation if hash(text) % 1000 < 50
 SUFFIXES = (".txt", ".jsonl")
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +93,16 @@ def corpus_digest(files: list[CorpusFile], text_key: str) -> str:
     """What the prepared copy depends on: every path and content hash, the key and the split."""
     lines = [f"{f.path.as_posix()}\t{f.sha256}" for f in files]
     lines += [f"text_key\t{text_key}", f"val_per_mille\t{VAL_PER_MILLE}", "v1"]
+    if any(_txt_with_bom(f) for f in files):  # once prepared with the BOM kept as text: a new
+        lines.append("txt_bom\tstripped")  # copy; a corpus without one keeps its digest
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def _txt_with_bom(f: CorpusFile) -> bool:
+    if not f.utf8 or f.path.suffix.lower() != ".txt":
+        return False
+    with open(f.path, "rb") as fh:
+        return fh.read(3) == _BOM
 
 
 def _text_hash(text: str) -> int:
@@ -132,12 +143,12 @@ def iter_documents(files: list[CorpusFile], text_key: str):
     for i, f in enumerate(files):
         if not f.utf8:
             continue
-        text = f.path.read_text(encoding="utf-8")
+        # a UTF-8 BOM (Windows editors) is a file marker, not text: not trained on, not JSON
+        text = f.path.read_text(encoding="utf-8").removeprefix("\ufeff")
         if f.path.suffix.lower() == ".txt":
             if text.strip():
                 yield f"{i}", text, str(f.path)
             continue
-        text = text.removeprefix("\ufeff")  # a UTF-8 BOM (Windows editors) is not JSON
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue

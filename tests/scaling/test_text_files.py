@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sysconfig
@@ -195,3 +196,20 @@ def test_a_jsonl_unpaired_surrogate_escape_is_one_line_naming_the_line(tmp_path:
     )
     with pytest.raises(UserError, match=r"s\.jsonl:2: 'text' holds an unpaired surrogate escape"):
         sources.get_builder(cfg, progress=False)
+
+
+def test_a_txt_file_saved_with_a_utf8_bom_is_read_without_it(tmp_path: Path) -> None:
+    """The BOM of a .txt file (Windows editors) was trained on as 3 bytes of text, and made the
+    file another document than the same text saved without one; a JSONL BOM was dropped."""
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfhello")
+    (tmp_path / "plain.txt").write_bytes(b"world")
+    files = text_files.scan([tmp_path / "bom.txt", tmp_path / "plain.txt"])
+    assert [t for _, t, _ in text_files.iter_documents(files, "text")] == ["hello", "world"]
+    plain = text_files.scan([tmp_path / "plain.txt"])  # no BOM: the digest is what it was
+    assert (
+        text_files.corpus_digest(plain, "text")
+        == hashlib.sha256(
+            f"{(tmp_path / 'plain.txt').as_posix()}\t{plain[0].sha256}\ntext_key\ttext\n"
+            f"val_per_mille\t{text_files.VAL_PER_MILLE}\nv1".encode()
+        ).hexdigest()
+    )
