@@ -99,9 +99,14 @@ def _check_sizes(cfg: DataConfig, seq_len: int, n_train: int, n_val: int) -> Non
         )
     if n_val <= seq_len:  # data.val_tokens must exceed seq_len and fit in the split
         fit = f"{fit} (and data.val_tokens <= {n_val}), or " if fit else "use a larger dataset or "
+        more = (  # text_files has two fixed splits: validation is ~5% of the documents
+            "add documents to data.paths (validation holds about 5% of them)"
+            if cfg.dataset == TEXT_FILES
+            else "set data.val_split to a larger split"
+        )
         raise UserError(
             f"{cfg.dataset} {cfg.val_split} has only {n_val} tokens, but data.val_tokens must "
-            f"exceed model.seq_len = {seq_len}; {fit}set data.val_split to a larger split"
+            f"exceed model.seq_len = {seq_len}; {fit}{more}"
         )
     if n_val < cfg.val_tokens:
         raise UserError(

@@ -140,3 +140,13 @@ def test_a_split_no_seq_len_fits_names_one_fix_once() -> None:
         with pytest.raises(UserError) as e:
             _check_sizes(cfg, 16, n_train, n_val)
         assert str(e.value).endswith(want) and str(e.value).count("larger dataset") == 1
+
+
+def test_a_text_files_validation_too_small_says_to_add_documents() -> None:
+    """text_files has two fixed splits, so 'set data.val_split to a larger split' named a fix
+    that does not exist; its validation grows with the documents."""
+    from scaling.data import _check_sizes
+
+    cfg = C.load("tiny", ['data.dataset="text_files"', 'data.paths=["c/*.txt"]']).data
+    with pytest.raises(UserError, match=r"add documents to data\.paths .*5% of them\)$"):
+        _check_sizes(cfg, 16, 100, 11)
