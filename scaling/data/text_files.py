@@ -26,12 +26,12 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 
 from scaling.errors import UserError
+from scaling.fileio import warn
 
 NAME = "text_files"
 VAL_PER_MILLE = 50  # validation if hash(text) % 1000 < 50
@@ -276,17 +276,16 @@ def make_config(patterns: tuple[str, ...], text_key: str) -> TextFilesConfig:
     """Resolve the globs, hash the files, report non-UTF-8 ones: the corpus's builder config."""
     files = scan(resolve_paths(patterns))
     skipped = [f for f in files if not f.utf8]
-    if skipped:
-        print(
-            f"{NAME}: skipped {len(skipped)} of {len(files)} file(s) that are not valid UTF-8 "
-            f"(first: {skipped[0].path})",
-            file=sys.stderr,
+    if skipped and len(skipped) == len(files):  # the one line is the error
+        raise UserError(
+            f"data.paths: all {len(files)} file(s) are not valid UTF-8 (first: "
+            f"{skipped[0].path}); convert them to UTF-8 text"
         )
-        if len(skipped) == len(files):
-            raise UserError(
-                f"data.paths: all {len(files)} file(s) are not valid UTF-8 (first: "
-                f"{skipped[0].path}); convert them to UTF-8 text"
-            )
+    if skipped:
+        warn(
+            f"{NAME}: skipped {len(skipped)} of {len(files)} file(s) that are not valid UTF-8 "
+            f"(first: {skipped[0].path})"
+        )
     digest = corpus_digest(files, text_key)[:16]
     return TextFilesConfig(
         name=digest,

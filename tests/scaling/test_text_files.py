@@ -91,10 +91,13 @@ def test_bad_inputs_are_one_clear_line(tmp_path: Path, capsys) -> None:
     (empty / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     capsys.readouterr()
     b = sources.get_builder(_cfg(tmp_path, paths=(str(empty / "*.txt"),)), progress=False)
-    assert "skipped 1 of 3 file(s) that are not valid UTF-8" in capsys.readouterr().err
+    assert "warning: text_files: skipped 1 of 3 file(s) that are not valid UTF-8" in (
+        capsys.readouterr().err
+    )
     assert b.info.metadata["n_skipped_non_utf8"] == 1
     with pytest.raises(UserError, match="all 1 file.* not valid UTF-8"):
         text_files.make_config((str(empty / "latin1.txt"),), "text")
+    assert capsys.readouterr().err == ""  # the error is the one line (no skip notice first)
     with pytest.raises(UserError, match=r"more\.jsonl:1: JSONL record has no 'text' key"):
         sources.get_builder(_cfg(tmp_path, text_key="text"), progress=False)
     (tmp_path / "broken.jsonl").write_text('{"body": "ok"}\n{"body": \n')
