@@ -94,22 +94,27 @@ def load_source(args: argparse.Namespace):
     return table
 
 
+def sweep_only_flags(args: argparse.Namespace) -> list[str]:
+    """The flags given that pick fields of a sweep's results.jsonl (--loss, --flops-kind,
+    --n-kind away from their defaults): a table says the same with --map."""
+    return [
+        f"{flag} {val}"
+        for flag, val, default in (
+            ("--loss", args.loss_kind, "nats"),
+            ("--flops-kind", args.flops_kind, "6nd"),
+            ("--n-kind", args.n_kind, "total"),
+        )
+        if val != default
+    ]
+
+
 def filtered(args: argparse.Namespace):
     """The table of --csv or DIR, after --where (not yet --drop-highest)."""
     from analysis.table_file import load_table, parse_map
     from analysis.tables import load_results
 
     if args.csv:
-        moot = [
-            f"{flag} {val}"
-            for flag, val, default in (
-                ("--loss", args.loss_kind, "nats"),
-                ("--flops-kind", args.flops_kind, "6nd"),
-                ("--n-kind", args.n_kind, "total"),
-            )
-            if val != default
-        ]
-        if moot:  # they pick fields of results.jsonl; a table says it with --map
+        if moot := sweep_only_flags(args):
             raise UserError(
                 f"{', '.join(moot)}: applies to a sweep directory's results.jsonl only; for a "
                 "table, map the column you mean (--map loss=COLUMN, --map C=COLUMN, --map "

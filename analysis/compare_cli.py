@@ -40,16 +40,9 @@ def _moot_flags(args: argparse.Namespace) -> None:
     they were ignored silently (a `--loss bpb` comparison of nats per token)."""
     if any(not s.lower().endswith(".csv") for s in (args.a, args.b)):
         return
-    moot = [
-        f"{flag} {val}"
-        for flag, val, default in (
-            ("--loss", args.loss_kind, "nats"),
-            ("--flops-kind", args.flops_kind, "6nd"),
-            ("--n-kind", args.n_kind, "total"),
-        )
-        if val != default
-    ]
-    if moot:
+    from analysis.cli_source import sweep_only_flags
+
+    if moot := sweep_only_flags(args):
         raise UserError(
             f"{', '.join(moot)}: applies to a sweep directory's results.jsonl only; for CSV "
             "tables map the columns you mean (--map loss=COLUMN, --map N=COLUMN, --map "

@@ -238,37 +238,37 @@ def test_toml_metric_options_are_checked(tmp_path, capsys, option, needle):
     """A [metrics.COL] table skips the --metric flag's checks: `n = 100` (the flag's name) made
     the metric silently continuous, n_items 0 gave NaN intervals, a string n_items or scale and
     scale 0 were tracebacks, 'no' read as true, and a string companions as one per character."""
+    em = "chance = 0.0\n" + ("" if option.startswith("n") else "n_items = 500\n") + option
+    _fails(capsys, _toml_map_argv(tmp_path, "", em), '[metrics."em"]', needle)
+
+
+def _toml_map_argv(tmp_path, top: str, em: str) -> list[str]:
+    """`scaling emergence` on the test CSV with a TOML map: `top` lines, then [metrics.em]."""
     spec = tmp_path / "spec.toml"
-    spec.write_text(
-        'model = "Model"\nfamily = "Family"\ncompute = "C"\n[metrics.em]\nchance = 0.0\n'
-        + ("" if option.startswith("n") else "n_items = 500\n")
-        + option
-        + "\n"
-    )
-    argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", str(spec), "--no-figures"]
-    _fails(capsys, argv + ["--out", str(tmp_path / "o")], '[metrics."em"]', needle)
+    spec.write_text(f'model = "Model"\nfamily = "Family"\ncompute = "C"\n{top}[metrics.em]\n{em}\n')
+    csv_path = _csv(tmp_path, _rows())
+    return [
+        "emergence",
+        "--csv",
+        csv_path,
+        "--map",
+        str(spec),
+        "--no-figures",
+        "--out",
+        str(tmp_path / "o"),
+    ]
 
 
 def test_a_boolean_rate_in_a_toml_map_exits_2(tmp_path, capsys):
     """`majority = true` was read as the rate 1 (and false as 0): bools are not rates."""
-    spec = tmp_path / "spec.toml"
-    spec.write_text(
-        'model = "Model"\nfamily = "Family"\ncompute = "C"\n'
-        "[metrics.em]\nchance = 0.0\nn_items = 500\nmajority = true\n"
-    )
-    argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", str(spec), "--no-figures"]
-    _fails(capsys, argv + ["--out", str(tmp_path / "o")], "metric 'em'", "majority=True")
+    argv = _toml_map_argv(tmp_path, "", "chance = 0.0\nn_items = 500\nmajority = true")
+    _fails(capsys, argv, "metric 'em'", "majority=True")
 
 
 def test_families_in_a_toml_map_must_be_names(tmp_path, capsys):
     """`families = 3` in a TOML map was a TypeError traceback ('can only join an iterable')."""
-    spec = tmp_path / "spec.toml"
-    spec.write_text(
-        'model = "Model"\nfamily = "Family"\ncompute = "C"\nfamilies = 3\n'
-        "[metrics.em]\nchance = 0.0\nn_items = 500\n"
-    )
-    argv = ["emergence", "--csv", _csv(tmp_path, _rows()), "--map", str(spec), "--no-figures"]
-    _fails(capsys, argv + ["--out", str(tmp_path / "o")], "families = 3: give family names")
+    argv = _toml_map_argv(tmp_path, "families = 3\n", "chance = 0.0\nn_items = 500")
+    _fails(capsys, argv, "families = 3: give family names")
 
 
 def test_runs_without_a_compute_value_are_noted(tmp_path, capsys):

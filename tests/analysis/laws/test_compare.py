@@ -111,11 +111,14 @@ def test_different_exponent_is_detected():
     assert res["test"]["p_equal_gamma"] < 0.1
 
 
-def _write_csv(path, table: RunTable) -> None:
+def _write_csv(path, table: RunTable, named: bool = False) -> None:
+    """Columns params, flops, loss (mapped with --map), or, `named`, N, D and loss: `compare`
+    needs no --map for those, as `analyze`."""
+    cols = (table.N, table.D, table.loss) if named else (table.N, table.C, table.loss)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["params", "flops", "loss"])
-        for row in zip(table.N, table.C, table.loss, strict=True):
+        w.writerow(["N", "D", "loss"] if named else ["params", "flops", "loss"])
+        for row in zip(*cols, strict=True):
             w.writerow([repr(float(x)) for x in row])
 
 
@@ -335,23 +338,14 @@ def test_an_unbounded_multiplier_ci_is_drawn_open_not_as_a_bare_dot(
         plt.close(fig)
 
 
-def _write_named_csv(path, table: RunTable) -> None:
-    """Columns named N, D and loss: `compare` needs no --map for them, as `analyze`."""
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["N", "D", "loss"])
-        for row in zip(table.N, table.D, table.loss, strict=True):
-            w.writerow([repr(float(x)) for x in row])
-
-
 def test_swapping_a_and_b_mirrors_every_result_and_csv_columns_are_used_by_name(tmp_path, capsys):
     """The bootstrap seeds went by position (A seed, B seed + 1), so swapping the arguments
     resampled each sweep differently: gamma_B - gamma_A read +0.017 [-0.020, +0.047] (p 0.34)
     one way and -0.017 [-0.051, +0.027] (p 0.45) the other. Seeds now follow the sweeps' rows.
     A CSV whose columns are named N, D and loss was refused without --map, unlike `analyze`."""
     ta, tb = _table(CHINCHILLA_TRUTH, 1, "a"), _table(_planted(2.0), 2, "b")
-    _write_named_csv(tmp_path / "a.csv", ta)
-    _write_named_csv(tmp_path / "b.csv", tb)
+    _write_csv(tmp_path / "a.csv", ta, named=True)
+    _write_csv(tmp_path / "b.csv", tb, named=True)
     res = {}
     for x, y in (("a", "b"), ("b", "a")):
         argv = ["compare", str(tmp_path / f"{x}.csv"), str(tmp_path / f"{y}.csv")]
@@ -437,7 +431,7 @@ def test_bad_outputs_and_mixed_units_exit_2_before_the_fits(tmp_path, capsys, mo
     res = tmp_path / "sw" / "results.jsonl"
     recs = [json.loads(line) for line in res.read_text().splitlines()]
     res.write_text("".join(json.dumps(dict(r, loss_unit="nats/byte")) + "\n" for r in recs))
-    _write_named_csv(tmp_path / "b.csv", _table(_planted(2.0), 2, "b"))
+    _write_csv(tmp_path / "b.csv", _table(_planted(2.0), 2, "b"), named=True)
     assert main(["compare", str(tmp_path / "sw"), str(tmp_path / "b.csv")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the sweeps report loss in different units (sw: 'nats/byte', ")
