@@ -226,7 +226,7 @@ def row_id(run_id: str, task: str, method: str, d_f: int, settings: dict) -> str
 
 def _hashed(method: Any, settings: dict, cfg: Any) -> dict:
     """The settings a row's id hashes: full fine-tuning of a muP run also hashes `mup_lr` (its
-    hidden matrices keep their 1/m lr since cb22311), so rows trained before are retrained."""
+    hidden matrices now keep their 1/m lr), so rows trained before that are trained again."""
     from dataclasses import asdict
 
     out = asdict(settings[method.label])
@@ -248,7 +248,6 @@ def append_row(out: Path, row: dict[str, Any]) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-
     from scaling.evals import tasks as T
 
     root = Path(args.dir)

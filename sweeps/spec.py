@@ -105,7 +105,7 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
     base = _parse_base(raw)
     base_model = _base_model(base, shapes.rule)
     hparams = _mup_lr_rule(name, hparams, raw.get("hparams", {}), base_model.param)
-    _check_mup_ff(name, shapes, base_model.param)
+    _check_mup_ff(name, shapes, base_model)
     check_lr_cap(name, hparams, points)
     return GridSpec(
         name=name,
@@ -122,13 +122,14 @@ def parse_grid(raw: dict[str, Any]) -> GridSpec:
     )
 
 
-def _check_mup_ff(name: str, shapes: Any, param: str) -> None:
+def _check_mup_ff(name: str, shapes: Any, base_model: C.ModelConfig) -> None:
     """muP scales every width axis by one m = d_model / base_width (scaling.mup), so d_ff must
     grow with d_model: explicit shapes whose d_ff / d_model differ would mis-scale the MLP's
     down-projection (its fan-in does not grow as m says)."""
-    if param != "mup" or shapes.rule != "list":
+    if base_model.param != "mup" or shapes.rule != "list":
         return
-    ratio = {s.label: (s.d_ff or 4 * s.d_model) / s.d_model for s in shapes.list}
+    models = {s.label: replace(base_model, **s.fields()) for s in shapes.list}
+    ratio = {k: m.ff_dim / m.d_model for k, m in models.items()}
     if len(set(ratio.values())) > 1:
         got = ", ".join(f"{k}: {v:g}" for k, v in ratio.items())
         raise UserError(

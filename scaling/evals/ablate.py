@@ -209,13 +209,11 @@ def _chance(cfg, spec: AblateSpec) -> dict[str, dict[str, float]]:
     the answer-prior rate (scaling.evals.prior, as `scaling emergence` takes it): add2's token
     accuracy of 0.33 is what knowing that a 3-digit sum starts with 1 scores, not 0.1."""
     from scaling.evals import prior as P  # noqa: PLC0415
-    from scaling.evals import score as S  # noqa: PLC0415
     from scaling.evals import tasks as T  # noqa: PLC0415
 
-    shots = spec.shots or tuple(cfg.eval.shots)
     n, out = spec.n_items or cfg.eval.n_items, {}
     for t in spec.tasks or tuple(cfg.eval.tasks) or tuple(T.TASKS):
-        items = [q for q, _ in S._queries_and_demos(t, n, cfg.eval.seed, max(shots))]
+        items = T.test_items(t, n, cfg.eval.seed)  # the queries scored, without their demos
         nominal, prior = T.chance(t, items), P.majority(t, items)
         out[t] = {m: max(v, prior.get(m, 0.0)) for m, v in nominal.items()}
     return out
